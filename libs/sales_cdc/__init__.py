@@ -1,0 +1,1 @@
+"""Sales CDC pipeline: DynamoDB stream -> Kinesis -> Spark -> lake + warehouse."""

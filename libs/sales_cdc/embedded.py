@@ -1,0 +1,23 @@
+"""An embedded PostgreSQL (``pgserver``) for the demo and tests: no install, no root restrictions."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
+    """Start (or reuse) a PostgreSQL server with its data in ``data_dir``; return (url, server handle).
+
+    The server stops when the handle is garbage-collected or ``server.cleanup()`` is called.
+    """
+    if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver's platformdirs warns without a private one
+        runtime = Path(tempfile.gettempdir()) / f"sales-cdc-runtime-{os.getuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
+    return server.get_uri(), server

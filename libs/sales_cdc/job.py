@@ -1,0 +1,88 @@
+"""Wiring for the local job: Spark session, warehouse, source, streaming query.
+
+Extract (sources) and load (warehouse) live in their own modules; this one only connects them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+from .config import JobConfig, WarehouseConfig
+from .embedded import start_embedded_postgres
+from .pipeline import BatchHandler, RunSummary
+from .sources import file_stream
+from .sql import Dialect, MergeSql
+from .warehouse.postgres import PostgresWarehouse
+
+log = logging.getLogger(__name__)
+
+
+def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> SparkSession:
+    """A local session unless spark-submit already chose a master. Workers use this interpreter."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = (SparkSession.builder.appName(app_name)
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true"))
+    if not SparkConf().contains("spark.master"):  # spark-submit --master wins; plain python runs local[2]
+        builder = builder.master(os.environ.get("SALES_CDC_SPARK_MASTER", "local[2]"))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+@dataclass
+class WarehouseConnection:
+    url: str
+    server: object | None  # the embedded server handle, kept alive while in use
+
+
+@contextmanager
+def warehouse_connection(config: WarehouseConfig):
+    """The configured warehouse URL, or an embedded PostgreSQL started for the duration."""
+    if config.url:
+        yield WarehouseConnection(config.url, None)
+        return
+    url, server = start_embedded_postgres(config.embedded_data_dir)
+    log.info("embedded PostgreSQL started in %s", config.embedded_data_dir)
+    try:
+        yield WarehouseConnection(url, server)
+    finally:
+        server.cleanup()
+
+
+def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str) -> PostgresWarehouse:
+    sql = MergeSql(Dialect.POSTGRES, db_schema=config.db_schema, table=config.table, soft_delete=config.soft_delete)
+    warehouse = PostgresWarehouse(url, sql, job_name)
+    warehouse.ensure_tables()
+    return warehouse
+
+
+def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str) -> RunSummary:
+    """Run the streaming query (until drained with ``available_now``, else until stopped)."""
+    warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
+    handler = BatchHandler(warehouse=warehouse)
+    config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    writer = (file_stream(spark, str(config.source_dir), config.max_files_per_trigger)
+              .writeStream.foreachBatch(handler)
+              .option("checkpointLocation", str(config.checkpoint_dir)))
+    writer = writer.trigger(availableNow=True) if config.available_now else writer.trigger(
+        processingTime=config.trigger_interval)
+    query = writer.start()
+    try:
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")
+        query.stop()
+    finally:
+        warehouse.close()
+    return handler.summary

@@ -1,0 +1,94 @@
+"""Build DynamoDB stream records in the EventBridge Pipe payload format (DESIGN §1).
+
+Used by the fixture builder, the tests and (later) the generator's fixture mode, so every producer
+of test data writes the same shape AWS does. Images are typed with boto3's ``TypeSerializer``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import Binary, TypeSerializer
+
+from . import schema as S
+
+_serializer = TypeSerializer()
+STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/OrdersRawTable/stream/2026-11-25T00:00:00.000"
+
+
+def _json_safe(value: Any) -> Any:
+    """TypeSerializer output -> JSON: binary values become base64 text, as in the stream's JSON."""
+    if isinstance(value, dict):
+        if len(value) == 1 and next(iter(value)) in ("SS", "NS", "BS"):
+            tag, members = next(iter(value.items()))
+            return {tag: sorted(_json_safe(m) for m in members)}  # sets: a stable order for fixtures
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (Binary, bytes, bytearray)):
+        raw = value.value if isinstance(value, Binary) else bytes(value)
+        return base64.b64encode(raw).decode("ascii")
+    return value
+
+
+def to_typed_image(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain item (str, int, Decimal, bool, None, bytes, set, list, dict) -> DynamoDB typed JSON."""
+    def prepare(v: Any) -> Any:
+        if isinstance(v, float):
+            raise TypeError("use Decimal, not float, for DynamoDB numbers")
+        if isinstance(v, datetime):
+            return v.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return v
+
+    return _json_safe({k: _serializer.serialize(prepare(v)) for k, v in item.items()})
+
+
+def stream_record(
+    op: str,
+    sequence: int | str,
+    *,
+    key: str,
+    new: Mapping[str, Any] | None = None,
+    old: Mapping[str, Any] | None = None,
+    event_time: datetime | int | None = None,
+    event_id: str | None = None,
+    entity: S.EntitySchema = S.ORDERS,
+) -> dict[str, Any]:
+    """One stream record as the Pipe puts it on Kinesis (INSERT: new only, REMOVE: old only)."""
+    if isinstance(event_time, datetime):
+        event_time = int(event_time.timestamp())
+    dynamodb: dict[str, Any] = {
+        "ApproximateCreationDateTime": event_time if event_time is not None else 1764028800,
+        "Keys": to_typed_image({entity.key: key}),
+        "SequenceNumber": str(sequence),
+        "SizeBytes": 100,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    }
+    if new is not None:
+        dynamodb["NewImage"] = to_typed_image(new)
+    if old is not None:
+        dynamodb["OldImage"] = to_typed_image(old)
+    return {
+        "eventID": event_id or f"{op.lower()}-{key}-{sequence}",
+        "eventName": op,
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": STREAM_ARN,
+        "dynamodb": dynamodb,
+    }
+
+
+def to_json_line(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), default=_decimal_default)
+
+
+def _decimal_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -1,0 +1,180 @@
+"""Single source of truth for column names and types.
+
+The flattener, the dedupe, the warehouse DDL/SQL (and later the GX suites and the infra) all read
+these definitions; nothing else lists the order columns by hand.
+
+Layers (see docs/architecture.md):
+- *source* columns: what any source (file fixtures, Kinesis) hands to the batch handler;
+- *event* columns: one typed row per CDC event (``new_*`` / ``old_*`` images + ``cdc_*`` metadata);
+- *state* columns: the current version of an order (the warehouse / silver contract);
+- *quarantine* columns: a rejected payload with its reasons.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pyspark.sql import types as T
+
+# DynamoDB attribute type tags (typed JSON): https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_AttributeValue.html
+DDB_TYPES = ("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS")
+
+# Sequence numbers are decimal strings of 21..40 digits. They are left-padded to this width so that
+# string order equals numeric order (DECIMAL(38,0) cannot hold 40 digits).
+SEQUENCE_WIDTH = 40
+
+CDC_OPS = ("INSERT", "MODIFY", "REMOVE")
+
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def check_identifier(name: str) -> str:
+    """Column/table names must be plain lower-case identifiers (safe in Spark, SQL and GX)."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"invalid identifier {name!r}: use lower-case letters, digits and '_' (max 63)")
+    return name
+
+
+@dataclass(frozen=True)
+class Field:
+    """One column. ``ddb_type`` is the DynamoDB attribute type it is decoded from (None: not from DynamoDB)."""
+
+    name: str
+    spark_type: T.DataType
+    ddb_type: str | None = None
+    nullable: bool = True
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_identifier(self.name)
+        if self.ddb_type is not None and self.ddb_type not in DDB_TYPES:
+            raise ValueError(f"{self.name}: unknown DynamoDB type {self.ddb_type!r}")
+
+    def struct_field(self, prefix: str = "") -> T.StructField:
+        return T.StructField(prefix + self.name, self.spark_type, self.nullable)
+
+
+@dataclass(frozen=True)
+class EntitySchema:
+    """The DynamoDB entity replicated by the pipeline: its key and its typed attributes."""
+
+    name: str
+    key: str
+    fields: tuple[Field, ...]
+
+    def __post_init__(self) -> None:
+        check_identifier(self.name)
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.name}: duplicate field names")
+        if self.key not in names:
+            raise ValueError(f"{self.name}: key {self.key!r} is not a field")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def field(self, name: str) -> Field:
+        return next(f for f in self.fields if f.name == name)
+
+
+ORDERS = EntitySchema(
+    name="orders",
+    key="orderid",
+    fields=(
+        Field("orderid", T.StringType(), "S", nullable=False, description="Order id, DynamoDB partition key"),
+        Field("product_name", T.StringType(), "S", description="Catalogue product name"),
+        Field("quantity", T.IntegerType(), "N", description="Units ordered"),
+        Field("price", T.DecimalType(10, 2), "N", description="Unit price, exact to the cent"),
+        Field("customer_id", T.StringType(), "S", description="Customer id"),
+        Field("customer_name", T.StringType(), "S", description="Customer display name"),
+        Field("created_at", T.TimestampType(), "S", description="Order creation time (ISO-8601 string in DynamoDB)"),
+    ),
+)
+
+# --- columns every source provides to the batch handler ------------------------------------------
+PAYLOAD = "payload"  # the Kinesis record data: the JSON of one DynamoDB stream record
+SOURCE_FIELDS: tuple[Field, ...] = (
+    Field(PAYLOAD, T.StringType(), description="Raw Kinesis record data (Pipe JSON)"),
+    Field("source_shard_id", T.StringType(), description="Kinesis shard id (file name for file sources)"),
+    Field("source_sequence_number", T.StringType(), description="Kinesis record sequence number"),
+    Field("source_partition_key", T.StringType(), description="Kinesis partition key"),
+    Field("source_arrival_time", T.TimestampType(), description="Kinesis approximate arrival time"),
+)
+SOURCE_SCHEMA = T.StructType([f.struct_field() for f in SOURCE_FIELDS])
+
+# --- CDC metadata on events and state rows ----------------------------------------------------------
+CDC_EVENT_ID = "cdc_event_id"
+CDC_OP = "cdc_op"
+CDC_SEQUENCE = "cdc_sequence"
+CDC_EVENT_TIME = "cdc_event_time"
+CDC_BATCH_ID = "cdc_batch_id"
+CDC_ERRORS = "cdc_errors"
+CDC_WARNINGS = "cdc_warnings"
+NEW_PREFIX = "new_"
+OLD_PREFIX = "old_"
+UNMAPPED = "unmapped_attributes"  # attributes not in the schema, kept as DynamoDB typed JSON
+
+CDC_FIELDS: tuple[Field, ...] = (
+    Field(CDC_EVENT_ID, T.StringType(), nullable=False, description="DynamoDB stream eventID"),
+    Field(CDC_OP, T.StringType(), nullable=False, description="INSERT, MODIFY or REMOVE"),
+    Field(CDC_SEQUENCE, T.StringType(), nullable=False,
+          description=f"Stream SequenceNumber left-padded to {SEQUENCE_WIDTH} digits (sorts numerically)"),
+    Field(CDC_EVENT_TIME, T.TimestampType(), description="ApproximateCreationDateTime (UTC)"),
+)
+
+
+def event_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
+    """Columns of a flattened event: cdc metadata, key, both images, unmapped attributes, source."""
+    key = entity.field(entity.key)
+    images: list[Field] = []
+    for prefix in (NEW_PREFIX, OLD_PREFIX):
+        images += [Field(prefix + f.name, f.spark_type, description=f.description) for f in entity.fields]
+        images.append(Field(prefix + UNMAPPED, T.StringType(), description="Unmapped attributes, typed JSON"))
+    warnings = Field(CDC_WARNINGS, T.ArrayType(T.StringType(), False), nullable=False,
+                     description="Non-fatal decode problems (e.g. an old image value that does not decode)")
+    return (*CDC_FIELDS, key, *images, warnings, *SOURCE_FIELDS)
+
+
+def event_schema(entity: EntitySchema = ORDERS) -> T.StructType:
+    return T.StructType([f.struct_field() for f in event_fields(entity)])
+
+
+# --- current state (warehouse / silver) ------------------------------------------------------------
+IS_DELETED = "is_deleted"
+DELETED_AT = "deleted_at"
+STATE_CDC_FIELDS: tuple[Field, ...] = (
+    *CDC_FIELDS,
+    Field(CDC_BATCH_ID, T.LongType(), nullable=False, description="Micro-batch that wrote the row"),
+)
+SOFT_DELETE_FIELDS: tuple[Field, ...] = (
+    Field(IS_DELETED, T.BooleanType(), nullable=False, description="True once a REMOVE was applied"),
+    Field(DELETED_AT, T.TimestampType(), description="Event time of the REMOVE"),
+)
+
+
+def state_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
+    """Columns of a current-state row (soft-delete columns are added by the sink when enabled)."""
+    unmapped = Field(UNMAPPED, T.StringType(), description="Attributes not in the schema, DynamoDB typed JSON")
+    return (*entity.fields, unmapped, *STATE_CDC_FIELDS)
+
+
+def state_schema(entity: EntitySchema = ORDERS) -> T.StructType:
+    return T.StructType([f.struct_field() for f in state_fields(entity)])
+
+
+# --- quarantine ------------------------------------------------------------------------------------
+QUARANTINE_REASON = "reason"
+QUARANTINE_FIELDS: tuple[Field, ...] = (
+    Field(CDC_BATCH_ID, T.LongType(), nullable=False, description="Micro-batch that rejected the record"),
+    Field("stage", T.StringType(), nullable=False, description="Where it was rejected: decode or dq"),
+    Field(QUARANTINE_REASON, T.StringType(), nullable=False, description="Why, '; '-separated"),
+    Field(CDC_EVENT_ID, T.StringType(), description="eventID if it could be read"),
+    Field("record_key", T.StringType(), description="Entity key if it could be read"),
+    *SOURCE_FIELDS,
+)
+
+
+def quarantine_schema() -> T.StructType:
+    return T.StructType([f.struct_field() for f in QUARANTINE_FIELDS])

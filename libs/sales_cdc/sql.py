@@ -1,0 +1,228 @@
+"""Every SQL statement the warehouse sinks run, for PostgreSQL (local stand-in) and Redshift.
+
+Built from the schema module only. Identifiers are validated (``schema.check_identifier``) and
+double-quoted; values are always bound parameters (``%(name)s`` for psycopg, ``:name`` for the
+Redshift Data API), never formatted into the text.
+
+Merge contract per micro-batch (docs/architecture.md, DESIGN §3), inside one transaction:
+  1. drop staged rows that are not newer than the stored row or its delete tombstone (sequence guard);
+  2. record the batch in the ledger, with counts computed from the stage;
+  3. delete target rows that a staged row supersedes; insert the staged non-delete rows
+     (soft delete: insert every staged row with ``is_deleted``);
+  4. hard delete: refresh the tombstones of deleted keys, so an older event arriving later cannot
+     resurrect a deleted order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from pyspark.sql import types as T
+
+from . import schema as S
+
+LONG_TEXT = {S.UNMAPPED, S.PAYLOAD, S.QUARANTINE_REASON}
+
+
+class Dialect(str, Enum):
+    POSTGRES = "postgres"
+    REDSHIFT = "redshift"
+
+
+def quote(name: str) -> str:
+    return '"' + S.check_identifier(name) + '"'
+
+
+def sql_type(field: S.Field, dialect: Dialect) -> str:
+    t = field.spark_type
+    if isinstance(t, T.StringType):
+        if dialect is Dialect.POSTGRES:
+            return "TEXT"
+        return "VARCHAR(65535)" if field.name in LONG_TEXT else "VARCHAR(256)"
+    if isinstance(t, T.DecimalType):
+        return f"DECIMAL({t.precision},{t.scale})"
+    simple = {
+        T.IntegerType: "INTEGER", T.LongType: "BIGINT", T.ShortType: "SMALLINT", T.BooleanType: "BOOLEAN",
+        T.TimestampType: "TIMESTAMP", T.DateType: "DATE", T.DoubleType: "DOUBLE PRECISION", T.FloatType: "REAL",
+    }
+    for spark_class, name in simple.items():
+        if isinstance(t, spark_class):
+            return name
+    if isinstance(t, T.BinaryType):
+        return "BYTEA" if dialect is Dialect.POSTGRES else "VARBYTE(65535)"
+    raise ValueError(f"column {field.name}: no warehouse type for {t.simpleString()} (store it as JSON text)")
+
+
+LEDGER_FIELDS: tuple[S.Field, ...] = (
+    S.Field("job_name", T.StringType(), nullable=False),
+    S.Field("stream_id", T.StringType(), nullable=False, description="Streaming query id (checkpoint identity)"),
+    S.Field("batch_id", T.LongType(), nullable=False),
+    S.Field("staged_rows", T.LongType(), nullable=False),
+    S.Field("upserted_rows", T.LongType(), nullable=False),
+    S.Field("deleted_rows", T.LongType(), nullable=False),
+    S.Field("stale_rows", T.LongType(), nullable=False, description="Staged rows older than the stored state"),
+    S.Field("quarantined_rows", T.LongType(), nullable=False),
+)
+TOMBSTONE_FIELDS_EXTRA = (S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID)
+
+
+@dataclass(frozen=True)
+class MergeSql:
+    """SQL for one entity's current-state table and its companions in one database schema."""
+
+    dialect: Dialect
+    db_schema: str = "sales"
+    entity: S.EntitySchema = S.ORDERS
+    soft_delete: bool = False
+    table: str | None = None  # defaults to the entity name
+
+    def __post_init__(self) -> None:
+        S.check_identifier(self.db_schema)
+        S.check_identifier(self.table_name)
+
+    # --- names ---------------------------------------------------------------------------------
+    @property
+    def table_name(self) -> str:
+        return self.table or self.entity.name
+
+    def _qualified(self, table: str) -> str:
+        return f"{quote(self.db_schema)}.{quote(table)}"
+
+    @property
+    def target(self) -> str:
+        return self._qualified(self.table_name)
+
+    @property
+    def tombstones(self) -> str:
+        return self._qualified(self.table_name + "_tombstones")
+
+    @property
+    def quarantine(self) -> str:
+        return self._qualified(self.table_name + "_quarantine")
+
+    @property
+    def ledger(self) -> str:
+        return self._qualified("cdc_batch_ledger")
+
+    @property
+    def stage(self) -> str:
+        return quote("stage_" + self.table_name)  # a temp table: lives in the session's temp schema
+
+    # --- columns -------------------------------------------------------------------------------
+    @property
+    def state_fields(self) -> tuple[S.Field, ...]:
+        """Columns of the target table (also the stage, which is loaded with exactly these)."""
+        return S.state_fields(self.entity)
+
+    @property
+    def stage_columns(self) -> list[str]:
+        return [f.name for f in self.state_fields]
+
+    @property
+    def quarantine_columns(self) -> list[str]:
+        return [f.name for f in S.QUARANTINE_FIELDS]
+
+    @property
+    def tombstone_fields(self) -> tuple[S.Field, ...]:
+        by_name = {f.name: f for f in self.state_fields}
+        return (self.entity.field(self.entity.key), *[by_name[n] for n in TOMBSTONE_FIELDS_EXTRA])
+
+    def _param(self, name: str) -> str:
+        return f"%({name})s" if self.dialect is Dialect.POSTGRES else f":{name}"
+
+    def _column_defs(self, fields, extra: tuple[str, ...] = ()) -> str:
+        defs = [f"{quote(f.name)} {sql_type(f, self.dialect)}{'' if f.nullable else ' NOT NULL'}" for f in fields]
+        return ",\n  ".join([*defs, *extra])
+
+    def _key_clauses(self, keys: list[str]) -> tuple[str, ...]:
+        cols = ", ".join(quote(k) for k in keys)
+        return (f"PRIMARY KEY ({cols})",)
+
+    def _table_suffix(self, key: str) -> str:
+        # Redshift: co-locate and sort by the merge key so DELETE ... USING joins locally.
+        return f" DISTKEY({quote(key)}) SORTKEY({quote(key)})" if self.dialect is Dialect.REDSHIFT else ""
+
+    # --- DDL -----------------------------------------------------------------------------------
+    def create_statements(self) -> list[str]:
+        key = self.entity.key
+        target_fields = self.state_fields + (S.SOFT_DELETE_FIELDS if self.soft_delete else ())
+        loaded_at = f"{quote('loaded_at')} TIMESTAMP DEFAULT CURRENT_TIMESTAMP"
+        ledger_key = ["job_name", "stream_id", "batch_id"]
+        statements = [
+            f"CREATE SCHEMA IF NOT EXISTS {quote(self.db_schema)}",
+            f"CREATE TABLE IF NOT EXISTS {self.target} (\n  "
+            + self._column_defs(target_fields, (loaded_at, *self._key_clauses([key]))) + "\n)" + self._table_suffix(key),
+            f"CREATE TABLE IF NOT EXISTS {self.quarantine} (\n  "
+            + self._column_defs(S.QUARANTINE_FIELDS, (f"{quote('quarantined_at')} TIMESTAMP DEFAULT CURRENT_TIMESTAMP",)) + "\n)",
+            f"CREATE TABLE IF NOT EXISTS {self.ledger} (\n  "
+            + self._column_defs(LEDGER_FIELDS, (f"{quote('committed_at')} TIMESTAMP DEFAULT CURRENT_TIMESTAMP",
+                                               *self._key_clauses(ledger_key))) + "\n)",
+        ]
+        if not self.soft_delete:
+            statements.append(
+                f"CREATE TABLE IF NOT EXISTS {self.tombstones} (\n  "
+                + self._column_defs(self.tombstone_fields, self._key_clauses([key])) + "\n)" + self._table_suffix(key))
+        return statements
+
+    def create_stage(self) -> str:
+        on_commit = " ON COMMIT DROP" if self.dialect is Dialect.POSTGRES else ""
+        return f"CREATE TEMP TABLE {self.stage} (\n  {self._column_defs(self.state_fields)}\n){on_commit}"
+
+    # --- ledger --------------------------------------------------------------------------------
+    def ledger_lookup(self) -> str:
+        return (f"SELECT {quote('batch_id')} FROM {self.ledger} WHERE {quote('job_name')} = {self._param('job_name')}"
+                f" AND {quote('stream_id')} = {self._param('stream_id')} AND {quote('batch_id')} = {self._param('batch_id')}")
+
+    def ledger_insert(self) -> str:
+        """Counts come from the stage after the sequence guard pruned it (so they are what is applied)."""
+        op, k = quote(S.CDC_OP), quote(self.entity.key)
+        return (
+            f"INSERT INTO {self.ledger} ({', '.join(quote(f.name) for f in LEDGER_FIELDS)})\n"
+            f"SELECT {self._param('job_name')}, {self._param('stream_id')}, {self._param('batch_id')},"
+            f" {self._param('staged_rows')},\n"
+            f"  COALESCE(SUM(CASE WHEN {op} <> 'REMOVE' THEN 1 ELSE 0 END), 0),\n"
+            f"  COALESCE(SUM(CASE WHEN {op} = 'REMOVE' THEN 1 ELSE 0 END), 0),\n"
+            f"  {self._param('staged_rows')} - COUNT({k}), {self._param('quarantined_rows')}\n"
+            f"FROM {self.stage}"
+        )
+
+    # --- merge ---------------------------------------------------------------------------------
+    def _newer_than(self, table: str, alias: str) -> str:
+        k, seq = quote(self.entity.key), quote(S.CDC_SEQUENCE)
+        return (f"DELETE FROM {self.stage} USING {table} AS {alias}\n"
+                f"WHERE {self.stage}.{k} = {alias}.{k} AND {self.stage}.{seq} <= {alias}.{seq}")
+
+    def _superseded(self, table: str, table_name: str) -> str:
+        k = quote(self.entity.key)
+        return f"DELETE FROM {table} USING {self.stage} AS s\nWHERE {quote(table_name)}.{k} = s.{k}"
+
+    def prune_stale(self) -> list[str]:
+        statements = [self._newer_than(self.target, "t")]
+        if not self.soft_delete:
+            statements.append(self._newer_than(self.tombstones, "d"))
+        return statements
+
+    def apply(self) -> list[str]:
+        cols = self.stage_columns
+        col_list = ", ".join(quote(c) for c in cols)
+        op = quote(S.CDC_OP)
+        statements = [self._superseded(self.target, self.table_name)]
+        if self.soft_delete:
+            soft = f"{quote(S.IS_DELETED)}, {quote(S.DELETED_AT)}"
+            statements.append(
+                f"INSERT INTO {self.target} ({col_list}, {soft})\n"
+                f"SELECT {col_list}, {op} = 'REMOVE',"
+                f" CASE WHEN {op} = 'REMOVE' THEN {quote(S.CDC_EVENT_TIME)} END\nFROM {self.stage}")
+            return statements
+        tomb_cols = ", ".join(quote(f.name) for f in self.tombstone_fields)
+        statements += [
+            f"INSERT INTO {self.target} ({col_list})\nSELECT {col_list} FROM {self.stage} WHERE {op} <> 'REMOVE'",
+            self._superseded(self.tombstones, self.table_name + "_tombstones"),
+            f"INSERT INTO {self.tombstones} ({tomb_cols})\nSELECT {tomb_cols} FROM {self.stage} WHERE {op} = 'REMOVE'",
+        ]
+        return statements
+
+    def merge_statements(self) -> list[str]:
+        """Everything after the stage is loaded, in order, for one transaction."""
+        return [*self.prune_stale(), self.ledger_insert(), *self.apply()]

@@ -1,0 +1,37 @@
+"""Pure DataFrame -> DataFrame steps between decode and the sinks."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from . import schema as S
+
+
+def latest_per_key(events: DataFrame, key: str = S.ORDERS.key) -> DataFrame:
+    """Keep one event per key: the highest sequence (ties, i.e. redeliveries, broken by event id).
+
+    ``cdc_sequence`` is zero-padded, so string order is numeric order.
+    """
+    by_recency = Window.partitionBy(key).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col(S.CDC_EVENT_ID).desc())
+    return events.withColumn("_rank", F.row_number().over(by_recency)).where("_rank = 1").drop("_rank")
+
+
+def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+    """Event rows -> current-state rows (``schema.state_fields``).
+
+    INSERT/MODIFY carry the new image; a REMOVE carries the old image (what was deleted), which a
+    soft-delete sink keeps and a hard-delete sink uses only for its key and sequence.
+    """
+    is_remove = F.col(S.CDC_OP) == F.lit("REMOVE")
+
+    def image_value(name: str):
+        return F.when(is_remove, F.col(S.OLD_PREFIX + name)).otherwise(F.col(S.NEW_PREFIX + name)).alias(name)
+
+    values = [F.col(entity.key) if f.name == entity.key else image_value(f.name) for f in entity.fields]
+    return events.select(
+        *values,
+        image_value(S.UNMAPPED),
+        *[F.col(f.name) for f in S.CDC_FIELDS],
+        F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID),
+    )

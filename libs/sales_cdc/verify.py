@@ -1,0 +1,57 @@
+"""Compare the warehouse's current state with an expected set of rows (demo, tests, end-to-end checks)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from .sql import MergeSql, quote
+
+
+def normalise(value: Any) -> Any:
+    """One comparable form for values read from SQL and from JSON fixtures."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None).isoformat()
+    return value
+
+
+def read_state(url: str, sql: MergeSql, columns: list[str]) -> list[dict[str, Any]]:
+    """Current rows (soft-deleted rows excluded) ordered by key, as normalised dicts."""
+    where = f" WHERE NOT {quote('is_deleted')}" if sql.soft_delete else ""
+    query = (f"SELECT {', '.join(quote(c) for c in columns)} FROM {sql.target}{where}"
+             f" ORDER BY {quote(sql.entity.key)}")
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(query).fetchall()
+    return [{c: normalise(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+
+
+def load_expected(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _comparable(column: str, value: Any) -> Any:
+    if column.endswith("unmapped_attributes") and isinstance(value, str):
+        return json.loads(value)  # key order inside the JSON text does not matter
+    return value
+
+
+def diff_rows(actual: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[str, Any]], key: str) -> list[str]:
+    """Human-readable differences, keyed by ``key``; empty when the row sets are equal."""
+    by_key_actual = {row[key]: row for row in actual}
+    by_key_expected = {row[key]: row for row in expected}
+    problems = [f"missing row {k}" for k in sorted(by_key_expected.keys() - by_key_actual.keys())]
+    problems += [f"unexpected row {k}" for k in sorted(by_key_actual.keys() - by_key_expected.keys())]
+    for k in sorted(by_key_expected.keys() & by_key_actual.keys()):
+        want, got = by_key_expected[k], by_key_actual[k]
+        for column in want:
+            if _comparable(column, want[column]) != _comparable(column, got.get(column)):
+                problems.append(f"row {k}: {column} is {got.get(column)!r}, expected {want[column]!r}")
+    return problems

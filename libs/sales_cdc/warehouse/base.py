@@ -1,0 +1,29 @@
+"""The interface every warehouse adapter implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What one batch did to the warehouse (read back from the ledger)."""
+
+    batch_id: int
+    staged_rows: int
+    upserted_rows: int
+    deleted_rows: int
+    stale_rows: int
+    quarantined_rows: int
+    replayed: bool  # True: the batch was already in the ledger and nothing was changed
+
+
+class Warehouse(Protocol):
+    def ensure_tables(self) -> None: ...
+
+    def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table) -> MergeResult: ...
+
+    def close(self) -> None: ...

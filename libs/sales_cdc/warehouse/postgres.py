@@ -1,0 +1,86 @@
+"""PostgreSQL adapter: the local stand-in for Redshift, same SQL contract (``sales_cdc.sql``).
+
+Per batch, in one transaction: ledger check, COPY into a temp stage, sequence guard, ledger row,
+DELETE ... USING + INSERT. A replayed batch (same job, stream, batch id) is skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from ..sql import Dialect, MergeSql, quote
+from .base import MergeResult
+
+log = logging.getLogger(__name__)
+
+
+def _csv_bytes(table: pa.Table) -> bytes:
+    # all_valid quoting keeps '' (quoted) apart from NULL (unquoted empty) for COPY ... CSV.
+    buffer = io.BytesIO()
+    pa_csv.write_csv(table, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    return buffer.getvalue()
+
+
+class PostgresWarehouse:
+    def __init__(self, url: str, sql: MergeSql, job_name: str):
+        if sql.dialect is not Dialect.POSTGRES:
+            raise ValueError("PostgresWarehouse needs MergeSql(dialect=Dialect.POSTGRES)")
+        self.url = url
+        self.sql = sql
+        self.job_name = job_name
+        self._conn: psycopg.Connection | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url)
+        return self._conn
+
+    def ensure_tables(self) -> None:
+        with self.conn.transaction():
+            for statement in self.sql.create_statements():
+                self.conn.execute(statement)
+
+    def _copy(self, table_sql: str, columns: list[str], data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        data = data.select(columns)
+        copy_sql = f"COPY {table_sql} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT csv)"
+        with self.conn.cursor().copy(copy_sql) as copy:
+            copy.write(_csv_bytes(data))
+
+    def _ledger_row(self, params: dict) -> tuple | None:
+        return self.conn.execute(
+            f"SELECT staged_rows, upserted_rows, deleted_rows, stale_rows, quarantined_rows FROM {self.sql.ledger}"
+            " WHERE job_name = %(job_name)s AND stream_id = %(stream_id)s AND batch_id = %(batch_id)s", params,
+        ).fetchone()
+
+    def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table) -> MergeResult:
+        params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
+                  "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}
+        try:
+            with self.conn.transaction():
+                if self.conn.execute(self.sql.ledger_lookup(), params).fetchone():
+                    log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
+                    return MergeResult(batch_id, *self._ledger_row(params), replayed=True)
+                self.conn.execute(self.sql.create_stage())
+                self._copy(self.sql.stage, self.sql.stage_columns, state)
+                self.conn.execute(f"ANALYZE {self.sql.stage}")
+                self._copy(self.sql.quarantine, self.sql.quarantine_columns, quarantine)
+                for statement in self.sql.merge_statements():
+                    self.conn.execute(statement, params if "%(" in statement else None)
+                counts = self._ledger_row(params)
+        except psycopg.OperationalError:
+            self.close()  # reconnect on the next batch
+            raise
+        return MergeResult(batch_id, *counts, replayed=False)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

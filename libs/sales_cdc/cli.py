@@ -123,7 +123,8 @@ def _demo(args: argparse.Namespace) -> int:
         print_summary(summary, time.monotonic() - started)
         console.print(f"warehouse table {sql.target}: {len(actual)} rows; expected {len(expected)}")
         if connection.server is not None:
-            console.print(f"(embedded PostgreSQL data in {warehouse.embedded_data_dir}; pass --warehouse-url to use your own)")
+            console.print(f"(embedded PostgreSQL data in {warehouse.embedded_data_dir};"
+                          " pass --warehouse-url to use your own)")
     if problems:
         console.print(f"[bold red]MISMATCH[/]: {len(problems)} difference(s)")
         for problem in problems:

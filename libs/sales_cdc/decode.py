@@ -38,7 +38,8 @@ def _number(raw: Column, target: T.DataType, label: str) -> tuple[Column, Column
     exact = raw.try_cast(_EXACT_NUMBER)
     if isinstance(target, (T.FloatType, T.DoubleType)):
         value = raw.try_cast(target)
-        return value, _reasons((raw.isNotNull() & value.isNull(), F.concat(F.lit(f"{label}: N value '"), raw, F.lit("' is not a number"))))
+        message = F.concat(F.lit(f"{label}: N value '"), raw, F.lit("' is not a number"))
+        return value, _reasons((raw.isNotNull() & value.isNull(), message))
     value = exact.try_cast(target)
     not_number = raw.isNotNull() & exact.isNull()
     out_of_range = exact.isNotNull() & value.isNull()
@@ -85,9 +86,11 @@ def _decode_tagged(attr: Column, field: S.Field, label: str) -> tuple[Column, Co
             element = target.elementType if isinstance(target, T.ArrayType) else _EXACT_NUMBER
             value = F.transform(raw, lambda x: x.try_cast(element))
             bad = F.exists(value, lambda x: x.isNull())
-            return raw, value, _reasons((bad, F.lit(f"{label}: NS has a member that is not a number of {element.simpleString()}")))
+            message = f"{label}: NS has a member that is not a number of {element.simpleString()}"
+            return raw, value, _reasons((bad, F.lit(message)))
         value = F.transform(raw, lambda x: F.try_to_binary(x, F.lit("base64")))
-        return raw, value, _reasons((F.exists(value, lambda x: x.isNull()), F.lit(f"{label}: BS has a member that is not base64")))
+        bad = F.exists(value, lambda x: x.isNull())
+        return raw, value, _reasons((bad, F.lit(f"{label}: BS has a member that is not base64")))
     # M and L keep their nested typed JSON, losslessly, as a JSON string
     raw = _get(attr, path, "variant")
     return raw, F.to_json(raw), F.array().cast("array<string>")
@@ -173,7 +176,8 @@ def decode_pipe_records(df: DataFrame, entity: S.EntitySchema = S.ORDERS) -> Dat
         (record.isNotNull() & event_id.isNull(), "missing eventID"),
         (record.isNotNull() & raw_sequence.isNull(), "missing dynamodb.SequenceNumber"),
         (raw_sequence.isNotNull() & ~raw_sequence.rlike(f"^[0-9]{{1,{S.SEQUENCE_WIDTH}}}$"),
-         F.concat(F.lit("dynamodb.SequenceNumber '"), raw_sequence, F.lit("' is not a decimal number of at most 40 digits"))),
+         F.concat(F.lit("dynamodb.SequenceNumber '"), raw_sequence,
+                  F.lit(f"' is not a decimal number of at most {S.SEQUENCE_WIDTH} digits"))),
         (record.isNotNull() & event_time.isNull(), "missing or invalid dynamodb.ApproximateCreationDateTime"),
         (op.isin("INSERT", "MODIFY") & new_image.isNull(), F.concat(F.lit("missing dynamodb.NewImage for "), op)),
         (op.isNotNull() & (key.isNull() | (key == F.lit(""))), f"missing key {entity.key}"),

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> SparkSession:
     """A local session unless spark-submit already chose a master. Workers use this interpreter."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local runs stay on loopback
     builder = (SparkSession.builder.appName(app_name)
                .config("spark.sql.session.timeZone", "UTC")
                .config("spark.sql.shuffle.partitions", str(shuffle_partitions))

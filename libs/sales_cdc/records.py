@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -42,7 +42,7 @@ def to_typed_image(item: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(v, float):
             raise TypeError("use Decimal, not float, for DynamoDB numbers")
         if isinstance(v, datetime):
-            return v.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+            return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
         return v
 
     return _json_safe({k: _serializer.serialize(prepare(v)) for k, v in item.items()})

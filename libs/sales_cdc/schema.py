@@ -132,7 +132,7 @@ def event_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
     for prefix in (NEW_PREFIX, OLD_PREFIX):
         images += [Field(prefix + f.name, f.spark_type, description=f.description) for f in entity.fields]
         images.append(Field(prefix + UNMAPPED, T.StringType(), description="Unmapped attributes, typed JSON"))
-    warnings = Field(CDC_WARNINGS, T.ArrayType(T.StringType(), False), nullable=False,
+    warnings = Field(CDC_WARNINGS, T.ArrayType(T.StringType()), nullable=False,
                      description="Non-fatal decode problems (e.g. an old image value that does not decode)")
     return (*CDC_FIELDS, key, *images, warnings, *SOURCE_FIELDS)
 

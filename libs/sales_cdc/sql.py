@@ -16,7 +16,7 @@ Merge contract per micro-batch (docs/architecture.md, DESIGN §3), inside one tr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from pyspark.sql import types as T
 
@@ -25,7 +25,7 @@ from . import schema as S
 LONG_TEXT = {S.UNMAPPED, S.PAYLOAD, S.QUARANTINE_REASON}
 
 
-class Dialect(str, Enum):
+class Dialect(StrEnum):
     POSTGRES = "postgres"
     REDSHIFT = "redshift"
 
@@ -144,25 +144,26 @@ class MergeSql:
         return f" DISTKEY({quote(key)}) SORTKEY({quote(key)})" if self.dialect is Dialect.REDSHIFT else ""
 
     # --- DDL -----------------------------------------------------------------------------------
+    def _create_table(self, table: str, fields, extra: tuple[str, ...] = (), key: str | None = None) -> str:
+        suffix = self._table_suffix(key) if key else ""
+        return f"CREATE TABLE IF NOT EXISTS {table} (\n  {self._column_defs(fields, extra)}\n){suffix}"
+
     def create_statements(self) -> list[str]:
         key = self.entity.key
         target_fields = self.state_fields + (S.SOFT_DELETE_FIELDS if self.soft_delete else ())
-        loaded_at = f"{quote('loaded_at')} TIMESTAMP DEFAULT CURRENT_TIMESTAMP"
-        ledger_key = ["job_name", "stream_id", "batch_id"]
+
+        def now_column(name: str) -> str:
+            return f"{quote(name)} TIMESTAMP DEFAULT CURRENT_TIMESTAMP"
+
+        ledger_key = self._key_clauses(["job_name", "stream_id", "batch_id"])
         statements = [
             f"CREATE SCHEMA IF NOT EXISTS {quote(self.db_schema)}",
-            f"CREATE TABLE IF NOT EXISTS {self.target} (\n  "
-            + self._column_defs(target_fields, (loaded_at, *self._key_clauses([key]))) + "\n)" + self._table_suffix(key),
-            f"CREATE TABLE IF NOT EXISTS {self.quarantine} (\n  "
-            + self._column_defs(S.QUARANTINE_FIELDS, (f"{quote('quarantined_at')} TIMESTAMP DEFAULT CURRENT_TIMESTAMP",)) + "\n)",
-            f"CREATE TABLE IF NOT EXISTS {self.ledger} (\n  "
-            + self._column_defs(LEDGER_FIELDS, (f"{quote('committed_at')} TIMESTAMP DEFAULT CURRENT_TIMESTAMP",
-                                               *self._key_clauses(ledger_key))) + "\n)",
+            self._create_table(self.target, target_fields, (now_column("loaded_at"), *self._key_clauses([key])), key),
+            self._create_table(self.quarantine, S.QUARANTINE_FIELDS, (now_column("quarantined_at"),)),
+            self._create_table(self.ledger, LEDGER_FIELDS, (now_column("committed_at"), *ledger_key)),
         ]
         if not self.soft_delete:
-            statements.append(
-                f"CREATE TABLE IF NOT EXISTS {self.tombstones} (\n  "
-                + self._column_defs(self.tombstone_fields, self._key_clauses([key])) + "\n)" + self._table_suffix(key))
+            statements.append(self._create_table(self.tombstones, self.tombstone_fields, self._key_clauses([key]), key))
         return statements
 
     def create_stage(self) -> str:
@@ -171,8 +172,16 @@ class MergeSql:
 
     # --- ledger --------------------------------------------------------------------------------
     def ledger_lookup(self) -> str:
-        return (f"SELECT {quote('batch_id')} FROM {self.ledger} WHERE {quote('job_name')} = {self._param('job_name')}"
-                f" AND {quote('stream_id')} = {self._param('stream_id')} AND {quote('batch_id')} = {self._param('batch_id')}")
+        return f"SELECT {quote('batch_id')} FROM {self.ledger} WHERE {self._ledger_where()}"
+
+    def _ledger_where(self) -> str:
+        return " AND ".join(f"{quote(c)} = {self._param(c)}" for c in ("job_name", "stream_id", "batch_id"))
+
+    LEDGER_COUNTS = ("staged_rows", "upserted_rows", "deleted_rows", "stale_rows", "quarantined_rows")
+
+    def ledger_counts(self) -> str:
+        """The counts of one recorded batch, in ``LEDGER_COUNTS`` order."""
+        return f"SELECT {', '.join(quote(c) for c in self.LEDGER_COUNTS)} FROM {self.ledger} WHERE {self._ledger_where()}"
 
     def ledger_insert(self) -> str:
         """Counts come from the stage after the sequence guard pruned it (so they are what is applied)."""

@@ -55,10 +55,7 @@ class PostgresWarehouse:
             copy.write(_csv_bytes(data))
 
     def _ledger_row(self, params: dict) -> tuple | None:
-        return self.conn.execute(
-            f"SELECT staged_rows, upserted_rows, deleted_rows, stale_rows, quarantined_rows FROM {self.sql.ledger}"
-            " WHERE job_name = %(job_name)s AND stream_id = %(stream_id)s AND batch_id = %(batch_id)s", params,
-        ).fetchone()
+        return self.conn.execute(self.sql.ledger_counts(), params).fetchone()
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table) -> MergeResult:
         params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,

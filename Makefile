@@ -1,0 +1,41 @@
+# sales-cdc: make help
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-fast lint format fixtures clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): setup.py
+	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import sales_cdc, pyspark, psycopg, pgserver, chispa" # fail here if the install did not work
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv (if missing) and install the package with its dev tools
+
+demo: install ## end-to-end demo on the fixtures: file stream -> Spark -> embedded PostgreSQL, then verify
+	$(VENV)/bin/sales-cdc demo
+
+test: install ## run the whole test suite (real Spark, real PostgreSQL), slow end-to-end tests included
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install ## the suite without tests marked slow
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check libs jobs tests
+
+format: install ## ruff format + autofix
+	$(VENV)/bin/ruff check --fix libs jobs tests
+
+fixtures: install ## regenerate tests/fixtures from tests/fixtures/build_cdc_fixtures.py
+	$(PY) tests/fixtures/build_cdc_fixtures.py
+
+clean: ## remove the demo state and caches (keeps .venv)
+	rm -rf .demo .pytest_cache .ruff_cache spark-warehouse

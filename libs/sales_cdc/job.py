@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark import SparkConf
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.streaming import StreamingQuery
 
 from .config import JobConfig, WarehouseConfig
 from .embedded import start_embedded_postgres
@@ -68,17 +69,22 @@ def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str) -> Post
     return warehouse
 
 
+def start_query(source: DataFrame, handler, config: JobConfig) -> StreamingQuery:
+    """Start ``source`` -> ``foreachBatch(handler)`` with the configured trigger and checkpoint."""
+    config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    writer = source.writeStream.foreachBatch(handler).option("checkpointLocation", str(config.checkpoint_dir))
+    if config.available_now:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=config.trigger_interval)
+    return writer.start()
+
+
 def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str) -> RunSummary:
     """Run the streaming query (until drained with ``available_now``, else until stopped)."""
     warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
     handler = BatchHandler(warehouse=warehouse)
-    config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    writer = (file_stream(spark, str(config.source_dir), config.max_files_per_trigger)
-              .writeStream.foreachBatch(handler)
-              .option("checkpointLocation", str(config.checkpoint_dir)))
-    writer = writer.trigger(availableNow=True) if config.available_now else writer.trigger(
-        processingTime=config.trigger_interval)
-    query = writer.start()
+    query = start_query(file_stream(spark, str(config.source_dir), config.max_files_per_trigger), handler, config)
     try:
         query.awaitTermination()
     except KeyboardInterrupt:

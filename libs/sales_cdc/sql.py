@@ -84,7 +84,7 @@ class MergeSql:
     # --- names ---------------------------------------------------------------------------------
     @property
     def table_name(self) -> str:
-        return self.table or self.entity.name
+        return self.entity.name if self.table is None else self.table
 
     def _qualified(self, table: str) -> str:
         return f"{quote(self.db_schema)}.{quote(table)}"

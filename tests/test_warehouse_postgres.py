@@ -1,0 +1,175 @@
+"""The batch handler against a real PostgreSQL: merge contract, ledger, sequence guard, deletes."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import psycopg
+import pyarrow as pa
+import pytest
+
+from sales_cdc import schema as S
+from sales_cdc.pipeline import BatchHandler
+from sales_cdc.records import stream_record, to_json_line
+from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.warehouse import PostgresWarehouse
+
+
+def order(orderid: str, quantity: int = 1, price: str = "10.00", **extra) -> dict:
+    return {"orderid": orderid, "product_name": "Phone", "quantity": quantity, "price": Decimal(price),
+            "customer_id": "c1", **extra}
+
+
+def insert(orderid, seq, **kw):
+    return stream_record("INSERT", seq, key=orderid, new=order(orderid, **kw))
+
+
+def modify(orderid, seq, **kw):
+    return stream_record("MODIFY", seq, key=orderid, new=order(orderid, **kw), old=order(orderid))
+
+
+def remove(orderid, seq, **kw):
+    return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw))
+
+
+class Harness:
+    def __init__(self, spark, url, db_schema, soft_delete=False):
+        self.spark, self.url = spark, url
+        self.sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete)
+        self.warehouse = PostgresWarehouse(url, self.sql, job_name="test-job")
+        self.warehouse.ensure_tables()
+        self.handler = BatchHandler(warehouse=self.warehouse, default_stream_id="stream-a")
+
+    def batch(self, batch_id, *records):
+        lines = [r if isinstance(r, str) else to_json_line(r) for r in records]
+        df = self.spark.createDataFrame([(line, "file", None, None, None) for line in lines], S.SOURCE_SCHEMA)
+        return self.handler(df, batch_id)
+
+    def query(self, sql, params=None):
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def state(self):
+        """{orderid: (quantity, price)} of the current rows."""
+        rows = self.query(f"SELECT orderid, quantity, price FROM {self.sql.target}"
+                          + (" WHERE NOT is_deleted" if self.sql.soft_delete else ""))
+        return {k: (q, str(p)) for k, q, p in rows}
+
+    def snapshot(self, table):
+        return self.query(f"SELECT * FROM {table} ORDER BY 1, 2, 3")
+
+
+@pytest.fixture
+def wh(spark, pg_url, db_schema):
+    harness = Harness(spark, pg_url, db_schema)
+    yield harness
+    harness.warehouse.close()
+
+
+def test_inserts_updates_deletes(wh):
+    result = wh.batch(0, insert("o1", 1), insert("o2", 2), insert("o3", 3))
+    assert (result.merge.upserted_rows, result.merge.deleted_rows) == (3, 0)
+    result = wh.batch(1, modify("o1", 10, quantity=4), remove("o2", 11))
+    assert (result.merge.upserted_rows, result.merge.deleted_rows) == (1, 1)
+    assert wh.state() == {"o1": (4, "10.00"), "o3": (1, "10.00")}
+
+
+def test_latest_event_of_a_batch_wins(wh):
+    wh.batch(0, insert("o1", 1), modify("o1", 3, quantity=3), modify("o1", 2, quantity=2), modify("o1", 3, quantity=3))
+    assert wh.state() == {"o1": (3, "10.00")}
+    assert wh.query(f"SELECT cdc_sequence FROM {wh.sql.target}") == [("3".rjust(40, "0"),)]
+
+
+def test_replaying_a_batch_changes_nothing(wh):
+    batch = [insert("o1", 1), insert("o2", 2), "not json"]
+    first = wh.batch(0, *batch)
+    before = [wh.snapshot(t) for t in (wh.sql.target, wh.sql.quarantine, wh.sql.ledger)]
+    replay = wh.batch(0, *batch)
+    after = [wh.snapshot(t) for t in (wh.sql.target, wh.sql.quarantine, wh.sql.ledger)]
+    assert not first.merge.replayed and replay.merge.replayed
+    assert after == before  # same rows, same loaded_at, quarantine not doubled, one ledger row
+    assert replay.merge.upserted_rows == first.merge.upserted_rows == 2  # counts read back from the ledger
+
+
+def test_same_batch_id_from_a_new_checkpoint_is_not_skipped(spark, pg_url, db_schema):
+    harness = Harness(spark, pg_url, db_schema)
+    harness.batch(0, insert("o1", 1))
+    harness.handler.default_stream_id = "stream-b"  # a fresh checkpoint has a new query id
+    result = harness.batch(0, insert("o2", 2))
+    assert not result.merge.replayed
+    assert set(harness.state()) == {"o1", "o2"}
+
+
+def test_an_older_event_in_a_later_batch_does_not_overwrite(wh):
+    wh.batch(0, insert("o1", 100, quantity=1))
+    wh.batch(1, modify("o1", 300, quantity=3))
+    result = wh.batch(2, modify("o1", 200, quantity=2))
+    assert result.merge.stale_rows == 1
+    assert wh.state() == {"o1": (3, "10.00")}
+
+
+def test_sequence_guard_is_numeric_not_lexicographic(wh):
+    wh.batch(0, insert("o1", "9" * 21, quantity=1))
+    wh.batch(1, modify("o1", "1" + "0" * 21, quantity=2))  # 22 digits: newer, although "1..." < "9..."
+    assert wh.state() == {"o1": (2, "10.00")}
+
+
+def test_delete_then_reinsert_and_late_events_do_not_resurrect(wh):
+    wh.batch(0, insert("o1", 1))
+    wh.batch(1, remove("o1", 5))
+    assert wh.state() == {}
+    wh.batch(2, modify("o1", 3, quantity=9))  # older than the delete: must not bring the order back
+    assert wh.state() == {}
+    wh.batch(3, insert("o1", 7, quantity=2))  # a real re-insert
+    assert wh.state() == {"o1": (2, "10.00")}
+    wh.batch(4, remove("o1", 6))  # a late delete, older than the re-insert
+    assert wh.state() == {"o1": (2, "10.00")}
+
+
+def test_soft_delete_keeps_the_row_flagged(spark, pg_url, db_schema):
+    soft = Harness(spark, pg_url, db_schema, soft_delete=True)
+    soft.batch(0, insert("o1", 1, quantity=3))
+    soft.batch(1, remove("o1", 2, quantity=3))
+    rows = soft.query(f"SELECT orderid, quantity, is_deleted, deleted_at IS NOT NULL FROM {soft.sql.target}")
+    assert rows == [("o1", 3, True, True)]
+    soft.batch(2, modify("o1", 1, quantity=8))  # stale
+    soft.batch(3, insert("o1", 4, quantity=5))  # re-insert
+    rows = soft.query(f"SELECT orderid, quantity, is_deleted, deleted_at FROM {soft.sql.target}")
+    assert rows == [("o1", 5, False, None)]
+    soft.warehouse.close()
+
+
+def test_quarantine_rows_are_stored_with_reason_and_payload(wh):
+    bad = insert("o2", 2)
+    bad["dynamodb"]["NewImage"]["price"] = {"N": "cheap"}
+    result = wh.batch(4, insert("o1", 1), bad, "{oops")
+    assert result.quarantined == 2 and result.merge.quarantined_rows == 2
+    rows = wh.query(f"SELECT cdc_batch_id, stage, record_key, reason, payload FROM {wh.sql.quarantine}"
+                    " ORDER BY record_key NULLS LAST")
+    assert rows == [
+        (4, "decode", "o2", "NewImage.price: N value 'cheap' is not a number (or out of range)", to_json_line(bad)),
+        (4, "decode", None, "payload is not valid JSON", "{oops"),
+    ]
+    assert set(wh.state()) == {"o1"}
+
+
+def test_empty_strings_and_nulls_survive_copy(wh):
+    wh.batch(0, stream_record("INSERT", 1, key="o1", new={"orderid": "o1", "customer_name": "", "quantity": 1}))
+    assert wh.query(f"SELECT customer_name, customer_id, price FROM {wh.sql.target}") == [("", None, None)]
+
+
+def test_unmapped_attributes_are_stored(wh):
+    wh.batch(0, insert("o1", 1, gift_note="hi", tags={"b", "a"}))
+    assert wh.query(f"SELECT unmapped_attributes::jsonb FROM {wh.sql.target}") == [
+        ({"gift_note": {"S": "hi"}, "tags": {"SS": ["a", "b"]}},)]
+
+
+def test_a_failed_batch_commits_nothing_and_the_next_one_works(wh):
+    wh.batch(0, insert("o1", 1))
+    bad_state = pa.table({c: pa.array(["x"], pa.string()) for c in wh.sql.stage_columns})  # 'x' is no INTEGER
+    empty_quarantine = pa.table({c: pa.array([], pa.string()) for c in wh.sql.quarantine_columns})
+    with pytest.raises(psycopg.errors.DataError):
+        wh.warehouse.merge_batch(batch_id=1, stream_id="stream-a", state=bad_state, quarantine=empty_quarantine)
+    assert wh.query(f"SELECT batch_id FROM {wh.sql.ledger}") == [(0,)]
+    wh.batch(1, modify("o1", 2, quantity=6))
+    assert wh.state() == {"o1": (6, "10.00")}

@@ -181,7 +181,8 @@ class MergeSql:
 
     def ledger_counts(self) -> str:
         """The counts of one recorded batch, in ``LEDGER_COUNTS`` order."""
-        return f"SELECT {', '.join(quote(c) for c in self.LEDGER_COUNTS)} FROM {self.ledger} WHERE {self._ledger_where()}"
+        columns = ", ".join(quote(c) for c in self.LEDGER_COUNTS)
+        return f"SELECT {columns} FROM {self.ledger} WHERE {self._ledger_where()}"
 
     def ledger_insert(self) -> str:
         """Counts come from the stage after the sequence guard pruned it (so they are what is applied)."""

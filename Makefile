@@ -13,11 +13,11 @@ help: ## list the targets
 $(STAMP): setup.py
 	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless)
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-	@$(PY) -c "import sales_cdc, pyspark, psycopg, pgserver, chispa" # fail here if the install did not work
+	$(PY) -m pip install -q -e ".[local,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	@$(PY) -c "import sales_cdc, pyspark, psycopg, chispa" # fail here if the install did not work
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv (if missing) and install the package with its dev tools
+install: $(STAMP) ## create .venv (if missing) and install the package with its local and dev extras
 
 demo: install ## end-to-end demo on the fixtures: file stream -> Spark -> embedded PostgreSQL, then verify
 	$(VENV)/bin/sales-cdc demo

@@ -7,16 +7,22 @@ setup(
     python_requires=">=3.11",
     package_dir={"": "libs"},
     packages=find_packages("libs"),
+    # What the job needs everywhere (Glue included: Glue brings its own Spark, so pyspark is an extra).
     install_requires=[
-        "pyspark==4.1.1",
-        "pyarrow>=17",
-        "pandas>=2.2",  # pyspark's Arrow conversions need it
         "boto3>=1.35",
+        "pyarrow>=17",
         "psycopg[binary]>=3.2",
-        "pgserver>=0.1.4",
         "rich>=13",
+        "faker>=30",
     ],
     extras_require={
+        # laptop runs: local Spark (pinned to Glue 6.0's version), embedded PostgreSQL, moto server
+        "local": [
+            "pyspark==4.1.1",
+            "pandas>=2.2",  # pyspark's Arrow conversions need it
+            "pgserver>=0.1.4",
+            "moto[server]==5.2.5",
+        ],
         "dev": [
             "pytest>=8",
             "chispa>=0.11",

@@ -1,0 +1,117 @@
+"""Local AWS: a moto server in its own process, clients pointed at it, and the demo's resources.
+
+moto runs as a separate process (DESIGN §4): an in-process ThreadedMotoServer cannot serve while a
+native library (delta-rs) holds the calling thread.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import boto3
+from botocore.config import Config
+
+TABLE_NAME = "OrdersRawTable"
+KINESIS_STREAM = "kinesis-for-sales-data"
+REGION = "us-east-1"
+# botocore retries throttling and transient errors with backoff; the callers never hand-roll this.
+RETRIES = Config(retries={"mode": "standard", "max_attempts": 10}, connect_timeout=5, read_timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class MotoServer:
+    """``with MotoServer() as moto: moto.client("kinesis")`` — a moto server on a free loopback port."""
+
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> MotoServer:
+        self.port = self.port or free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited with code {self.process.returncode}")
+            try:
+                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto server did not answer on {self.endpoint} within {timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def __enter__(self) -> MotoServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def client(self, service: str):
+        return aws_client(service, endpoint=self.endpoint)
+
+    def resource(self, service: str):
+        return aws_resource(service, endpoint=self.endpoint)
+
+
+def _local_credentials(endpoint: str | None) -> dict:
+    # moto accepts any credentials; real endpoints use the normal credential chain only.
+    if endpoint and "127.0.0.1" in endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    return {}
+
+
+def aws_client(service: str, *, endpoint: str | None = None, region: str = REGION):
+    return boto3.client(service, endpoint_url=endpoint, region_name=region, config=RETRIES,
+                        **_local_credentials(endpoint))
+
+
+def aws_resource(service: str, *, endpoint: str | None = None, region: str = REGION):
+    return boto3.resource(service, endpoint_url=endpoint, region_name=region, config=RETRIES,
+                          **_local_credentials(endpoint))
+
+
+def create_orders_table(dynamodb_client, table_name: str = TABLE_NAME) -> str:
+    """The source table with its NEW_AND_OLD_IMAGES stream; returns the stream ARN."""
+    dynamodb_client.create_table(
+        TableName=table_name,
+        KeySchema=[{"AttributeName": "orderid", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "orderid", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        SSESpecification={"Enabled": True},
+    )
+    dynamodb_client.get_waiter("table_exists").wait(TableName=table_name)
+    return dynamodb_client.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+
+
+def create_kinesis_stream(kinesis_client, name: str = KINESIS_STREAM, shards: int = 2) -> str:
+    kinesis_client.create_stream(StreamName=name, ShardCount=shards)
+    kinesis_client.get_waiter("stream_exists").wait(StreamName=name)
+    return kinesis_client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]

@@ -5,10 +5,10 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-fast lint format fixtures clean
+.PHONY: help install demo demo-fixtures test test-fast lint format fixtures clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): setup.py
 	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless)
@@ -19,8 +19,11 @@ $(STAMP): setup.py
 
 install: $(STAMP) ## create .venv (if missing) and install the package with its local and dev extras
 
-demo: install ## end-to-end demo on the fixtures: file stream -> Spark -> embedded PostgreSQL, then verify
+demo: install ## end to end on moto: generator -> DynamoDB -> pipe -> Kinesis -> Spark -> PostgreSQL, verified
 	$(VENV)/bin/sales-cdc demo
+
+demo-fixtures: install ## offline: the checked-in fixtures -> file stream -> Spark -> PostgreSQL, verified
+	$(VENV)/bin/sales-cdc demo-fixtures
 
 test: install ## run the whole test suite (real Spark, real PostgreSQL), slow end-to-end tests included
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

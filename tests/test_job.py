@@ -89,7 +89,7 @@ def test_restart_after_a_crash_mid_way_gives_the_same_table_as_one_run(spark, pg
 
 
 def test_demo_command_verifies_the_fixtures(pg_url, db_schema, tmp_path, capsys):
-    code = main(["demo", "--work-dir", str(tmp_path / "demo"), "--warehouse-url", pg_url, "--db-schema", db_schema])
+    code = main(["demo-fixtures", "--work-dir", str(tmp_path / "demo"), "--warehouse-url", pg_url, "--db-schema", db_schema])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "OK" in out and "events quarantined" in out

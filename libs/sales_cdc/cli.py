@@ -1,4 +1,4 @@
-"""``sales-cdc``: run the pipeline locally, or the end-to-end demo on the checked-in fixtures."""
+"""``sales-cdc``: run the pipeline locally, generate orders, emulate the Pipe, or run the demos."""
 
 from __future__ import annotations
 
@@ -8,13 +8,19 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
-from .config import JobConfig, WarehouseConfig
+from . import generator as G
+from .config import JobConfig, KinesisConfig, WarehouseConfig
+from .demo import DemoOptions, run_demo
 from .job import build_spark, run_stream, warehouse_connection
+from .local_aws import aws_client, aws_resource
+from .pipe_emulator import PipeEmulator
 from .pipeline import RunSummary
 from .schema import CDC_SEQUENCE, ORDERS, UNMAPPED
 from .sql import Dialect, MergeSql
@@ -39,8 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every batch")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the streaming job over a folder of Pipe payload JSON-lines files")
-    run.add_argument("--source-dir", type=Path, required=True, help="folder the file source watches")
+    run = sub.add_parser("run", help="run the streaming job (source: a folder of Pipe payload files, or Kinesis)")
+    source = run.add_mutually_exclusive_group(required=True)
+    source.add_argument("--source-dir", type=Path, help="folder of JSON-lines files the file source watches")
+    source.add_argument("--kinesis-stream", help="Kinesis stream name (e.g. kinesis-for-sales-data)")
+    run.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server) for the Kinesis source")
+    run.add_argument("--region", default="us-east-1")
+    run.add_argument("--starting-position", default="TRIM_HORIZON", choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])
+    run.add_argument("--starting-timestamp", default=None, help="with AT_TIMESTAMP: epoch seconds or ISO-8601")
+    run.add_argument("--max-records-per-shard", type=int, default=10_000, help="Kinesis records per shard per batch")
     run.add_argument("--checkpoint-dir", type=Path, required=True, help="Spark checkpoint folder (resume point)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", dest="available_now", action="store_true", default=True,
@@ -54,11 +67,44 @@ def _parser() -> argparse.ArgumentParser:
                      help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(run)
 
-    demo = sub.add_parser("demo", help="end to end on the fixtures: file stream -> Spark -> PostgreSQL, then verify")
-    demo.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
-    demo.add_argument("--expected", type=Path, default=DEFAULT_EXPECTED)
+    demo = sub.add_parser("demo", help="the whole source side on moto: generator -> DynamoDB -> pipe -> Kinesis -> "
+                                       "Spark -> PostgreSQL, then warehouse == table, row for row")
+    demo.add_argument("--count", type=int, default=2000, help="generated events (default 2000)")
+    demo.add_argument("--update-share", type=float, default=0.2)
+    demo.add_argument("--delete-share", type=float, default=0.1)
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--rate", type=float, default=None, help="events/s written by the generator (default: max)")
+    demo.add_argument("--shards", type=int, default=2, help="Kinesis shards")
     demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     _add_warehouse_args(demo)
+
+    fixtures = sub.add_parser("demo-fixtures", help="offline: the checked-in fixtures through the file source, "
+                                                    "then compared with their expected state")
+    fixtures.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
+    fixtures.add_argument("--expected", type=Path, default=DEFAULT_EXPECTED)
+    fixtures.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
+    _add_warehouse_args(fixtures)
+
+    generate = sub.add_parser("generate", help="Faker orders: to DynamoDB, or to Pipe-format fixture files")
+    generate.add_argument("--count", type=int, default=1000)
+    generate.add_argument("--update-share", type=float, default=0.2)
+    generate.add_argument("--delete-share", type=float, default=0.1)
+    generate.add_argument("--seed", type=int, default=42)
+    generate.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
+    target = generate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--table", help="DynamoDB table to write (e.g. OrdersRawTable)")
+    target.add_argument("--fixtures-dir", type=Path, help="write Pipe payload JSON-lines files here instead")
+    generate.add_argument("--records-per-file", type=int, default=1000)
+    generate.add_argument("--endpoint-url", default=None, help="AWS endpoint, e.g. a moto server")
+    generate.add_argument("--region", default="us-east-1")
+
+    pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
+    pipe.add_argument("--table", default="OrdersRawTable")
+    pipe.add_argument("--kinesis-stream", default="kinesis-for-sales-data")
+    pipe.add_argument("--state-file", type=Path, default=Path(".demo/pipe-state.json"))
+    pipe.add_argument("--idle-seconds", type=float, default=10.0, help="stop after this long without new records")
+    pipe.add_argument("--endpoint-url", default=None)
+    pipe.add_argument("--region", default="us-east-1")
     return parser
 
 
@@ -74,7 +120,13 @@ def print_summary(summary: RunSummary, seconds: float) -> None:
 def _run(args: argparse.Namespace) -> int:
     warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=args.pg_data_dir, db_schema=args.db_schema,
                                 table=args.table, soft_delete=args.soft_delete)
-    config = JobConfig(source_dir=args.source_dir, checkpoint_dir=args.checkpoint_dir, warehouse=warehouse,
+    kinesis = None
+    if args.kinesis_stream:
+        kinesis = KinesisConfig(stream_name=args.kinesis_stream, endpoint_url=args.endpoint_url, region=args.region,
+                                starting_position=args.starting_position, starting_timestamp=args.starting_timestamp,
+                                max_records_per_shard=args.max_records_per_shard)
+    config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, checkpoint_dir=args.checkpoint_dir,
+                       warehouse=warehouse,
                        job_name=args.job_name, available_now=args.available_now,
                        trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger)
     started = time.monotonic()
@@ -100,7 +152,7 @@ def stage_fixtures(fixtures: Path, inbox: Path) -> list[Path]:
     return files
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo_fixtures(args: argparse.Namespace) -> int:
     work = args.work_dir
     if work.exists():
         shutil.rmtree(work)
@@ -134,12 +186,60 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    options = DemoOptions(work_dir=args.work_dir, count=args.count, update_share=args.update_share,
+                          delete_share=args.delete_share, seed=args.seed, rate=args.rate, shards=args.shards,
+                          warehouse_url=args.warehouse_url, db_schema=args.db_schema, soft_delete=args.soft_delete)
+    result = run_demo(options, console)
+    print_summary(result.summary, result.seconds)
+    console.print(f"records put on Kinesis: {result.records_on_kinesis}; DynamoDB table: {result.table_rows} items; "
+                  f"warehouse: {result.warehouse_rows} rows")
+    if result.mismatches:
+        console.print(f"[bold red]MISMATCH[/]: {len(result.mismatches)} difference(s) between warehouse and table")
+        for problem in result.mismatches[:50]:
+            console.print(f"  - {problem}")
+        return 1
+    console.print("[bold green]OK[/]: 0 mismatches — the warehouse equals the DynamoDB table, row for row")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    operations = G.plan(args.count, update_share=args.update_share, delete_share=args.delete_share, seed=args.seed)
+    if args.fixtures_dir:
+        paths = G.write_fixtures(operations, args.fixtures_dir, records_per_file=args.records_per_file)
+        counts = Counter(o.op for o in operations)
+        console.print(f"{dict(counts)} written as {len(paths)} Pipe payload file(s) in {args.fixtures_dir}")
+        return 0
+    dynamodb = aws_resource("dynamodb", endpoint=args.endpoint_url, region=args.region)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"writing to {args.table}", total=len(operations))
+        counts = G.write_to_dynamodb(operations, dynamodb, args.table, rate=args.rate,
+                                     progress=lambda: progress.advance(task))
+    console.print(f"{dict(counts)} written to DynamoDB table {args.table}")
+    return 0
+
+
+def _pipe(args: argparse.Namespace) -> int:
+    dynamodb = aws_client("dynamodb", endpoint=args.endpoint_url, region=args.region)
+    stream_arn = dynamodb.describe_table(TableName=args.table)["Table"]["LatestStreamArn"]
+    pipe = PipeEmulator(aws_client("dynamodbstreams", endpoint=args.endpoint_url, region=args.region),
+                        aws_client("kinesis", endpoint=args.endpoint_url, region=args.region),
+                        stream_arn=stream_arn, kinesis_stream=args.kinesis_stream, state_path=args.state_file)
+    try:
+        moved = pipe.run(idle_seconds=args.idle_seconds)
+    except KeyboardInterrupt:
+        moved = pipe.records_put
+    console.print(f"pipe: {moved} records put on {args.kinesis_stream}; positions in {args.state_file}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    return _run(args) if args.command == "run" else _demo(args)
+    commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,39 @@ class WarehouseConfig:
 
 
 @dataclass(frozen=True)
+class KinesisConfig:
+    """The local Kinesis source (``kinesis_source``); Glue maps the same values to its native source."""
+
+    stream_name: str = "kinesis-for-sales-data"
+    endpoint_url: str | None = None  # None: the AWS default endpoint
+    region: str = "us-east-1"
+    starting_position: str = "TRIM_HORIZON"  # TRIM_HORIZON | LATEST | AT_TIMESTAMP
+    starting_timestamp: str | None = None
+    max_records_per_shard: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.starting_position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
+            raise ValueError("starting_position must be TRIM_HORIZON, LATEST or AT_TIMESTAMP")
+        if self.max_records_per_shard < 1:
+            raise ValueError("max_records_per_shard must be >= 1")
+
+    def spark_options(self) -> dict[str, str]:
+        options = {"streamName": self.stream_name, "region": self.region,
+                   "startingPosition": self.starting_position, "maxRecordsPerShard": str(self.max_records_per_shard)}
+        if self.endpoint_url:
+            options["endpointUrl"] = self.endpoint_url
+        if self.starting_timestamp:
+            options["startingTimestamp"] = self.starting_timestamp
+        return options
+
+
+@dataclass(frozen=True)
 class JobConfig:
-    source_dir: Path
+    """Exactly one source: ``source_dir`` (JSON-lines files) or ``kinesis``."""
+
     checkpoint_dir: Path
+    source_dir: Path | None = None
+    kinesis: KinesisConfig | None = None
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
     job_name: str = "sales-cdc"
     available_now: bool = True  # False: run continuously with ``trigger_interval``
@@ -37,6 +67,8 @@ class JobConfig:
     shuffle_partitions: int = 4
 
     def __post_init__(self) -> None:
+        if (self.source_dir is None) == (self.kinesis is None):
+            raise ValueError("configure exactly one source: source_dir or kinesis")
         if self.max_files_per_trigger is not None and self.max_files_per_trigger < 1:
             raise ValueError("max_files_per_trigger must be >= 1")
         if not self.job_name.strip():

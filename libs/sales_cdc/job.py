@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from pyspark.sql.streaming import StreamingQuery
 
 from .config import JobConfig, WarehouseConfig
 from .embedded import start_embedded_postgres
+from .kinesis_source import FORMAT as KINESIS_FORMAT
+from .kinesis_source import KinesisDataSource
 from .pipeline import BatchHandler, RunSummary
 from .sources import file_stream
 from .sql import Dialect, MergeSql
@@ -69,27 +72,53 @@ def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str) -> Post
     return warehouse
 
 
+def source_stream(spark: SparkSession, config: JobConfig) -> DataFrame:
+    """The configured streaming source, as ``schema.SOURCE_FIELDS`` columns."""
+    if config.kinesis is not None:
+        spark.dataSource.register(KinesisDataSource)
+        return spark.readStream.format(KINESIS_FORMAT).options(**config.kinesis.spark_options()).load()
+    return file_stream(spark, str(config.source_dir), config.max_files_per_trigger)
+
+
 def start_query(source: DataFrame, handler, config: JobConfig) -> StreamingQuery:
-    """Start ``source`` -> ``foreachBatch(handler)`` with the configured trigger and checkpoint."""
+    """Start ``source`` -> ``foreachBatch(handler)`` with the configured trigger and checkpoint.
+
+    The Kinesis source is a Python data source, which Spark 4.1 does not drain under ``availableNow``
+    (it runs one batch): it always runs on a processing-time trigger and is stopped by ``run_stream``.
+    """
     config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
     writer = source.writeStream.foreachBatch(handler).option("checkpointLocation", str(config.checkpoint_dir))
-    if config.available_now:
+    if config.available_now and config.kinesis is None:
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=config.trigger_interval)
     return writer.start()
 
 
-def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str) -> RunSummary:
-    """Run the streaming query (until drained with ``available_now``, else until stopped)."""
+def _await(query: StreamingQuery, summary: RunSummary, stop_when: Callable[[RunSummary], bool] | None) -> None:
+    if stop_when is None:
+        query.awaitTermination()
+        return
+    while query.isActive:
+        query.awaitTermination(0.5)
+        if not query.status["isTriggerActive"] and stop_when(summary):
+            query.stop()  # between batches: the last one is committed, the next run starts after it
+            return
+
+
+def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
+               stop_when: Callable[[RunSummary], bool] | None = None) -> RunSummary:
+    """Run the streaming query until drained (files with ``available_now``), until ``stop_when(summary)``
+    is true between two batches, or until Ctrl-C."""
     warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
     handler = BatchHandler(warehouse=warehouse)
-    query = start_query(file_stream(spark, str(config.source_dir), config.max_files_per_trigger), handler, config)
+    query = start_query(source_stream(spark, config), handler, config)
     try:
-        query.awaitTermination()
+        _await(query, handler.summary, stop_when)
     except KeyboardInterrupt:
         log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")
         query.stop()
+        raise
     finally:
         warehouse.close()
     return handler.summary

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from pyspark.sql import types as T
 
+from . import schema as S
 from .sql import MergeSql, quote
 
 
@@ -55,3 +57,33 @@ def diff_rows(actual: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[st
             if _comparable(column, want[column]) != _comparable(column, got.get(column)):
                 problems.append(f"row {k}: {column} is {got.get(column)!r}, expected {want[column]!r}")
     return problems
+
+
+def state_from_items(items: Iterable[Mapping[str, Any]], entity: S.EntitySchema = S.ORDERS) -> list[dict[str, Any]]:
+    """DynamoDB items (boto3 resource scan: N as Decimal) -> rows in the form :func:`read_state` returns."""
+    rows = []
+    for item in items:
+        row: dict[str, Any] = {}
+        for field in entity.fields:
+            value = item.get(field.name)
+            if value is not None:
+                if isinstance(field.spark_type, T.IntegerType | T.LongType | T.ShortType):
+                    value = int(value)
+                elif isinstance(field.spark_type, T.DecimalType):
+                    value = str(Decimal(value).quantize(Decimal(1).scaleb(-field.spark_type.scale)))
+                elif isinstance(field.spark_type, T.TimestampType):
+                    value = normalise(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+            row[field.name] = value
+        rows.append(row)
+    return sorted(rows, key=lambda r: r[entity.key])
+
+
+def scan_table(table) -> list[dict[str, Any]]:
+    """Every item of a DynamoDB table (boto3 resource), following pagination."""
+    items, kwargs = [], {"ConsistentRead": True}
+    while True:
+        page = table.scan(**kwargs)
+        items += page["Items"]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

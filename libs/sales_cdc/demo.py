@@ -1,0 +1,114 @@
+"""The one-command demo of the whole source side, on this machine:
+
+moto server (own process) + embedded PostgreSQL -> DynamoDB ``OrdersRawTable`` with its stream and
+Kinesis ``kinesis-for-sales-data`` -> Faker generator writes orders (inserts, updates, deletes) ->
+pipe emulator moves the stream to Kinesis while the streaming job runs -> when everything put on
+Kinesis has been processed, the warehouse is compared row for row with a scan of the table.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from . import generator as G
+from . import schema as S
+from .config import JobConfig, KinesisConfig, WarehouseConfig
+from .job import build_spark, run_stream, warehouse_connection
+from .local_aws import KINESIS_STREAM, TABLE_NAME, MotoServer, create_kinesis_stream, create_orders_table
+from .pipe_emulator import PipeEmulator
+from .pipeline import RunSummary
+from .sql import Dialect, MergeSql
+from .verify import diff_rows, read_state, scan_table, state_from_items
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    work_dir: Path = Path(".demo")
+    count: int = 2000
+    update_share: float = 0.2
+    delete_share: float = 0.1
+    seed: int = 42
+    rate: float | None = None
+    shards: int = 2
+    warehouse_url: str | None = None
+    db_schema: str = "sales"
+    soft_delete: bool = False
+    trigger_interval: str = "2 seconds"
+    max_records_per_shard: int = 500  # small batches, so the demo shows several micro-batches
+
+
+@dataclass
+class DemoResult:
+    summary: RunSummary
+    mismatches: list[str]
+    table_rows: int
+    warehouse_rows: int
+    records_on_kinesis: int
+    seconds: float
+
+
+def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
+    console = console or Console()
+    started = time.monotonic()
+    if options.work_dir.exists():
+        shutil.rmtree(options.work_dir)
+    options.work_dir.mkdir(parents=True)
+    warehouse = WarehouseConfig(url=options.warehouse_url, embedded_data_dir=options.work_dir / "postgres",
+                                db_schema=options.db_schema, soft_delete=options.soft_delete)
+    with MotoServer() as moto, warehouse_connection(warehouse) as connection:
+        where = "embedded PostgreSQL" if connection.server else "PostgreSQL at --warehouse-url"
+        console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
+        stream_arn = create_orders_table(moto.client("dynamodb"))
+        create_kinesis_stream(moto.client("kinesis"), shards=options.shards)
+        console.print(f"created DynamoDB {TABLE_NAME} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
+                      f"({options.shards} shards)")
+
+        operations = G.plan(options.count, update_share=options.update_share, delete_share=options.delete_share,
+                            seed=options.seed)
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("generating orders", total=len(operations))
+            counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), TABLE_NAME, rate=options.rate,
+                                         progress=lambda: progress.advance(task))
+        console.print(f"generator: {dict(counts)} written to {TABLE_NAME}")
+
+        pipe = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
+                            kinesis_stream=KINESIS_STREAM, state_path=options.work_dir / "pipe-state.json")
+        pipe_done = threading.Event()
+        pipe_error: list[BaseException] = []
+
+        def pump() -> None:
+            try:
+                pipe.run(idle_seconds=2.0)
+            except BaseException as error:  # surfaced by the main thread
+                pipe_error.append(error)
+            finally:
+                pipe_done.set()
+
+        threading.Thread(target=pump, name="pipe-emulator", daemon=True).start()
+
+        def drained(summary: RunSummary) -> bool:
+            if pipe_error:
+                raise RuntimeError("pipe emulator failed") from pipe_error[0]
+            read = sum(b.events_read for b in summary.batches)
+            return pipe_done.is_set() and read >= pipe.records_put
+
+        config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", warehouse=warehouse,
+                           job_name="sales-cdc-demo", available_now=False, trigger_interval=options.trigger_interval,
+                           kinesis=KinesisConfig(endpoint_url=moto.endpoint,
+                                                 max_records_per_shard=options.max_records_per_shard))
+        spark = build_spark(config.job_name, config.shuffle_partitions)
+        console.print("streaming job running (local Spark, Kinesis source) while the pipe emulator feeds Kinesis…")
+        summary = run_stream(spark, config, connection.url, stop_when=drained)
+
+        sql = MergeSql(Dialect.POSTGRES, db_schema=warehouse.db_schema, soft_delete=warehouse.soft_delete)
+        expected = state_from_items(scan_table(moto.resource("dynamodb").Table(TABLE_NAME)))
+        actual = read_state(connection.url, sql, S.ORDERS.names)
+        mismatches = diff_rows(actual, expected, S.ORDERS.key)
+    return DemoResult(summary, mismatches, len(expected), len(actual), pipe.records_put, time.monotonic() - started)

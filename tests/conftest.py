@@ -40,3 +40,12 @@ def db_schema(pg_url):
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def moto():
+    """A real moto server in its own process, shared by the session (tests use their own resource names)."""
+    from sales_cdc.local_aws import MotoServer
+
+    with MotoServer() as server:
+        yield server

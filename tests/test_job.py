@@ -108,3 +108,16 @@ def test_spark_submit_runs_the_local_entry_point(pg_url, db_schema, tmp_path, fi
     assert "rows upserted" in completed.stdout
     actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema), COLUMNS)
     assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), "orderid") == []
+
+
+def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schema, tmp_path):
+    from sales_cdc.demo import DemoOptions, run_demo
+
+    result = run_demo(DemoOptions(work_dir=tmp_path / "demo", count=300, warehouse_url=pg_url, db_schema=db_schema,
+                                  max_records_per_shard=60, trigger_interval="1 second"))
+    assert result.mismatches == []
+    assert result.records_on_kinesis == 300
+    assert result.warehouse_rows == result.table_rows > 0
+    totals = result.summary.totals()
+    assert totals["events read"] == 300 and totals["batches"] >= 2
+    assert totals["rows deleted"] > 0 and totals["events quarantined"] == 0

@@ -95,13 +95,14 @@ def start_query(source: DataFrame, handler, config: JobConfig) -> StreamingQuery
     return writer.start()
 
 
-def _await(query: StreamingQuery, summary: RunSummary, stop_when: Callable[[RunSummary], bool] | None) -> None:
+def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = None, poll_seconds: float = 0.5) -> None:
+    """Wait for the query to end, or stop it between two batches once ``stop_when()`` is true."""
     if stop_when is None:
         query.awaitTermination()
         return
     while query.isActive:
-        query.awaitTermination(0.5)
-        if not query.status["isTriggerActive"] and stop_when(summary):
+        query.awaitTermination(poll_seconds)
+        if not query.status["isTriggerActive"] and stop_when():
             query.stop()  # between batches: the last one is committed, the next run starts after it
             return
 
@@ -114,7 +115,7 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
     handler = BatchHandler(warehouse=warehouse)
     query = start_query(source_stream(spark, config), handler, config)
     try:
-        _await(query, handler.summary, stop_when)
+        await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)
     except KeyboardInterrupt:
         log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")
         query.stop()

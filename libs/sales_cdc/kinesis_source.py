@@ -88,16 +88,18 @@ class KinesisStreamReader(SimpleDataSourceStreamReader):
             if not token:
                 return shards
 
+    @staticmethod
+    def _new_entry(shard: dict, after_ts: float | None = None) -> dict:
+        parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p]
+        entry = {"seq": START, "done": False, "parents": ",".join(parents)}
+        if after_ts is not None:
+            entry["after_ts"] = after_ts
+        return entry
+
     def initialOffset(self) -> dict:
         # LATEST is pinned to a timestamp now, so that a restart does not skip what arrived meanwhile
         start = {"TRIM_HORIZON": None, "LATEST": time.time(), "AT_TIMESTAMP": self.starting_timestamp}[self.position]
-        offsets = {}
-        for shard in self._shards():
-            entry = {"seq": START, "done": False}
-            if start is not None:
-                entry["after_ts"] = start
-            offsets[shard["ShardId"]] = entry
-        return offsets
+        return {shard["ShardId"]: self._new_entry(shard, start) for shard in self._shards()}
 
     def _iterator(self, shard_id: str, entry: dict) -> str:
         if entry["seq"] != START:
@@ -136,19 +138,21 @@ class KinesisStreamReader(SimpleDataSourceStreamReader):
         return rows, entry
 
     def _plan(self, start: dict) -> dict:
-        """Known shards with their entries, new (child) shards added from their start."""
+        """Known shards with their entries; shards created since (resharding) start from their beginning."""
         offsets = {k: dict(v) for k, v in start.items()}
-        for shard in self._shards():
-            offsets.setdefault(shard["ShardId"], {"seq": START, "done": False,
-                                                  "parents": [p for p in (shard.get("ParentShardId"),
-                                                                          shard.get("AdjacentParentShardId")) if p]})
+        listed = self._shards()
+        for shard in listed:
+            offsets.setdefault(shard["ShardId"], self._new_entry(shard))
+        for shard_id in offsets.keys() - {s["ShardId"] for s in listed}:
+            offsets[shard_id]["done"] = True  # expired past retention: nothing left to read there
         return offsets
 
     @staticmethod
     def _readable(offsets: dict, shard_id: str) -> bool:
+        """Not drained yet, and every parent still known is drained (expired parents are gone)."""
         entry = offsets[shard_id]
-        parents_done = all(offsets.get(p, {"done": True})["done"] for p in entry.get("parents", []))
-        return not entry["done"] and parents_done
+        parents = [p for p in entry.get("parents", "").split(",") if p]
+        return not entry["done"] and all(offsets.get(p, {"done": True})["done"] for p in parents)
 
     def read(self, start: dict) -> tuple[Iterator[tuple], dict]:
         offsets = self._plan(start)

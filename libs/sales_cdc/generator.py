@@ -29,6 +29,7 @@ CATALOGUE: dict[str, tuple[Decimal, Decimal]] = {
     "Charger": (Decimal("9.00"), Decimal("59.00")),
 }
 MAX_QUANTITY = 5
+MAX_BUFFER_SECONDS = 0.2  # with --rate, an insert waits at most this long for its BatchWriteItem
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,7 @@ def write_to_dynamodb(operations: list[Operation], dynamodb, table_name: str, *,
     key = S.ORDERS.key
     table = dynamodb.Table(table_name)
     pending: list[dict[str, Any]] = []
+    pending_since = 0.0
 
     def flush() -> None:
         _put_batch(dynamodb, table_name, pending)
@@ -187,8 +189,11 @@ def write_to_dynamodb(operations: list[Operation], dynamodb, table_name: str, *,
 
     for operation in paced(operations, rate):
         if operation.op == "INSERT":
+            if not pending:
+                pending_since = time.monotonic()
             pending.append(operation.item)
-            if len(pending) == 25:
+            # full batch, or (paced runs) an insert waited long enough: freshness over batch size
+            if len(pending) == 25 or (rate and time.monotonic() - pending_since > MAX_BUFFER_SECONDS):
                 flush()
         else:
             flush()

@@ -14,6 +14,7 @@ setup(
         "psycopg[binary]>=3.2",
         "rich>=13",
         "faker>=30",
+        "deltalake==1.6.6",  # the lake sink (delta-rs); Glue 6.0 also has Spark-native Delta
     ],
     extras_require={
         # laptop runs: local Spark (pinned to Glue 6.0's version), embedded PostgreSQL, moto server

@@ -18,7 +18,8 @@ from pyspark.sql import functions as F
 
 from . import schema as S
 from .decode import decode_pipe_records, split_decoded
-from .transforms import latest_per_key, to_state_rows
+from .lake import DeltaLake
+from .transforms import latest_per_key, to_raw_rows, to_state_rows
 from .warehouse.base import MergeResult, Warehouse
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,10 @@ class RunSummary:
 class BatchHandler:
     """decode -> quarantine split -> latest per key -> warehouse merge, for one micro-batch."""
 
-    def __init__(self, *, warehouse: Warehouse, entity: S.EntitySchema = S.ORDERS,
+    def __init__(self, *, warehouse: Warehouse, lake: DeltaLake | None = None, entity: S.EntitySchema = S.ORDERS,
                  default_stream_id: str = "static", summary: RunSummary | None = None):
         self.warehouse = warehouse
+        self.lake = lake
         self.entity = entity
         self.default_stream_id = default_stream_id
         self.summary = summary if summary is not None else RunSummary()
@@ -88,9 +90,14 @@ class BatchHandler:
                 F.count_if((F.size(S.CDC_ERRORS) == 0) & (F.size(S.CDC_WARNINGS) > 0)).alias("warned"),
             ).first()
             events, quarantine = split_decoded(decoded, batch_id, self.entity)
-            state = to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity)
+            state = to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity).toArrow()
+            quarantine_rows = quarantine.toArrow()
+            if self.lake is not None:  # lake first: both sinks skip what they already hold on a replay
+                self.lake.write_batch(batch_id=batch_id, stream_id=stream_id,
+                                      raw=to_raw_rows(decoded, batch_id, self.entity).toArrow(),
+                                      state=state, quarantine=quarantine_rows)
             merge = self.warehouse.merge_batch(
-                batch_id=batch_id, stream_id=stream_id, state=state.toArrow(), quarantine=quarantine.toArrow())
+                batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine_rows)
         finally:
             decoded.unpersist()
         result = BatchResult(batch_id, counts["read"], counts["valid"], counts["warned"], merge)

@@ -164,6 +164,27 @@ def state_schema(entity: EntitySchema = ORDERS) -> T.StructType:
     return T.StructType([f.struct_field() for f in state_fields(entity)])
 
 
+# --- raw / bronze (lake) ----------------------------------------------------------------------------
+EVENT_DATE = "event_date"
+DECODE_ERRORS = "decode_errors"
+
+
+def raw_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
+    """Every record as received, what could be read of it, and the batch that brought it."""
+    return (
+        *SOURCE_FIELDS,
+        Field(CDC_EVENT_ID, T.StringType()),
+        Field(CDC_OP, T.StringType()),
+        Field(CDC_SEQUENCE, T.StringType()),
+        Field(entity.key, T.StringType()),
+        Field(CDC_EVENT_TIME, T.TimestampType()),
+        Field(DECODE_ERRORS, T.StringType(), description="Null when the record decoded; else the reasons"),
+        Field(CDC_BATCH_ID, T.LongType(), nullable=False),
+        Field(EVENT_DATE, T.DateType(), nullable=False,
+              description="Partition: event date, else the Kinesis arrival date, else the batch date (UTC)"),
+    )
+
+
 # --- quarantine ------------------------------------------------------------------------------------
 QUARANTINE_REASON = "reason"
 QUARANTINE_FIELDS: tuple[Field, ...] = (

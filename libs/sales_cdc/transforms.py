@@ -35,3 +35,11 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema = S.O
         *[F.col(f.name) for f in S.CDC_FIELDS],
         F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID),
     )
+
+
+def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+    """Decoded rows (with ``cdc_errors``) -> raw/bronze rows (``schema.raw_fields``), malformed ones included."""
+    errors = F.when(F.size(S.CDC_ERRORS) > 0, F.array_join(S.CDC_ERRORS, "; "))
+    event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date("source_arrival_time"), F.current_date())
+    columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date}
+    return decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])

@@ -1,0 +1,165 @@
+"""Lake sink: raw events, current state and quarantine as Delta tables (delta-rs), per micro-batch.
+
+Layout under the lake root (a local path or ``s3://bucket/prefix``):
+  raw/<entity>_events      every record as received + decode outcome + batch id, partitioned by event_date
+  silver/<entity>          current state, same contract as the warehouse (sequence guard, deletes)
+  silver/<entity>_tombstones   hard-delete mode: key + sequence of deleted keys (no resurrection)
+  quarantine/<entity>      rejected records with reasons
+
+Every commit carries a Delta app transaction ``(job/stream/table, batch_id)``. Before writing a table
+the sink reads that table's last committed batch id and skips it when the batch is already there, so
+a replayed batch (Spark retry, restart after a crash between two commits) changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from . import schema as S
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+    soft_delete: bool = False
+    target_file_size: int = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LakeResult:
+    raw_rows: int
+    silver_rows: int
+    quarantine_rows: int
+    skipped_tables: tuple[str, ...]  # already committed for this batch (replay)
+
+
+def moto_storage_options(endpoint: str, region: str = "us-east-1") -> dict[str, str]:
+    """delta-rs options for a moto S3 server (DESIGN §4); single writer, so unsafe rename is acceptable."""
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region, "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+
+
+class DeltaLake:
+    def __init__(self, config: LakeConfig, job_name: str, entity: S.EntitySchema = S.ORDERS):
+        self.config = config
+        self.job_name = job_name
+        self.entity = entity
+        root = config.root.rstrip("/")
+        self.raw_uri = f"{root}/raw/{entity.name}_events"
+        self.silver_uri = f"{root}/silver/{entity.name}"
+        self.tombstones_uri = f"{root}/silver/{entity.name}_tombstones"
+        self.quarantine_uri = f"{root}/quarantine/{entity.name}"
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _table(self, uri: str) -> DeltaTable | None:
+        if DeltaTable.is_deltatable(uri, storage_options=self.config.storage_options):
+            return DeltaTable(uri, storage_options=self.config.storage_options)
+        return None
+
+    def _app_id(self, stream_id: str, uri: str) -> str:
+        return f"{self.job_name}/{stream_id}/{uri.rsplit('/', 2)[-2]}/{uri.rsplit('/', 1)[-1]}"
+
+    def _committed(self, uri: str, app_id: str, batch_id: int) -> bool:
+        table = self._table(uri)
+        if table is None:
+            return False
+        version = table.transaction_version(app_id)
+        return version is not None and version >= batch_id
+
+    def _commit(self, app_id: str, batch_id: int) -> CommitProperties:
+        return CommitProperties(app_transactions=[Transaction(app_id, batch_id)])
+
+    def _append(self, uri: str, data: pa.Table, app_id: str, batch_id: int, partition_by=None) -> None:
+        write_deltalake(uri, data, mode="append", partition_by=partition_by, schema_mode="merge",
+                        storage_options=self.config.storage_options, target_file_size=self.config.target_file_size,
+                        commit_properties=self._commit(app_id, batch_id))
+
+    # --- silver -------------------------------------------------------------------------------------
+    def _drop_tombstoned(self, state: pa.Table) -> pa.Table:
+        """Hard delete: staged rows not newer than their key's tombstone are stale."""
+        tombstones = self._table(self.tombstones_uri)
+        if tombstones is None or state.num_rows == 0:
+            return state
+        key = self.entity.key
+        dead = tombstones.to_pyarrow_dataset().to_table(
+            columns=[key, S.CDC_SEQUENCE], filter=pc.field(key).isin(state[key]))
+        if dead.num_rows == 0:
+            return state
+        joined = state.join(dead.rename_columns([key, "_tomb_seq"]), keys=key, join_type="left outer")
+        keep = pc.or_(pc.is_null(joined["_tomb_seq"]), pc.greater(joined[S.CDC_SEQUENCE], joined["_tomb_seq"]))
+        return joined.filter(keep).drop_columns(["_tomb_seq"]).select(state.column_names)
+
+    def _with_soft_delete(self, state: pa.Table) -> pa.Table:
+        removed = pc.equal(state[S.CDC_OP], "REMOVE")
+        deleted_at = pc.if_else(removed, state[S.CDC_EVENT_TIME], pa.scalar(None, state[S.CDC_EVENT_TIME].type))
+        return state.append_column(S.IS_DELETED, removed).append_column(S.DELETED_AT, deleted_at)
+
+    def _merge_silver(self, state: pa.Table, app_id: str, batch_id: int) -> None:
+        newer = f"s.{S.CDC_SEQUENCE} > t.{S.CDC_SEQUENCE}"
+        is_remove = f"s.{S.CDC_OP} = 'REMOVE'"
+        if self.config.soft_delete:
+            state = self._with_soft_delete(state)
+        silver = self._table(self.silver_uri)
+        if silver is None:  # first batch: create the table with its schema, then merge into it
+            write_deltalake(self.silver_uri, state.slice(0, 0), mode="append",
+                            storage_options=self.config.storage_options)
+            silver = self._table(self.silver_uri)
+        merge = silver.merge(state, predicate=f"t.{self.entity.key} = s.{self.entity.key}", source_alias="s",
+                             target_alias="t", commit_properties=self._commit(app_id, batch_id))
+        if self.config.soft_delete:
+            merge = merge.when_matched_update_all(predicate=newer).when_not_matched_insert_all()
+        else:
+            merge = (merge.when_matched_delete(predicate=f"{newer} AND {is_remove}")
+                     .when_matched_update_all(predicate=f"{newer} AND NOT {is_remove}")
+                     .when_not_matched_insert_all(predicate=f"NOT {is_remove}"))
+        merge.execute()
+
+    def _merge_tombstones(self, state: pa.Table, app_id: str, batch_id: int) -> None:
+        columns = [self.entity.key, S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID]
+        source = state.select(columns)
+        tombstones = self._table(self.tombstones_uri)
+        if tombstones is None:
+            write_deltalake(self.tombstones_uri, source.slice(0, 0), mode="append",
+                            storage_options=self.config.storage_options)
+            tombstones = self._table(self.tombstones_uri)
+        ops = state[S.CDC_OP]
+        source = source.append_column("_is_remove", pc.equal(ops, "REMOVE"))
+        newer = f"s.{S.CDC_SEQUENCE} > t.{S.CDC_SEQUENCE}"
+        (tombstones.merge(source, predicate=f"t.{self.entity.key} = s.{self.entity.key}", source_alias="s",
+                          target_alias="t", commit_properties=self._commit(app_id, batch_id))
+         .when_matched_update({c: f"s.{c}" for c in columns}, predicate=f"{newer} AND s._is_remove")
+         .when_matched_delete(predicate=f"{newer} AND NOT s._is_remove")  # re-inserted: no longer deleted
+         .when_not_matched_insert({c: f"s.{c}" for c in columns}, predicate="s._is_remove")
+         .execute())
+
+    # --- the batch ----------------------------------------------------------------------------------
+    def write_batch(self, *, batch_id: int, stream_id: str, raw: pa.Table, state: pa.Table,
+                    quarantine: pa.Table) -> LakeResult:
+        skipped: list[str] = []
+
+        def once(uri: str, write) -> None:
+            app_id = self._app_id(stream_id, uri)
+            if self._committed(uri, app_id, batch_id):
+                skipped.append(uri)
+                return
+            write(app_id)
+
+        once(self.raw_uri, lambda app: self._append(self.raw_uri, raw, app, batch_id, partition_by=["event_date"]))
+        if quarantine.num_rows:
+            once(self.quarantine_uri, lambda app: self._append(self.quarantine_uri, quarantine, app, batch_id))
+        live = state if self.config.soft_delete else self._drop_tombstoned(state)
+        if state.num_rows:
+            once(self.silver_uri, lambda app: self._merge_silver(live, app, batch_id))
+            if not self.config.soft_delete:
+                once(self.tombstones_uri, lambda app: self._merge_tombstones(state, app, batch_id))
+        if skipped:
+            log.info("batch %s: already in the lake for %s (replay)", batch_id, ", ".join(skipped))
+        return LakeResult(raw.num_rows, live.num_rows, quarantine.num_rows, tuple(skipped))

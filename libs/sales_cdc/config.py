@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .lake import LakeConfig
 from .schema import check_identifier
 
 
@@ -59,6 +60,7 @@ class JobConfig:
     checkpoint_dir: Path
     source_dir: Path | None = None
     kinesis: KinesisConfig | None = None
+    lake: LakeConfig | None = None  # None: warehouse only
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
     job_name: str = "sales-cdc"
     available_now: bool = True  # False: run continuously with ``trigger_interval``

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -21,11 +21,14 @@ from . import generator as G
 from . import schema as S
 from .config import JobConfig, KinesisConfig, WarehouseConfig
 from .job import build_spark, run_stream, warehouse_connection
+from .lake import DeltaLake, LakeConfig, moto_storage_options
 from .local_aws import KINESIS_STREAM, TABLE_NAME, MotoServer, create_kinesis_stream, create_orders_table
 from .pipe_emulator import PipeEmulator
 from .pipeline import RunSummary
 from .sql import Dialect, MergeSql
-from .verify import diff_rows, read_state, scan_table, state_from_items
+from .verify import diff_rows, read_lake_state, read_state, scan_table, state_from_items
+
+LAKE_BUCKET = "sales-lake"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class DemoResult:
     warehouse_rows: int
     records_on_kinesis: int
     seconds: float
+    silver_rows: int = 0
+    lake_tables: dict[str, str] = field(default_factory=dict)
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
@@ -67,6 +72,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
         stream_arn = create_orders_table(moto.client("dynamodb"))
         create_kinesis_stream(moto.client("kinesis"), shards=options.shards)
+        moto.client("s3").create_bucket(Bucket=LAKE_BUCKET)
+        lake = LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint),
+                          soft_delete=options.soft_delete)
         console.print(f"created DynamoDB {TABLE_NAME} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
                       f"({options.shards} shards)")
 
@@ -99,7 +107,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             read = sum(b.events_read for b in summary.batches)
             return pipe_done.is_set() and read >= pipe.records_put
 
-        config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", warehouse=warehouse,
+        config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", warehouse=warehouse, lake=lake,
                            job_name="sales-cdc-demo", available_now=False, trigger_interval=options.trigger_interval,
                            kinesis=KinesisConfig(endpoint_url=moto.endpoint,
                                                  max_records_per_shard=options.max_records_per_shard))
@@ -110,5 +118,12 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         sql = MergeSql(Dialect.POSTGRES, db_schema=warehouse.db_schema, soft_delete=warehouse.soft_delete)
         expected = state_from_items(scan_table(moto.resource("dynamodb").Table(TABLE_NAME)))
         actual = read_state(connection.url, sql, S.ORDERS.names)
-        mismatches = diff_rows(actual, expected, S.ORDERS.key)
-    return DemoResult(summary, mismatches, len(expected), len(actual), pipe.records_put, time.monotonic() - started)
+        mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, S.ORDERS.key)]
+        sink = DeltaLake(lake, config.job_name)
+        silver = read_lake_state(sink, S.ORDERS.names)
+        mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, S.ORDERS.key)]
+        tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
+        if not lake.soft_delete:
+            tables["tombstones"] = sink.tombstones_uri
+    return DemoResult(summary, mismatches, len(expected), len(actual), pipe.records_put, time.monotonic() - started,
+                      len(silver), tables)

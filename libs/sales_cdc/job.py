@@ -20,6 +20,7 @@ from .config import JobConfig, WarehouseConfig
 from .embedded import start_embedded_postgres
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
+from .lake import DeltaLake
 from .pipeline import BatchHandler, RunSummary
 from .sources import file_stream
 from .sql import Dialect, MergeSql
@@ -112,7 +113,8 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
     """Run the streaming query until drained (files with ``available_now``), until ``stop_when(summary)``
     is true between two batches, or until Ctrl-C."""
     warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
-    handler = BatchHandler(warehouse=warehouse)
+    lake = DeltaLake(config.lake, config.job_name) if config.lake else None
+    handler = BatchHandler(warehouse=warehouse, lake=lake)
     query = start_query(source_stream(spark, config), handler, config)
     try:
         await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)

@@ -89,8 +89,11 @@ class DeltaLake:
         if tombstones is None or state.num_rows == 0:
             return state
         key = self.entity.key
-        dead = tombstones.to_pyarrow_dataset().to_table(
-            columns=[key, S.CDC_SEQUENCE], filter=pc.field(key).isin(state[key]))
+        # Read key + sequence and filter here: pyarrow's dataset filter fails on delta-rs' string_view
+        # statistics. Tombstones are two short columns; compaction keeps the table small.
+        dead = tombstones.to_pyarrow_table(columns=[key, S.CDC_SEQUENCE])
+        dead = dead.cast(pa.schema([(key, pa.string()), (S.CDC_SEQUENCE, pa.string())]))
+        dead = dead.filter(pc.is_in(dead[key], value_set=state[key].cast(pa.string())))
         if dead.num_rows == 0:
             return state
         joined = state.join(dead.rename_columns([key, "_tomb_seq"]), keys=key, join_type="left outer")

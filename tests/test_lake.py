@@ -113,3 +113,19 @@ def test_silver_equals_the_warehouse(lake):
     warehouse = dict(lake.warehouse.conn.execute(
         f"SELECT orderid, quantity FROM {lake.warehouse.sql.target}").fetchall())
     assert lake.silver() == warehouse == {"o1": 5, "o2": 1}
+
+
+def test_compaction_reduces_files_without_changing_content(lake):
+    from sales_cdc.lake import maintain
+
+    for batch_id in range(4):
+        lake.batch(batch_id, insert(f"o{batch_id}", batch_id + 1), modify("o0", 10 + batch_id, quantity=batch_id + 1))
+    raw = lake.table(lake.lake.raw_uri)
+    before_rows = sorted(raw.to_pyarrow_table().to_pylist(), key=lambda r: r[S.PAYLOAD])
+    before_files = len(raw.file_uris())
+    results = {r.table: r for r in maintain(lake.lake, retention_hours=0)}
+    raw = lake.table(lake.lake.raw_uri)
+    assert len(raw.file_uris()) < before_files == results[lake.lake.raw_uri].files_before
+    assert sorted(raw.to_pyarrow_table().to_pylist(), key=lambda r: r[S.PAYLOAD]) == before_rows
+    assert results[lake.lake.raw_uri].files_vacuumed >= before_files - 1  # the compacted small files are gone
+    assert lake.silver() == {"o0": 4, "o1": 1, "o2": 1, "o3": 1}

@@ -19,7 +19,7 @@ from . import generator as G
 from .config import JobConfig, KinesisConfig, WarehouseConfig
 from .demo import DemoOptions, run_demo
 from .job import build_spark, run_stream, warehouse_connection
-from .lake import LakeConfig, moto_storage_options
+from .lake import DeltaLake, LakeConfig, maintain, moto_storage_options
 from .local_aws import aws_client, aws_resource
 from .pipe_emulator import PipeEmulator
 from .pipeline import RunSummary
@@ -100,6 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--records-per-file", type=int, default=1000)
     generate.add_argument("--endpoint-url", default=None, help="AWS endpoint, e.g. a moto server")
     generate.add_argument("--region", default="us-east-1")
+
+    maintain = sub.add_parser("lake-maintain", help="compact small files and vacuum old ones in the Delta lake")
+    maintain.add_argument("--lake-root", required=True, help="folder or s3://bucket/prefix")
+    maintain.add_argument("--retention-hours", type=int, default=168,
+                          help="keep files a reader of a version this recent may need (default 7 days)")
+    maintain.add_argument("--no-vacuum", action="store_true", help="compact only")
+    maintain.add_argument("--endpoint-url", default=None, help="S3 endpoint, e.g. a moto server")
+    maintain.add_argument("--region", default="us-east-1")
 
     pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
     pipe.add_argument("--table", default="OrdersRawTable")
@@ -243,12 +251,25 @@ def _pipe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lake_maintain(args: argparse.Namespace) -> int:
+    options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
+    lake = DeltaLake(LakeConfig(args.lake_root, options), job_name="maintenance")
+    table = Table(title=f"lake maintenance of {args.lake_root}")
+    for column in ("table", "files before", "files after", "files vacuumed"):
+        table.add_column(column)
+    for r in maintain(lake, retention_hours=args.retention_hours, vacuum=not args.no_vacuum):
+        table.add_row(r.table, str(r.files_before), str(r.files_after), str(r.files_vacuumed))
+    console.print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
-    commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe}
+    commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe,
+                "lake-maintain": _lake_maintain}
     return commands[args.command](args)
 
 

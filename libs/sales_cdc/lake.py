@@ -166,3 +166,31 @@ class DeltaLake:
         if skipped:
             log.info("batch %s: already in the lake for %s (replay)", batch_id, ", ".join(skipped))
         return LakeResult(raw.num_rows, live.num_rows, quarantine.num_rows, tuple(skipped))
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    table: str
+    files_before: int
+    files_after: int
+    files_vacuumed: int
+
+
+def maintain(lake: DeltaLake, *, retention_hours: int = 168, vacuum: bool = True) -> list[MaintenanceResult]:
+    """Compact small files (one per batch per partition otherwise) and vacuum files older than the
+    retention that no version within it references. Readers of older versions need the retention: the
+    default keeps 7 days of time travel. Run it from a scheduled job, not inside the stream."""
+    results = []
+    for uri in (lake.raw_uri, lake.silver_uri, lake.tombstones_uri, lake.quarantine_uri):
+        table = lake._table(uri)
+        if table is None:
+            continue
+        before = len(table.file_uris())
+        table.optimize.compact(target_size=lake.config.target_file_size)
+        removed = 0
+        if vacuum:
+            removed = len(table.vacuum(retention_hours=retention_hours, dry_run=False,
+                                       enforce_retention_duration=retention_hours >= 168))
+        table = lake._table(uri)
+        results.append(MaintenanceResult(uri, before, len(table.file_uris()), removed))
+    return results

@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -263,14 +265,24 @@ def _lake_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM: the same clean stop as Ctrl-C (moto, PostgreSQL, query)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe,
                 "lake-maintain": _lake_maintain}
-    return commands[args.command](args)
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:  # services are stopped by their context managers on the way out
+        console.print("[yellow]interrupted[/]: stopped cleanly; a new run resumes from the checkpoint")
+        return 130
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class LakeConfig:
 @dataclass(frozen=True)
 class LakeResult:
     raw_rows: int
-    silver_rows: int
+    silver_rows: int  # staged rows merged into silver by this call (0 when it was already committed)
     quarantine_rows: int
     skipped_tables: tuple[str, ...]  # already committed for this batch (replay)
 
@@ -59,7 +59,8 @@ class DeltaLake:
         self.quarantine_uri = f"{root}/quarantine/{entity.name}"
 
     # --- helpers ------------------------------------------------------------------------------------
-    def _table(self, uri: str) -> DeltaTable | None:
+    def table(self, uri: str) -> DeltaTable | None:
+        """The Delta table at ``uri`` (one of this lake's), or None before its first commit."""
         if DeltaTable.is_deltatable(uri, storage_options=self.config.storage_options):
             return DeltaTable(uri, storage_options=self.config.storage_options)
         return None
@@ -67,12 +68,12 @@ class DeltaLake:
     def _app_id(self, stream_id: str, uri: str) -> str:
         return f"{self.job_name}/{stream_id}/{uri.rsplit('/', 2)[-2]}/{uri.rsplit('/', 1)[-1]}"
 
-    def _committed(self, uri: str, app_id: str, batch_id: int) -> bool:
-        table = self._table(uri)
-        if table is None:
-            return False
-        version = table.transaction_version(app_id)
-        return version is not None and version >= batch_id
+    def _existing_or_created(self, uri: str, table: DeltaTable | None, like: pa.Table) -> DeltaTable:
+        """A MERGE needs a target: on the first batch, create the table empty with ``like``'s schema."""
+        if table is not None:
+            return table
+        write_deltalake(uri, like.slice(0, 0), mode="append", storage_options=self.config.storage_options)
+        return self.table(uri)
 
     def _commit(self, app_id: str, batch_id: int) -> CommitProperties:
         return CommitProperties(app_transactions=[Transaction(app_id, batch_id)])
@@ -85,7 +86,7 @@ class DeltaLake:
     # --- silver -------------------------------------------------------------------------------------
     def _drop_tombstoned(self, state: pa.Table) -> pa.Table:
         """Hard delete: staged rows not newer than their key's tombstone are stale."""
-        tombstones = self._table(self.tombstones_uri)
+        tombstones = self.table(self.tombstones_uri)
         if tombstones is None or state.num_rows == 0:
             return state
         key = self.entity.key
@@ -105,16 +106,12 @@ class DeltaLake:
         deleted_at = pc.if_else(removed, state[S.CDC_EVENT_TIME], pa.scalar(None, state[S.CDC_EVENT_TIME].type))
         return state.append_column(S.IS_DELETED, removed).append_column(S.DELETED_AT, deleted_at)
 
-    def _merge_silver(self, state: pa.Table, app_id: str, batch_id: int) -> None:
+    def _merge_silver(self, silver: DeltaTable | None, state: pa.Table, app_id: str, batch_id: int) -> None:
         newer = f"s.{S.CDC_SEQUENCE} > t.{S.CDC_SEQUENCE}"
         is_remove = f"s.{S.CDC_OP} = 'REMOVE'"
         if self.config.soft_delete:
             state = self._with_soft_delete(state)
-        silver = self._table(self.silver_uri)
-        if silver is None:  # first batch: create the table with its schema, then merge into it
-            write_deltalake(self.silver_uri, state.slice(0, 0), mode="append",
-                            storage_options=self.config.storage_options)
-            silver = self._table(self.silver_uri)
+        silver = self._existing_or_created(self.silver_uri, silver, state)
         merge = silver.merge(state, predicate=f"t.{self.entity.key} = s.{self.entity.key}", source_alias="s",
                              target_alias="t", commit_properties=self._commit(app_id, batch_id))
         if self.config.soft_delete:
@@ -125,14 +122,10 @@ class DeltaLake:
                      .when_not_matched_insert_all(predicate=f"NOT {is_remove}"))
         merge.execute()
 
-    def _merge_tombstones(self, state: pa.Table, app_id: str, batch_id: int) -> None:
+    def _merge_tombstones(self, tombstones: DeltaTable | None, state: pa.Table, app_id: str, batch_id: int) -> None:
         columns = [self.entity.key, S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID]
         source = state.select(columns)
-        tombstones = self._table(self.tombstones_uri)
-        if tombstones is None:
-            write_deltalake(self.tombstones_uri, source.slice(0, 0), mode="append",
-                            storage_options=self.config.storage_options)
-            tombstones = self._table(self.tombstones_uri)
+        tombstones = self._existing_or_created(self.tombstones_uri, tombstones, source)
         ops = state[S.CDC_OP]
         source = source.append_column("_is_remove", pc.equal(ops, "REMOVE"))
         newer = f"s.{S.CDC_SEQUENCE} > t.{S.CDC_SEQUENCE}"
@@ -147,26 +140,36 @@ class DeltaLake:
     def write_batch(self, *, batch_id: int, stream_id: str, raw: pa.Table, state: pa.Table,
                     quarantine: pa.Table) -> LakeResult:
         skipped: list[str] = []
+        merged = 0
 
         def once(uri: str, write) -> None:
+            """Run ``write(table, app_id)`` unless this batch is already committed to ``uri``; the table
+            is loaded once, for the check and the write."""
+            table = self.table(uri)
             app_id = self._app_id(stream_id, uri)
-            if self._committed(uri, app_id, batch_id):
+            version = table.transaction_version(app_id) if table is not None else None
+            if version is not None and version >= batch_id:
                 skipped.append(uri)
                 return
-            write(app_id)
+            write(table, app_id)
 
-        once(self.raw_uri, lambda app: self._append(self.raw_uri, raw, app, batch_id, partition_by=["event_date"]))
+        def merge_silver(table: DeltaTable | None, app_id: str) -> None:
+            nonlocal merged
+            # tombstones are read here, so a replay that finds silver committed does not read them
+            live = state if self.config.soft_delete else self._drop_tombstoned(state)
+            self._merge_silver(table, live, app_id, batch_id)
+            merged = live.num_rows
+
+        once(self.raw_uri, lambda _, app: self._append(self.raw_uri, raw, app, batch_id, partition_by=["event_date"]))
         if quarantine.num_rows:
-            once(self.quarantine_uri, lambda app: self._append(self.quarantine_uri, quarantine, app, batch_id))
-        live = state if self.config.soft_delete else self._drop_tombstoned(state)
+            once(self.quarantine_uri, lambda _, app: self._append(self.quarantine_uri, quarantine, app, batch_id))
         if state.num_rows:
-            once(self.silver_uri, lambda app: self._merge_silver(live, app, batch_id))
+            once(self.silver_uri, merge_silver)
             if not self.config.soft_delete:
-                once(self.tombstones_uri, lambda app: self._merge_tombstones(state, app, batch_id))
+                once(self.tombstones_uri, lambda table, app: self._merge_tombstones(table, state, app, batch_id))
         if skipped:
             log.info("batch %s: already in the lake for %s (replay)", batch_id, ", ".join(skipped))
-        return LakeResult(raw.num_rows, live.num_rows, quarantine.num_rows, tuple(skipped))
-
+        return LakeResult(raw.num_rows, merged, quarantine.num_rows, tuple(skipped))
 
 @dataclass(frozen=True)
 class MaintenanceResult:
@@ -182,7 +185,7 @@ def maintain(lake: DeltaLake, *, retention_hours: int = 168, vacuum: bool = True
     default keeps 7 days of time travel. Run it from a scheduled job, not inside the stream."""
     results = []
     for uri in (lake.raw_uri, lake.silver_uri, lake.tombstones_uri, lake.quarantine_uri):
-        table = lake._table(uri)
+        table = lake.table(uri)
         if table is None:
             continue
         before = len(table.file_uris())
@@ -191,6 +194,6 @@ def maintain(lake: DeltaLake, *, retention_hours: int = 168, vacuum: bool = True
         if vacuum:
             removed = len(table.vacuum(retention_hours=retention_hours, dry_run=False,
                                        enforce_retention_duration=retention_hours >= 168))
-        table = lake._table(uri)
+        table = lake.table(uri)
         results.append(MaintenanceResult(uri, before, len(table.file_uris()), removed))
     return results

@@ -37,11 +37,10 @@ def read_state(url: str, sql: MergeSql, columns: list[str]) -> list[dict[str, An
 
 def read_lake_state(lake, columns: list[str]) -> list[dict[str, Any]]:
     """Current rows of the lake's silver table (soft-deleted excluded), as normalised dicts."""
-    from deltalake import DeltaTable
-
-    if not DeltaTable.is_deltatable(lake.silver_uri, storage_options=lake.config.storage_options):
+    silver = lake.table(lake.silver_uri)
+    if silver is None:
         return []
-    rows = DeltaTable(lake.silver_uri, storage_options=lake.config.storage_options).to_pyarrow_table().to_pylist()
+    rows = silver.to_pyarrow_table().to_pylist()
     if lake.config.soft_delete:
         rows = [r for r in rows if not r[S.IS_DELETED]]
     return sorted(({c: normalise(r[c]) for c in columns} for r in rows), key=lambda r: r[lake.entity.key])

@@ -12,36 +12,24 @@ In AWS the Pipe is deployed by CloudFormation; locally (moto) this process plays
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from .records import json_safe
 
 log = logging.getLogger(__name__)
 
 MAX_PUT_RECORDS = 500
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _json_value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_value(v) for v in value]
-    if isinstance(value, (bytes, bytearray)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if isinstance(value, datetime):
-        return int(value.timestamp())
-    return value
-
-
 def pipe_payload(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
     """A DynamoDB Streams GetRecords record -> the JSON the Pipe puts on Kinesis (DESIGN §1)."""
-    payload = _json_value(record)
+    payload = json_safe(record)
     payload.setdefault("eventSourceARN", stream_arn)
     return payload
 

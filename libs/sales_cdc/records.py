@@ -21,18 +21,21 @@ _serializer = TypeSerializer()
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/OrdersRawTable/stream/2026-11-25T00:00:00.000"
 
 
-def _json_safe(value: Any) -> Any:
-    """TypeSerializer output -> JSON: binary values become base64 text, as in the stream's JSON."""
+def json_safe(value: Any, *, sort_sets: bool = False) -> Any:
+    """boto3 output -> the JSON AWS puts in stream records: binary values become base64 text and
+    datetimes epoch seconds. ``sort_sets`` orders SS/NS/BS members (stable fixtures)."""
     if isinstance(value, dict):
-        if len(value) == 1 and next(iter(value)) in ("SS", "NS", "BS"):
+        if sort_sets and len(value) == 1 and next(iter(value)) in ("SS", "NS", "BS"):
             tag, members = next(iter(value.items()))
-            return {tag: sorted(_json_safe(m) for m in members)}  # sets: a stable order for fixtures
-        return {k: _json_safe(v) for k, v in value.items()}
+            return {tag: sorted(json_safe(m, sort_sets=True) for m in members)}
+        return {k: json_safe(v, sort_sets=sort_sets) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v, sort_sets=sort_sets) for v in value]
     if isinstance(value, (Binary, bytes, bytearray)):
         raw = value.value if isinstance(value, Binary) else bytes(value)
         return base64.b64encode(raw).decode("ascii")
+    if isinstance(value, datetime):
+        return int(value.timestamp())
     return value
 
 
@@ -45,7 +48,7 @@ def to_typed_image(item: Mapping[str, Any]) -> dict[str, Any]:
             return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
         return v
 
-    return _json_safe({k: _serializer.serialize(prepare(v)) for k, v in item.items()})
+    return json_safe({k: _serializer.serialize(prepare(v)) for k, v in item.items()}, sort_sets=True)
 
 
 def stream_record(

@@ -34,21 +34,35 @@ def _reasons(*checks: tuple[Column, Column | str]) -> Column:
     return F.filter(F.array(*messages), lambda m: m.isNotNull())
 
 
+def _no_errors() -> Column:
+    return F.array().cast("array<string>")
+
+
+def _quoted(prefix: str, raw: Column, suffix: str) -> Column:
+    """``prefix'<raw>'suffix``: an error message that shows the offending value."""
+    return F.concat(F.lit(f"{prefix}'"), raw, F.lit(f"'{suffix}"))
+
+
+def _unparsed(raw: Column, value: Column, message: Column | str) -> Column:
+    """The message when a value is present but did not parse."""
+    return _reasons((raw.isNotNull() & value.isNull(), message))
+
+
 def _number(raw: Column, target: T.DataType, label: str) -> tuple[Column, Column]:
     exact = raw.try_cast(_EXACT_NUMBER)
     if isinstance(target, (T.FloatType, T.DoubleType)):
         value = raw.try_cast(target)
-        message = F.concat(F.lit(f"{label}: N value '"), raw, F.lit("' is not a number"))
-        return value, _reasons((raw.isNotNull() & value.isNull(), message))
+        return value, _unparsed(raw, value, _quoted(f"{label}: N value ", raw, " is not a number"))
     value = exact.try_cast(target)
-    not_number = raw.isNotNull() & exact.isNull()
     out_of_range = exact.isNotNull() & value.isNull()
     inexact = value.isNotNull() & (value.cast(_EXACT_NUMBER) != exact)
     type_name = target.simpleString().upper()
-    return value, _reasons(
-        (not_number, F.concat(F.lit(f"{label}: N value '"), raw, F.lit("' is not a number (or out of range)"))),
-        (out_of_range, F.concat(F.lit(f"{label}: N value '"), raw, F.lit(f"' is out of range for {type_name}"))),
-        (inexact, F.concat(F.lit(f"{label}: N value '"), raw, F.lit(f"' is not exactly representable as {type_name}"))),
+    return value, F.concat(
+        _unparsed(raw, exact, _quoted(f"{label}: N value ", raw, " is not a number (or out of range)")),
+        _reasons(
+            (out_of_range, _quoted(f"{label}: N value ", raw, f" is out of range for {type_name}")),
+            (inexact, _quoted(f"{label}: N value ", raw, f" is not exactly representable as {type_name}")),
+        ),
     )
 
 
@@ -60,28 +74,26 @@ def _decode_tagged(attr: Column, field: S.Field, label: str) -> tuple[Column, Co
         raw = _get(attr, path)
         if isinstance(target, T.TimestampType):
             value = F.try_to_timestamp(raw)
-            return raw, value, _reasons((raw.isNotNull() & value.isNull(),
-                                         F.concat(F.lit(f"{label}: '"), raw, F.lit("' is not a timestamp"))))
+            return raw, value, _unparsed(raw, value, _quoted(f"{label}: ", raw, " is not a timestamp"))
         if isinstance(target, T.DateType):
             value = raw.try_cast(T.DateType())
-            return raw, value, _reasons((raw.isNotNull() & value.isNull(),
-                                         F.concat(F.lit(f"{label}: '"), raw, F.lit("' is not a date"))))
-        return raw, raw, F.array().cast("array<string>")
+            return raw, value, _unparsed(raw, value, _quoted(f"{label}: ", raw, " is not a date"))
+        return raw, raw, _no_errors()
     if tag == "N":
         raw = _get(attr, path)
         value, errors = _number(raw, target, label)
         return raw, value, errors
     if tag == "BOOL":
         raw = _get(attr, path, "boolean")
-        return raw, raw, F.array().cast("array<string>")
+        return raw, raw, _no_errors()
     if tag == "B":
         raw = _get(attr, path)
         value = F.try_to_binary(raw, F.lit("base64"))
-        return raw, value, _reasons((raw.isNotNull() & value.isNull(), F.lit(f"{label}: B value is not base64")))
+        return raw, value, _unparsed(raw, value, f"{label}: B value is not base64")
     if tag in ("SS", "NS", "BS"):
         raw = _get(attr, path, "array<string>")
         if tag == "SS":
-            return raw, raw, F.array().cast("array<string>")
+            return raw, raw, _no_errors()
         if tag == "NS":
             element = target.elementType if isinstance(target, T.ArrayType) else _EXACT_NUMBER
             value = F.transform(raw, lambda x: x.try_cast(element))
@@ -93,7 +105,7 @@ def _decode_tagged(attr: Column, field: S.Field, label: str) -> tuple[Column, Co
         return raw, value, _reasons((bad, F.lit(f"{label}: BS has a member that is not base64")))
     # M and L keep their nested typed JSON, losslessly, as a JSON string
     raw = _get(attr, path, "variant")
-    return raw, F.to_json(raw), F.array().cast("array<string>")
+    return raw, F.to_json(raw), _no_errors()
 
 
 def decode_attribute(image: Column, field: S.Field, label: str) -> tuple[Column, Column]:
@@ -192,7 +204,7 @@ def decode_pipe_records(df: DataFrame, entity: S.EntitySchema = S.ORDERS) -> Dat
         S.CDC_SEQUENCE: F.lpad(raw_sequence, S.SEQUENCE_WIDTH, "0"),
         S.CDC_EVENT_TIME: event_time,
         entity.key: key,
-        S.CDC_WARNINGS: F.coalesce(info_image_errors, F.array().cast("array<string>")),
+        S.CDC_WARNINGS: F.coalesce(info_image_errors, _no_errors()),
     })
     columns.update({f.name: F.col(f.name).cast(f.spark_type) for f in S.SOURCE_FIELDS})
     out = parsed.select(

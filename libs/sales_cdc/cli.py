@@ -10,21 +10,26 @@ import signal
 import sys
 import threading
 import time
+import webbrowser
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
 from . import generator as G
-from .config import JobConfig, KinesisConfig, WarehouseConfig
+from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
 from .demo import DemoOptions, run_demo
 from .job import build_spark, run_stream, warehouse_connection
 from .lake import DeltaLake, LakeConfig, maintain, moto_storage_options
 from .local_aws import aws_client, aws_resource
 from .pipe_emulator import PipeEmulator
 from .pipeline import RunSummary
+from .quality import DataQualityHalt
+from .quality.gx_runner import DocsSite
 from .schema import CDC_SEQUENCE, ORDERS, UNMAPPED
 from .sql import Dialect, MergeSql
 from .verify import diff_rows, load_expected, read_state
@@ -41,6 +46,31 @@ def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", default="orders", help="current-state table (default: orders)")
     parser.add_argument("--soft-delete", action="store_true",
                         help="keep deleted orders with is_deleted/deleted_at instead of removing them")
+
+
+def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> None:
+    group = parser.add_argument_group("data quality (Great Expectations)")
+    group.add_argument("--no-dq", action="store_true", help="skip data-quality validation")
+    group.add_argument("--expectations-dir", type=Path, default=Path("expectations"),
+                       help="GX project with the suites in <dir>/expectations/*.json (default: expectations)")
+    group.add_argument("--docs-location", default=docs_default,
+                       help=f"Data Docs site: a folder or s3://bucket/prefix (default: {docs_default})")
+    group.add_argument("--price-ceiling", type=Decimal, default=DqConfig.price_ceiling,
+                       help="orders with a unit price above this are quarantined (default %(default)s)")
+    group.add_argument("--dq-result-format", default="SUMMARY", choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
+                       help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
+    group.add_argument("--alert-quarantine-share", type=float, default=DqConfig.alert_quarantine_share,
+                       help="alert when a batch quarantines more than this share of its events (default 0.05)")
+    group.add_argument("--sns-topic-arn", default=None, help="SNS topic for alerts (default: alerts go to the log)")
+
+
+def _dq_config(args: argparse.Namespace, endpoint_url: str | None = None, region: str = "us-east-1") -> DqConfig | None:
+    if args.no_dq:
+        return None
+    return DqConfig(expectations_dir=args.expectations_dir, docs_location=args.docs_location,
+                    docs_endpoint_url=endpoint_url, region=region, price_ceiling=args.price_ceiling,
+                    result_format=args.dq_result_format, alert_quarantine_share=args.alert_quarantine_share,
+                    sns_topic_arn=args.sns_topic_arn, sns_endpoint_url=endpoint_url)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--pg-data-dir", type=Path, default=Path(".demo/postgres"),
                      help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(run)
+    _add_dq_args(run, docs_default=".demo/data_docs")
 
     demo = sub.add_parser("demo", help="the whole source side on moto: generator -> DynamoDB -> pipe -> Kinesis -> "
                                        "Spark -> PostgreSQL, then warehouse == table, row for row")
@@ -89,6 +120,12 @@ def _parser() -> argparse.ArgumentParser:
     fixtures.add_argument("--expected", type=Path, default=DEFAULT_EXPECTED)
     fixtures.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     _add_warehouse_args(fixtures)
+
+    docs = sub.add_parser("dq-docs", help="print (or open) the location of the data-quality Data Docs site")
+    docs.add_argument("--docs-location", default=".demo/data_docs", help="folder or s3://bucket/prefix")
+    docs.add_argument("--website-url", default=None,
+                      help="the docs bucket's website endpoint (printed instead of the s3:// location)")
+    docs.add_argument("--open", action="store_true", help="open the index in a browser (local folders)")
 
     generate = sub.add_parser("generate", help="Faker orders: to DynamoDB, or to Pipe-format fixture files")
     generate.add_argument("--count", type=int, default=1000)
@@ -128,6 +165,8 @@ def print_summary(summary: RunSummary, seconds: float) -> None:
     for name, value in summary.totals().items():
         table.add_row(name, str(value))
     console.print(table)
+    if summary.docs_url:
+        console.print(f"data-quality docs: {summary.docs_url}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -143,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
         lake = LakeConfig(args.lake_root, options, soft_delete=args.soft_delete)
     config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, lake=lake, checkpoint_dir=args.checkpoint_dir,
-                       warehouse=warehouse,
+                       warehouse=warehouse, dq=_dq_config(args, args.endpoint_url, args.region),
                        job_name=args.job_name, available_now=args.available_now,
                        trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger)
     started = time.monotonic()
@@ -151,6 +190,21 @@ def _run(args: argparse.Namespace) -> int:
     with warehouse_connection(config.warehouse) as connection:
         summary = run_stream(spark, config, connection.url)
     print_summary(summary, time.monotonic() - started)
+    return 0
+
+
+def _dq_docs(args: argparse.Namespace) -> int:
+    site = DocsSite(args.docs_location)
+    if site.is_s3:
+        console.print(args.website_url.rstrip("/") + "/index.html" if args.website_url else site.index_url)
+        return 0
+    index = Path(args.docs_location) / "index.html"
+    if not index.exists():
+        console.print(f"[yellow]no Data Docs yet at {index.resolve()}[/]: run the job (or `make demo`) first")
+        return 1
+    console.print(site.index_url)
+    if args.open:
+        webbrowser.open(site.index_url)
     return 0
 
 
@@ -178,7 +232,8 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=work / "postgres", db_schema=args.db_schema,
                                 table=args.table, soft_delete=args.soft_delete)
     config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", warehouse=warehouse,
-                       job_name="sales-cdc-demo", max_files_per_trigger=1)
+                       job_name="sales-cdc-demo", max_files_per_trigger=1,
+                       dq=DqConfig(docs_location=str(work / "data_docs")))
     started = time.monotonic()
     spark = build_spark(config.job_name, config.shuffle_partitions)
     with warehouse_connection(warehouse) as connection:
@@ -211,6 +266,9 @@ def _demo(args: argparse.Namespace) -> int:
     print_summary(result.summary, result.seconds)
     console.print(f"records put on Kinesis: {result.records_on_kinesis}; DynamoDB table: {result.table_rows} items; "
                   f"warehouse: {result.warehouse_rows} rows; lake silver: {result.silver_rows} rows")
+    console.print(f"alerts published to SNS (read back through SQS): {len(result.alerts)}")
+    for alert in result.alerts:
+        console.print(f"  - {escape(alert)}")
     console.print("lake tables (Delta, on the demo's moto S3, gone when it stops):")
     for name, uri in result.lake_tables.items():
         console.print(f"  {name:<11} {uri}")
@@ -277,9 +335,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe,
-                "lake-maintain": _lake_maintain}
+                "lake-maintain": _lake_maintain, "dq-docs": _dq_docs}
     try:
         return commands[args.command](args)
+    except DataQualityHalt as halt:
+        console.print(f"[bold red]HALTED[/]: {escape(str(halt))}")
+        return 3
     except KeyboardInterrupt:  # services are stopped by their context managers on the way out
         console.print("[yellow]interrupted[/]: stopped cleanly; a new run resumes from the checkpoint")
         return 130

@@ -7,6 +7,8 @@ only the values it needs from it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 from .lake import LakeConfig
@@ -54,6 +56,36 @@ class KinesisConfig:
 
 
 @dataclass(frozen=True)
+class DqConfig:
+    """Data quality: the GX project, the values its ``$PARAMETER`` placeholders take, docs and alerts."""
+
+    expectations_dir: Path = Path("expectations")  # a GX project; suites in <dir>/expectations/*.json
+    docs_location: str | None = ".demo/data_docs"  # a folder or s3://bucket/prefix; None: no Data Docs
+    docs_endpoint_url: str | None = None  # S3 endpoint for the docs (a moto server locally)
+    region: str = "us-east-1"
+    price_ceiling: Decimal = Decimal("10000.00")
+    min_event_time: datetime = datetime(2015, 1, 1, tzinfo=UTC)  # before DynamoDB Streams existed
+    max_clock_skew: timedelta = timedelta(hours=1)  # max_event_time = validation time + this
+    result_format: str = "SUMMARY"  # GX result format: BOOLEAN_ONLY is faster, SUMMARY shows failing values
+    alert_quarantine_share: float = 0.05  # alert when more than this share of a batch is quarantined
+    sns_topic_arn: str | None = None  # alerts; None: log only
+    sns_endpoint_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.result_format not in ("BOOLEAN_ONLY", "BASIC", "SUMMARY"):
+            raise ValueError("result_format must be BOOLEAN_ONLY, BASIC or SUMMARY (COMPLETE collects every row)")
+        if not 0 <= self.alert_quarantine_share <= 1:
+            raise ValueError("alert_quarantine_share must be between 0 and 1")
+        if self.price_ceiling <= 0:
+            raise ValueError("price_ceiling must be positive")
+
+    def parameters(self, now: datetime) -> dict[str, object]:
+        """Values of the suites' ``$PARAMETER`` placeholders for a batch validated at ``now``."""
+        return {"price_ceiling": self.price_ceiling, "min_event_time": self.min_event_time,
+                "max_event_time": now + self.max_clock_skew}
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """Exactly one source: ``source_dir`` (JSON-lines files) or ``kinesis``."""
 
@@ -61,6 +93,7 @@ class JobConfig:
     source_dir: Path | None = None
     kinesis: KinesisConfig | None = None
     lake: LakeConfig | None = None  # None: warehouse only
+    dq: DqConfig | None = field(default_factory=DqConfig)  # None: no data-quality checks
     warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
     job_name: str = "sales-cdc"
     available_now: bool = True  # False: run continuously with ``trigger_interval``

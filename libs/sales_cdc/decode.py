@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
+from .transforms import to_quarantine_rows
 
 _RECORD = "_record"  # the parsed payload (VARIANT), dropped at the end
 _NEW_IMAGE = "_new_image"
@@ -218,12 +219,6 @@ def split_decoded(decoded: DataFrame, batch_id: int, entity: S.EntitySchema = S.
     """(valid events, quarantine rows) from the output of :func:`decode_pipe_records`."""
     has_errors = F.size(S.CDC_ERRORS) > 0
     events = decoded.where(~has_errors).drop(S.CDC_ERRORS)
-    quarantine = decoded.where(has_errors).select(
-        F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID),
-        F.lit("decode").alias("stage"),
-        F.array_join(S.CDC_ERRORS, "; ").alias(S.QUARANTINE_REASON),
-        F.col(S.CDC_EVENT_ID),
-        F.col(entity.key).alias("record_key"),
-        *[F.col(f.name) for f in S.SOURCE_FIELDS],
-    )
+    quarantine = to_quarantine_rows(decoded.where(has_errors), F.array_join(S.CDC_ERRORS, "; "), batch_id, "decode",
+                                    entity)
     return events, quarantine

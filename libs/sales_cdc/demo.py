@@ -19,10 +19,18 @@ from rich.progress import Progress
 
 from . import generator as G
 from . import schema as S
-from .config import JobConfig, KinesisConfig, WarehouseConfig
+from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
 from .job import build_spark, run_stream, warehouse_connection
 from .lake import DeltaLake, LakeConfig, moto_storage_options
-from .local_aws import KINESIS_STREAM, TABLE_NAME, MotoServer, create_kinesis_stream, create_orders_table
+from .local_aws import (
+    KINESIS_STREAM,
+    TABLE_NAME,
+    MotoServer,
+    create_alert_topic,
+    create_kinesis_stream,
+    create_orders_table,
+    read_alerts,
+)
 from .pipe_emulator import PipeEmulator
 from .pipeline import RunSummary
 from .sql import Dialect, MergeSql
@@ -57,6 +65,7 @@ class DemoResult:
     seconds: float
     silver_rows: int = 0
     lake_tables: dict[str, str] = field(default_factory=dict)
+    alerts: list[str] = field(default_factory=list)  # subjects of the SNS alerts, read back through SQS
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
@@ -73,6 +82,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         stream_arn = create_orders_table(moto.client("dynamodb"))
         create_kinesis_stream(moto.client("kinesis"), shards=options.shards)
         moto.client("s3").create_bucket(Bucket=LAKE_BUCKET)
+        topic_arn, alert_queue = create_alert_topic(moto.client("sns"), moto.client("sqs"))
         lake = LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint),
                           soft_delete=options.soft_delete)
         console.print(f"created DynamoDB {TABLE_NAME} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
@@ -109,6 +119,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
 
         config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", warehouse=warehouse, lake=lake,
                            job_name="sales-cdc-demo", available_now=False, trigger_interval=options.trigger_interval,
+                           dq=DqConfig(docs_location=str(options.work_dir / "data_docs"), sns_topic_arn=topic_arn,
+                                       sns_endpoint_url=moto.endpoint),
                            kinesis=KinesisConfig(endpoint_url=moto.endpoint,
                                                  max_records_per_shard=options.max_records_per_shard))
         spark = build_spark(config.job_name, config.shuffle_partitions)
@@ -125,5 +137,6 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
         if not lake.soft_delete:
             tables["tombstones"] = sink.tombstones_uri
+        alerts = [m["Subject"] for m in read_alerts(moto.client("sqs"), alert_queue)]
     return DemoResult(summary, mismatches, len(expected), len(actual), pipe.records_put, time.monotonic() - started,
-                      len(silver), tables)
+                      len(silver), tables, alerts)

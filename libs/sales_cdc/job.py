@@ -13,17 +13,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pyspark import SparkConf
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
-from .config import JobConfig, WarehouseConfig
+from .alerts import LogAlerter, SnsAlerter
+from .config import DqConfig, JobConfig, WarehouseConfig
 from .embedded import start_embedded_postgres
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import DeltaLake
+from .local_aws import aws_client
 from .pipeline import BatchHandler, RunSummary
+from .quality import DataQuality
 from .sources import file_stream
 from .sql import Dialect, MergeSql
+from .warehouse.base import Warehouse
 from .warehouse.postgres import PostgresWarehouse
 
 log = logging.getLogger(__name__)
@@ -108,16 +113,38 @@ def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = No
             return
 
 
+def alerter_for(dq: DqConfig | None):
+    if dq is None or not dq.sns_topic_arn:
+        return LogAlerter()
+    return SnsAlerter(aws_client("sns", endpoint=dq.sns_endpoint_url, region=dq.region), dq.sns_topic_arn)
+
+
+def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
+    """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
+    lake = DeltaLake(config.lake, config.job_name) if config.lake else None
+    quality = DataQuality(config.dq, config.job_name) if config.dq else None
+    return BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=alerter_for(config.dq),
+                        job_name=config.job_name,
+                        alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
+
+
 def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
                stop_when: Callable[[RunSummary], bool] | None = None) -> RunSummary:
     """Run the streaming query until drained (files with ``available_now``), until ``stop_when(summary)``
-    is true between two batches, or until Ctrl-C."""
+    is true between two batches, or until Ctrl-C. A data-quality halt raises :class:`DataQualityHalt`."""
     warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
-    lake = DeltaLake(config.lake, config.job_name) if config.lake else None
-    handler = BatchHandler(warehouse=warehouse, lake=lake)
+    try:
+        handler = batch_handler(config, warehouse)
+    except Exception:
+        warehouse.close()
+        raise
     query = start_query(source_stream(spark, config), handler, config)
     try:
         await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)
+    except StreamingQueryException:
+        if handler.halt is not None:  # the query failed because a batch halted: say so plainly
+            raise handler.halt from None
+        raise
     except KeyboardInterrupt:
         log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")
         query.stop()

@@ -6,6 +6,7 @@ native library (delta-rs) holds the calling thread.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -115,3 +116,29 @@ def create_kinesis_stream(kinesis_client, name: str = KINESIS_STREAM, shards: in
     kinesis_client.create_stream(StreamName=name, ShardCount=shards)
     kinesis_client.get_waiter("stream_exists").wait(StreamName=name)
     return kinesis_client.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+
+
+ALERT_TOPIC = "sales-cdc-alerts"
+
+
+def create_alert_topic(sns_client, sqs_client, name: str = ALERT_TOPIC) -> tuple[str, str]:
+    """An SNS topic with an SQS queue subscribed (raw delivery off: the queue gets SNS envelopes, as an
+    email or HTTPS subscriber would see Subject + Message). Returns (topic ARN, queue URL)."""
+    topic_arn = sns_client.create_topic(Name=name)["TopicArn"]
+    queue_url = sqs_client.create_queue(QueueName=f"{name}-inbox")["QueueUrl"]
+    attributes = sqs_client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+    sns_client.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=attributes["QueueArn"])
+    return topic_arn, queue_url
+
+
+def read_alerts(sqs_client, queue_url: str, wait_seconds: int = 1) -> list[dict]:
+    """Every SNS notification waiting in ``queue_url`` (the SNS envelope: Subject, Message, ...), consumed."""
+    notifications = []
+    while True:
+        response = sqs_client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait_seconds)
+        messages = response.get("Messages", [])
+        if not messages:
+            return notifications
+        for message in messages:
+            notifications.append(json.loads(message["Body"]))
+            sqs_client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -10,6 +10,7 @@ checkpoint commit did not happen; the warehouse ledger turns that replay into a 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
@@ -17,10 +18,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from . import schema as S
+from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import decode_pipe_records, split_decoded
 from .lake import DeltaLake
-from .transforms import latest_per_key, to_raw_rows, to_state_rows
+from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
+from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows
 from .warehouse.base import MergeResult, Warehouse
+
+Alerter = SnsAlerter | LogAlerter
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +39,23 @@ QUERY_ID_PROPERTY = "sql.streaming.queryId"
 class BatchResult:
     batch_id: int
     events_read: int
-    events_valid: int
+    events_valid: int  # decoded without errors
     events_with_warnings: int
     merge: MergeResult
+    dq_quarantined: int = 0  # latest-per-key rows rejected by a data-quality rule
+    dq_outcome: str = "not checked"  # passed, warned, quarantined (halted batches raise instead)
+    dq_failed_rules: tuple[str, ...] = ()
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, for logs and benchmarks
 
     @property
     def quarantined(self) -> int:
-        return self.events_read - self.events_valid
+        return self.events_read - self.events_valid + self.dq_quarantined
 
 
 @dataclass
 class RunSummary:
     batches: list[BatchResult] = field(default_factory=list)
+    docs_url: str | None = None  # the Data Docs site, when data quality is on
 
     def add(self, result: BatchResult) -> None:
         self.batches.append(result)
@@ -56,25 +66,47 @@ class RunSummary:
             "batches": len(self.batches),
             "batches replayed (skipped)": len(self.batches) - len(applied),
             "events read": sum(b.events_read for b in self.batches),
-            "events quarantined": sum(b.quarantined for b in applied),
-            "events with warnings": sum(b.events_with_warnings for b in applied),
+            "events quarantined (decode)": sum(b.events_read - b.events_valid for b in applied),
+            "events quarantined (data quality)": sum(b.dq_quarantined for b in applied),
+            "batches with data-quality warnings": sum(b.dq_outcome == "warned" for b in applied),
+            "events with decode warnings": sum(b.events_with_warnings for b in applied),
             "rows upserted": sum(b.merge.upserted_rows for b in applied),
             "rows deleted": sum(b.merge.deleted_rows for b in applied),
-            "events superseded in their batch": sum(b.events_valid - b.merge.staged_rows for b in applied),
+            "events superseded in their batch": sum(b.events_valid - b.dq_quarantined - b.merge.staged_rows
+                                                    for b in applied),
             "stale events ignored (older than stored)": sum(b.merge.stale_rows for b in applied),
         }
 
 
-class BatchHandler:
-    """decode -> quarantine split -> latest per key -> warehouse merge, for one micro-batch."""
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
 
-    def __init__(self, *, warehouse: Warehouse, lake: DeltaLake | None = None, entity: S.EntitySchema = S.ORDERS,
-                 default_stream_id: str = "static", summary: RunSummary | None = None):
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+
+class BatchHandler:
+    """decode -> quarantine split -> latest per key -> data quality -> lake + warehouse, for one micro-batch."""
+
+    def __init__(self, *, warehouse: Warehouse, lake: DeltaLake | None = None, quality: DataQuality | None = None,
+                 alerter: Alerter | None = None, job_name: str = "sales-cdc", alert_quarantine_share: float = 0.05,
+                 entity: S.EntitySchema = S.ORDERS, default_stream_id: str = "static",
+                 summary: RunSummary | None = None):
         self.warehouse = warehouse
         self.lake = lake
+        self.quality = quality
+        self.alerter = alerter if alerter is not None else LogAlerter()
+        self.job_name = job_name
+        self.alert_quarantine_share = alert_quarantine_share
         self.entity = entity
         self.default_stream_id = default_stream_id
         self.summary = summary if summary is not None else RunSummary()
+        self.summary.docs_url = quality.docs_index_url if quality else None
+        self.halt: DataQualityHalt | None = None  # set when a batch halted the job
 
     def _stream_id(self, batch_df: DataFrame) -> str:
         query_id = batch_df.sparkSession.sparkContext.getLocalProperty(QUERY_ID_PROPERTY)
@@ -82,7 +114,9 @@ class BatchHandler:
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> BatchResult:
         stream_id = self._stream_id(batch_df)
+        clock = _Stopwatch()
         decoded = decode_pipe_records(batch_df, self.entity).persist(StorageLevel.MEMORY_AND_DISK)
+        state = None
         try:
             counts = decoded.agg(
                 F.count(F.lit(1)).alias("read"),
@@ -90,19 +124,74 @@ class BatchHandler:
                 F.count_if((F.size(S.CDC_ERRORS) == 0) & (F.size(S.CDC_WARNINGS) > 0)).alias("warned"),
             ).first()
             events, quarantine = split_decoded(decoded, batch_id, self.entity)
-            state = to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity).toArrow()
+            state = to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity)
+            clock.lap("decode")
+            outcome = None
+            if self.quality is not None and counts["valid"]:
+                state = state.persist(StorageLevel.MEMORY_AND_DISK)  # GX runs several jobs over it
+                outcome = self.quality.check(state, batch_id)
+                clock.lap("data_quality")
+                if outcome.halted:
+                    self._halt(outcome, stream_id, counts["read"])
+                if outcome.rejected is not None:
+                    quarantine = quarantine.unionByName(dq_quarantine_rows(events, outcome.rejected, batch_id,
+                                                                           self.entity))
+                passed = outcome.passed
+            else:
+                passed = state
+            state_rows = passed.toArrow()
             quarantine_rows = quarantine.toArrow()
+            clock.lap("collect")
             if self.lake is not None:  # lake first: both sinks skip what they already hold on a replay
                 self.lake.write_batch(batch_id=batch_id, stream_id=stream_id,
                                       raw=to_raw_rows(decoded, batch_id, self.entity).toArrow(),
-                                      state=state, quarantine=quarantine_rows)
-            merge = self.warehouse.merge_batch(
-                batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine_rows)
+                                      state=state_rows, quarantine=quarantine_rows)
+                clock.lap("lake")
+            history = outcome.history(self.job_name, stream_id) if outcome is not None else None
+            merge = self.warehouse.merge_batch(batch_id=batch_id, stream_id=stream_id, state=state_rows,
+                                               quarantine=quarantine_rows, dq_results=history)
+            clock.lap("warehouse")
         finally:
+            if state is not None:
+                state.unpersist()
             decoded.unpersist()
-        result = BatchResult(batch_id, counts["read"], counts["valid"], counts["warned"], merge)
+        result = BatchResult(batch_id, counts["read"], counts["valid"], counts["warned"], merge,
+                             dq_quarantined=outcome.quarantined_rows if outcome else 0,
+                             dq_outcome=outcome.outcome if outcome else "not checked",
+                             dq_failed_rules=tuple(outcome.failed_rule_names()) if outcome else (),
+                             seconds=clock.seconds)
         self.summary.add(result)
-        log.info("batch %s: read=%s valid=%s quarantined=%s upserted=%s deleted=%s stale=%s replayed=%s",
+        if not merge.replayed:
+            self._alert_on_quarantine_share(result, outcome)
+        log.info("batch %s: read=%s valid=%s quarantined=%s upserted=%s deleted=%s stale=%s replayed=%s dq=%s %s",
                  batch_id, result.events_read, result.events_valid, result.quarantined, merge.upserted_rows,
-                 merge.deleted_rows, merge.stale_rows, merge.replayed)
+                 merge.deleted_rows, merge.stale_rows, merge.replayed, result.dq_outcome,
+                 " ".join(f"{k}={v:.2f}s" for k, v in clock.seconds.items()))
         return result
+
+    def _halt(self, outcome: DqOutcome, stream_id: str, events_read: int) -> None:
+        """Record the verdict, alert, and stop: raising here keeps Spark from committing the batch."""
+        message = self.quality.halt_message(outcome)
+        try:
+            self.warehouse.record_dq_results(outcome.history(self.job_name, stream_id))
+        except Exception:  # the halt must still stop the job, with its own message
+            log.exception("could not record the halted batch's results in the warehouse")
+        failed = [r.rule.name for r in outcome.failed(Severity.HALT)]
+        self.alerter.send(Alert("halt", self.job_name, outcome.batch_id, f"HALTED by {', '.join(failed)}",
+                                {"events_read": events_read}, outcome.failed_rule_names(),
+                                next(iter(outcome.docs_urls.values()), self.summary.docs_url)))
+        log.error(message)
+        self.halt = DataQualityHalt(message)
+        raise self.halt
+
+    def _alert_on_quarantine_share(self, result: BatchResult, outcome: DqOutcome | None) -> None:
+        if not result.events_read or result.quarantined / result.events_read <= self.alert_quarantine_share:
+            return
+        share = result.quarantined / result.events_read
+        docs = next(iter(outcome.docs_urls.values()), None) if outcome else None
+        self.alerter.send(Alert(
+            "quarantine_share", self.job_name, result.batch_id,
+            f"{result.quarantined} of {result.events_read} events quarantined ({share:.1%})",
+            {"events_read": result.events_read, "quarantined_decode": result.events_read - result.events_valid,
+             "quarantined_data_quality": result.dq_quarantined, "rows_upserted": result.merge.upserted_rows},
+            list(result.dq_failed_rules), docs or self.summary.docs_url))

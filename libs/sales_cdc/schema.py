@@ -189,7 +189,7 @@ def raw_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
 QUARANTINE_REASON = "reason"
 QUARANTINE_FIELDS: tuple[Field, ...] = (
     Field(CDC_BATCH_ID, T.LongType(), nullable=False, description="Micro-batch that rejected the record"),
-    Field("stage", T.StringType(), nullable=False, description="Where it was rejected: decode or dq"),
+    Field("stage", T.StringType(), nullable=False, description="Where it was rejected: decode or dq (data quality)"),
     Field(QUARANTINE_REASON, T.StringType(), nullable=False, description="Why, '; '-separated"),
     Field(CDC_EVENT_ID, T.StringType(), description="eventID if it could be read"),
     Field("record_key", T.StringType(), description="Entity key if it could be read"),
@@ -199,3 +199,24 @@ QUARANTINE_FIELDS: tuple[Field, ...] = (
 
 def quarantine_schema() -> T.StructType:
     return T.StructType([f.struct_field() for f in QUARANTINE_FIELDS])
+
+
+# --- data-quality results history (one row per rule per validated batch) ----------------------------
+DQ_STAGE = "dq"  # quarantine ``stage`` of rows rejected by a data-quality rule
+DQ_RESULT_FIELDS: tuple[Field, ...] = (
+    Field("job_name", T.StringType(), nullable=False),
+    Field("stream_id", T.StringType(), nullable=False, description="Streaming query id (checkpoint identity)"),
+    Field("batch_id", T.LongType(), nullable=False),
+    Field("validated_at", T.TimestampType(), nullable=False, description="When the batch was validated (UTC)"),
+    Field("batch_outcome", T.StringType(), nullable=False, description="passed, warned, quarantined or halted"),
+    Field("suite", T.StringType(), nullable=False, description="Expectation suite name"),
+    Field("rule", T.StringType(), nullable=False, description="suite.column.check, unique within the suites"),
+    Field("expectation_type", T.StringType(), nullable=False),
+    Field("severity", T.StringType(), nullable=False, description="warn, quarantine or halt"),
+    Field("success", T.BooleanType(), nullable=False, description="Great Expectations' verdict for the batch"),
+    Field("element_count", T.LongType(), description="Rows GX evaluated (null for table-level rules)"),
+    Field("unexpected_count", T.LongType(), description="Rows GX found unexpected (null for table-level rules)"),
+    Field("quarantined_rows", T.LongType(), nullable=False, description="Rows this rule sent to quarantine"),
+    Field("details", T.StringType(), description="Exception or observed value when there is no row count"),
+    Field("docs_url", T.StringType(), description="The Data Docs page of this validation"),
+)

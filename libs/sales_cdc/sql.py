@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 
 from . import schema as S
 
-LONG_TEXT = {S.UNMAPPED, S.PAYLOAD, S.QUARANTINE_REASON}
+LONG_TEXT = {S.UNMAPPED, S.PAYLOAD, S.QUARANTINE_REASON, "details", "docs_url"}
 
 
 class Dialect(StrEnum):
@@ -106,6 +106,15 @@ class MergeSql:
         return self._qualified("cdc_batch_ledger")
 
     @property
+    def dq_results(self) -> str:
+        """Data-quality results history: one row per rule per validated batch (``schema.DQ_RESULT_FIELDS``)."""
+        return self._qualified("dq_results")
+
+    @property
+    def dq_result_columns(self) -> list[str]:
+        return [f.name for f in S.DQ_RESULT_FIELDS]
+
+    @property
     def stage(self) -> str:
         return quote("stage_" + self.table_name)  # a temp table: lives in the session's temp schema
 
@@ -161,6 +170,8 @@ class MergeSql:
             self._create_table(self.target, target_fields, (now_column("loaded_at"), *self._key_clauses([key])), key),
             self._create_table(self.quarantine, S.QUARANTINE_FIELDS, (now_column("quarantined_at"),)),
             self._create_table(self.ledger, LEDGER_FIELDS, (now_column("committed_at"), *ledger_key)),
+            self._create_table(self.dq_results, S.DQ_RESULT_FIELDS,
+                               self._key_clauses(["job_name", "stream_id", "batch_id", "validated_at", "rule"])),
         ]
         if not self.soft_delete:
             statements.append(self._create_table(self.tombstones, self.tombstone_fields, self._key_clauses([key]), key))

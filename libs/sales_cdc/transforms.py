@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from . import schema as S
@@ -43,3 +43,25 @@ def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema = S.OR
     event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date("source_arrival_time"), F.current_date())
     columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date}
     return decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
+
+
+def to_quarantine_rows(records: DataFrame, reason: Column, batch_id: int, stage: str,
+                       entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+    """Rejected records -> quarantine rows (``schema.QUARANTINE_FIELDS``): reason, ids and the raw payload."""
+    return records.select(
+        F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID),
+        F.lit(stage).alias("stage"),
+        reason.alias(S.QUARANTINE_REASON),
+        F.col(S.CDC_EVENT_ID),
+        F.col(entity.key).alias("record_key"),
+        *[F.col(f.name) for f in S.SOURCE_FIELDS],
+    )
+
+
+def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,
+                       entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+    """Events whose latest-per-key row a data-quality rule rejected (``rejected``: event id + reason), with
+    their payload. A redelivered event (same event id twice in the batch) is quarantined once."""
+    rejected_events = (events.join(F.broadcast(rejected), on=S.CDC_EVENT_ID, how="inner")
+                       .dropDuplicates([S.CDC_EVENT_ID]))
+    return to_quarantine_rows(rejected_events, F.col(S.QUARANTINE_REASON), batch_id, S.DQ_STAGE, entity)

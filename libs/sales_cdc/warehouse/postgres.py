@@ -57,7 +57,8 @@ class PostgresWarehouse:
     def _ledger_row(self, params: dict) -> tuple | None:
         return self.conn.execute(self.sql.ledger_counts(), params).fetchone()
 
-    def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table) -> MergeResult:
+    def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
+                    dq_results: pa.Table | None = None) -> MergeResult:
         params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
                   "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}
         try:
@@ -69,6 +70,8 @@ class PostgresWarehouse:
                 self._copy(self.sql.stage, self.sql.stage_columns, state)
                 self.conn.execute(f"ANALYZE {self.sql.stage}")
                 self._copy(self.sql.quarantine, self.sql.quarantine_columns, quarantine)
+                if dq_results is not None:
+                    self._copy(self.sql.dq_results, self.sql.dq_result_columns, dq_results)
                 for statement in self.sql.merge_statements():
                     self.conn.execute(statement, params if "%(" in statement else None)
                 counts = self._ledger_row(params)
@@ -76,6 +79,14 @@ class PostgresWarehouse:
             self.close()  # reconnect on the next batch
             raise
         return MergeResult(batch_id, *counts, replayed=False)
+
+    def record_dq_results(self, dq_results: pa.Table) -> None:
+        try:
+            with self.conn.transaction():
+                self._copy(self.sql.dq_results, self.sql.dq_result_columns, dq_results)
+        except psycopg.OperationalError:
+            self.close()
+            raise
 
     def close(self) -> None:
         if self._conn is not None:

@@ -1,0 +1,186 @@
+"""Per-batch data quality: GX verdicts, row-level quarantine, the results history and the halt rule."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from .. import schema as S
+from ..config import DqConfig
+from . import rows
+from .gx_runner import RULE_META, DocsSite, GxRunner
+from .suites import Rule, Severity, Suite, SuiteError, load_suites
+
+log = logging.getLogger(__name__)
+
+DQ_REASONS = "_dq_reasons"
+
+
+class DataQualityHalt(RuntimeError):
+    """A halt-severity rule failed: nothing of the batch was committed and the checkpoint did not advance."""
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    rule: Rule
+    success: bool
+    element_count: int | None  # from GX; None for table-level expectations
+    unexpected_count: int | None
+    failed_rows: int | None  # row-level count (quarantine predicates); None when not row-level
+    details: str | None = None
+
+    @property
+    def quarantined_rows(self) -> int:
+        return (self.failed_rows or 0) if self.rule.severity is Severity.QUARANTINE else 0
+
+
+@dataclass
+class DqOutcome:
+    batch_id: int
+    rules: list[RuleOutcome]
+    passed: DataFrame  # rows to write (quarantined ones removed)
+    rejected: DataFrame | None  # cdc_event_id + reason of quarantined rows; None when none can be
+    quarantined_rows: int = 0  # rows quarantined by any rule (a row failing two rules counts once)
+    docs_urls: dict[str, str] = field(default_factory=dict)  # suite -> its validation page
+    validated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    gx_seconds: float = 0.0
+
+    def failed(self, severity: Severity) -> list[RuleOutcome]:
+        return [r for r in self.rules if not r.success and r.rule.severity is severity]
+
+    @property
+    def halted(self) -> bool:
+        return bool(self.failed(Severity.HALT))
+
+    @property
+    def outcome(self) -> str:
+        if self.halted:
+            return "halted"
+        if self.quarantined_rows:
+            return "quarantined"
+        return "warned" if any(not r.success for r in self.rules) else "passed"
+
+    def failed_rule_names(self) -> list[str]:
+        return [r.rule.name for r in self.rules if not r.success]
+
+    def history(self, job_name: str, stream_id: str) -> pa.Table:
+        """One row per rule (``schema.DQ_RESULT_FIELDS``) for the results history table."""
+        records = [{
+            "job_name": job_name, "stream_id": stream_id, "batch_id": self.batch_id,
+            "validated_at": self.validated_at.replace(tzinfo=None), "batch_outcome": self.outcome,
+            "suite": r.rule.suite, "rule": r.rule.name, "expectation_type": r.rule.expectation_type,
+            "severity": r.rule.severity.value, "success": r.success, "element_count": r.element_count,
+            "unexpected_count": r.unexpected_count, "quarantined_rows": r.quarantined_rows, "details": r.details,
+            "docs_url": self.docs_urls.get(r.rule.suite),
+        } for r in self.rules]
+        return pa.Table.from_pylist(records, schema=dq_result_arrow_schema())
+
+
+def dq_result_arrow_schema() -> pa.Schema:
+    types = {"LongType": pa.int64(), "StringType": pa.string(), "BooleanType": pa.bool_(),
+             "TimestampType": pa.timestamp("us")}
+    return pa.schema([pa.field(f.name, types[type(f.spark_type).__name__], f.nullable) for f in S.DQ_RESULT_FIELDS])
+
+
+def _result_details(result: Any) -> tuple[int | None, int | None, str | None]:
+    info = result.exception_info or {}
+    if info.get("raised_exception"):
+        return None, None, f"GX raised: {info.get('exception_message')}"
+    values = result.result or {}
+    observed = values.get("observed_value")
+    details = None if observed is None else f"observed: {observed}"
+    return values.get("element_count"), values.get("unexpected_count"), details
+
+
+class DataQuality:
+    """Built once per job: loads and checks the suites, sets up GX, compiles the row predicates."""
+
+    def __init__(self, config: DqConfig, job_name: str = "sales-cdc"):
+        self.config = config
+        self.suites: list[Suite] = load_suites(config.expectations_dir)
+        self.rules: list[Rule] = [r for s in self.suites for r in s.rules]
+        rows.check_quarantine_rules(self.rules)
+        missing = set().union(*(s.parameters() for s in self.suites)) - set(config.parameters(datetime.now(UTC)))
+        if missing:
+            raise SuiteError(f"the suites use $PARAMETER values the job does not supply: {', '.join(sorted(missing))}")
+        docs = DocsSite(config.docs_location, config.docs_endpoint_url, config.region) \
+            if config.docs_location else None
+        self.docs = docs
+        self.gx = GxRunner(self.suites, docs, config.result_format, name=job_name.replace("-", "_"))
+        self.job_name = job_name
+
+    @property
+    def docs_index_url(self) -> str | None:
+        return self.docs.index_url if self.docs else None
+
+    def _failing(self, rule: Rule, parameters: dict[str, Any]) -> Column:
+        return rows.failing(rule, parameters, self.gx.row_condition_sql)
+
+    def check(self, state: DataFrame, batch_id: int) -> DqOutcome:
+        """Validate ``state`` (cache it first: GX runs several Spark jobs over it)."""
+        now = datetime.now(UTC)
+        parameters = self.config.parameters(now)
+        started = time.perf_counter()
+        runs = self.gx.validate(state, f"{self.job_name}-batch-{batch_id}", parameters)
+        gx_seconds = time.perf_counter() - started
+        by_rule = {res.expectation_config.meta[RULE_META]: res for run in runs for res in run.result.results}
+
+        row_rules = [r for r in self.rules if rows.is_row_level(r)]
+        halted = any(not by_rule[r.name].success for r in self.rules
+                     if r.severity is Severity.HALT and r.name in by_rule)
+        counts: dict[str, int] = {}
+        passed, rejected, rejected_count = state, None, 0
+        if not halted and row_rules:
+            # flags first, as columns: the unique check is a window, which an aggregate cannot contain
+            flag_cols = {r.name: f"_dq_f{i}" for i, r in enumerate(row_rules)}
+            quarantine_names = [r.name for r in row_rules if r.severity is Severity.QUARANTINE]
+            reasons = F.array_compact(F.array(*[F.when(F.col(flag_cols[n]), F.lit(n)) for n in quarantine_names])) \
+                if quarantine_names else F.array().cast("array<string>")
+            flagged = state.select("*", *[self._failing(r, parameters).alias(flag_cols[r.name]) for r in row_rules])
+            flagged = flagged.withColumn(DQ_REASONS, reasons)
+            totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()],
+                                 F.count_if(F.size(DQ_REASONS) > 0).alias("rejected")).first()
+            counts = {name: totals[c] for name, c in flag_cols.items()}
+            rejected_count = totals["rejected"]
+            if rejected_count:
+                passed = flagged.where(F.size(DQ_REASONS) == 0).select(*state.columns)
+                rejected = flagged.where(F.size(DQ_REASONS) > 0).select(
+                    S.CDC_EVENT_ID, F.array_join(DQ_REASONS, "; ").alias(S.QUARANTINE_REASON))
+
+        outcomes = []
+        for rule in self.rules:
+            result = by_rule.get(rule.name)
+            if result is None:
+                outcomes.append(RuleOutcome(rule, False, None, None, None, "not validated by GX"))
+                continue
+            element_count, unexpected, details = _result_details(result)
+            failed_rows = counts.get(rule.name)
+            if failed_rows is not None and unexpected is not None and failed_rows != unexpected:
+                log.warning("batch %s: %s: GX counted %s unexpected rows, the row predicate %s", batch_id,
+                            rule.name, unexpected, failed_rows)
+            outcomes.append(RuleOutcome(rule, bool(result.success), element_count, unexpected, failed_rows, details))
+        return DqOutcome(batch_id, outcomes, passed, rejected, rejected_count,
+                         {r.suite: r.docs_url for r in runs if r.docs_url}, now, gx_seconds)
+
+    def halt_message(self, outcome: DqOutcome) -> str:
+        failed = outcome.failed(Severity.HALT)
+        lines = [f"data-quality halt in batch {outcome.batch_id}: nothing of it was written and the checkpoint "
+                 f"did not advance. Failed halt rule(s):"]
+        for r in failed:
+            count = f"{r.unexpected_count} of {r.element_count} rows" if r.unexpected_count is not None else \
+                (r.details or "failed")
+            lines.append(f"  - {r.rule.name} ({r.rule.expectation_type}): {count}. {r.rule.why}".rstrip())
+        for suite, url in outcome.docs_urls.items():
+            lines.append(f"Details ({suite}): {url}")
+        lines.append(
+            "To resume: fix the cause (the source data or the flattener), or, after review, lower the rule's "
+            f"meta.severity in {self.config.expectations_dir}/expectations/<suite>.json; then restart the job with "
+            f"the same checkpoint: it re-reads batch {outcome.batch_id}.")
+        return "\n".join(lines)

@@ -60,7 +60,7 @@ class DqConfig:
     """Data quality: the GX project, the values its ``$PARAMETER`` placeholders take, docs and alerts."""
 
     expectations_dir: Path = Path("expectations")  # a GX project; suites in <dir>/expectations/*.json
-    docs_location: str | None = ".demo/data_docs"  # a folder or s3://bucket/prefix; None: no Data Docs
+    docs_location: str | None = None  # a folder or s3://bucket/prefix; None: no Data Docs site
     docs_endpoint_url: str | None = None  # S3 endpoint for the docs (a moto server locally)
     region: str = "us-east-1"
     price_ceiling: Decimal = Decimal("10000.00")

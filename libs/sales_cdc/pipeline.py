@@ -179,7 +179,7 @@ class BatchHandler:
         failed = [r.rule.name for r in outcome.failed(Severity.HALT)]
         self.alerter.send(Alert("halt", self.job_name, outcome.batch_id, f"HALTED by {', '.join(failed)}",
                                 {"events_read": events_read}, outcome.failed_rule_names(),
-                                next(iter(outcome.docs_urls.values()), self.summary.docs_url)))
+                                outcome.docs_url() or self.summary.docs_url))
         log.error(message)
         self.halt = DataQualityHalt(message)
         raise self.halt
@@ -188,7 +188,7 @@ class BatchHandler:
         if not result.events_read or result.quarantined / result.events_read <= self.alert_quarantine_share:
             return
         share = result.quarantined / result.events_read
-        docs = next(iter(outcome.docs_urls.values()), None) if outcome else None
+        docs = outcome.docs_url() if outcome else None
         self.alerter.send(Alert(
             "quarantine_share", self.job_name, result.batch_id,
             f"{result.quarantined} of {result.events_read} events quarantined ({share:.1%})",

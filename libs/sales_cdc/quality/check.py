@@ -70,6 +70,14 @@ class DqOutcome:
     def failed_rule_names(self) -> list[str]:
         return [r.rule.name for r in self.rules if not r.success]
 
+    def docs_url(self) -> str | None:
+        """The validation page of the first suite with a failed rule (else of the first suite)."""
+        failed_suites = [r.rule.suite for r in self.rules if not r.success]
+        for suite in [*failed_suites, *self.docs_urls]:
+            if suite in self.docs_urls:
+                return self.docs_urls[suite]
+        return None
+
     def history(self, job_name: str, stream_id: str) -> pa.Table:
         """One row per rule (``schema.DQ_RESULT_FIELDS``) for the results history table."""
         records = [{
@@ -137,7 +145,7 @@ class DataQuality:
                      if r.severity is Severity.HALT and r.name in by_rule)
         counts: dict[str, int] = {}
         passed, rejected, rejected_count = state, None, 0
-        if not halted and row_rules:
+        if row_rules:
             # flags first, as columns: the unique check is a window, which an aggregate cannot contain
             flag_cols = {r.name: f"_dq_f{i}" for i, r in enumerate(row_rules)}
             quarantine_names = [r.name for r in row_rules if r.severity is Severity.QUARANTINE]
@@ -148,8 +156,8 @@ class DataQuality:
             totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()],
                                  F.count_if(F.size(DQ_REASONS) > 0).alias("rejected")).first()
             counts = {name: totals[c] for name, c in flag_cols.items()}
-            rejected_count = totals["rejected"]
-            if rejected_count:
+            if totals["rejected"] and not halted:  # a halted batch writes nothing: no split needed
+                rejected_count = totals["rejected"]
                 passed = flagged.where(F.size(DQ_REASONS) == 0).select(*state.columns)
                 rejected = flagged.where(F.size(DQ_REASONS) > 0).select(
                     S.CDC_EVENT_ID, F.array_join(DQ_REASONS, "; ").alias(S.QUARANTINE_REASON))

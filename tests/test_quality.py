@@ -1,0 +1,232 @@
+"""Data quality with real Great Expectations on real Spark: suites, severities, row-level quarantine,
+halt, results history, Data Docs and SNS alerts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from pyspark.sql import types as T
+
+from sales_cdc import generator as G
+from sales_cdc import schema as S
+from sales_cdc.config import DqConfig
+from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
+from sales_cdc.quality.rows import ROW_LEVEL_TYPES
+
+REPO = Path(__file__).parent.parent
+EXPECTATIONS = REPO / "expectations"
+AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+# --- the suites as files --------------------------------------------------------------------------
+def suite_columns() -> set[str]:
+    columns = set()
+    for suite in load_suites(EXPECTATIONS):
+        for rule in suite.rules:
+            columns.update(c for c in [rule.column, *(rule.kwargs.get("column_set") or [])] if c)
+    return columns
+
+
+def test_every_column_a_suite_names_is_a_state_column():
+    state_columns = {f.name for f in S.state_fields()}
+    assert suite_columns() <= state_columns
+
+
+def test_every_required_state_column_has_a_not_null_rule_and_the_column_set_is_the_schema():
+    rules = [r for s in load_suites(EXPECTATIONS) for r in s.rules]
+    not_null = {r.column for r in rules if r.expectation_type == "expect_column_values_to_not_be_null"}
+    required = {f.name for f in S.state_fields() if not f.nullable and f.name != S.CDC_BATCH_ID}
+    assert required <= not_null, f"required columns without a not-null rule: {required - not_null}"
+    [column_set] = [r for r in rules if r.expectation_type == "expect_table_columns_to_match_set"]
+    assert column_set.kwargs["column_set"] == [f.name for f in S.state_fields()]
+    assert column_set.kwargs.get("exact_match", True) is True  # GX leaves its default out of the file
+
+
+def test_catalogue_and_quantity_rules_accept_everything_the_generator_produces():
+    rules = {r.name: r for s in load_suites(EXPECTATIONS) for r in s.rules}
+    assert set(rules["orders.product_name.be_in_set"].kwargs["value_set"]) == set(G.CATALOGUE)
+    quantity = rules["orders.quantity.be_between"].kwargs
+    assert (quantity["min_value"], quantity["max_value"]) == (1, G.MAX_QUANTITY)
+
+
+def test_every_rule_has_a_severity_and_quarantine_rules_are_row_level():
+    for suite in load_suites(EXPECTATIONS):
+        for rule in suite.rules:
+            assert isinstance(rule.severity, Severity)
+            assert rule.why, f"{rule.name}: say why in meta.why"
+            if rule.severity is Severity.QUARANTINE:
+                assert rule.expectation_type in ROW_LEVEL_TYPES
+
+
+def copy_project(tmp_path: Path) -> Path:
+    target = tmp_path / "expectations"
+    shutil.copytree(EXPECTATIONS, target, ignore=shutil.ignore_patterns("uncommitted"))
+    return target
+
+
+def edit_rule(project: Path, suite: str, rule_check, change) -> None:
+    path = project / "expectations" / f"{suite}.json"
+    document = json.loads(path.read_text())
+    matched = [e for e in document["expectations"] if rule_check(e)]
+    assert matched, "no expectation matched"
+    for expectation in matched:
+        change(expectation)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def is_quantity_between(e: dict) -> bool:
+    return e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "quantity"
+
+
+def test_a_rule_without_severity_is_refused_at_start_up(tmp_path):
+    project = copy_project(tmp_path)
+    edit_rule(project, "orders", is_quantity_between, lambda e: e["meta"].pop("severity"))
+    with pytest.raises(SuiteError, match="meta.severity"):
+        load_suites(project)
+
+
+def test_quarantine_on_a_table_level_rule_is_refused(tmp_path):
+    project = copy_project(tmp_path)
+    edit_rule(project, "orders", lambda e: e["type"] == "expect_table_columns_to_match_set",
+              lambda e: e["meta"].update(severity="quarantine"))
+    with pytest.raises(SuiteError, match="needs a row-level expectation"):
+        DataQuality(DqConfig(expectations_dir=project))
+
+
+def test_a_parameter_the_job_does_not_supply_is_refused(tmp_path):
+    project = copy_project(tmp_path)
+    edit_rule(project, "orders", is_quantity_between,
+              lambda e: e["kwargs"].update(max_value={"$PARAMETER": "max_quantity"}))
+    with pytest.raises(SuiteError, match="max_quantity"):
+        DataQuality(DqConfig(expectations_dir=project))
+
+
+# --- real GX on real Spark ------------------------------------------------------------------------
+def state_row(i: int | str, **changes) -> dict:
+    row = dict(orderid=f"o-{i}", product_name="Laptop", quantity=2, price=Decimal("999.50"), customer_id="c-00001",
+               customer_name="Ann Lee", created_at=AT, unmapped_attributes=None, cdc_event_id=f"e-{i}",
+               cdc_op="MODIFY", cdc_sequence=str(abs(hash(str(i))) % 10**12).zfill(40), cdc_event_time=AT,
+               cdc_batch_id=1)
+    row.update(changes)
+    return row
+
+
+# One crafted row per rule; each breaks only that rule.
+BAD_ROWS = {
+    "cdc_envelope.cdc_event_id.not_be_null": [dict(cdc_event_id=None)],
+    "cdc_envelope.cdc_event_time.not_be_null": [dict(cdc_event_time=None)],
+    "cdc_envelope.cdc_event_time.be_between": [dict(cdc_event_time=datetime(2031, 1, 1, tzinfo=UTC))],
+    "orders.product_name.not_be_null": [dict(product_name=None)],
+    "orders.product_name.be_in_set": [dict(product_name="Toaster")],
+    "orders.quantity.not_be_null": [dict(quantity=None)],
+    "orders.quantity.be_between": [dict(quantity=0), dict(quantity=9)],
+    "orders.price.not_be_null": [dict(price=None)],
+    "orders.price.be_between": [dict(price=Decimal("0.00")), dict(price=Decimal("10000.01"))],
+    "orders.customer_id.not_be_null": [dict(customer_id=None)],
+    "orders.customer_id.match_regex": [dict(customer_id="cust 1")],
+    "orders.customer_name.not_be_null": [dict(customer_name=None)],
+    "orders.created_at.not_be_null": [dict(created_at=None)],
+    "orders.created_at.be_between": [dict(created_at=datetime(2010, 1, 1, tzinfo=UTC))],
+    "orders.unmapped_attributes.be_null": [dict(unmapped_attributes='{"gift_note": {"S": "hi"}}')],
+}
+HALT_ROWS = {
+    "cdc_envelope.cdc_op.not_be_null": [dict(cdc_op=None)],
+    "cdc_envelope.cdc_op.be_in_set": [dict(cdc_op="UPSERT")],
+    "cdc_envelope.cdc_sequence.not_be_null": [dict(cdc_sequence=None)],
+    "cdc_envelope.cdc_sequence.match_regex": [dict(cdc_sequence="12")],
+    "orders.orderid.not_be_null": [dict(orderid=None)],
+    "orders.orderid.be_unique": [dict(orderid="o-twice"), dict(orderid="o-twice")],
+}
+
+
+@pytest.fixture(scope="module")
+def dq(tmp_path_factory):
+    docs = tmp_path_factory.mktemp("docs")
+    return DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs)), job_name="dq-test")
+
+
+def nullable(schema: T.StructType) -> T.StructType:
+    """Crafted rows break rules a real batch could only break through a bug: let every column be null."""
+    return T.StructType([T.StructField(f.name, f.dataType, True) for f in schema.fields])
+
+
+def frame(spark, rows, schema=None):
+    return spark.createDataFrame(rows, nullable(schema or S.state_schema())).cache()
+
+
+def test_good_rows_pass_every_rule(spark, dq):
+    removed = state_row("gone", cdc_op="REMOVE", product_name=None, quantity=None, price=None, customer_id=None,
+                        customer_name=None, created_at=None)  # a delete carries what was deleted, maybe partial
+    outcome = dq.check(frame(spark, [state_row(i) for i in range(5)] + [removed]), batch_id=1)
+    assert [r.rule.name for r in outcome.rules if not r.success] == []
+    assert outcome.outcome == "passed"
+    assert outcome.quarantined_rows == 0 and outcome.rejected is None
+
+
+def test_each_rule_catches_its_crafted_bad_row_and_the_row_predicate_agrees_with_gx(spark, dq):
+    rows, expected = [state_row(f"good-{i}") for i in range(3)], {}
+    for rule, variants in BAD_ROWS.items():
+        for n, change in enumerate(variants):
+            rows.append(state_row(f"{rule}-{n}", **change))
+        expected[rule] = len(variants)
+    outcome = dq.check(frame(spark, rows), batch_id=2)
+
+    by_name = {r.rule.name: r for r in outcome.rules}
+    for rule, count in expected.items():
+        result = by_name[rule]
+        assert not result.success, rule
+        assert result.unexpected_count == count, rule  # GX's count ...
+        assert result.failed_rows == count, rule  # ... equals the row-level predicate's
+    assert all(r.success for r in outcome.rules if r.rule.name not in expected)
+
+    quarantine_rules = {n for n in expected if by_name[n].rule.severity is Severity.QUARANTINE}
+    rejected = {r[S.CDC_EVENT_ID]: r[S.QUARANTINE_REASON] for r in outcome.rejected.collect()}
+    # exactly the rows of quarantine rules are rejected, each with its rule as the reason
+    expected_ids = {f"e-{rule}-{n}": rule for rule in quarantine_rules for n in range(expected[rule])}
+    expected_ids.pop("e-cdc_envelope.cdc_event_id.not_be_null-0")  # that row has no event id to name it by
+    assert {k: v for k, v in rejected.items() if k is not None} == expected_ids
+    assert outcome.quarantined_rows == sum(expected[r] for r in quarantine_rules)
+    passed_ids = {r[S.CDC_EVENT_ID] for r in outcome.passed.collect()}
+    assert {"e-good-0", "e-good-1", "e-good-2", "e-orders.customer_id.match_regex-0"} <= passed_ids  # warn: flows
+    assert passed_ids.isdisjoint(expected_ids)
+    assert outcome.outcome == "quarantined"
+
+
+def test_halt_rules_catch_their_rows_and_schema_drift(spark, dq):
+    rows = [state_row("good")]
+    for rule, variants in HALT_ROWS.items():
+        rows += [state_row(f"{rule}-{n}", **change) for n, change in enumerate(variants)]
+    outcome = dq.check(frame(spark, rows), batch_id=3)
+    by_name = {r.rule.name: r for r in outcome.rules}
+    for rule, variants in HALT_ROWS.items():
+        assert not by_name[rule].success, rule
+        assert by_name[rule].unexpected_count == by_name[rule].failed_rows == len(variants), rule
+    assert outcome.halted and outcome.rejected is None
+
+    drifted = T.StructType([T.StructField("quantity", T.LongType()) if f.name == "quantity" else
+                            T.StructField("price", T.DoubleType()) if f.name == "price" else f
+                            for f in S.state_schema().fields] + [T.StructField("surprise", T.StringType())])
+    rows = [{**state_row(1, quantity=2, price=9.5), "surprise": "x"}]
+    outcome = dq.check(frame(spark, rows, drifted), batch_id=4)
+    failed = {r.rule.name for r in outcome.failed(Severity.HALT)}
+    assert failed == {"orders.table_columns_to_match_set", "orders.quantity.be_of_type", "orders.price.be_of_type"}
+    assert "halt" in dq.halt_message(outcome) and "orders.price.be_of_type" in dq.halt_message(outcome)
+
+
+def test_results_history_has_one_row_per_rule(spark, dq):
+    outcome = dq.check(frame(spark, [state_row(1), state_row(2, quantity=7)]), batch_id=5)
+    history = outcome.history("job-x", "stream-y").to_pylist()
+    assert len(history) == len(dq.rules)
+    by_rule = {h["rule"]: h for h in history}
+    assert by_rule["orders.quantity.be_between"] | {"validated_at": None, "docs_url": None} == {
+        "job_name": "job-x", "stream_id": "stream-y", "batch_id": 5, "validated_at": None,
+        "batch_outcome": "quarantined", "suite": "orders", "rule": "orders.quantity.be_between",
+        "expectation_type": "expect_column_values_to_be_between", "severity": "quarantine", "success": False,
+        "element_count": 2, "unexpected_count": 1, "quarantined_rows": 1, "details": None, "docs_url": None}
+    assert by_rule["orders.quantity.be_between"]["docs_url"].endswith(".html")
+    assert by_rule["orders.quantity.be_of_type"]["details"] == "observed: IntegerType"

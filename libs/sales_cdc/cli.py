@@ -196,13 +196,13 @@ def _run(args: argparse.Namespace) -> int:
 def _dq_docs(args: argparse.Namespace) -> int:
     site = DocsSite(args.docs_location)
     if site.is_s3:
-        console.print(args.website_url.rstrip("/") + "/index.html" if args.website_url else site.index_url)
+        print(args.website_url.rstrip("/") + "/index.html" if args.website_url else site.index_url)
         return 0
     index = Path(args.docs_location) / "index.html"
     if not index.exists():
         console.print(f"[yellow]no Data Docs yet at {index.resolve()}[/]: run the job (or `make demo`) first")
         return 1
-    console.print(site.index_url)
+    print(site.index_url)  # plain: scripts read it
     if args.open:
         webbrowser.open(site.index_url)
     return 0

@@ -15,6 +15,7 @@ setup(
         "rich>=13",
         "faker>=30",
         "deltalake==1.6.6",  # the lake sink (delta-rs); Glue 6.0 also has Spark-native Delta
+        "great_expectations==1.24.1",  # data-quality suites in expectations/ (GX 1.x file format)
     ],
     extras_require={
         # laptop runs: local Spark (pinned to Glue 6.0's version), embedded PostgreSQL, moto server

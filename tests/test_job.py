@@ -13,7 +13,7 @@ from pyspark.errors import StreamingQueryException
 
 from sales_cdc import schema as S
 from sales_cdc.cli import main, stage_fixtures
-from sales_cdc.config import JobConfig, WarehouseConfig
+from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
 from sales_cdc.job import postgres_warehouse, run_stream, start_query
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sources import file_stream
@@ -25,10 +25,11 @@ REPO = Path(__file__).parent.parent
 COLUMNS = [*S.ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
 
 
-def config_for(tmp_path: Path, pg_url: str, db_schema: str) -> JobConfig:
+def config_for(tmp_path: Path, pg_url: str, db_schema: str, dq: DqConfig | None = None) -> JobConfig:
+    """Data quality is off unless asked for: these tests are about the stream, and GX adds seconds per batch."""
     return JobConfig(source_dir=tmp_path / "inbox", checkpoint_dir=tmp_path / "checkpoint",
                      warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema), job_name="job-test",
-                     max_files_per_trigger=1)
+                     max_files_per_trigger=1, dq=dq)
 
 
 def full_table(pg_url: str, db_schema: str) -> list[tuple]:
@@ -43,12 +44,14 @@ def without_loaded_at(rows: list[tuple]) -> list[tuple]:
 
 def test_fixtures_end_to_end_equal_the_expected_state(spark, pg_url, db_schema, tmp_path, fixtures_dir):
     stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
-    summary = run_stream(spark, config_for(tmp_path, pg_url, db_schema), pg_url)
+    summary = run_stream(spark, config_for(tmp_path, pg_url, db_schema, DqConfig()), pg_url)
     actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema), COLUMNS)
     assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), "orderid") == []
     totals = summary.totals()
     assert totals["batches"] == 6
-    assert totals["events quarantined"] == 6
+    assert totals["events quarantined (decode)"] == 6
+    # quantity 7 (o-0003, later deleted) and a late quantity-9 event of o-0006 (stale anyway)
+    assert totals["events quarantined (data quality)"] == 2
     assert totals["rows deleted"] == 2
 
 
@@ -120,4 +123,8 @@ def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schem
     assert result.warehouse_rows == result.table_rows > 0
     totals = result.summary.totals()
     assert totals["events read"] == 300 and totals["batches"] >= 2
-    assert totals["rows deleted"] > 0 and totals["events quarantined"] == 0
+    assert totals["rows deleted"] > 0
+    assert totals["events quarantined (decode)"] == totals["events quarantined (data quality)"] == 0
+    assert result.alerts == []  # clean generated data: no SNS alert reached the SQS subscription
+    assert (tmp_path / "demo" / "data_docs" / "index.html").exists()
+    assert result.summary.docs_url.endswith("data_docs/index.html")

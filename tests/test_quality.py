@@ -86,7 +86,7 @@ def is_quantity_between(e: dict) -> bool:
 def test_a_rule_without_severity_is_refused_at_start_up(tmp_path):
     project = copy_project(tmp_path)
     edit_rule(project, "orders", is_quantity_between, lambda e: e["meta"].pop("severity"))
-    with pytest.raises(SuiteError, match="meta.severity"):
+    with pytest.raises(SuiteError, match=r"meta\.severity"):
         load_suites(project)
 
 

@@ -75,7 +75,7 @@ def test_quarantine_batch_lands_good_rows_and_only_bad_rows_in_quarantine(spark,
     quarantined = query(pg_url, f"SELECT stage, record_key, reason, payload FROM {sql.quarantine} ORDER BY 2")
     assert [(q[0], q[1], q[2]) for q in quarantined if q[0] == S.DQ_STAGE] == [
         ("dq", "o-2", "orders.quantity.be_between"), ("dq", "o-3", "orders.product_name.be_in_set")]
-    assert json.loads([q for q in quarantined if q[1] == "o-2"][0][3])["dynamodb"]["NewImage"]["quantity"] == {"N": "9"}
+    assert json.loads(next(q for q in quarantined if q[1] == "o-2")[3])["dynamodb"]["NewImage"]["quantity"] == {"N": "9"}
     assert [q[0] for q in quarantined if q[0] != S.DQ_STAGE] == ["decode"]
     lake_quarantine = DeltaTable(lake.quarantine_uri).to_pyarrow_table().to_pylist()
     assert sorted((r["stage"], r["record_key"]) for r in lake_quarantine) == [

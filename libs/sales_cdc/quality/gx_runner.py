@@ -87,7 +87,9 @@ class SuiteRun:
 class GxRunner:
     def __init__(self, suites: list[Suite], docs: DocsSite | None, result_format: str = "SUMMARY",
                  name: str = "sales_cdc"):
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)  # its INFO chatter floods job logs
+        # GX's INFO chatter floods job logs (one of its modules pins its own logger to INFO)
+        for name in ("great_expectations", "great_expectations.data_context.types.base"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         context.config.data_docs_sites = {}  # drop GX's default site in a temp folder

@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--job-name", default="sales-cdc")
     run.add_argument("--lake-root", default=None,
                      help="also write the Delta lake here (a folder or s3://bucket/prefix); default: warehouse only")
+    for layer in ("raw", "silver", "quarantine"):
+        run.add_argument(f"--{layer}-format", choices=["delta", "parquet"], default="delta",
+                         help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
     run.add_argument("--pg-data-dir", type=Path, default=Path(".demo/postgres"),
                      help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(run)
@@ -145,6 +148,9 @@ def _parser() -> argparse.ArgumentParser:
     maintain.add_argument("--retention-hours", type=int, default=168,
                           help="keep files a reader of a version this recent may need (default 7 days)")
     maintain.add_argument("--no-vacuum", action="store_true", help="compact only")
+    maintain.add_argument("--silver-format", choices=["delta", "parquet"], default="delta",
+                          help="parquet: prune old silver snapshots instead (starts a local Spark)")
+    maintain.add_argument("--keep-snapshots", type=int, default=10, help="Parquet silver snapshots to keep")
     maintain.add_argument("--endpoint-url", default=None, help="S3 endpoint, e.g. a moto server")
     maintain.add_argument("--region", default="us-east-1")
 
@@ -180,7 +186,8 @@ def _run(args: argparse.Namespace) -> int:
     lake = None
     if args.lake_root:
         options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-        lake = LakeConfig(args.lake_root, options, soft_delete=args.soft_delete)
+        lake = LakeConfig(args.lake_root, options, soft_delete=args.soft_delete, raw_format=args.raw_format,
+                          silver_format=args.silver_format, quarantine_format=args.quarantine_format)
     config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, lake=lake, checkpoint_dir=args.checkpoint_dir,
                        warehouse=warehouse, dq=_dq_config(args, args.endpoint_url, args.region),
                        job_name=args.job_name, available_now=args.available_now,
@@ -313,11 +320,13 @@ def _pipe(args: argparse.Namespace) -> int:
 
 def _lake_maintain(args: argparse.Namespace) -> int:
     options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-    lake = DeltaLake(LakeConfig(args.lake_root, options), job_name="maintenance")
+    lake = DeltaLake(LakeConfig(args.lake_root, options, silver_format=args.silver_format), job_name="maintenance")
+    spark = build_spark("sales-cdc-maintenance") if args.silver_format == "parquet" else None
     table = Table(title=f"lake maintenance of {args.lake_root}")
     for column in ("table", "files before", "files after", "files vacuumed"):
         table.add_column(column)
-    for r in maintain(lake, retention_hours=args.retention_hours, vacuum=not args.no_vacuum):
+    for r in maintain(lake, retention_hours=args.retention_hours, vacuum=not args.no_vacuum, spark=spark,
+                      keep_snapshots=args.keep_snapshots):
         table.add_row(r.table, str(r.files_before), str(r.files_after), str(r.files_vacuumed))
     console.print(table)
     return 0

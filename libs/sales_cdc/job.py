@@ -135,6 +135,8 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
     warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
     try:
         handler = batch_handler(config, warehouse)
+        if handler.lake is not None:
+            handler.lake.check(spark)
     except Exception:
         warehouse.close()
         raise

@@ -19,10 +19,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from pyspark.sql import DataFrame
 
 from . import schema as S
+from .lake_parquet import ParquetLayers, check_filesystem
 
 log = logging.getLogger(__name__)
+
+
+FORMATS = ("delta", "parquet")
 
 
 @dataclass(frozen=True)
@@ -31,11 +36,24 @@ class LakeConfig:
     storage_options: dict[str, str] = field(default_factory=dict)
     soft_delete: bool = False
     target_file_size: int = 128 * 1024 * 1024
+    # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake_parquet)
+    raw_format: str = "delta"
+    silver_format: str = "delta"
+    quarantine_format: str = "delta"
+
+    def __post_init__(self) -> None:
+        for layer in ("raw", "silver", "quarantine"):
+            if getattr(self, f"{layer}_format") not in FORMATS:
+                raise ValueError(f"{layer}_format must be one of {FORMATS}")
+
+    @property
+    def parquet_layers(self) -> list[str]:
+        return [layer for layer in ("raw", "silver", "quarantine") if getattr(self, f"{layer}_format") == "parquet"]
 
 
 @dataclass(frozen=True)
 class LakeResult:
-    raw_rows: int
+    raw_rows: int | None  # None: a Parquet raw layer, written by Spark without collecting the rows
     silver_rows: int  # staged rows merged into silver by this call (0 when it was already committed)
     quarantine_rows: int
     skipped_tables: tuple[str, ...]  # already committed for this batch (replay)
@@ -57,6 +75,12 @@ class DeltaLake:
         self.silver_uri = f"{root}/silver/{entity.name}"
         self.tombstones_uri = f"{root}/silver/{entity.name}_tombstones"
         self.quarantine_uri = f"{root}/quarantine/{entity.name}"
+        self.parquet = ParquetLayers(config.root, entity, config.soft_delete) if config.parquet_layers else None
+
+    def check(self, spark) -> None:
+        """Start-up check: Spark can write the Parquet layers' location."""
+        if self.parquet is not None:
+            check_filesystem(spark, self.config.root)
 
     # --- helpers ------------------------------------------------------------------------------------
     def table(self, uri: str) -> DeltaTable | None:
@@ -137,10 +161,13 @@ class DeltaLake:
          .execute())
 
     # --- the batch ----------------------------------------------------------------------------------
-    def write_batch(self, *, batch_id: int, stream_id: str, raw: pa.Table, state: pa.Table,
-                    quarantine: pa.Table) -> LakeResult:
+    def write_batch(self, *, batch_id: int, stream_id: str, raw: DataFrame, state: pa.Table, quarantine: pa.Table,
+                    state_df: DataFrame | None = None, quarantine_df: DataFrame | None = None) -> LakeResult:
+        """Raw rows as a DataFrame (collected only for Delta); state and quarantine as Arrow (Delta) and
+        as DataFrames (needed by Parquet layers, which Spark writes itself)."""
         skipped: list[str] = []
         merged = 0
+        cfg = self.config
 
         def once(uri: str, write) -> None:
             """Run ``write(table, app_id)`` unless this batch is already committed to ``uri``; the table
@@ -156,20 +183,44 @@ class DeltaLake:
         def merge_silver(table: DeltaTable | None, app_id: str) -> None:
             nonlocal merged
             # tombstones are read here, so a replay that finds silver committed does not read them
-            live = state if self.config.soft_delete else self._drop_tombstoned(state)
+            live = state if cfg.soft_delete else self._drop_tombstoned(state)
             self._merge_silver(table, live, app_id, batch_id)
             merged = live.num_rows
 
-        once(self.raw_uri, lambda _, app: self._append(self.raw_uri, raw, app, batch_id, partition_by=["event_date"]))
+        raw_rows = None
+        if cfg.raw_format == "parquet":
+            self.parquet.write_raw(raw, stream_id, batch_id)
+        else:
+            raw_rows = raw.toArrow()
+            once(self.raw_uri, lambda _, app: self._append(self.raw_uri, raw_rows, app, batch_id,
+                                                           partition_by=["event_date"]))
         if quarantine.num_rows:
-            once(self.quarantine_uri, lambda _, app: self._append(self.quarantine_uri, quarantine, app, batch_id))
+            if cfg.quarantine_format == "parquet":
+                self.parquet.write_quarantine(_required(quarantine_df, "quarantine_df"), stream_id, batch_id)
+            else:
+                once(self.quarantine_uri, lambda _, app: self._append(self.quarantine_uri, quarantine, app, batch_id))
         if state.num_rows:
-            once(self.silver_uri, merge_silver)
-            if not self.config.soft_delete:
-                once(self.tombstones_uri, lambda table, app: self._merge_tombstones(table, state, app, batch_id))
+            if cfg.silver_format == "parquet":
+                spark = _required(state_df, "state_df").sparkSession
+                if self.parquet.merge_silver(spark, state_df, stream_id, batch_id):
+                    merged = state.num_rows
+                else:
+                    skipped.append(self.silver_uri)
+            else:
+                once(self.silver_uri, merge_silver)
+                if not cfg.soft_delete:
+                    once(self.tombstones_uri, lambda table, app: self._merge_tombstones(table, state, app, batch_id))
         if skipped:
             log.info("batch %s: already in the lake for %s (replay)", batch_id, ", ".join(skipped))
-        return LakeResult(raw.num_rows, merged, quarantine.num_rows, tuple(skipped))
+        return LakeResult(raw_rows.num_rows if raw_rows is not None else None, merged, quarantine.num_rows,
+                          tuple(skipped))
+
+
+def _required(value, name: str):
+    if value is None:
+        raise ValueError(f"{name} is needed when that layer is Parquet")
+    return value
+
 
 @dataclass(frozen=True)
 class MaintenanceResult:
@@ -179,21 +230,32 @@ class MaintenanceResult:
     files_vacuumed: int
 
 
-def maintain(lake: DeltaLake, *, retention_hours: int = 168, vacuum: bool = True) -> list[MaintenanceResult]:
+def maintain(lake: DeltaLake, *, retention_hours: int = 168, vacuum: bool = True, spark=None,
+             keep_snapshots: int = 10) -> list[MaintenanceResult]:
     """Compact small files (one per batch per partition otherwise) and vacuum files older than the
     retention that no version within it references. Readers of older versions need the retention: the
-    default keeps 7 days of time travel. Run it from a scheduled job, not inside the stream."""
+    default keeps 7 days of time travel. Run it from a scheduled job, not inside the stream.
+    Parquet layers: a Parquet silver keeps its ``keep_snapshots`` newest snapshots (needs ``spark``);
+    Parquet raw/quarantine partitions are left as written (no transaction to compact them safely)."""
     results = []
-    for uri in (lake.raw_uri, lake.silver_uri, lake.tombstones_uri, lake.quarantine_uri):
+    cfg = lake.config
+    delta_uris = [uri for uri, fmt in ((lake.raw_uri, cfg.raw_format), (lake.silver_uri, cfg.silver_format),
+                                       (lake.tombstones_uri, cfg.silver_format),
+                                       (lake.quarantine_uri, cfg.quarantine_format)) if fmt == "delta"]
+    for uri in delta_uris:
         table = lake.table(uri)
         if table is None:
             continue
         before = len(table.file_uris())
-        table.optimize.compact(target_size=lake.config.target_file_size)
+        table.optimize.compact(target_size=cfg.target_file_size)
         removed = 0
         if vacuum:
             removed = len(table.vacuum(retention_hours=retention_hours, dry_run=False,
                                        enforce_retention_duration=retention_hours >= 168))
         table = lake.table(uri)
         results.append(MaintenanceResult(uri, before, len(table.file_uris()), removed))
+    if cfg.silver_format == "parquet" and spark is not None:
+        pruned = lake.parquet.prune_snapshots(spark, keep=keep_snapshots)
+        results.append(MaintenanceResult(lake.silver_uri + " (snapshots)", pruned + keep_snapshots, keep_snapshots,
+                                         pruned))
     return results

@@ -144,8 +144,8 @@ class BatchHandler:
             clock.lap("collect")
             if self.lake is not None:  # lake first: both sinks skip what they already hold on a replay
                 self.lake.write_batch(batch_id=batch_id, stream_id=stream_id,
-                                      raw=to_raw_rows(decoded, batch_id, self.entity).toArrow(),
-                                      state=state_rows, quarantine=quarantine_rows)
+                                      raw=to_raw_rows(decoded, batch_id, self.entity), state=state_rows,
+                                      quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine)
                 clock.lap("lake")
             history = outcome.history(self.job_name, stream_id) if outcome is not None else None
             merge = self.warehouse.merge_batch(batch_id=batch_id, stream_id=stream_id, state=state_rows,

@@ -3,6 +3,8 @@ the warehouse's sequence guard, deletes, and the same content as the Delta path.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sales_cdc import schema as S
@@ -117,3 +119,21 @@ def test_parquet_needs_a_filesystem_spark_knows(spark):
     lake = DeltaLake(LakeConfig("s3://bucket/lake", silver_format="parquet"), "test-job")
     with pytest.raises(ValueError, match="Spark cannot write Parquet to s3://bucket/lake"):
         lake.check(spark)
+
+
+def test_run_command_writes_parquet_layers(pg_url, db_schema, tmp_path, fixtures_dir):
+    from sales_cdc.cli import main, stage_fixtures
+
+    stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
+    lake = tmp_path / "lake"
+    assert main(["run", "--source-dir", str(tmp_path / "inbox"), "--checkpoint-dir", str(tmp_path / "checkpoint"),
+                 "--warehouse-url", pg_url, "--db-schema", db_schema, "--lake-root", str(lake), "--no-dq",
+                 "--raw-format", "parquet", "--silver-format", "parquet", "--quarantine-format", "parquet"]) == 0
+    assert list((lake / "raw" / "orders_events").glob("event_date=*/cdc_batch=*/*.parquet"))
+    assert list((lake / "quarantine" / "orders").glob("cdc_batch=*/*.parquet"))
+    [commit] = (lake / "silver" / "orders" / "_commits").glob("*.json")  # one micro-batch: all files at once
+    import pyarrow.parquet as pq
+
+    state = pq.read_table(json.loads(commit.read_text())["state_path"])
+    assert sorted(state.column("orderid").to_pylist()) == sorted(
+        json.loads(line)["orderid"] for line in (fixtures_dir / "expected" / "orders.jsonl").read_text().splitlines())

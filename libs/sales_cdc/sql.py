@@ -15,6 +15,7 @@ Merge contract per micro-batch (docs/architecture.md, DESIGN §3), inside one tr
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -28,6 +29,23 @@ LONG_TEXT = {S.UNMAPPED, S.PAYLOAD, S.QUARANTINE_REASON, "details", "docs_url"}
 class Dialect(StrEnum):
     POSTGRES = "postgres"
     REDSHIFT = "redshift"
+
+
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9_.=\-]+)+$")
+_ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/\-]{1,512}$")
+
+
+def check_s3_uri(uri: str) -> str:
+    """An S3 URI safe to place in a COPY literal (bucket rules; key of letters, digits, _ . = - /)."""
+    if not _S3_URI.match(uri):
+        raise ValueError(f"not a plain s3:// URI for COPY: {uri!r}")
+    return uri
+
+
+def check_role_arn(arn: str) -> str:
+    if not _ROLE_ARN.match(arn):
+        raise ValueError(f"not an IAM role ARN: {arn!r}")
+    return arn
 
 
 def quote(name: str) -> str:
@@ -62,6 +80,14 @@ LEDGER_FIELDS: tuple[S.Field, ...] = (
     S.Field("upserted_rows", T.LongType(), nullable=False),
     S.Field("deleted_rows", T.LongType(), nullable=False),
     S.Field("stale_rows", T.LongType(), nullable=False, description="Staged rows older than the stored state"),
+    S.Field("quarantined_rows", T.LongType(), nullable=False),
+)
+# One-row stage with the batch's ledger values (Redshift Data API batches take no bound parameters).
+BATCH_META_FIELDS: tuple[S.Field, ...] = (
+    S.Field("job_name", T.StringType(), nullable=False),
+    S.Field("stream_id", T.StringType(), nullable=False),
+    S.Field("batch_id", T.LongType(), nullable=False),
+    S.Field("staged_rows", T.LongType(), nullable=False),
     S.Field("quarantined_rows", T.LongType(), nullable=False),
 )
 TOMBSTONE_FIELDS_EXTRA = (S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID)
@@ -207,6 +233,42 @@ class MergeSql:
             f"  {self._param('staged_rows')} - COUNT({k}), {self._param('quarantined_rows')}\n"
             f"FROM {self.stage}"
         )
+
+    # --- Redshift Data API: no bound parameters in batch_execute_statement ------------------------
+    # The batch's values travel as staged Parquet files (COPY), never as SQL text: a one-row "batch"
+    # stage carries job, stream, batch id and counts for the ledger row.
+    def temp_stage(self, name: str, fields) -> tuple[str, str]:
+        """(quoted name, CREATE TEMP TABLE) of a stage with exactly ``fields``, in order (COPY of Parquet
+        maps columns by position)."""
+        table = quote("stage_" + name)
+        on_commit = " ON COMMIT DROP" if self.dialect is Dialect.POSTGRES else ""
+        return table, f"CREATE TEMP TABLE {table} (\n  {self._column_defs(fields)}\n){on_commit}"
+
+    def copy_parquet(self, table: str, s3_uri: str, iam_role_arn: str) -> str:
+        """Redshift COPY of one staged Parquet object (the URI and role are checked, not user data)."""
+        return (f"COPY {table} FROM '{check_s3_uri(s3_uri)}'\n"
+                f"IAM_ROLE '{check_role_arn(iam_role_arn)}'\nFORMAT AS PARQUET")
+
+    def insert_from(self, target: str, stage: str, columns: list[str]) -> str:
+        cols = ", ".join(quote(c) for c in columns)
+        return f"INSERT INTO {target} ({cols})\nSELECT {cols} FROM {stage}"
+
+    def ledger_insert_from_meta(self, meta: str) -> str:
+        """The ledger row with the batch's values read from the one-row ``meta`` stage."""
+        op, k = quote(S.CDC_OP), quote(self.entity.key)
+        m = {f.name: f"m.{quote(f.name)}" for f in BATCH_META_FIELDS}
+        return (
+            f"INSERT INTO {self.ledger} ({', '.join(quote(f.name) for f in LEDGER_FIELDS)})\n"
+            f"SELECT {m['job_name']}, {m['stream_id']}, {m['batch_id']}, {m['staged_rows']},\n"
+            f"  (SELECT COALESCE(SUM(CASE WHEN {op} <> 'REMOVE' THEN 1 ELSE 0 END), 0) FROM {self.stage}),\n"
+            f"  (SELECT COALESCE(SUM(CASE WHEN {op} = 'REMOVE' THEN 1 ELSE 0 END), 0) FROM {self.stage}),\n"
+            f"  {m['staged_rows']} - (SELECT COUNT({k}) FROM {self.stage}), {m['quarantined_rows']}\n"
+            f"FROM {meta} AS m"
+        )
+
+    def merge_statements_from_meta(self, meta: str) -> list[str]:
+        """:meth:`merge_statements` without bound parameters (Redshift ``batch_execute_statement``)."""
+        return [*self.prune_stale(), self.ledger_insert_from_meta(meta), *self.apply()]
 
     # --- merge ---------------------------------------------------------------------------------
     def _newer_than(self, table: str, alias: str) -> str:

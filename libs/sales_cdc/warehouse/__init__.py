@@ -2,5 +2,7 @@
 
 from .base import MergeResult, Warehouse
 from .postgres import PostgresWarehouse
+from .redshift import RedshiftDataApiWarehouse, RedshiftStatementError, RedshiftTarget
 
-__all__ = ["MergeResult", "PostgresWarehouse", "Warehouse"]
+__all__ = ["MergeResult", "PostgresWarehouse", "RedshiftDataApiWarehouse", "RedshiftStatementError", "RedshiftTarget",
+           "Warehouse"]

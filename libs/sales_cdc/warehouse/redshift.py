@@ -1,0 +1,202 @@
+"""Redshift adapter through the Redshift Data API: the same merge contract as PostgreSQL (``sales_cdc.sql``).
+
+Per batch:
+  1. ledger lookup (``execute_statement`` with bound parameters): a batch already recorded is skipped;
+  2. the batch is staged as Parquet objects under ``<staging_uri>/<job>/<stream>/<batch>/`` (state,
+     quarantine, dq results and a one-row ``batch`` file with the ledger values);
+  3. one ``batch_execute_statement`` — which Redshift runs as a single transaction — creates the temp
+     stages, COPYs the objects (``FORMAT AS PARQUET``, ``IAM_ROLE``), prunes stale rows, writes the
+     ledger row from the ``batch`` stage, applies DELETE USING + INSERT, appends quarantine and results;
+  4. the statement is polled with backoff; a failure raises with Redshift's own error text.
+
+No value of the batch is ever placed in SQL text: ``batch_execute_statement`` takes no parameters, so
+values travel in the staged files. Credentials come from Secrets Manager (``secret_arn``) or the
+job's IAM identity (``db_user`` with a provisioned cluster).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import schema as S
+from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, check_s3_uri
+from .base import MergeResult
+
+log = logging.getLogger(__name__)
+
+_SAFE_KEY_PART = re.compile(r"[^A-Za-z0-9_.=\-]")
+
+
+class RedshiftStatementError(RuntimeError):
+    """A Data API statement failed or timed out; the message carries Redshift's error text."""
+
+
+@dataclass(frozen=True)
+class RedshiftTarget:
+    database: str
+    iam_role_arn: str  # role Redshift assumes to read the staged Parquet (COPY ... IAM_ROLE)
+    staging_uri: str  # s3://bucket/prefix for staged batches (lifecycle-expire it)
+    workgroup_name: str | None = None  # Redshift Serverless …
+    cluster_identifier: str | None = None  # … or a provisioned cluster
+    secret_arn: str | None = None  # Secrets Manager secret with the database credentials
+    db_user: str | None = None  # provisioned cluster with temporary IAM credentials instead of a secret
+    poll_timeout_seconds: float = 900.0
+
+    def __post_init__(self) -> None:
+        if (self.workgroup_name is None) == (self.cluster_identifier is None):
+            raise ValueError("set exactly one of workgroup_name (Serverless) or cluster_identifier")
+        check_s3_uri(self.staging_uri.rstrip("/") + "/x")
+
+    def connection(self) -> dict[str, str]:
+        params = {"Database": self.database}
+        if self.workgroup_name:
+            params["WorkgroupName"] = self.workgroup_name
+        else:
+            params["ClusterIdentifier"] = self.cluster_identifier
+        if self.secret_arn:
+            params["SecretArn"] = self.secret_arn
+        elif self.db_user:
+            params["DbUser"] = self.db_user
+        return params
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, coerce_timestamps="us", allow_truncated_timestamps=False)
+    return buffer.getvalue()
+
+
+def _field_value(field: dict[str, Any]) -> Any:
+    if field.get("isNull"):
+        return None
+    return next(iter(field.values()))
+
+
+class RedshiftDataApiWarehouse:
+    def __init__(self, data_api, s3, sql: MergeSql, job_name: str, target: RedshiftTarget,
+                 poll_initial: float = 0.25, poll_max: float = 5.0):
+        if sql.dialect is not Dialect.REDSHIFT:
+            raise ValueError("RedshiftDataApiWarehouse needs MergeSql(dialect=Dialect.REDSHIFT)")
+        self.data_api, self.s3 = data_api, s3
+        self.sql, self.job_name, self.target = sql, job_name, target
+        self.poll_initial, self.poll_max = poll_initial, poll_max
+
+    # --- Data API plumbing ---------------------------------------------------------------------------
+    def _wait(self, statement_id: str) -> dict[str, Any]:
+        deadline = time.monotonic() + self.target.poll_timeout_seconds
+        delay = self.poll_initial
+        while True:
+            description = self.data_api.describe_statement(Id=statement_id)
+            status = description["Status"]
+            if status == "FINISHED":
+                return description
+            if status in ("FAILED", "ABORTED"):
+                failed = [s for s in description.get("SubStatements", []) if s.get("Status") == "FAILED"]
+                where = f" (statement {failed[0].get('Id')}: {failed[0].get('QueryString', '')[:200]!r})" \
+                    if failed else ""
+                raise RedshiftStatementError(f"Redshift {status}: {description.get('Error', 'no error text')}{where}")
+            if time.monotonic() > deadline:
+                self.data_api.cancel_statement(Id=statement_id)
+                raise RedshiftStatementError(f"statement {statement_id} still {status} after "
+                                             f"{self.target.poll_timeout_seconds:.0f} s: cancelled")
+            time.sleep(delay)
+            delay = min(delay * 1.6, self.poll_max)
+
+    def query(self, statement: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
+        """One statement with bound parameters (``:name``), waited for; rows when it returns any."""
+        request: dict[str, Any] = {**self.target.connection(), "Sql": statement}
+        if parameters:
+            request["Parameters"] = [{"name": k, "value": str(v)} for k, v in parameters.items()]
+        description = self._wait(self.data_api.execute_statement(**request)["Id"])
+        if not description.get("HasResultSet"):
+            return []
+        rows, token = [], None
+        while True:
+            page = self.data_api.get_statement_result(Id=description["Id"], **({"NextToken": token} if token else {}))
+            rows += [tuple(_field_value(f) for f in record) for record in page.get("Records", [])]
+            token = page.get("NextToken")
+            if not token:
+                return rows
+
+    def run_transaction(self, statements: list[str]) -> None:
+        """``batch_execute_statement``: Redshift runs the statements in order, in one transaction."""
+        response = self.data_api.batch_execute_statement(**self.target.connection(), Sqls=statements,
+                                                         StatementName=f"{self.job_name}-merge"[:500])
+        self._wait(response["Id"])
+
+    # --- the Warehouse interface ----------------------------------------------------------------------
+    def ensure_tables(self) -> None:
+        self.run_transaction(self.sql.create_statements())
+
+    def _stage_object(self, prefix: str, name: str, table: pa.Table) -> str:
+        bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
+        key = f"{key_prefix}/{name}.parquet"
+        self.s3.put_object(Bucket=bucket, Key=key, Body=_parquet_bytes(table), ServerSideEncryption="aws:kms")
+        return f"s3://{bucket}/{key}"
+
+    def _batch_prefix(self, stream_id: str, batch_id: int) -> str:
+        parts = [_SAFE_KEY_PART.sub("_", p) for p in (self.job_name, stream_id, str(batch_id))]
+        return "/".join([self.target.staging_uri.rstrip("/"), *parts])
+
+    def staged_batch_statements(self, objects: dict[str, str]) -> list[str]:
+        """Every statement of one batch's transaction, given the staged objects' URIs."""
+        sql, role = self.sql, self.target.iam_role_arn
+        meta, create_meta = sql.temp_stage("batch", BATCH_META_FIELDS)
+        statements = [sql.create_stage(), sql.copy_parquet(sql.stage, objects["state"], role),
+                      create_meta, sql.copy_parquet(meta, objects["batch"], role)]
+        if "quarantine" in objects:
+            stage, create = sql.temp_stage("quarantine", S.QUARANTINE_FIELDS)
+            statements += [create, sql.copy_parquet(stage, objects["quarantine"], role),
+                           sql.insert_from(sql.quarantine, stage, sql.quarantine_columns)]
+        if "dq_results" in objects:
+            stage, create = sql.temp_stage("dq_results", S.DQ_RESULT_FIELDS)
+            statements += [create, sql.copy_parquet(stage, objects["dq_results"], role),
+                           sql.insert_from(sql.dq_results, stage, sql.dq_result_columns)]
+        return statements + sql.merge_statements_from_meta(meta)
+
+    def _ledger_counts(self, params: dict[str, Any]) -> tuple | None:
+        rows = self.query(self.sql.ledger_counts(), params)
+        return tuple(int(v) for v in rows[0]) if rows else None
+
+    def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
+                    dq_results: pa.Table | None = None) -> MergeResult:
+        key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
+        recorded = self._ledger_counts(key)
+        if recorded is not None:
+            log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
+            return MergeResult(batch_id, *recorded, replayed=True)
+        prefix = self._batch_prefix(stream_id, batch_id)
+        meta = pa.Table.from_pylist([{**key, "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}],
+                                    schema=pa.schema([("job_name", pa.string()), ("stream_id", pa.string()),
+                                                      ("batch_id", pa.int64()), ("staged_rows", pa.int64()),
+                                                      ("quarantined_rows", pa.int64())]))
+        objects = {"state": self._stage_object(prefix, "state", state.select(self.sql.stage_columns)),
+                   "batch": self._stage_object(prefix, "batch", meta)}
+        if quarantine.num_rows:
+            rows = quarantine.select(self.sql.quarantine_columns)
+            objects["quarantine"] = self._stage_object(prefix, "quarantine", rows)
+        if dq_results is not None and dq_results.num_rows:
+            objects["dq_results"] = self._stage_object(prefix, "dq_results", dq_results)
+        self.run_transaction(self.staged_batch_statements(objects))
+        return MergeResult(batch_id, *self._ledger_counts(key), replayed=False)
+
+    def record_dq_results(self, dq_results: pa.Table) -> None:
+        if not dq_results.num_rows:
+            return
+        first = dq_results.slice(0, 1).to_pylist()[0]
+        prefix = self._batch_prefix(first["stream_id"], first["batch_id"]) + "/halted"
+        uri = self._stage_object(prefix, "dq_results", dq_results)
+        stage, create = self.sql.temp_stage("dq_results", S.DQ_RESULT_FIELDS)
+        self.run_transaction([create, self.sql.copy_parquet(stage, uri, self.target.iam_role_arn),
+                              self.sql.insert_from(self.sql.dq_results, stage, self.sql.dq_result_columns)])
+
+    def close(self) -> None:
+        """Nothing to close: the Data API is stateless HTTP."""

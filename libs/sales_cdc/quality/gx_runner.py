@@ -13,11 +13,13 @@ pages are written, so a long-running stream does not grow the driver's memory.
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
+import boto3
 import great_expectations as gx
 from great_expectations.core.expectation_suite import ExpectationSuite
 from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
@@ -47,17 +49,8 @@ class DocsSite:
     def is_s3(self) -> bool:
         return self.location.startswith("s3://")
 
-    def site_config(self) -> dict[str, Any]:
-        if self.is_s3:
-            parsed = urlparse(self.location)
-            backend: dict[str, Any] = {"class_name": "TupleS3StoreBackend", "bucket": parsed.netloc,
-                                       "prefix": parsed.path.strip("/"),
-                                       "boto3_options": {"region_name": self.region}}
-            if self.endpoint_url:
-                backend["boto3_options"]["endpoint_url"] = self.endpoint_url
-        else:
-            backend = {"class_name": "TupleFilesystemStoreBackend",
-                       "base_directory": str(Path(self.location).resolve())}
+    def site_config(self, local_dir: Path) -> dict[str, Any]:
+        backend = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(local_dir.resolve())}
         return {"class_name": "SiteBuilder", "show_how_to_buttons": False, "store_backend": backend,
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "skip_and_clean_missing": False}}
 
@@ -66,6 +59,48 @@ class DocsSite:
         if self.is_s3:
             return self.location.rstrip("/") + "/index.html"
         return (Path(self.location).resolve() / "index.html").as_uri()
+
+    @property
+    def bucket_and_prefix(self) -> tuple[str, str]:
+        parsed = urlparse(self.location)
+        return parsed.netloc, parsed.path.strip("/")
+
+
+class S3SiteSync:
+    """GX 1.24 has no S3 store backend: the site is built in a local folder and the new or changed files
+    are uploaded after each batch. Pages already on S3 (earlier runs) get empty local placeholders, so
+    the index keeps listing them; placeholders are never uploaded."""
+
+    CONTENT_TYPES: ClassVar[dict[str, str]] = {
+        ".html": "text/html", ".css": "text/css", ".js": "application/javascript", ".json": "application/json",
+        ".png": "image/png", ".svg": "image/svg+xml"}
+
+    def __init__(self, site: DocsSite, local_dir: Path, s3) -> None:
+        self.bucket, self.prefix = site.bucket_and_prefix
+        self.local_dir, self.s3 = local_dir, s3
+        self.uploaded: dict[Path, float] = {}
+        paginator = s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/validations/"):
+            for item in page.get("Contents", []):
+                placeholder = local_dir / item["Key"][len(self.prefix) + 1:]
+                placeholder.parent.mkdir(parents=True, exist_ok=True)
+                placeholder.touch()
+                self.uploaded[placeholder] = placeholder.stat().st_mtime
+
+    def sync(self) -> int:
+        count = 0
+        for path in self.local_dir.rglob("*"):
+            if not path.is_file() or path.stat().st_size == 0:
+                continue
+            mtime = path.stat().st_mtime
+            if self.uploaded.get(path) == mtime:
+                continue
+            key = f"{self.prefix}/{path.relative_to(self.local_dir).as_posix()}"
+            self.s3.upload_file(str(path), self.bucket, key, ExtraArgs={
+                "ContentType": self.CONTENT_TYPES.get(path.suffix, "application/octet-stream")})
+            self.uploaded[path] = mtime
+            count += 1
+        return count
 
 
 def _tagged(suite: Suite) -> dict[str, Any]:
@@ -86,15 +121,20 @@ class SuiteRun:
 
 class GxRunner:
     def __init__(self, suites: list[Suite], docs: DocsSite | None, result_format: str = "SUMMARY",
-                 name: str = "sales_cdc"):
+                 name: str = "sales_cdc", s3_client=None):
         # GX's INFO chatter floods job logs (one of its modules pins its own logger to INFO)
-        for name in ("great_expectations", "great_expectations.data_context.types.base"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        for logger in ("great_expectations", "great_expectations.data_context.types.base"):
+            logging.getLogger(logger).setLevel(logging.WARNING)
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         context.config.data_docs_sites = {}  # drop GX's default site in a temp folder
+        self.sync: S3SiteSync | None = None
         if docs is not None:
-            context.add_data_docs_site(SITE_NAME, docs.site_config())
+            local_dir = Path(tempfile.mkdtemp(prefix="sales-cdc-docs-")) if docs.is_s3 else Path(docs.location)
+            context.add_data_docs_site(SITE_NAME, docs.site_config(local_dir))
+            if docs.is_s3:
+                self.sync = S3SiteSync(docs, local_dir, s3_client or boto3.client(
+                    "s3", endpoint_url=docs.endpoint_url, region_name=docs.region))
         datasource = context.data_sources.add_spark(f"{name}_spark")
         batch_definition = datasource.add_dataframe_asset("micro_batch").add_batch_definition_whole_dataframe("batch")
         definitions = []
@@ -128,8 +168,14 @@ class GxRunner:
             url = self._page_url(key) if self.docs is not None else None
             runs.append(SuiteRun(suite_result.suite_name, suite_result, url))
             store.remove_key(key)  # its page is written; keep the driver's memory flat
+        if self.sync is not None:
+            self.sync.sync()
         return runs
 
     def _page_url(self, key) -> str | None:
         urls = self.context.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME, only_if_exists=False)
-        return urls[0].get("site_url") if urls else None
+        url = urls[0].get("site_url") if urls else None
+        if url and self.sync is not None:  # the local file's place on S3
+            relative = Path(url.removeprefix("file://")).relative_to(self.sync.local_dir.resolve())
+            return f"{self.docs.location.rstrip('/')}/{relative.as_posix()}"
+        return url

@@ -1,0 +1,229 @@
+"""Glue 6.0 streaming job wiring. ``awsglue`` is never imported here: ``jobs/glue_job.py`` passes in
+``getResolvedOptions`` and the ``GlueContext``, so this module runs (and is tested) without Glue.
+
+The micro-batch function is the same :class:`~sales_cdc.pipeline.BatchHandler` the local job uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from . import schema as S
+from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from .lake import LakeConfig
+from .sql import Dialect, MergeSql
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GlueParam:
+    name: str
+    default: str | None  # None: required
+    meaning: str
+
+
+GLUE_PARAMS: tuple[GlueParam, ...] = (
+    GlueParam("stream_arn", None, "ARN of the Kinesis stream kinesis-for-sales-data"),
+    GlueParam("checkpoint_location", None, "s3:// prefix of the Spark checkpoint (the resume point)"),
+    GlueParam("starting_position", "TRIM_HORIZON", "TRIM_HORIZON, LATEST or a UTC timestamp (first start only)"),
+    GlueParam("window_size", "100 seconds", "micro-batch window of glueContext.forEachBatch"),
+    GlueParam("max_fetch_records_per_shard", "100000", "Kinesis records per shard per micro-batch"),
+    GlueParam("batch_max_retries", "3", "Glue retries of a failed micro-batch (replays are no-ops)"),
+    GlueParam("lake_root", "", "s3://bucket/prefix of the lake; empty: warehouse only"),
+    GlueParam("raw_format", "delta", "raw layer: delta or parquet"),
+    GlueParam("silver_format", "delta", "silver layer: delta or parquet"),
+    GlueParam("quarantine_format", "delta", "quarantine layer: delta or parquet"),
+    GlueParam("soft_delete", "false", "true: keep deleted orders with is_deleted / deleted_at"),
+    GlueParam("warehouse", "redshift", "redshift (Data API) or postgres (e.g. RDS; URL from Secrets Manager)"),
+    GlueParam("redshift_workgroup", "", "Redshift Serverless workgroup"),
+    GlueParam("redshift_database", "dev", "Redshift database"),
+    GlueParam("redshift_secret_arn", "", "Secrets Manager secret with the Redshift credentials"),
+    GlueParam("redshift_copy_role_arn", "", "IAM role Redshift assumes to COPY the staged Parquet"),
+    GlueParam("redshift_staging_uri", "", "s3:// prefix where batches are staged for COPY"),
+    GlueParam("postgres_secret_arn", "", "warehouse=postgres: secret whose value is the PostgreSQL URL"),
+    GlueParam("db_schema", "sales", "warehouse schema"),
+    GlueParam("table", "orders", "current-state table"),
+    GlueParam("dq", "true", "false: skip the Great Expectations validation"),
+    GlueParam("expectations_uri", "", "s3:// prefix of the expectations/ project (deploy uploads it)"),
+    GlueParam("docs_location", "", "s3://bucket/prefix of the Data Docs site; empty: no docs"),
+    GlueParam("price_ceiling", "10000.00", "$PARAMETER price_ceiling of the orders suite"),
+    GlueParam("dq_result_format", "SUMMARY", "GX result format: SUMMARY or BOOLEAN_ONLY"),
+    GlueParam("alert_quarantine_share", "0.05", "alert when a batch quarantines more than this share"),
+    GlueParam("sns_topic_arn", "", "SNS topic for alerts; empty: log only"),
+)
+DEFAULTS = {p.name: p.default for p in GLUE_PARAMS if p.default is not None}
+
+
+def resolve_args(argv: list[str], get_resolved_options: Callable[[list[str], list[str]], dict[str, str]]) \
+        -> dict[str, str]:
+    """Every parameter with its default. ``getResolvedOptions`` fails on an option that is absent, so
+    it is asked only for the required ones and those present in ``argv``."""
+    present = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    missing = [p.name for p in GLUE_PARAMS if p.default is None and p.name not in present]
+    if missing:
+        raise SystemExit(f"missing job parameter(s): {', '.join('--' + m for m in missing)}")
+    names = ["JOB_NAME"] + [p.name for p in GLUE_PARAMS if p.name in present]
+    return {**DEFAULTS, **get_resolved_options(argv, names)}
+
+
+def _flag(value: str) -> bool:
+    if value.lower() not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value.lower() == "true"
+
+
+def stream_name(stream_arn: str) -> str:
+    return stream_arn.rsplit("/", 1)[-1]
+
+
+def kinesis_connection_options(args: dict[str, str]) -> dict[str, str]:
+    """Glue's native Kinesis source (DESIGN §5). ``dynamodb`` is read as text, so every attribute of
+    the images reaches the decoder unchanged, whatever schema the first records suggested."""
+    return {
+        "streamARN": args["stream_arn"],
+        "classification": "json",
+        "inferSchema": "false",
+        "schema": "eventID STRING, eventName STRING, eventVersion STRING, eventSource STRING, "
+                  "awsRegion STRING, eventSourceARN STRING, dynamodb STRING",
+        "startingPosition": args["starting_position"],
+        "maxFetchRecordsPerShard": args["max_fetch_records_per_shard"],
+        "addRecordTimestamp": "true",
+        "emitConsumerLagMetrics": "true",
+        "avoidEmptyBatches": "true",
+    }
+
+
+ENVELOPE = ("eventID", "eventName", "eventVersion", "eventSource", "awsRegion", "eventSourceARN")
+
+
+def to_source_rows(frame: DataFrame) -> DataFrame:
+    """Glue's parsed Kinesis frame -> ``schema.SOURCE_FIELDS`` (the payload rebuilt losslessly: the
+    envelope's scalars re-encoded, ``dynamodb`` spliced in as the raw JSON text it was read as)."""
+    fields = {f.name: f.dataType for f in frame.schema.fields}
+    envelope = [F.col(c) for c in ENVELOPE if c in fields]
+    if isinstance(fields.get("dynamodb"), T.StringType):
+        frame = frame.withColumn("_envelope", F.to_json(F.struct(*envelope)))
+        payload = F.when(F.col("dynamodb").isNull(), F.col("_envelope")).otherwise(F.concat(
+            F.expr("substring(_envelope, 1, length(_envelope) - 1)"),  # drop the closing brace
+            F.lit(',"dynamodb":'), F.col("dynamodb"), F.lit("}")))
+    else:  # a struct (schema inferred by Glue): re-encode it
+        payload = F.to_json(F.struct(*envelope, *([F.col("dynamodb")] if "dynamodb" in fields else [])))
+    arrival = F.lit(None).cast("timestamp")
+    if "__src_timestamp" in fields:
+        ts = F.col("__src_timestamp")
+        arrival = F.timestamp_millis(ts.cast("long")) if not isinstance(fields["__src_timestamp"], T.TimestampType) \
+            else ts
+    return frame.select(payload.alias(S.PAYLOAD), F.lit(None).cast("string").alias("source_shard_id"),
+                        F.lit(None).cast("string").alias("source_sequence_number"),
+                        F.lit(None).cast("string").alias("source_partition_key"),
+                        arrival.alias("source_arrival_time"))
+
+
+def fetch_expectations(s3, uri: str, destination: Path) -> Path:
+    """Copy the GX project's suites from ``s3://bucket/prefix`` (``<prefix>/expectations/*.json``)."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    paginator = s3.get_paginator("list_objects_v2")
+    count = 0
+    for page in paginator.paginate(Bucket=bucket, Prefix=f"{prefix}/expectations/"):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith(".json"):
+                target = destination / "expectations" / item["Key"].rsplit("/", 1)[-1]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, item["Key"], str(target))
+                count += 1
+    if not count:
+        raise SystemExit(f"no expectation suites under {uri}/expectations/")
+    return destination
+
+
+def job_config(args: dict[str, str], expectations_dir: Path | None) -> JobConfig:
+    soft_delete = _flag(args["soft_delete"])
+    lake = None
+    if args["lake_root"]:
+        # delta-rs on S3 with one writer (this job); the stream never runs two copies of itself
+        lake = LakeConfig(args["lake_root"], {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}, soft_delete=soft_delete,
+                          raw_format=args["raw_format"], silver_format=args["silver_format"],
+                          quarantine_format=args["quarantine_format"])
+    dq = None
+    if _flag(args["dq"]):
+        dq = DqConfig(expectations_dir=expectations_dir or Path("expectations"),
+                      docs_location=args["docs_location"] or None, price_ceiling=Decimal(args["price_ceiling"]),
+                      result_format=args["dq_result_format"],
+                      alert_quarantine_share=float(args["alert_quarantine_share"]),
+                      sns_topic_arn=args["sns_topic_arn"] or None)
+    return JobConfig(checkpoint_dir=Path("/unused"),  # Glue's forEachBatch gets checkpoint_location instead
+                     kinesis=KinesisConfig(stream_name=stream_name(args["stream_arn"])), lake=lake, dq=dq,
+                     warehouse=WarehouseConfig(url="redshift-data-api", db_schema=args["db_schema"],
+                                               table=args["table"], soft_delete=soft_delete),
+                     job_name=args["JOB_NAME"])
+
+
+def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
+    from .warehouse.redshift import RedshiftDataApiWarehouse, RedshiftTarget
+
+    target = RedshiftTarget(database=args["redshift_database"], iam_role_arn=args["redshift_copy_role_arn"],
+                            staging_uri=args["redshift_staging_uri"], workgroup_name=args["redshift_workgroup"],
+                            secret_arn=args["redshift_secret_arn"])
+    sql = MergeSql(Dialect.REDSHIFT, db_schema=config.warehouse.db_schema, table=config.warehouse.table,
+                   soft_delete=config.warehouse.soft_delete)
+    return RedshiftDataApiWarehouse(data_api, s3, sql, config.job_name, target)
+
+
+REDSHIFT_PARAMS = ("redshift_workgroup", "redshift_secret_arn", "redshift_copy_role_arn", "redshift_staging_uri")
+
+
+def warehouse_for(args: dict[str, str], config: JobConfig, clients: Callable[[str], Any]):
+    if args["warehouse"] == "postgres":
+        from .job import postgres_warehouse
+
+        if not args["postgres_secret_arn"]:
+            raise SystemExit("warehouse=postgres needs --postgres_secret_arn")
+        secret = clients("secretsmanager").get_secret_value(SecretId=args["postgres_secret_arn"])["SecretString"]
+        url = json.loads(secret)["url"] if secret.lstrip().startswith("{") else secret
+        return postgres_warehouse(url, config.warehouse, config.job_name)  # creates the tables
+    if args["warehouse"] != "redshift":
+        raise SystemExit(f"--warehouse must be redshift or postgres, not {args['warehouse']!r}")
+    missing = [p for p in REDSHIFT_PARAMS if not args[p]]
+    if missing:
+        raise SystemExit(f"warehouse=redshift needs {', '.join('--' + m for m in missing)}")
+    warehouse = redshift_warehouse(args, config, clients("redshift-data"), clients("s3"))
+    warehouse.ensure_tables()
+    return warehouse
+
+
+def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) -> None:
+    """Build everything once, then hand the same batch handler to ``glueContext.forEachBatch``."""
+    from .job import batch_handler
+
+    workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-"))
+    expectations = fetch_expectations(clients("s3"), args["expectations_uri"], workdir / "expectations") \
+        if _flag(args["dq"]) and args["expectations_uri"] else None
+    config = job_config(args, expectations)
+    warehouse = warehouse_for(args, config, clients)
+    handler = batch_handler(config, warehouse)
+    if handler.lake is not None:
+        handler.lake.check(glue_context.spark_session)
+    frame = glue_context.create_data_frame.from_options(
+        connection_type="kinesis", connection_options=kinesis_connection_options(args), transformation_ctx="orders")
+    log.info("starting: stream %s, checkpoint %s, window %s", args["stream_arn"], args["checkpoint_location"],
+             args["window_size"])
+    glue_context.forEachBatch(frame=to_source_rows(frame), batch_function=handler,
+                              options={"windowSize": args["window_size"],
+                                       "checkpointLocation": args["checkpoint_location"],
+                                       "batchMaxRetries": args["batch_max_retries"]})
+    warehouse.close()
+    if handler.halt is not None:
+        raise handler.halt

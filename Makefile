@@ -5,7 +5,9 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-fixtures dq-docs test test-fast lint format fixtures clean
+.PHONY: help install demo demo-fixtures dq-docs test test-fast lint format fixtures wheel deploy teardown clean
+STACK ?= sales-cdc
+CHECKOV := .venv-checkov/bin/checkov
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,14 +41,30 @@ test: install ## run the whole test suite (real Spark, real PostgreSQL), slow en
 test-fast: install ## the suite without tests marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-lint: install ## ruff
+$(CHECKOV):  # own venv: checkov pins packaging<24, which pytest 9 cannot use
+	@test -x $(CHECKOV) || (python3 -m venv .venv-checkov && .venv-checkov/bin/pip install -q "checkov==3.3.30" 2>&1 \
+	  | grep -v "^WARNING: Location" || true)
+
+lint: install $(CHECKOV) ## ruff, cfn-lint and checkov (CloudFormation)
 	$(VENV)/bin/ruff check libs jobs tests
+	$(VENV)/bin/cfn-lint infra/cloudformation/*.yaml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework cloudformation -d infra/cloudformation
 
 format: install ## ruff format + autofix
 	$(VENV)/bin/ruff check --fix libs jobs tests
 
 fixtures: install ## regenerate tests/fixtures from tests/fixtures/build_cdc_fixtures.py
 	$(PY) tests/fixtures/build_cdc_fixtures.py
+
+wheel: install ## build dist/sales_cdc-*.whl (what the Glue job installs)
+	$(PY) -m pip wheel --no-deps -q -w dist .
+
+deploy: install ## deploy to AWS: make deploy SUBNETS=subnet-a,subnet-b,subnet-c SECURITY_GROUPS=sg-1 [ALERT_EMAIL=..] [STACK=..]
+	$(VENV)/bin/sales-cdc deploy --stack $(STACK) --subnets $(SUBNETS) --security-groups $(SECURITY_GROUPS) \
+	  --alert-email "$(ALERT_EMAIL)"
+
+teardown: install ## delete the stack (data stores are retained): make teardown [STACK=..]
+	$(VENV)/bin/sales-cdc teardown --stack $(STACK)
 
 clean: ## remove the demo state and caches (keeps .venv)
 	rm -rf .demo .pytest_cache .ruff_cache spark-warehouse

@@ -30,6 +30,8 @@ setup(
             "chispa>=0.11",
             "ruff>=0.8",
             "sqlglot>=25",
+            "cfn-lint>=1.20",  # checkov lives in its own venv (Makefile): it pins packaging<24
+            "pyyaml>=6",
         ],
     },
     entry_points={"console_scripts": ["sales-cdc=sales_cdc.cli:main"]},

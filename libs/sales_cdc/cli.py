@@ -154,6 +154,20 @@ def _parser() -> argparse.ArgumentParser:
     maintain.add_argument("--endpoint-url", default=None, help="S3 endpoint, e.g. a moto server")
     maintain.add_argument("--region", default="us-east-1")
 
+    deploy = sub.add_parser("deploy", help="build the wheel, deploy the CloudFormation stack, upload job artifacts")
+    deploy.add_argument("--stack", default="sales-cdc")
+    deploy.add_argument("--subnets", required=True, help="comma-separated private subnet ids for Redshift Serverless")
+    deploy.add_argument("--security-groups", required=True, help="comma-separated security group ids")
+    deploy.add_argument("--alert-email", default="", help="e-mail subscribed to the alert topic")
+    deploy.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="any other stack parameter (repeatable), e.g. KinesisStreamMode=PROVISIONED")
+    deploy.add_argument("--start", action="store_true", help="start a job run after deploying")
+    deploy.add_argument("--region", default=None)
+    teardown = sub.add_parser("teardown", help="empty the artifacts/docs buckets and delete the stack "
+                                               "(table, lake bucket and Redshift namespace are retained)")
+    teardown.add_argument("--stack", default="sales-cdc")
+    teardown.add_argument("--region", default=None)
+
     pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
     pipe.add_argument("--table", default="OrdersRawTable")
     pipe.add_argument("--kinesis-stream", default="kinesis-for-sales-data")
@@ -332,6 +346,35 @@ def _lake_maintain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from . import deploy as D
+
+    parameters = {"RedshiftSubnetIds": args.subnets, "RedshiftSecurityGroupIds": args.security_groups,
+                  "AlertEmail": args.alert_email}
+    for item in args.parameter:
+        key, _, value = item.partition("=")
+        parameters[key] = value
+    wheel = D.build_wheel()
+    outputs = D.deploy(aws_client("cloudformation", region=args.region or "us-east-1"),
+                       aws_client("s3", region=args.region or "us-east-1"), args.stack, parameters, wheel)
+    for key, value in outputs.items():
+        console.print(f"{key:<24} {value}")
+    if args.start:
+        run_id = aws_client("glue", region=args.region or "us-east-1").start_job_run(JobName=outputs["JobName"])
+        console.print(f"started {outputs['JobName']}: {run_id['JobRunId']}")
+    return 0
+
+
+def _teardown(args: argparse.Namespace) -> int:
+    from . import deploy as D
+
+    region = args.region or "us-east-1"
+    emptied = D.teardown(aws_client("cloudformation", region=region), aws_client("s3", region=region), args.stack)
+    console.print(f"stack {args.stack} deleted (emptied {', '.join(emptied)}); the table, the lake bucket and the "
+                  "Redshift namespace were retained")
+    return 0
+
+
 def _terminate(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM: the same clean stop as Ctrl-C (moto, PostgreSQL, query)
 
@@ -344,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
     commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe,
-                "lake-maintain": _lake_maintain, "dq-docs": _dq_docs}
+                "lake-maintain": _lake_maintain, "dq-docs": _dq_docs, "deploy": _deploy, "teardown": _teardown}
     try:
         return commands[args.command](args)
     except DataQualityHalt as halt:

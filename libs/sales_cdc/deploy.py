@@ -1,0 +1,120 @@
+"""Package and deploy to AWS: build the wheel, create/update the CloudFormation stack, upload the Glue
+entry script, the wheel and the expectation suites; and tear it all down again.
+
+Uses boto3 (the calls ``aws cloudformation deploy`` / ``aws s3 cp`` make), so it runs wherever the
+package does and is tested against a moto server.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from botocore.exceptions import ClientError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "infra" / "cloudformation" / "sales-cdc.yaml"
+ENTRY_SCRIPT = REPO / "jobs" / "glue_job.py"
+EXPECTATIONS = REPO / "expectations"
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    bucket: str
+    prefix: str = "sales-cdc"
+
+    def key(self, *parts: str) -> str:
+        return "/".join([self.prefix, *parts])
+
+
+def build_wheel(dist: Path = REPO / "dist") -> Path:
+    """``pip wheel`` of this project (no dependencies: Glue installs them from PyPI at start-up)."""
+    dist.mkdir(parents=True, exist_ok=True)
+    before = set(dist.glob("sales_cdc-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], check=True)
+    wheels = sorted(dist.glob("sales_cdc-*.whl"), key=lambda p: p.stat().st_mtime)
+    if not wheels:
+        raise RuntimeError(f"no wheel was built in {dist}")
+    log.info("wheel %s (%s)", wheels[-1].name, "new" if wheels[-1] not in before else "rebuilt")
+    return wheels[-1]
+
+
+def upload_artifacts(s3, artifacts: Artifacts, wheel: Path) -> list[str]:
+    """Entry script, wheel and suites where the stack's job parameters point."""
+    uploads = [(ENTRY_SCRIPT, artifacts.key("scripts", "glue_job.py")), (wheel, artifacts.key("wheels", wheel.name))]
+    uploads += [(suite, artifacts.key("expectations", "expectations", suite.name))
+                for suite in sorted((EXPECTATIONS / "expectations").glob("*.json"))]
+    for path, key in uploads:
+        s3.upload_file(str(path), artifacts.bucket, key, ExtraArgs={"ServerSideEncryption": "aws:kms"})
+    return [key for _, key in uploads]
+
+
+def _stack_exists(cfn, stack: str) -> bool:
+    try:
+        status = cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"]
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return False
+        raise
+    return status != "REVIEW_IN_PROGRESS"
+
+
+def deploy_stack(cfn, stack: str, template_body: str, parameters: dict[str, str]) -> dict[str, str]:
+    """Create or update ``stack`` and wait; returns its outputs."""
+    request = {"StackName": stack, "TemplateBody": template_body, "Capabilities": ["CAPABILITY_IAM"],
+               "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]}
+    if _stack_exists(cfn, stack):
+        try:
+            cfn.update_stack(**request)
+            cfn.get_waiter("stack_update_complete").wait(StackName=stack)
+        except ClientError as error:
+            if "No updates are to be performed" not in str(error):
+                raise
+            log.info("stack %s is up to date", stack)
+    else:
+        cfn.create_stack(**request, OnFailure="ROLLBACK")
+        cfn.get_waiter("stack_create_complete").wait(StackName=stack)
+    description = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+
+
+def deploy(cfn, s3, stack: str, parameters: dict[str, str], wheel: Path, template: Path = TEMPLATE,
+           prefix: str = "sales-cdc") -> dict[str, str]:
+    outputs = deploy_stack(cfn, stack, template.read_text(),
+                           {"ArtifactsKeyPrefix": prefix, "WheelFileName": wheel.name, **parameters})
+    upload_artifacts(s3, Artifacts(outputs["ArtifactsBucket"], prefix), wheel)
+    return outputs
+
+
+def empty_bucket(s3, bucket: str) -> int:
+    """Delete every object version and delete marker (a versioned bucket must be empty to be deleted)."""
+    removed = 0
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket):
+        doomed = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                  for v in page.get("Versions", []) + page.get("DeleteMarkers", [])]
+        for start in range(0, len(doomed), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": doomed[start:start + 1000], "Quiet": True})
+        removed += len(doomed)
+    return removed
+
+
+def teardown(cfn, s3, stack: str) -> list[str]:
+    """Empty the artifacts and docs buckets, delete the stack. The lake bucket, the DynamoDB table and
+    the Redshift namespace are retained (DeletionPolicy: Retain): data is never deleted by a teardown."""
+    outputs = {o["OutputKey"]: o["OutputValue"]
+               for o in cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])}
+    emptied = []
+    for key in ("ArtifactsBucket", "DocsLocation"):
+        if key in outputs:
+            bucket = outputs[key].removeprefix("s3://").split("/", 1)[0]
+            empty_bucket(s3, bucket)
+            emptied.append(bucket)
+    cfn.delete_stack(StackName=stack)
+    cfn.get_waiter("stack_delete_complete").wait(StackName=stack)
+    return emptied

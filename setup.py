@@ -32,6 +32,7 @@ setup(
             "sqlglot>=25",
             "cfn-lint>=1.20",  # checkov lives in its own venv (Makefile): it pins packaging<24
             "pyyaml>=6",
+            "matplotlib>=3.8",  # bench/ charts
         ],
     },
     entry_points={"console_scripts": ["sales-cdc=sales_cdc.cli:main"]},

@@ -1,0 +1,337 @@
+"""Benchmarks, every case and its baselines measured side by side in one run (``make bench``).
+
+Writes ``<out>/results.json``, ``<out>/results.md`` and ``<out>/throughput.png``. Figures are ratios
+against baselines measured in the same run, on the same payloads, on this machine (``local[2]``).
+
+Cases: end-to-end throughput per batch size with per-stage times; baselines (naive per-record upsert,
+Spark's raw JSON-parse ceiling, the pipeline without GX, a Python-UDF TypeDeserializer decode, the
+decode + dedupe + merge ceiling); warehouse merge into 10k vs 1M rows. ``--smoke`` runs tiny sizes to
+check the harness (part of the test suite); benchmarks are never part of the tests' pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sales_cdc import generator as G
+from sales_cdc import schema as S
+from sales_cdc.config import DqConfig
+from sales_cdc.decode import decode_pipe_records, split_decoded
+from sales_cdc.embedded import start_embedded_postgres
+from sales_cdc.job import build_spark
+from sales_cdc.lake import DeltaLake, LakeConfig
+from sales_cdc.pipeline import BatchHandler
+from sales_cdc.quality import DataQuality
+from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.transforms import latest_per_key, to_state_rows
+from sales_cdc.warehouse import PostgresWarehouse
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- data ------------------------------------------------------------------------------------------
+def payload_lines(count: int, workdir: Path, seed: int = 7) -> list[str]:
+    """The generator's fixture mode: ``count`` Pipe payloads (20 % updates, 10 % deletes)."""
+    folder = workdir / f"payloads-{count}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    start = datetime.now(UTC) - timedelta(days=3)  # event and creation times stay in the sane range
+    G.write_fixtures(G.plan(count, seed=seed), folder, records_per_file=max(count, 1), start=start)
+    return [line for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()]
+
+
+def source_frame(spark: SparkSession, lines: list[str]) -> DataFrame:
+    """A materialised micro-batch, as the Kinesis source hands it over (not timed)."""
+    df = spark.createDataFrame([(x, "shardId-000000000000", str(i), None, None) for i, x in enumerate(lines)],
+                               S.SOURCE_SCHEMA).repartition(2).cache()
+    df.count()
+    return df
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def noop(df: DataFrame) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+# --- cases -----------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, spark: SparkSession, pg_url: str, workdir: Path):
+        self.spark, self.pg_url, self.workdir = spark, pg_url, workdir
+        self.quality = DataQuality(DqConfig(expectations_dir=REPO / "expectations",
+                                            docs_location=str(workdir / "docs")), "bench")
+
+    def _warehouse(self) -> PostgresWarehouse:
+        sql = MergeSql(Dialect.POSTGRES, db_schema=f"b_{uuid.uuid4().hex[:10]}")
+        warehouse = PostgresWarehouse(self.pg_url, sql, "bench")
+        warehouse.ensure_tables()
+        return warehouse
+
+    def pipeline(self, df: DataFrame, *, gx: bool, lake: bool) -> dict:
+        warehouse = self._warehouse()
+        sink = DeltaLake(LakeConfig(str(self.workdir / f"lake-{uuid.uuid4().hex[:8]}")), "bench") if lake else None
+        handler = BatchHandler(warehouse=warehouse, lake=sink, quality=self.quality if gx else None,
+                               job_name="bench", alert_quarantine_share=1.0, default_stream_id="bench")
+        started = time.perf_counter()
+        result = handler(df, 0)
+        total = time.perf_counter() - started
+        warehouse.close()
+        return {"seconds": total, "stages": result.seconds, "events": result.events_read}
+
+    def raw_json_parse(self, df: DataFrame) -> float:
+        return timed(lambda: noop(df.select(F.try_parse_json(S.PAYLOAD).alias("v"))))
+
+    def decode_flatten(self, df: DataFrame) -> float:
+        return timed(lambda: noop(decode_pipe_records(df)))
+
+    def decode_dedupe(self, df: DataFrame) -> float:
+        events, _ = split_decoded(decode_pipe_records(df), 0)
+        return timed(lambda: noop(to_state_rows(latest_per_key(events), 0)))
+
+    def udf_type_deserializer(self, df: DataFrame) -> float:
+        """The common Glue approach: json.loads + boto3's TypeDeserializer in a Python UDF, then row_number."""
+        fields = T.StructType([T.StructField("orderid", T.StringType()), T.StructField("op", T.StringType()),
+                               T.StructField("seq", T.StringType()), T.StructField("product_name", T.StringType()),
+                               T.StructField("quantity", T.IntegerType()), T.StructField("price", T.DecimalType(10, 2)),
+                               T.StructField("customer_id", T.StringType())])
+
+        @F.udf(fields)
+        def decode(payload: str):
+            import json as _json
+
+            from boto3.dynamodb.types import TypeDeserializer
+
+            record = _json.loads(payload)
+            ddb = record["dynamodb"]
+            image = ddb.get("NewImage") or ddb.get("OldImage") or {}
+            item = {k: TypeDeserializer().deserialize(v) for k, v in image.items()}
+            quantity = item.get("quantity")
+            return (item.get("orderid"), record["eventName"], ddb["SequenceNumber"].zfill(40),
+                    item.get("product_name"), int(quantity) if quantity is not None else None, item.get("price"),
+                    item.get("customer_id"))
+
+        rows = df.select(decode(S.PAYLOAD).alias("r")).select("r.*")
+        latest = rows.withColumn("_n", F.row_number().over(Window.partitionBy("orderid").orderBy(F.desc("seq"))))
+        return timed(lambda: noop(latest.where("_n = 1")))
+
+    def naive_upsert(self, lines: list[str]) -> float:
+        """One autocommit INSERT … ON CONFLICT (or DELETE) per event, as a per-record Lambda does."""
+        table = f"naive_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.pg_url, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {table} (orderid TEXT PRIMARY KEY, product_name TEXT, quantity INT, "
+                         f"price NUMERIC(10,2), customer_id TEXT, seq TEXT)")
+            started = time.perf_counter()
+            for line in lines:
+                record = json.loads(line)
+                ddb = record["dynamodb"]
+                key = ddb["Keys"]["orderid"]["S"]
+                if record["eventName"] == "REMOVE":
+                    conn.execute(f"DELETE FROM {table} WHERE orderid = %s AND seq <= %s",
+                                 (key, ddb["SequenceNumber"].zfill(40)))
+                    continue
+                image = ddb["NewImage"]
+                conn.execute(
+                    f"INSERT INTO {table} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (orderid) DO UPDATE SET "
+                    f"product_name = EXCLUDED.product_name, quantity = EXCLUDED.quantity, price = EXCLUDED.price, "
+                    f"customer_id = EXCLUDED.customer_id, seq = EXCLUDED.seq WHERE {table}.seq < EXCLUDED.seq",
+                    (key, image["product_name"]["S"], int(image["quantity"]["N"]), image["price"]["N"],
+                     image["customer_id"]["S"], ddb["SequenceNumber"].zfill(40)))
+            return time.perf_counter() - started
+
+    def merge_scaling(self, batch_lines: list[str], table_rows: int) -> float:
+        """Merge one batch's state rows into a warehouse table that already holds ``table_rows`` orders."""
+        warehouse = self._warehouse()
+        sql = warehouse.sql
+        with psycopg.connect(self.pg_url) as conn:
+            with conn.cursor().copy(f"COPY {sql.target} (orderid, product_name, quantity, price, cdc_event_id, cdc_op, "
+                                    f"cdc_sequence, cdc_batch_id) FROM STDIN") as copy:
+                for i in range(table_rows):
+                    copy.write_row((f"existing-{i:08d}", "Phone", 1, "199.00", f"e{i}", "INSERT", "0" * 40, 0))
+            conn.execute(f"ANALYZE {sql.target}")
+        events, _ = split_decoded(decode_pipe_records(source_frame(self.spark, batch_lines)), 1)
+        state = to_state_rows(latest_per_key(events), 1).toArrow()
+        quarantine = self.spark.createDataFrame([], S.quarantine_schema()).toArrow()
+        seconds = timed(lambda: warehouse.merge_batch(batch_id=1, stream_id="bench", state=state,
+                                                       quarantine=quarantine))
+        warehouse.close()
+        return seconds
+
+
+# --- report ----------------------------------------------------------------------------------------
+def machine() -> dict:
+    import deltalake
+    import great_expectations
+    import pyspark
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"cores": os.cpu_count(), "memory_gb": round(memory / 2**30, 1),
+            "python": platform.python_version(), "pyspark": pyspark.__version__,
+            "great_expectations": great_expectations.__version__, "deltalake": deltalake.__version__,
+            "platform": platform.platform(), "spark_master": "local[2]"}
+
+
+def check(name: str, value: float, target: str, ok: bool) -> dict:
+    return {"target": name, "value": round(value, 3), "goal": target, "pass": bool(ok)}
+
+
+def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
+        pg_url: str) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-"))
+    bench = Bench(spark, pg_url, workdir)
+    warm = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
+    bench.pipeline(warm, gx=True, lake=True)  # warm-up: JIT, GX first run, connection set-up
+    bench.pipeline(warm, gx=False, lake=False)
+
+    rows = []
+    for size in sizes:
+        lines = payload_lines(size, workdir)
+        df = source_frame(spark, lines)
+        full = bench.pipeline(df, gx=True, lake=True)
+        no_gx = bench.pipeline(df, gx=False, lake=True)
+        ceiling = bench.pipeline(df, gx=False, lake=False)
+        rows.append({
+            "events": size,
+            "end_to_end": {**full, "events_per_s": size / full["seconds"]},
+            "without_gx": {**no_gx, "events_per_s": size / no_gx["seconds"]},
+            "ceiling_decode_dedupe_merge": {**ceiling, "events_per_s": size / ceiling["seconds"]},
+            "gx_share": full["stages"].get("data_quality", 0.0) / full["seconds"],
+            "raw_json_parse_s": bench.raw_json_parse(df),
+            "decode_flatten_s": bench.decode_flatten(df),
+            "decode_dedupe_s": bench.decode_dedupe(df),
+            "udf_type_deserializer_s": bench.udf_type_deserializer(df),
+        })
+        df.unpersist()
+    naive_lines = payload_lines(naive_events, workdir, seed=3)
+    naive_rate = naive_events / bench.naive_upsert(naive_lines)
+    batch_lines = payload_lines(merge_sizes[0], workdir, seed=5)
+    merge_small = bench.merge_scaling(batch_lines, merge_sizes[0])
+    merge_large = bench.merge_scaling(batch_lines, merge_sizes[1])
+
+    big = rows[-1]
+    e2e = big["end_to_end"]["events_per_s"]
+    checks = [
+        check(f"end-to-end events/s at {big['events']} events", e2e, ">= 30000", e2e >= 30_000),
+        check("end-to-end vs naive per-record upsert (x)", e2e / naive_rate, ">= 5", e2e / naive_rate >= 5),
+        check("end-to-end vs decode+dedupe+merge ceiling", e2e / big["ceiling_decode_dedupe_merge"]["events_per_s"],
+              ">= 0.30", e2e / big["ceiling_decode_dedupe_merge"]["events_per_s"] >= 0.30),
+        check("decode+flatten speed vs raw JSON parse", big["raw_json_parse_s"] / big["decode_flatten_s"], ">= 0.50",
+              big["raw_json_parse_s"] / big["decode_flatten_s"] >= 0.5),
+        check("decode+dedupe speed vs Python-UDF TypeDeserializer (x)",
+              big["udf_type_deserializer_s"] / big["decode_dedupe_s"], ">= 5",
+              big["udf_type_deserializer_s"] / big["decode_dedupe_s"] >= 5),
+        check(f"GX share of batch time at {big['events']} events", big["gx_share"], "<= 0.25", big["gx_share"] <= 0.25),
+        check(f"merge into {merge_sizes[1]} rows vs into {merge_sizes[0]} rows", merge_large / merge_small, "<= 1.5",
+              merge_large / merge_small <= 1.5),
+    ]
+    results = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "sizes": rows,
+               "naive_upsert": {"events": naive_events, "events_per_s": naive_rate},
+               "merge": {"batch_events": merge_sizes[0], "into_rows": list(merge_sizes),
+                         "seconds": [merge_small, merge_large]},
+               "checks": checks}
+    write_report(results, out)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    m = results["machine"]
+    lines = [f"# Benchmark results ({results['when']})", "",
+             f"{m['cores']} cores, {m['memory_gb']} GB, Python {m['python']}, PySpark {m['pyspark']} "
+             f"({m['spark_master']}), GX {m['great_expectations']}, deltalake {m['deltalake']}", "",
+             "| events | end-to-end ev/s | without GX ev/s | ceiling ev/s | GX share | decode s | raw parse s | "
+             "UDF decode+dedupe s | our decode+dedupe s | stages (end-to-end, s) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results["sizes"]:
+        stages = ", ".join(f"{k} {v:.2f}" for k, v in r["end_to_end"]["stages"].items())
+        rates = [r[k]["events_per_s"] for k in ("end_to_end", "without_gx", "ceiling_decode_dedupe_merge")]
+        seconds = [r[k] for k in ("decode_flatten_s", "raw_json_parse_s", "udf_type_deserializer_s", "decode_dedupe_s")]
+        lines.append(f"| {r['events']} | " + " | ".join(f"{x:,.0f}" for x in rates) + f" | {r['gx_share']:.0%} | "
+                     + " | ".join(f"{x:.2f}" for x in seconds) + f" | {stages} |")
+    lines += ["", f"Naive per-record upsert: {results['naive_upsert']['events_per_s']:,.0f} events/s "
+                  f"({results['naive_upsert']['events']} events).",
+              f"Merge of a {results['merge']['batch_events']}-event batch: "
+              + " vs ".join(f"{s:.2f} s into {n:,} rows" for s, n in zip(results["merge"]["seconds"],
+                                                                          results["merge"]["into_rows"], strict=True)),
+              "", "| target | value | goal | |", "|---|---:|---|---|"]
+    lines += [f"| {c['target']} | {c['value']} | {c['goal']} | {'pass' if c['pass'] else 'FAIL'} |"
+              for c in results["checks"]]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    chart(results, out / "throughput.png")
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["events"] for r in results["sizes"]]
+    series = {"end-to-end": [r["end_to_end"]["events_per_s"] for r in results["sizes"]],
+              "without GX": [r["without_gx"]["events_per_s"] for r in results["sizes"]],
+              "decode+dedupe+merge ceiling": [r["ceiling_decode_dedupe_merge"]["events_per_s"]
+                                              for r in results["sizes"]],
+              "naive per-record upsert": [results["naive_upsert"]["events_per_s"]] * len(sizes)}
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.2
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([x + i * width for x in range(len(sizes))], values, width, label=name)
+    ax.set_xticks([x + 1.5 * width for x in range(len(sizes))], [f"{s:,}" for s in sizes])
+    ax.set_xlabel("events per micro-batch")
+    ax.set_ylabel("events / s")
+    ax.set_title("sales-cdc throughput (local[2])")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000", help="events per batch, comma-separated")
+    parser.add_argument("--naive-events", type=int, default=10_000)
+    parser.add_argument("--merge", default="10000,1000000", help="batch events and big-table rows")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--warehouse-url", default=None, help="PostgreSQL URL (default: an embedded one)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness, not the speed")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.sizes, args.naive_events, args.merge = "200,400", 100, "100,1000"
+    sizes = [int(s) for s in args.sizes.split(",")]
+    merge = tuple(int(s) for s in args.merge.split(","))
+    spark = build_spark("sales-cdc-bench", shuffle_partitions=4)
+    server = None
+    url = args.warehouse_url
+    if url is None:
+        url, server = start_embedded_postgres(Path(tempfile.mkdtemp(prefix="bench-pg-")))
+    try:
+        results = run(sizes, args.naive_events, merge, args.out, spark, url)
+    finally:
+        if server is not None:
+            server.cleanup()
+    print((args.out / "results.md").read_text())
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

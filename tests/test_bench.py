@@ -1,0 +1,23 @@
+"""A tiny run of the benchmark harness: it runs every case and writes its three outputs (figures at
+this size mean nothing; `make bench` measures)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from bench.run import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_harness_smoke(spark, pg_url, tmp_path):
+    assert main(["--smoke", "--out", str(tmp_path), "--warehouse-url", pg_url]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["events"] for r in results["sizes"]] == [200, 400]
+    assert {"end_to_end", "without_gx", "ceiling_decode_dedupe_merge", "udf_type_deserializer_s"} <= set(
+        results["sizes"][0])
+    assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
+    assert len(results["checks"]) == 7 and results["machine"]["cores"]
+    assert "| target |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"

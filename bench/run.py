@@ -176,6 +176,88 @@ class Bench:
         return seconds
 
 
+# --- freshness on the moto path --------------------------------------------------------------------
+def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, workdir: Path) -> dict:
+    """p50/p95 from the DynamoDB write (BatchWriteItem acknowledged) to the row being visible in the
+    warehouse, with the whole local path running: moto DynamoDB + stream, pipe emulator, Kinesis, the
+    streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's
+    first appearance is its write."""
+    import statistics
+    import threading
+
+    from sales_cdc.config import JobConfig, KinesisConfig, WarehouseConfig
+    from sales_cdc.job import run_stream
+    from sales_cdc.lake import moto_storage_options
+    from sales_cdc.local_aws import KINESIS_STREAM, TABLE_NAME, MotoServer, create_kinesis_stream, create_orders_table
+    from sales_cdc.pipe_emulator import PipeEmulator
+
+    count = int(rate * seconds)
+    operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11)
+    db_schema = f"fresh_{uuid.uuid4().hex[:8]}"
+    written: dict[str, float] = {}
+    visible: dict[str, float] = {}
+    done = threading.Event()
+    with MotoServer() as moto:
+        stream_arn = create_orders_table(moto.client("dynamodb"))
+        create_kinesis_stream(moto.client("kinesis"), shards=2)
+        moto.client("s3").create_bucket(Bucket="fresh-lake")
+        pipe = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
+                            kinesis_stream=KINESIS_STREAM, state_path=workdir / "fresh-pipe.json")
+        dynamodb = moto.client("dynamodb")
+        from boto3.dynamodb.types import TypeSerializer
+
+        serializer = TypeSerializer()
+
+        def generate() -> None:
+            started = time.monotonic()
+            for start in range(0, count, 25):
+                delay = started + start / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                chunk = operations[start:start + 25]
+                items = [{k: serializer.serialize(v) for k, v in G.dynamodb_item(o.item).items()} for o in chunk]
+                G._put_batch(dynamodb, TABLE_NAME, items)
+                now = time.time()
+                written.update({o.key: now for o in chunk})
+            done.set()
+
+        def watch() -> None:
+            sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+            with psycopg.connect(pg_url, autocommit=True) as conn:
+                while len(visible) < count:
+                    try:
+                        rows = conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()
+                    except psycopg.errors.UndefinedTable:
+                        rows = []
+                    now = time.time()
+                    for (key,) in rows:
+                        visible.setdefault(key, now)
+                    time.sleep(0.1)
+
+        threading.Thread(target=lambda: pipe.run(idle_seconds=seconds + 30), daemon=True).start()
+        threading.Thread(target=watch, daemon=True).start()
+        generator = threading.Thread(target=generate, daemon=True)
+        started = time.monotonic()
+        generator.start()
+        config = JobConfig(checkpoint_dir=workdir / "fresh-checkpoint", job_name="bench-freshness",
+                           available_now=False, trigger_interval="1 second",
+                           kinesis=KinesisConfig(endpoint_url=moto.endpoint, max_records_per_shard=50_000),
+                           warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema),
+                           lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(moto.endpoint)),
+                           dq=DqConfig(expectations_dir=REPO / "expectations"))
+        deadline = time.monotonic() + seconds + 120
+        run_stream(spark, config, pg_url,
+                   stop_when=lambda _: (done.is_set() and len(visible) >= count) or time.monotonic() > deadline)
+        achieved = count / max(1e-9, max(written.values(), default=0) - min(written.values(), default=0) + 1e-9)
+    latencies = sorted(visible[k] - written[k] for k in written if k in visible)
+    if not latencies:
+        return {"events": count, "visible": 0}
+    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+    return {"events": count, "visible": len(latencies), "target_rate": rate, "achieved_write_rate": achieved,
+            "p50_s": statistics.median(latencies), "p95_s": p95, "max_s": latencies[-1],
+            "wall_s": time.monotonic() - started}
+
+
 # --- report ----------------------------------------------------------------------------------------
 def machine() -> dict:
     import deltalake
@@ -194,7 +276,7 @@ def check(name: str, value: float, target: str, ok: bool) -> dict:
 
 
 def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
-        pg_url: str) -> dict:
+        pg_url: str, fresh: tuple[float, float] = (2000.0, 20.0)) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-"))
     bench = Bench(spark, pg_url, workdir)
     warm = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
@@ -225,6 +307,7 @@ def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: 
     batch_lines = payload_lines(merge_sizes[0], workdir, seed=5)
     merge_small = bench.merge_scaling(batch_lines, merge_sizes[0])
     merge_large = bench.merge_scaling(batch_lines, merge_sizes[1])
+    fresh_result = freshness(spark, pg_url, fresh[0], fresh[1], workdir)
 
     big = rows[-1]
     e2e = big["end_to_end"]["events_per_s"]
@@ -241,12 +324,14 @@ def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: 
         check(f"GX share of batch time at {big['events']} events", big["gx_share"], "<= 0.25", big["gx_share"] <= 0.25),
         check(f"merge into {merge_sizes[1]} rows vs into {merge_sizes[0]} rows", merge_large / merge_small, "<= 1.5",
               merge_large / merge_small <= 1.5),
+        check(f"p95 freshness (s) at {fresh[0]:.0f} events/s, moto path", fresh_result.get("p95_s", float("inf")),
+              "< 10", fresh_result.get("p95_s", float("inf")) < 10),
     ]
     results = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "sizes": rows,
                "naive_upsert": {"events": naive_events, "events_per_s": naive_rate},
                "merge": {"batch_events": merge_sizes[0], "into_rows": list(merge_sizes),
                          "seconds": [merge_small, merge_large]},
-               "checks": checks}
+               "freshness": fresh_result, "checks": checks}
     write_report(results, out)
     shutil.rmtree(workdir, ignore_errors=True)
     return results
@@ -273,11 +358,20 @@ def write_report(results: dict, out: Path) -> None:
               f"Merge of a {results['merge']['batch_events']}-event batch: "
               + " vs ".join(f"{s:.2f} s into {n:,} rows" for s, n in zip(results["merge"]["seconds"],
                                                                           results["merge"]["into_rows"], strict=True)),
+              "Freshness (DynamoDB write -> visible in the warehouse, moto path): "
+              + _freshness_text(results["freshness"]),
               "", "| target | value | goal | |", "|---|---:|---|---|"]
     lines += [f"| {c['target']} | {c['value']} | {c['goal']} | {'pass' if c['pass'] else 'FAIL'} |"
               for c in results["checks"]]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     chart(results, out / "throughput.png")
+
+
+def _freshness_text(fresh: dict) -> str:
+    if not fresh.get("visible"):
+        return "no event became visible"
+    return (f"p50 {fresh['p50_s']:.2f} s, p95 {fresh['p95_s']:.2f} s over {fresh['visible']} events written at "
+            f"{fresh['achieved_write_rate']:,.0f}/s (target {fresh['target_rate']:,.0f}/s)")
 
 
 def chart(results: dict, path: Path) -> None:
@@ -311,12 +405,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000", help="events per batch, comma-separated")
     parser.add_argument("--naive-events", type=int, default=10_000)
     parser.add_argument("--merge", default="10000,1000000", help="batch events and big-table rows")
+    parser.add_argument("--freshness", default="2000,20", help="events/s and seconds of the moto-path run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--warehouse-url", default=None, help="PostgreSQL URL (default: an embedded one)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness, not the speed")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.naive_events, args.merge = "200,400", 100, "100,1000"
+        args.sizes, args.naive_events, args.merge, args.freshness = "200", 50, "100,1000", "100,1"
     sizes = [int(s) for s in args.sizes.split(",")]
     merge = tuple(int(s) for s in args.merge.split(","))
     spark = build_spark("sales-cdc-bench", shuffle_partitions=4)
@@ -325,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     if url is None:
         url, server = start_embedded_postgres(Path(tempfile.mkdtemp(prefix="bench-pg-")))
     try:
-        results = run(sizes, args.naive_events, merge, args.out, spark, url)
+        rate, seconds = (float(x) for x in args.freshness.split(","))
+        results = run(sizes, args.naive_events, merge, args.out, spark, url, (rate, seconds))
     finally:
         if server is not None:
             server.cleanup()

@@ -10,10 +10,9 @@ from deltalake import DeltaTable
 from sales_cdc import schema as S
 from sales_cdc.lake import DeltaLake, LakeConfig, moto_storage_options
 from sales_cdc.pipeline import BatchHandler
-from sales_cdc.records import to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
-from tests.test_warehouse_postgres import insert, modify, remove
+from tests.test_warehouse_postgres import insert, modify, remove, source_rows
 
 
 class LakeHarness:
@@ -29,9 +28,7 @@ class LakeHarness:
         self.spark = spark
 
     def batch(self, batch_id, *records):
-        lines = [r if isinstance(r, str) else to_json_line(r) for r in records]
-        return self.handler(self.spark.createDataFrame([(x, "f", None, None, None) for x in lines], S.SOURCE_SCHEMA),
-                            batch_id)
+        return self.handler(source_rows(self.spark, *records), batch_id)
 
     def table(self, uri) -> DeltaTable:
         return DeltaTable(uri, storage_options=self.options)

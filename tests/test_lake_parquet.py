@@ -14,7 +14,7 @@ from sales_cdc.pipeline import BatchHandler
 from sales_cdc.records import to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
-from tests.test_warehouse_postgres import insert, modify, remove
+from tests.test_warehouse_postgres import insert, modify, remove, source_rows
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +32,7 @@ class ParquetHarness:
         self.spark = spark
 
     def batch(self, batch_id, *records):
-        lines = [r if isinstance(r, str) else to_json_line(r) for r in records]
-        return self.handler(self.spark.createDataFrame([(x, "f", None, None, None) for x in lines], S.SOURCE_SCHEMA),
-                            batch_id)
+        return self.handler(source_rows(self.spark, *records), batch_id)
 
     def silver(self) -> dict:
         rows = self.spark.read.parquet(latest_silver_path(self.spark, self.lake.silver_uri)).collect()

@@ -32,6 +32,12 @@ def remove(orderid, seq, **kw):
     return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw))
 
 
+def source_rows(spark, *records):
+    """A micro-batch of source rows from stream records (dicts) or raw payload lines (str)."""
+    lines = [r if isinstance(r, str) else to_json_line(r) for r in records]
+    return spark.createDataFrame([(line, "file", None, None, None) for line in lines], S.SOURCE_SCHEMA)
+
+
 class Harness:
     def __init__(self, spark, url, db_schema, soft_delete=False):
         self.spark, self.url = spark, url
@@ -41,9 +47,7 @@ class Harness:
         self.handler = BatchHandler(warehouse=self.warehouse, default_stream_id="stream-a")
 
     def batch(self, batch_id, *records):
-        lines = [r if isinstance(r, str) else to_json_line(r) for r in records]
-        df = self.spark.createDataFrame([(line, "file", None, None, None) for line in lines], S.SOURCE_SCHEMA)
-        return self.handler(df, batch_id)
+        return self.handler(source_rows(self.spark, *records), batch_id)
 
     def query(self, sql, params=None):
         with psycopg.connect(self.url) as conn:

@@ -132,19 +132,16 @@ class DataQuality:
         return rows.failing(rule, parameters, self.gx.row_condition_sql)
 
     def check(self, state: DataFrame, batch_id: int) -> DqOutcome:
-        """Validate ``state`` (cache it first: GX runs several Spark jobs over it)."""
+        """Validate ``state`` (cache it first: GX runs several Spark jobs over it).
+
+        The row predicates run first (one Spark job). A batch they find clean is validated by GX with
+        BOOLEAN_ONLY; if anything failed — a predicate, or a GX verdict such as a table-level rule — GX
+        runs with the configured detail, so the docs and history show counts and failing values."""
         now = datetime.now(UTC)
         parameters = self.config.parameters(now)
-        started = time.perf_counter()
-        runs = self.gx.validate(state, f"{self.job_name}-batch-{batch_id}", parameters)
-        gx_seconds = time.perf_counter() - started
-        by_rule = {res.expectation_config.meta[RULE_META]: res for run in runs for res in run.result.results}
-
         row_rules = [r for r in self.rules if rows.is_row_level(r)]
-        halted = any(not by_rule[r.name].success for r in self.rules
-                     if r.severity is Severity.HALT and r.name in by_rule)
         counts: dict[str, int] = {}
-        passed, rejected, rejected_count = state, None, 0
+        flagged, rejected_total = None, 0
         if row_rules:
             # flags first, as columns: the unique check is a window, which an aggregate cannot contain
             flag_cols = {r.name: f"_dq_f{i}" for i, r in enumerate(row_rules)}
@@ -156,11 +153,26 @@ class DataQuality:
             totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()],
                                  F.count_if(F.size(DQ_REASONS) > 0).alias("rejected")).first()
             counts = {name: totals[c] for name, c in flag_cols.items()}
-            if totals["rejected"] and not halted:  # a halted batch writes nothing: no split needed
-                rejected_count = totals["rejected"]
-                passed = flagged.where(F.size(DQ_REASONS) == 0).select(*state.columns)
-                rejected = flagged.where(F.size(DQ_REASONS) > 0).select(
-                    S.CDC_EVENT_ID, F.array_join(DQ_REASONS, "; ").alias(S.QUARANTINE_REASON))
+            rejected_total = totals["rejected"]
+
+        run_name = f"{self.job_name}-batch-{batch_id}"
+        started = time.perf_counter()
+        detailed = any(counts.values())
+        runs = self.gx.validate(state, run_name, parameters, detailed=detailed, run_time=now)
+        if not detailed and self.config.result_format != "BOOLEAN_ONLY" and \
+                not all(res.success for run in runs for res in run.result.results):
+            runs = self.gx.validate(state, run_name, parameters, detailed=True, run_time=now)
+        gx_seconds = time.perf_counter() - started
+        by_rule = {res.expectation_config.meta[RULE_META]: res for run in runs for res in run.result.results}
+        halted = any(not by_rule[r.name].success for r in self.rules
+                     if r.severity is Severity.HALT and r.name in by_rule)
+
+        passed, rejected, rejected_count = state, None, 0
+        if rejected_total and not halted:  # a halted batch writes nothing: no split needed
+            rejected_count = rejected_total
+            passed = flagged.where(F.size(DQ_REASONS) == 0).select(*state.columns)
+            rejected = flagged.where(F.size(DQ_REASONS) > 0).select(
+                S.CDC_EVENT_ID, F.array_join(DQ_REASONS, "; ").alias(S.QUARANTINE_REASON))
 
         outcomes = []
         for rule in self.rules:
@@ -170,6 +182,8 @@ class DataQuality:
                 continue
             element_count, unexpected, details = _result_details(result)
             failed_rows = counts.get(rule.name)
+            if unexpected is None and failed_rows is not None and not details:  # a BOOLEAN_ONLY (clean) result
+                unexpected = failed_rows
             if failed_rows is not None and unexpected is not None and failed_rows != unexpected:
                 log.warning("batch %s: %s: GX counted %s unexpected rows, the row predicate %s", batch_id,
                             rule.name, unexpected, failed_rows)

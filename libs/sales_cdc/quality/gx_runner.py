@@ -143,9 +143,14 @@ class GxRunner:
             definitions.append(context.validation_definitions.add(
                 gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=gx_suite)))
         actions = [gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])] if docs else []
-        self.checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{name}_micro_batch", validation_definitions=definitions, actions=actions,
-            result_format={"result_format": result_format, "partial_unexpected_count": 10}))
+        # Two checkpoints over the same definitions: the configured detail, and BOOLEAN_ONLY for batches the
+        # row predicates found clean (verdicts only: a third of the Spark jobs; nothing to show anyway).
+        self.checkpoints = {
+            detail: context.checkpoints.add(gx.Checkpoint(
+                name=f"{name}_micro_batch_{detail.lower()}", validation_definitions=definitions, actions=actions,
+                result_format={"result_format": detail, "partial_unexpected_count": 10}))
+            for detail in {result_format, "BOOLEAN_ONLY"}}
+        self.result_format = result_format
         self.context = context
         self.docs = docs
         self._engine = datasource.get_execution_engine()
@@ -159,9 +164,13 @@ class GxRunner:
             return condition
         return self._engine.condition_to_filter_clause(condition)
 
-    def validate(self, df: DataFrame, run_name: str, parameters: dict[str, Any]) -> list[SuiteRun]:
-        result = self.checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=parameters,
-                                     run_id=RunIdentifier(run_name=run_name))
+    def validate(self, df: DataFrame, run_name: str, parameters: dict[str, Any], *, detailed: bool = True,
+                 run_time=None) -> list[SuiteRun]:
+        """Run the checkpoint (the configured result format, or BOOLEAN_ONLY when not ``detailed``); the
+        same ``run_time`` makes a detailed re-run replace the pages of a first, boolean one."""
+        checkpoint = self.checkpoints[self.result_format if detailed else "BOOLEAN_ONLY"]
+        result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=parameters,
+                                run_id=RunIdentifier(run_name=run_name, run_time=run_time))
         runs = []
         store = self.context.validation_results_store
         for key, suite_result in result.run_results.items():

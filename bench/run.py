@@ -115,7 +115,7 @@ class Bench:
                                T.StructField("customer_id", T.StringType())])
 
         @F.udf(fields)
-        def decode(payload: str):
+        def decode(payload):
             import json as _json
 
             from boto3.dynamodb.types import TypeDeserializer
@@ -197,6 +197,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
     written: dict[str, float] = {}
     visible: dict[str, float] = {}
     done = threading.Event()
+    finished = threading.Event()  # stops the pipe and the watcher before the moto server goes away
     with MotoServer() as moto:
         stream_arn = create_orders_table(moto.client("dynamodb"))
         create_kinesis_stream(moto.client("kinesis"), shards=2)
@@ -224,7 +225,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
         def watch() -> None:
             sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
             with psycopg.connect(pg_url, autocommit=True) as conn:
-                while len(visible) < count:
+                while len(visible) < count and not finished.is_set():
                     try:
                         rows = conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()
                     except psycopg.errors.UndefinedTable:
@@ -234,8 +235,11 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
                         visible.setdefault(key, now)
                     time.sleep(0.1)
 
-        threading.Thread(target=lambda: pipe.run(idle_seconds=seconds + 30), daemon=True).start()
-        threading.Thread(target=watch, daemon=True).start()
+        pipe_thread = threading.Thread(target=lambda: pipe.run(idle_seconds=seconds + 30, stop=finished.is_set),
+                                       daemon=True)
+        watcher = threading.Thread(target=watch, daemon=True)
+        pipe_thread.start()
+        watcher.start()
         generator = threading.Thread(target=generate, daemon=True)
         started = time.monotonic()
         generator.start()
@@ -246,8 +250,13 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
                            lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(moto.endpoint)),
                            dq=DqConfig(expectations_dir=REPO / "expectations"))
         deadline = time.monotonic() + seconds + 120
-        run_stream(spark, config, pg_url,
-                   stop_when=lambda _: (done.is_set() and len(visible) >= count) or time.monotonic() > deadline)
+        try:
+            run_stream(spark, config, pg_url,
+                       stop_when=lambda _: (done.is_set() and len(visible) >= count) or time.monotonic() > deadline)
+        finally:
+            finished.set()
+            for thread in (pipe_thread, watcher, generator):
+                thread.join(timeout=30)
         achieved = count / max(1e-9, max(written.values(), default=0) - min(written.values(), default=0) + 1e-9)
     latencies = sorted(visible[k] - written[k] for k in written if k in visible)
     if not latencies:

@@ -423,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         args.sizes, args.naive_events, args.merge, args.freshness = "200", 50, "100,1000", "100,1"
     sizes = [int(s) for s in args.sizes.split(",")]
     merge = tuple(int(s) for s in args.merge.split(","))
+    # 100k-event batches with the default 1 GB driver once lost a task result ("TaskResultLost"): give it room
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 4g pyspark-shell")
     spark = build_spark("sales-cdc-bench", shuffle_partitions=4)
     server = None
     url = args.warehouse_url

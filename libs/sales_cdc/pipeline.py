@@ -129,6 +129,8 @@ class BatchHandler:
             outcome = None
             if self.quality is not None and counts["valid"]:
                 state = state.persist(StorageLevel.MEMORY_AND_DISK)  # GX runs several jobs over it
+                state.count()  # materialise the dedupe here, so the data-quality time is data quality only
+                clock.lap("dedupe")
                 outcome = self.quality.check(state, batch_id)
                 clock.lap("data_quality")
                 if outcome.halted:

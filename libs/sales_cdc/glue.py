@@ -58,9 +58,10 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("dq", "true", "false: skip the Great Expectations validation"),
     GlueParam("expectations_uri", "", "s3:// prefix of the expectations/ project (deploy uploads it)"),
     GlueParam("docs_location", "", "s3://bucket/prefix of the Data Docs site; empty: no docs"),
-    GlueParam("price_ceiling", "10000.00", "$PARAMETER price_ceiling of the orders suite"),
-    GlueParam("dq_result_format", "SUMMARY", "GX result format: SUMMARY or BOOLEAN_ONLY"),
-    GlueParam("alert_quarantine_share", "0.05", "alert when a batch quarantines more than this share"),
+    GlueParam("price_ceiling", str(DqConfig.price_ceiling), "$PARAMETER price_ceiling of the orders suite"),
+    GlueParam("dq_result_format", DqConfig.result_format, "GX result format: SUMMARY or BOOLEAN_ONLY"),
+    GlueParam("alert_quarantine_share", str(DqConfig.alert_quarantine_share),
+              "alert when a batch quarantines more than this share"),
     GlueParam("sns_topic_arn", "", "SNS topic for alerts; empty: log only"),
 )
 DEFAULTS = {p.name: p.default for p in GLUE_PARAMS if p.default is not None}

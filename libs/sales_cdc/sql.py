@@ -204,8 +204,7 @@ class MergeSql:
         return statements
 
     def create_stage(self) -> str:
-        on_commit = " ON COMMIT DROP" if self.dialect is Dialect.POSTGRES else ""
-        return f"CREATE TEMP TABLE {self.stage} (\n  {self._column_defs(self.state_fields)}\n){on_commit}"
+        return self.temp_stage(self.table_name, self.state_fields)[1]
 
     # --- ledger --------------------------------------------------------------------------------
     def ledger_lookup(self) -> str:

@@ -51,7 +51,7 @@ def payload_lines(count: int, workdir: Path, seed: int = 7) -> list[str]:
     if folder.exists():
         shutil.rmtree(folder)
     start = datetime.now(UTC) - timedelta(days=3)  # event and creation times stay in the sane range
-    G.write_fixtures(G.plan(count, seed=seed), folder, records_per_file=max(count, 1), start=start)
+    G.write_fixtures(G.plan(count, seed=seed, start=start), folder, records_per_file=max(count, 1), start=start)
     return [line for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()]
 
 
@@ -104,8 +104,12 @@ class Bench:
         return timed(lambda: noop(decode_pipe_records(df)))
 
     def decode_dedupe(self, df: DataFrame) -> float:
-        events, _ = split_decoded(decode_pipe_records(df), 0)
-        return timed(lambda: noop(to_state_rows(latest_per_key(events), 0)))
+        """As the batch handler does it: the decoded batch is checkpointed, then split and deduped."""
+        def run() -> None:
+            decoded = decode_pipe_records(df).localCheckpoint(eager=True)
+            events, _ = split_decoded(decoded, 0)
+            noop(to_state_rows(latest_per_key(events), 0))
+        return timed(run)
 
     def udf_type_deserializer(self, df: DataFrame) -> float:
         """The common Glue approach: json.loads + boto3's TypeDeserializer in a Python UDF, then row_number."""

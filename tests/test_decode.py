@@ -177,6 +177,13 @@ MALFORMED = [
     ("fractional int", _insert(dynamodb__NewImage__quantity={"N": "1.5"}), "not exactly representable as INT"),
     ("wrong type", _insert(dynamodb__NewImage__quantity={"S": "1"}), "expected DynamoDB type N, got S"),
     ("bad timestamp", _insert(dynamodb__NewImage__created_at={"S": "soon"}), "NewImage.created_at: 'soon' is not a timestamp"),
+    ("attribute not an object", _insert(dynamodb__NewImage__quantity="1"), "does not have the shape of a DynamoDB stream"),
+    ("BOOL not a boolean", _insert(dynamodb__NewImage__quantity={"BOOL": "yes"}), "wrong JSON type"),
+    ("unknown type tag", _insert(dynamodb__NewImage__quantity={"X": "1"}), "expected DynamoDB type N, got no known type tag"),
+    ("unmapped attribute with unknown tag", _insert(dynamodb__NewImage__gift={"X": "1"}),
+     "NewImage: attribute(s) gift have no known DynamoDB type tag"),
+    ("N with too many decimals", _insert(dynamodb__NewImage__price={"N": "9.990001"}),
+     "not exactly representable as DECIMAL(10,2)"),
 ]
 
 
@@ -190,6 +197,21 @@ def test_malformed_record_is_quarantined_with_reason(spark, record, reason):
     assert reason in rows[0][S.QUARANTINE_REASON]
     assert rows[0][S.PAYLOAD] == payload(record)  # the raw payload is kept for replay
     assert (rows[0][S.CDC_BATCH_ID], rows[0]["stage"], rows[0]["source_shard_id"]) == (7, "decode", "shard-1")
+
+
+def test_non_canonical_numbers_that_are_exact_are_accepted(spark):
+    record = _insert(dynamodb__NewImage__price={"N": "1e2"}, dynamodb__NewImage__quantity={"N": "3.0"})
+    row = decode_pipe_records(source_df(spark, record)).first()
+    assert (row["new_price"], row["new_quantity"], row[S.CDC_ERRORS]) == (Decimal("100.00"), 3, [])
+
+
+def test_decode_builds_its_columns_once_per_entity(spark):
+    """The projections are cached: building them costs more than decoding a large batch."""
+    first = decode_pipe_records(source_df(spark, _insert()))
+    second = decode_pipe_records(source_df(spark, _insert()))
+    assert first.columns == second.columns
+    from sales_cdc import decode
+    assert decode._projections.cache_info().hits >= 1
 
 
 def test_several_problems_are_all_reported(spark):

@@ -82,11 +82,13 @@ class OrderFactory:
         return changed
 
 
-def plan(count: int, *, update_share: float = 0.2, delete_share: float = 0.1, seed: int = 42) -> list[Operation]:
-    """``count`` operations: inserts, plus updates and deletes of live orders in the given shares."""
+def plan(count: int, *, update_share: float = 0.2, delete_share: float = 0.1, seed: int = 42,
+         start: datetime | None = None) -> list[Operation]:
+    """``count`` operations: inserts, plus updates and deletes of live orders in the given shares.
+    Order ``n`` is created ``n`` seconds after ``start`` (default: a fixed date, for reproducible fixtures)."""
     if not (update_share >= 0 and delete_share >= 0 and update_share + delete_share < 1):
         raise ValueError("update_share and delete_share must be >= 0 and add up to less than 1")
-    factory = OrderFactory(seed)
+    factory = OrderFactory(seed) if start is None else OrderFactory(seed, start)
     chooser = random.Random(seed + 1)
     live: dict[str, dict[str, Any]] = {}
     live_keys: list[str] = []

@@ -207,8 +207,9 @@ def warehouse_for(args: dict[str, str], config: JobConfig, clients: Callable[[st
 
 def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) -> None:
     """Build everything once, then hand the same batch handler to ``glueContext.forEachBatch``."""
-    from .job import batch_handler
+    from .job import batch_handler, tune_session
 
+    tune_session(glue_context.spark_session)
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-"))
     expectations = fetch_expectations(clients("s3"), args["expectations_uri"], workdir / "expectations") \
         if _flag(args["dq"]) and args["expectations_uri"] else None

@@ -89,6 +89,34 @@ class _Stopwatch:
         self._last = now
 
 
+class _Materialized:
+    """DataFrames a batch reads several times, computed once and with their lineage cut.
+
+    ``localCheckpoint``, not ``persist``: a persisted frame keeps its plan, and every job that reads it
+    ships that plan with each task — the decode's plan is large, so each of GX's dozen jobs over the
+    cached state cost 0.5 s whatever the row count (measured: 0.7 s vs 0.1 s per job at 70k rows).
+    The checkpoint blocks are released explicitly at the end of the batch, not left to the driver's GC.
+    """
+
+    def __init__(self, spark) -> None:
+        self._rdds = spark.sparkContext._jsc.getPersistentRDDs
+        self._ids: set[int] = set()
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        before = set(self._rdds().keySet())
+        checkpointed = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+        self._ids |= set(self._rdds().keySet()) - before
+        return checkpointed
+
+    def release(self) -> None:
+        persisted = self._rdds()
+        for rdd_id in self._ids:
+            rdd = persisted.get(rdd_id)
+            if rdd is not None:
+                rdd.unpersist(False)
+        self._ids.clear()
+
+
 class BatchHandler:
     """decode -> quarantine split -> latest per key -> data quality -> lake + warehouse, for one micro-batch."""
 
@@ -115,22 +143,22 @@ class BatchHandler:
     def __call__(self, batch_df: DataFrame, batch_id: int) -> BatchResult:
         stream_id = self._stream_id(batch_df)
         clock = _Stopwatch()
-        decoded = decode_pipe_records(batch_df, self.entity).persist(StorageLevel.MEMORY_AND_DISK)
-        state = None
+        materialized = _Materialized(batch_df.sparkSession)
         try:
+            decoded = materialized(decode_pipe_records(batch_df, self.entity))
             counts = decoded.agg(
                 F.count(F.lit(1)).alias("read"),
                 F.count_if(F.size(S.CDC_ERRORS) == 0).alias("valid"),
                 F.count_if((F.size(S.CDC_ERRORS) == 0) & (F.size(S.CDC_WARNINGS) > 0)).alias("warned"),
             ).first()
             events, quarantine = split_decoded(decoded, batch_id, self.entity)
-            state = to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity)
             clock.lap("decode")
+            # the deduped state is read by GX, the collect and the lake: materialised here, so that the
+            # data-quality time is data quality only
+            state = materialized(to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity))
+            clock.lap("dedupe")
             outcome = None
             if self.quality is not None and counts["valid"]:
-                state = state.persist(StorageLevel.MEMORY_AND_DISK)  # GX runs several jobs over it
-                state.count()  # materialise the dedupe here, so the data-quality time is data quality only
-                clock.lap("dedupe")
                 outcome = self.quality.check(state, batch_id)
                 clock.lap("data_quality")
                 if outcome.halted:
@@ -154,9 +182,7 @@ class BatchHandler:
                                                quarantine=quarantine_rows, dq_results=history)
             clock.lap("warehouse")
         finally:
-            if state is not None:
-                state.unpersist()
-            decoded.unpersist()
+            materialized.release()
         result = BatchResult(batch_id, counts["read"], counts["valid"], counts["warned"], merge,
                              dq_quarantined=outcome.quarantined_rows if outcome else 0,
                              dq_outcome=outcome.outcome if outcome else "not checked",

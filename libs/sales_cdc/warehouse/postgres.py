@@ -66,6 +66,10 @@ class PostgresWarehouse:
                 if self.conn.execute(self.sql.ledger_lookup(), params).fetchone():
                     log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
                     return MergeResult(batch_id, *self._ledger_row(params), replayed=True)
+                # A batch touches few rows of a big target: the merge should probe the key index, not hash
+                # the whole target. The default random_page_cost (4, for spinning disks) made PostgreSQL
+                # scan it (merge into 1M rows 3.5x the time of into 10k); 1.1 is the usual SSD setting.
+                self.conn.execute("SET LOCAL random_page_cost = 1.1")
                 self.conn.execute(self.sql.create_stage())
                 self._copy(self.sql.stage, self.sql.stage_columns, state)
                 self.conn.execute(f"ANALYZE {self.sql.stage}")

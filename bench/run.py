@@ -298,9 +298,9 @@ def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: 
         pg_url: str, fresh: tuple[float, float] = (2000.0, 20.0)) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-"))
     bench = Bench(spark, pg_url, workdir)
-    warm = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
-    bench.pipeline(warm, gx=True, lake=True)  # warm-up: JIT, GX first run, connection set-up
-    bench.pipeline(warm, gx=False, lake=False)
+    warm_up = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
+    bench.pipeline(warm_up, gx=True, lake=True)  # warm-up: JIT, GX first run, connection set-up
+    bench.pipeline(warm_up, gx=False, lake=False)
 
     rows = []
     for size in sizes:

@@ -177,3 +177,16 @@ def test_a_failed_batch_commits_nothing_and_the_next_one_works(wh):
     assert wh.query(f"SELECT batch_id FROM {wh.sql.ledger}") == [(0,)]
     wh.batch(1, modify("o1", 2, quantity=6))
     assert wh.state() == {"o1": (6, "10.00")}
+
+
+def test_a_batch_releases_the_data_it_checkpointed(wh):
+    """The handler checkpoints the decoded batch and the state; a long-running stream must not keep them."""
+    persisted = wh.spark.sparkContext._jsc.getPersistentRDDs
+    before = set(persisted().keySet())
+    wh.batch(0, insert("o1", 1), modify("o1", 2, quantity=2), "not json")
+    assert set(persisted().keySet()) == before
+    with psycopg.connect(wh.url, autocommit=True) as conn:  # a batch that fails half-way releases them too
+        conn.execute(f"DROP TABLE {wh.sql.ledger}")
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        wh.batch(1, insert("o2", 3))
+    assert set(persisted().keySet()) == before

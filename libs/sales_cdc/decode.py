@@ -69,9 +69,6 @@ class _Problems:
     def add(self, condition: Column, message: Column | str) -> None:
         self.checks.append((condition, message if isinstance(message, Column) else F.lit(message)))
 
-    def extend(self, other: _Problems) -> None:
-        self.checks.extend(other.checks)
-
     def any(self) -> Column:
         found = F.lit(False)
         for condition, _ in self.checks:
@@ -176,11 +173,11 @@ def _untagged(attr: Column) -> Column:
 
 class _Stages:
     """The decode's projections. Each expression (a map lookup, a cast) is computed once per row however
-    many checks read it, because it is a column of an earlier projection. The projections after the
-    first two are whole-stage code generated, so (measured: 3x slower otherwise): none of them carries
-    more than ``spark.sql.codegen.maxFields`` (100) nested fields, and none holds a lambda (``filter``,
-    ``map_filter``): the parse and the schema-drift step, which need the parsed record and lambdas, come
-    first and the parsed record is dropped after the lookups."""
+    many checks read it, because it is a column of an earlier projection. The parsed record is dropped
+    after the lookups, so no later projection carries more than ``spark.sql.codegen.maxFields`` (100)
+    nested fields, above which Spark interprets every expression; the lambdas the schema-drift step needs
+    (``map_filter``) stay in the drift stage, out of the typed values and the messages. The generated
+    code is still above HotSpot's JIT limit as one whole-stage method: see ``job.SPARK_SQL_SETTINGS``."""
 
     def __init__(self, ddb: Column):
         self.ddb = ddb

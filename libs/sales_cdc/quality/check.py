@@ -132,7 +132,7 @@ class DataQuality:
         return rows.failing(rule, parameters, self.gx.row_condition_sql)
 
     def check(self, state: DataFrame, batch_id: int) -> DqOutcome:
-        """Validate ``state`` (cache it first: GX runs several Spark jobs over it).
+        """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
 
         The row predicates run first (one Spark job). A batch they find clean is validated by GX with
         BOOLEAN_ONLY; if anything failed — a predicate, or a GX verdict such as a table-level rule — GX

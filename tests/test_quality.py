@@ -230,3 +230,24 @@ def test_results_history_has_one_row_per_rule(spark, dq):
         "element_count": 2, "unexpected_count": 1, "quarantined_rows": 1, "details": None, "docs_url": None}
     assert by_rule["orders.quantity.be_between"]["docs_url"].endswith(".html")
     assert by_rule["orders.quantity.be_of_type"]["details"] == "observed: IntegerType"
+
+
+def test_docs_keep_every_batch_page_and_index_the_latest_batches_with_templates_compiled_once(spark, tmp_path):
+    from sales_cdc.quality.docs_site import CachedJinjaPageView
+
+    docs = tmp_path / "docs"
+    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=2), "idx")
+    outcomes = [dq.check(frame(spark, [state_row(1)]), batch_id=1)]
+    environments = dict(CachedJinjaPageView._environments)
+    compiled = {key: len(env.cache) for key, env in environments.items()}
+    outcomes += [dq.check(frame(spark, [state_row(i)]), batch_id=i) for i in (2, 3)]
+    assert compiled and CachedJinjaPageView._environments == environments  # the same environments, reused
+    assert {key: len(env.cache) for key, env in environments.items()} == compiled  # nothing compiled again
+
+    for batch_id, outcome in enumerate(outcomes, start=1):  # no page is deleted by a later batch
+        for suite in ("cdc_envelope", "orders"):
+            page = Path(outcome.docs_urls[suite].removeprefix("file://"))
+            assert f"idx-batch-{batch_id}" in page.read_text()
+    index = (docs / "index.html").read_text()
+    assert "idx-batch-3" in index and "idx-batch-2" in index and "idx-batch-1" not in index
+    assert len(dq.gx.context.validation_results_store.list_keys()) == 4  # 2 batches x 2 suites held in memory

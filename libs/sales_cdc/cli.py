@@ -55,6 +55,9 @@ def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> N
                        help="GX project with the suites in <dir>/expectations/*.json (default: expectations)")
     group.add_argument("--docs-location", default=docs_default,
                        help=f"Data Docs site: a folder or s3://bucket/prefix (default: {docs_default})")
+    group.add_argument("--docs-index-batches", type=int, default=DqConfig.docs_index_batches,
+                       help="the Data Docs index lists this many latest batches (default %(default)s); "
+                            "pages of older ones stay")
     group.add_argument("--price-ceiling", type=Decimal, default=DqConfig.price_ceiling,
                        help="orders with a unit price above this are quarantined (default %(default)s)")
     group.add_argument("--dq-result-format", default="SUMMARY", choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
@@ -68,7 +71,8 @@ def _dq_config(args: argparse.Namespace, endpoint_url: str | None = None, region
     if args.no_dq:
         return None
     return DqConfig(expectations_dir=args.expectations_dir, docs_location=args.docs_location,
-                    docs_endpoint_url=endpoint_url, region=region, price_ceiling=args.price_ceiling,
+                    docs_endpoint_url=endpoint_url, region=region, docs_index_batches=args.docs_index_batches,
+                    price_ceiling=args.price_ceiling,
                     result_format=args.dq_result_format, alert_quarantine_share=args.alert_quarantine_share,
                     sns_topic_arn=args.sns_topic_arn, sns_endpoint_url=endpoint_url)
 

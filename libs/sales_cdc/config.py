@@ -62,6 +62,7 @@ class DqConfig:
     expectations_dir: Path = Path("expectations")  # a GX project; suites in <dir>/expectations/*.json
     docs_location: str | None = None  # a folder or s3://bucket/prefix; None: no Data Docs site
     docs_endpoint_url: str | None = None  # S3 endpoint for the docs (a moto server locally)
+    docs_index_batches: int = 100  # the docs index lists this many latest batches; every page stays
     region: str = "us-east-1"
     price_ceiling: Decimal = Decimal("10000.00")
     min_event_time: datetime = datetime(2015, 1, 1, tzinfo=UTC)  # before DynamoDB Streams existed
@@ -76,6 +77,8 @@ class DqConfig:
             raise ValueError("result_format must be BOOLEAN_ONLY, BASIC or SUMMARY (COMPLETE collects every row)")
         if not 0 <= self.alert_quarantine_share <= 1:
             raise ValueError("alert_quarantine_share must be between 0 and 1")
+        if self.docs_index_batches < 1:
+            raise ValueError("docs_index_batches must be at least 1")
         if self.price_ceiling <= 0:
             raise ValueError("price_ceiling must be positive")
 

@@ -58,6 +58,7 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("dq", "true", "false: skip the Great Expectations validation"),
     GlueParam("expectations_uri", "", "s3:// prefix of the expectations/ project (deploy uploads it)"),
     GlueParam("docs_location", "", "s3://bucket/prefix of the Data Docs site; empty: no docs"),
+    GlueParam("docs_index_batches", str(DqConfig.docs_index_batches), "the Data Docs index lists this many batches"),
     GlueParam("price_ceiling", str(DqConfig.price_ceiling), "$PARAMETER price_ceiling of the orders suite"),
     GlueParam("dq_result_format", DqConfig.result_format, "GX result format: SUMMARY or BOOLEAN_ONLY"),
     GlueParam("alert_quarantine_share", str(DqConfig.alert_quarantine_share),
@@ -161,7 +162,8 @@ def job_config(args: dict[str, str], expectations_dir: Path | None) -> JobConfig
     dq = None
     if _flag(args["dq"]):
         dq = DqConfig(expectations_dir=expectations_dir or Path("expectations"),
-                      docs_location=args["docs_location"] or None, price_ceiling=Decimal(args["price_ceiling"]),
+                      docs_location=args["docs_location"] or None,
+                      docs_index_batches=int(args["docs_index_batches"]), price_ceiling=Decimal(args["price_ceiling"]),
                       result_format=args["dq_result_format"],
                       alert_quarantine_share=float(args["alert_quarantine_share"]),
                       sns_topic_arn=args["sns_topic_arn"] or None)

@@ -121,7 +121,8 @@ class DataQuality:
         docs = DocsSite(config.docs_location, config.docs_endpoint_url, config.region) \
             if config.docs_location else None
         self.docs = docs
-        self.gx = GxRunner(self.suites, docs, config.result_format, name=job_name.replace("-", "_"))
+        self.gx = GxRunner(self.suites, docs, config.result_format, name=job_name.replace("-", "_"),
+                           index_batches=config.docs_index_batches)
         self.job_name = job_name
 
     @property

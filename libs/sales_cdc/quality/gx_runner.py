@@ -5,15 +5,16 @@ a Spark dataframe asset, one validation definition per suite and a checkpoint th
 Docs site. Building these per batch would cost seconds; here a batch only calls ``checkpoint.run``.
 
 The Data Docs site lives in a local folder or an S3 prefix that outlives the job, while the context
-is ephemeral: the index builder is told not to drop pages of earlier runs
-(``skip_and_clean_missing: false``), and results are removed from the in-memory store once their
-pages are written, so a long-running stream does not grow the driver's memory.
+is ephemeral: the job holds the results of its latest ``index_runs`` suite runs in memory (the index
+lists those) and drops older ones, so a long-running stream does not grow the driver's memory; pages
+are never deleted (see ``docs_site``).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,6 +29,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import deserialize_row_condition
 from pyspark.sql import DataFrame
 
+from .docs_site import CachedJinjaIndexPageView, CachedJinjaPageView, RetainingSiteIndexBuilder, class_config
 from .suites import Suite
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 SITE_NAME = "sales_cdc_data_quality"
 RULE_META = "rule"  # added to each expectation's meta at load time: results name their rule
 SUITE_KEYS = ("name", "id", "expectations", "meta", "notes")
+SITE_SECTIONS = ("expectations", "validations", "profiling")  # GX's default sections, kept, with cached views
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,13 @@ class DocsSite:
     def is_s3(self) -> bool:
         return self.location.startswith("s3://")
 
-    def site_config(self, local_dir: Path) -> dict[str, Any]:
+    def site_config(self, local_dir: Path, index_runs: int) -> dict[str, Any]:
         backend = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(local_dir.resolve())}
+        page_view = class_config(CachedJinjaPageView)
         return {"class_name": "SiteBuilder", "show_how_to_buttons": False, "store_backend": backend,
-                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "skip_and_clean_missing": False}}
+                "site_section_builders": {section: {"view": page_view} for section in SITE_SECTIONS},
+                "site_index_builder": {**class_config(RetainingSiteIndexBuilder), "view": class_config(
+                    CachedJinjaIndexPageView), "validation_results_limit": index_runs}}
 
     @property
     def index_url(self) -> str:
@@ -68,8 +74,7 @@ class DocsSite:
 
 class S3SiteSync:
     """GX 1.24 has no S3 store backend: the site is built in a local folder and the new or changed files
-    are uploaded after each batch. Pages already on S3 (earlier runs) get empty local placeholders, so
-    the index keeps listing them; placeholders are never uploaded."""
+    are uploaded after each batch. Nothing is deleted on S3: pages of earlier runs stay."""
 
     CONTENT_TYPES: ClassVar[dict[str, str]] = {
         ".html": "text/html", ".css": "text/css", ".js": "application/javascript", ".json": "application/json",
@@ -79,18 +84,11 @@ class S3SiteSync:
         self.bucket, self.prefix = site.bucket_and_prefix
         self.local_dir, self.s3 = local_dir, s3
         self.uploaded: dict[Path, float] = {}
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/validations/"):
-            for item in page.get("Contents", []):
-                placeholder = local_dir / item["Key"][len(self.prefix) + 1:]
-                placeholder.parent.mkdir(parents=True, exist_ok=True)
-                placeholder.touch()
-                self.uploaded[placeholder] = placeholder.stat().st_mtime
 
     def sync(self) -> int:
         count = 0
         for path in self.local_dir.rglob("*"):
-            if not path.is_file() or path.stat().st_size == 0:
+            if not path.is_file():
                 continue
             mtime = path.stat().st_mtime
             if self.uploaded.get(path) == mtime:
@@ -121,7 +119,7 @@ class SuiteRun:
 
 class GxRunner:
     def __init__(self, suites: list[Suite], docs: DocsSite | None, result_format: str = "SUMMARY",
-                 name: str = "sales_cdc", s3_client=None):
+                 name: str = "sales_cdc", s3_client=None, index_batches: int = 100):
         # GX's INFO chatter floods job logs (one of its modules pins its own logger to INFO)
         for logger in ("great_expectations", "great_expectations.data_context.types.base"):
             logging.getLogger(logger).setLevel(logging.WARNING)
@@ -131,7 +129,7 @@ class GxRunner:
         self.sync: S3SiteSync | None = None
         if docs is not None:
             local_dir = Path(tempfile.mkdtemp(prefix="sales-cdc-docs-")) if docs.is_s3 else Path(docs.location)
-            context.add_data_docs_site(SITE_NAME, docs.site_config(local_dir))
+            context.add_data_docs_site(SITE_NAME, docs.site_config(local_dir, index_batches * len(suites)))
             if docs.is_s3:
                 self.sync = S3SiteSync(docs, local_dir, s3_client or boto3.client(
                     "s3", endpoint_url=docs.endpoint_url, region_name=docs.region))
@@ -154,6 +152,8 @@ class GxRunner:
         self.context = context
         self.docs = docs
         self._engine = datasource.get_execution_engine()
+        self._held: deque = deque()
+        self._held_limit = index_batches * len(suites) if docs is not None else 0
 
     def row_condition_sql(self, row_condition: Any, condition_parser: str | None = None) -> str:
         """A suite's ``row_condition`` as Spark SQL, translated by GX's own Spark engine."""
@@ -172,14 +172,22 @@ class GxRunner:
         result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=parameters,
                                 run_id=RunIdentifier(run_name=run_name, run_time=run_time))
         runs = []
-        store = self.context.validation_results_store
         for key, suite_result in result.run_results.items():
             url = self._page_url(key) if self.docs is not None else None
             runs.append(SuiteRun(suite_result.suite_name, suite_result, url))
-            store.remove_key(key)  # its page is written; keep the driver's memory flat
+        self._hold(result.run_results)
         if self.sync is not None:
             self.sync.sync()
         return runs
+
+    def _hold(self, keys) -> None:
+        """Keep the results the index lists (the latest ``index_batches`` batches), drop older ones."""
+        store = self.context.validation_results_store
+        for key in keys:
+            if key not in self._held:  # a detailed re-run of a batch replaces its results under the same key
+                self._held.append(key)
+        while len(self._held) > self._held_limit:
+            store.remove_key(self._held.popleft())
 
     def _page_url(self, key) -> str | None:
         urls = self.context.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME, only_if_exists=False)

@@ -205,6 +205,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
     operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11)
     db_schema = f"fresh_{uuid.uuid4().hex[:8]}"
     written: dict[str, float] = {}
+    piped: dict[str, float] = {}
     visible: dict[str, float] = {}
     done = threading.Event()
     finished = threading.Event()  # stops the pipe and the watcher before the moto server goes away
@@ -214,6 +215,15 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
         moto.client("s3").create_bucket(Bucket="fresh-lake")
         pipe = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
                             kinesis_stream=KINESIS_STREAM, state_path=workdir / "fresh-pipe.json")
+        put_to_kinesis = pipe._put
+
+        def put_and_time(records: list, **kwargs) -> None:  # when each key left the pipe: splits the latency
+            put_to_kinesis(records, **kwargs)
+            now = time.time()
+            for record in records:
+                piped.setdefault(next(iter(record["dynamodb"]["Keys"]["orderid"].values())), now)
+
+        pipe._put = put_and_time
         dynamodb = moto.client("dynamodb")
         from boto3.dynamodb.types import TypeSerializer
 
@@ -268,7 +278,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
                            dq=DqConfig(expectations_dir=REPO / "expectations"))
         deadline = time.monotonic() + seconds + 120
         try:
-            run_stream(spark, config, pg_url,
+            summary = run_stream(spark, config, pg_url,
                        stop_when=lambda _: (done.is_set() and len(visible) >= count) or time.monotonic() > deadline)
         finally:
             finished.set()
@@ -278,9 +288,21 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
     latencies = sorted(visible[k] - written[k] for k in written if k in visible)
     if not latencies:
         return {"events": count, "visible": 0}
-    p95 = latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+
+    def p95(values: list[float]) -> float:
+        values = sorted(values)
+        return values[min(len(values) - 1, int(0.95 * len(values)))]
+
+    to_kinesis = [piped[k] - written[k] for k in written if k in piped]
+    to_warehouse = [visible[k] - piped[k] for k in piped if k in visible]
+    batches = [b for b in summary.batches if b.events_read]
     return {"events": count, "visible": len(latencies), "target_rate": rate, "achieved_write_rate": achieved,
-            "p50_s": statistics.median(latencies), "p95_s": p95, "max_s": latencies[-1],
+            "p50_s": statistics.median(latencies), "p95_s": p95(latencies), "max_s": latencies[-1],
+            "write_to_kinesis_p50_s": statistics.median(to_kinesis), "write_to_kinesis_p95_s": p95(to_kinesis),
+            "kinesis_to_warehouse_p50_s": statistics.median(to_warehouse),
+            "kinesis_to_warehouse_p95_s": p95(to_warehouse), "batches": len(batches),
+            "batch_events_median": statistics.median(b.events_read for b in batches),
+            "batch_seconds_median": statistics.median(sum(b.seconds.values()) for b in batches),
             "wall_s": time.monotonic() - started}
 
 
@@ -399,7 +421,12 @@ def _freshness_text(fresh: dict) -> str:
     if not fresh.get("visible"):
         return "no event became visible"
     return (f"p50 {fresh['p50_s']:.2f} s, p95 {fresh['p95_s']:.2f} s over {fresh['visible']} events written at "
-            f"{fresh['achieved_write_rate']:,.0f}/s (target {fresh['target_rate']:,.0f}/s)")
+            f"{fresh['achieved_write_rate']:,.0f}/s (target {fresh['target_rate']:,.0f}/s); of which write -> on "
+            f"Kinesis (moto stream + pipe) p50 {fresh['write_to_kinesis_p50_s']:.2f} s / p95 "
+            f"{fresh['write_to_kinesis_p95_s']:.2f} s, Kinesis -> warehouse (the job) p50 "
+            f"{fresh['kinesis_to_warehouse_p50_s']:.2f} s / p95 {fresh['kinesis_to_warehouse_p95_s']:.2f} s; "
+            f"{fresh['batches']} batches, median {fresh['batch_events_median']:,.0f} events in "
+            f"{fresh['batch_seconds_median']:.2f} s")
 
 
 def chart(results: dict, path: Path) -> None:

@@ -1,0 +1,57 @@
+"""The local moto server's fast record reads answer exactly what moto's own serialiser answers."""
+
+from __future__ import annotations
+
+import boto3
+from moto import mock_aws
+
+from sales_cdc.local_aws import create_kinesis_stream, create_orders_table
+from sales_cdc.moto_server import fast_record_reads
+
+REGION = "us-east-1"
+# every DynamoDB type, in a key, a new image, an old image (MODIFY) and a REMOVE
+ITEM = {"orderid": {"S": "o-1"}, "price": {"N": "19.99"}, "blob": {"B": b"\x00\xffbin"}, "flag": {"BOOL": True},
+        "nothing": {"NULL": True}, "tags": {"SS": ["a", "b"]}, "sizes": {"NS": ["1", "2.5"]},
+        "blobs": {"BS": [b"x", b"\x01"]}, "address": {"M": {"city": {"S": "Oslo"}, "zip": {"N": "150"}}},
+        "lines": {"L": [{"S": "first"}, {"N": "2"}, {"M": {"sku": {"S": "k"}}}]}}
+
+
+def stream_records(streams, stream_arn: str) -> list[dict]:
+    shard = streams.describe_stream(StreamArn=stream_arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=stream_arn, ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    response = streams.get_records(ShardIterator=iterator)
+    return response["Records"]
+
+
+def kinesis_records(kinesis, stream: str) -> list[dict]:
+    records = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        response = kinesis.get_records(ShardIterator=iterator, Limit=100)
+        records.append({k: v for k, v in response.items() if k != "ResponseMetadata"})
+    return records
+
+
+@mock_aws
+def test_fast_record_reads_answer_what_moto_serialises():
+    dynamodb, streams = boto3.client("dynamodb", REGION), boto3.client("dynamodbstreams", REGION)
+    kinesis = boto3.client("kinesis", REGION)
+    stream_arn = create_orders_table(dynamodb, "orders")
+    dynamodb.put_item(TableName="orders", Item=ITEM)
+    dynamodb.put_item(TableName="orders", Item={**ITEM, "price": {"N": "21"}})
+    dynamodb.delete_item(TableName="orders", Key={"orderid": {"S": "o-1"}})
+    create_kinesis_stream(kinesis, "sales", shards=2)
+    for i in range(20):
+        kinesis.put_record(StreamName="sales", Data=f'{{"n": {i}}}'.encode() + b"\x00\xff", PartitionKey=f"k{i}")
+
+    expected_stream, expected_kinesis = stream_records(streams, stream_arn), kinesis_records(kinesis, "sales")
+    with fast_record_reads():
+        fast_stream, fast_kinesis = stream_records(streams, stream_arn), kinesis_records(kinesis, "sales")
+
+    assert [r["eventName"] for r in expected_stream] == ["INSERT", "MODIFY", "REMOVE"]
+    assert expected_stream[1]["dynamodb"]["OldImage"]["blob"] == {"B": b"\x00\xffbin"}
+    assert fast_stream == expected_stream
+    assert sum(len(r["Records"]) for r in expected_kinesis) == 20
+    assert fast_kinesis == expected_kinesis

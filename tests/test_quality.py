@@ -201,11 +201,14 @@ def test_halt_rules_catch_their_rows_and_schema_drift(spark, dq):
     rows = [state_row("good")]
     for rule, variants in HALT_ROWS.items():
         rows += [state_row(f"{rule}-{n}", **change) for n, change in enumerate(variants)]
-    outcome = dq.check(frame(spark, rows), batch_id=3)
+    batch = frame(spark, rows)
+    outcome = dq.check(batch, batch_id=3)
     by_name = {r.rule.name: r for r in outcome.rules}
+    predicates = dq.row_failures(batch)  # check() leaves halt rules to GX; their predicates still agree with it
     for rule, variants in HALT_ROWS.items():
         assert not by_name[rule].success, rule
-        assert by_name[rule].unexpected_count == by_name[rule].failed_rows == len(variants), rule
+        assert by_name[rule].failed_rows is None, rule
+        assert by_name[rule].unexpected_count == predicates[rule] == len(variants), rule
     assert outcome.halted and outcome.rejected is None
 
     drifted = T.StructType([T.StructField("quantity", T.LongType()) if f.name == "quantity" else

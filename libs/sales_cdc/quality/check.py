@@ -33,7 +33,7 @@ class RuleOutcome:
     success: bool
     element_count: int | None  # from GX; None for table-level expectations
     unexpected_count: int | None
-    failed_rows: int | None  # row-level count (quarantine predicates); None when not row-level
+    failed_rows: int | None  # rows its predicate flagged; None for table-level and halt rules (GX's alone)
     details: str | None = None
 
     @property
@@ -132,24 +132,39 @@ class DataQuality:
     def _failing(self, rule: Rule, parameters: dict[str, Any]) -> Column:
         return rows.failing(rule, parameters, self.gx.row_condition_sql)
 
+    def _flagged(self, state: DataFrame, rules: list[Rule], parameters: dict[str, Any]) -> tuple[DataFrame, dict]:
+        """``state`` with one boolean column per rule (true where the row fails it), and rule -> column.
+        Flags are columns, not aggregates: a unique check is a window, which an aggregate cannot contain."""
+        flag_cols = {r.name: f"_dq_f{i}" for i, r in enumerate(rules)}
+        return state.select("*", *[self._failing(r, parameters).alias(flag_cols[r.name]) for r in rules]), flag_cols
+
+    def row_failures(self, state: DataFrame, rules: list[Rule] | None = None) -> dict[str, int]:
+        """Rows failing each rule's row predicate (default: every row-level rule, halt rules included, which
+        ``check`` leaves to GX alone), for holding the predicates against GX's counts."""
+        rules = [r for r in (rules if rules is not None else self.rules) if rows.is_row_level(r)]
+        flagged, flag_cols = self._flagged(state, rules, self.config.parameters(datetime.now(UTC)))
+        totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()]).first()
+        return {name: totals[c] for name, c in flag_cols.items()}
+
     def check(self, state: DataFrame, batch_id: int) -> DqOutcome:
         """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
 
-        The row predicates run first (one Spark job). A batch they find clean is validated by GX with
-        BOOLEAN_ONLY; if anything failed — a predicate, or a GX verdict such as a table-level rule — GX
-        runs with the configured detail, so the docs and history show counts and failing values."""
+        The row predicates of quarantine and warn rules run first (one Spark job): quarantine needs the
+        rows, and a failing warn rule asks for GX's detailed run up front. Halt rules are GX's alone (a
+        halt writes nothing, so their rows are never needed; their predicates would cost a window per
+        batch for the ``unique`` check). A batch the predicates find clean is validated by GX with
+        BOOLEAN_ONLY; if anything failed — a predicate, or a GX verdict such as a halt or table-level
+        rule — GX runs with the configured detail, so the docs and history show counts and failing values."""
         now = datetime.now(UTC)
         parameters = self.config.parameters(now)
-        row_rules = [r for r in self.rules if rows.is_row_level(r)]
+        row_rules = [r for r in self.rules if rows.is_row_level(r) and r.severity is not Severity.HALT]
         counts: dict[str, int] = {}
         flagged, rejected_total = None, 0
         if row_rules:
-            # flags first, as columns: the unique check is a window, which an aggregate cannot contain
-            flag_cols = {r.name: f"_dq_f{i}" for i, r in enumerate(row_rules)}
+            flagged, flag_cols = self._flagged(state, row_rules, parameters)
             quarantine_names = [r.name for r in row_rules if r.severity is Severity.QUARANTINE]
             reasons = F.array_compact(F.array(*[F.when(F.col(flag_cols[n]), F.lit(n)) for n in quarantine_names])) \
                 if quarantine_names else F.array().cast("array<string>")
-            flagged = state.select("*", *[self._failing(r, parameters).alias(flag_cols[r.name]) for r in row_rules])
             flagged = flagged.withColumn(DQ_REASONS, reasons)
             totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()],
                                  F.count_if(F.size(DQ_REASONS) > 0).alias("rejected")).first()
@@ -183,8 +198,9 @@ class DataQuality:
                 continue
             element_count, unexpected, details = _result_details(result)
             failed_rows = counts.get(rule.name)
-            if unexpected is None and failed_rows is not None and not details:  # a BOOLEAN_ONLY (clean) result
-                unexpected = failed_rows
+            if unexpected is None and not details and rows.is_row_level(rule) and \
+                    (failed_rows is not None or (result.success and "mostly" not in rule.kwargs)):
+                unexpected = failed_rows or 0  # a BOOLEAN_ONLY (clean) result: no count from GX, and none failed
             if failed_rows is not None and unexpected is not None and failed_rows != unexpected:
                 log.warning("batch %s: %s: GX counted %s unexpected rows, the row predicate %s", batch_id,
                             rule.name, unexpected, failed_rows)

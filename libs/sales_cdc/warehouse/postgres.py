@@ -72,6 +72,9 @@ class PostgresWarehouse:
                 self.conn.execute("SET LOCAL random_page_cost = 1.1")
                 self.conn.execute(self.sql.create_stage())
                 self._copy(self.sql.stage, self.sql.stage_columns, state)
+                # The stage's row count and key statistics steer that plan. A 3,000-row sample is plenty
+                # for them; the default (30,000 rows) cost 0.2 s per 70k-row batch, a fifth of the merge.
+                self.conn.execute("SET LOCAL default_statistics_target = 10")
                 self.conn.execute(f"ANALYZE {self.sql.stage}")
                 self._copy(self.sql.quarantine, self.sql.quarantine_columns, quarantine)
                 if dq_results is not None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
 from . import schema as S
@@ -145,12 +146,15 @@ class BatchHandler:
         clock = _Stopwatch()
         materialized = _Materialized(batch_df.sparkSession)
         try:
-            decoded = materialized(decode_pipe_records(batch_df, self.entity))
-            counts = decoded.agg(
+            # the counts are observed while the checkpoint computes the decode: no job of their own
+            observed = Observation(f"decode_counts_{uuid.uuid4().hex}")
+            decoded = materialized(decode_pipe_records(batch_df, self.entity).observe(
+                observed,
                 F.count(F.lit(1)).alias("read"),
                 F.count_if(F.size(S.CDC_ERRORS) == 0).alias("valid"),
                 F.count_if((F.size(S.CDC_ERRORS) == 0) & (F.size(S.CDC_WARNINGS) > 0)).alias("warned"),
-            ).first()
+            ))
+            counts = observed.get
             events, quarantine = split_decoded(decoded, batch_id, self.entity)
             clock.lap("decode")
             # the deduped state is read by GX, the collect and the lake: materialised here, so that the

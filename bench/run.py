@@ -69,10 +69,12 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def warm(case, *args, **kwargs):
-    """The second of two runs of ``case(*args, **kwargs)``."""
+def warm(case, *args, runs: int = 3, **kwargs):
+    """The median of ``runs`` runs of ``case(*args, **kwargs)`` after one warm-up run (a case returns
+    seconds, or a dict with ``seconds``): one run on 2 shared cores varies by up to 1.5x."""
     case(*args, **kwargs)
-    return case(*args, **kwargs)
+    results = [case(*args, **kwargs) for _ in range(runs)]
+    return sorted(results, key=lambda r: r["seconds"] if isinstance(r, dict) else r)[runs // 2]
 
 
 def noop(df: DataFrame) -> None:
@@ -338,8 +340,8 @@ def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: 
     for size in sizes:
         lines = payload_lines(size, workdir)
         df = source_frame(spark, lines)
-        # each case runs twice and the second run counts: a stream runs many batches of a size, and the
-        # first batch of a new size pays one-off costs (JIT of larger code paths, GX caches)
+        # each case runs once to warm up, then the median of three runs counts: a stream runs many batches
+        # of a size, and the first batch of a new size pays one-off costs (JIT of larger code paths, GX caches)
         full = warm(bench.pipeline, df, gx=True, lake=True)
         no_gx = warm(bench.pipeline, df, gx=False, lake=True)
         ceiling = warm(bench.pipeline, df, gx=False, lake=False)

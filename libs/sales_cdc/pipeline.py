@@ -105,7 +105,9 @@ class _Materialized:
 
     def __call__(self, df: DataFrame) -> DataFrame:
         before = set(self._rdds().keySet())
-        checkpointed = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+        # deserialized, as DataFrame.persist() keeps a frame: PySpark's MEMORY_AND_DISK is the serialized
+        # level (meant for Python objects), which costs a copy in and out for every job that reads it
+        checkpointed = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK_DESER)
         self._ids |= set(self._rdds().keySet()) - before
         return checkpointed
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import operator
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import reduce
 from typing import Any
 
 import pyarrow as pa
@@ -20,7 +22,7 @@ from .suites import Rule, Severity, Suite, SuiteError, load_suites
 
 log = logging.getLogger(__name__)
 
-DQ_REASONS = "_dq_reasons"
+DQ_REJECTED = "_dq_rejected"  # true where a quarantine rule flags the row
 
 
 class DataQualityHalt(RuntimeError):
@@ -163,11 +165,13 @@ class DataQuality:
         if row_rules:
             flagged, flag_cols = self._flagged(state, row_rules, parameters)
             quarantine_names = [r.name for r in row_rules if r.severity is Severity.QUARANTINE]
-            reasons = F.array_compact(F.array(*[F.when(F.col(flag_cols[n]), F.lit(n)) for n in quarantine_names])) \
-                if quarantine_names else F.array().cast("array<string>")
-            flagged = flagged.withColumn(DQ_REASONS, reasons)
+            # a plain OR of the flags here; the reasons (an array, built with a lambda that turns Spark's
+            # code generation off) only for batches that have rows to quarantine
+            rejected_flag = F.coalesce(reduce(operator.or_, [F.col(flag_cols[n]) for n in quarantine_names]),
+                                       F.lit(False)) if quarantine_names else F.lit(False)
+            flagged = flagged.withColumn(DQ_REJECTED, rejected_flag)
             totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()],
-                                 F.count_if(F.size(DQ_REASONS) > 0).alias("rejected")).first()
+                                 F.count_if(DQ_REJECTED).alias("rejected")).first()
             counts = {name: totals[c] for name, c in flag_cols.items()}
             rejected_total = totals["rejected"]
 
@@ -186,9 +190,10 @@ class DataQuality:
         passed, rejected, rejected_count = state, None, 0
         if rejected_total and not halted:  # a halted batch writes nothing: no split needed
             rejected_count = rejected_total
-            passed = flagged.where(F.size(DQ_REASONS) == 0).select(*state.columns)
-            rejected = flagged.where(F.size(DQ_REASONS) > 0).select(
-                S.CDC_EVENT_ID, F.array_join(DQ_REASONS, "; ").alias(S.QUARANTINE_REASON))
+            reasons = F.array_compact(F.array(*[F.when(F.col(flag_cols[n]), F.lit(n)) for n in quarantine_names]))
+            passed = flagged.where(~F.col(DQ_REJECTED)).select(*state.columns)
+            rejected = flagged.where(F.col(DQ_REJECTED)).select(
+                S.CDC_EVENT_ID, F.array_join(reasons, "; ").alias(S.QUARANTINE_REASON))
 
         outcomes = []
         for rule in self.rules:

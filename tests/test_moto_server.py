@@ -36,7 +36,10 @@ def kinesis_records(kinesis, stream: str) -> list[dict]:
 
 @mock_aws
 def test_fast_record_reads_answer_what_moto_serialises():
-    dynamodb, streams = boto3.client("dynamodb", REGION), boto3.client("dynamodbstreams", REGION)
+    # newer botocore resolves DynamoDB Streams to an account-based host that moto's in-process mock does not
+    # know; the classic regional endpoint it does
+    dynamodb = boto3.client("dynamodb", REGION)
+    streams = boto3.client("dynamodbstreams", REGION, endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com")
     kinesis = boto3.client("kinesis", REGION)
     stream_arn = create_orders_table(dynamodb, "orders")
     dynamodb.put_item(TableName="orders", Item=ITEM)

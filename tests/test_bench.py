@@ -19,6 +19,10 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
         results["sizes"][0])
     assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
     assert len(results["checks"]) == 8 and results["machine"]["cores"]
-    assert results["freshness"]["visible"] == results["freshness"]["events"] == 100
+    fresh = results["freshness"]
+    assert fresh["visible"] == fresh["events"] == 100
+    # the latency split per hop: DynamoDB write -> on Kinesis (pipe) -> visible in the warehouse (job)
+    assert 0 <= fresh["write_to_kinesis_p95_s"] <= fresh["max_s"] and fresh["kinesis_to_warehouse_p95_s"] >= 0
+    assert fresh["batches"] >= 1 and fresh["batch_stage_seconds_median"].keys() >= {"decode", "warehouse"}
     assert "| target |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"

@@ -127,9 +127,12 @@ class GxRunner:
         context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         context.config.data_docs_sites = {}  # drop GX's default site in a temp folder
         self.sync: S3SiteSync | None = None
+        # results held for the index: the latest index_batches batches, one result per suite each
+        self._held: deque = deque()
+        self._held_limit = index_batches * len(suites) if docs is not None else 0
         if docs is not None:
             local_dir = Path(tempfile.mkdtemp(prefix="sales-cdc-docs-")) if docs.is_s3 else Path(docs.location)
-            context.add_data_docs_site(SITE_NAME, docs.site_config(local_dir, index_batches * len(suites)))
+            context.add_data_docs_site(SITE_NAME, docs.site_config(local_dir, self._held_limit))
             if docs.is_s3:
                 self.sync = S3SiteSync(docs, local_dir, s3_client or boto3.client(
                     "s3", endpoint_url=docs.endpoint_url, region_name=docs.region))
@@ -152,8 +155,6 @@ class GxRunner:
         self.context = context
         self.docs = docs
         self._engine = datasource.get_execution_engine()
-        self._held: deque = deque()
-        self._held_limit = index_batches * len(suites) if docs is not None else 0
 
     def row_condition_sql(self, row_condition: Any, condition_parser: str | None = None) -> str:
         """A suite's ``row_condition`` as Spark SQL, translated by GX's own Spark engine."""

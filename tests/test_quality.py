@@ -221,6 +221,19 @@ def test_halt_rules_catch_their_rows_and_schema_drift(spark, dq):
     assert "halt" in dq.halt_message(outcome) and "orders.price.be_of_type" in dq.halt_message(outcome)
 
 
+def test_validation_leaves_nothing_cached(spark, dq):
+    """The batch handler checkpoints each batch's state and releases it at the end of the batch; GX's Spark
+    datasource, by default, persists every frame it validates and never unpersists it: one cached frame per
+    batch, for as long as the stream runs."""
+    persisted = spark.sparkContext._jsc.getPersistentRDDs
+    batch = spark.createDataFrame([state_row(i) for i in range(3)], nullable(S.state_schema()))
+    before = set(persisted().keySet())
+    outcome = dq.check(batch, batch_id=6)
+    assert outcome.outcome == "passed"
+    assert not batch.storageLevel.useMemory and not batch.storageLevel.useDisk
+    assert set(persisted().keySet()) == before
+
+
 def test_results_history_has_one_row_per_rule(spark, dq):
     outcome = dq.check(frame(spark, [state_row(1), state_row(2, quantity=7)]), batch_id=5)
     history = outcome.history("job-x", "stream-y").to_pylist()

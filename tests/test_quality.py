@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -96,6 +96,15 @@ def test_quarantine_on_a_table_level_rule_is_refused(tmp_path):
               lambda e: e["meta"].update(severity="quarantine"))
     with pytest.raises(SuiteError, match="needs a row-level expectation"):
         DataQuality(DqConfig(expectations_dir=project))
+
+
+def test_max_event_time_moves_once_an_hour():
+    config = DqConfig()
+    assert config.parameters(datetime(2026, 11, 25, 12, 0, tzinfo=UTC))["max_event_time"] == \
+        datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
+    for minute, second in ((0, 1), (30, 0), (59, 59)):
+        assert config.parameters(datetime(2026, 11, 25, 12, minute, second, tzinfo=UTC))["max_event_time"] == \
+            datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 
 
 def test_a_parameter_the_job_does_not_supply_is_refused(tmp_path):
@@ -232,6 +241,19 @@ def test_validation_leaves_nothing_cached(spark, dq):
     assert outcome.outcome == "passed"
     assert not batch.storageLevel.useMemory and not batch.storageLevel.useDisk
     assert set(persisted().keySet()) == before
+
+
+def test_the_next_batch_within_the_hour_compiles_no_new_code(spark, dq):
+    """Spark caches generated code by its source text. GX's metric queries come in a stable order, and the
+    bounds move once an hour: the next batch's queries are the same text, and nothing is compiled again."""
+    compilations = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
+    def batch():  # as the batch handler hands it over: checkpointed
+        return spark.createDataFrame([state_row(i) for i in range(4)], nullable(S.state_schema())).localCheckpoint()
+
+    assert dq.check(batch(), batch_id=7, validated_at=AT + timedelta(minutes=5)).outcome == "passed"
+    compiled = compilations.getCount()
+    assert dq.check(batch(), batch_id=8, validated_at=AT + timedelta(minutes=25)).outcome == "passed"
+    assert compilations.getCount() == compiled
 
 
 def test_results_history_has_one_row_per_rule(spark, dq):

@@ -126,13 +126,21 @@ class DataQuality:
         self.gx = GxRunner(self.suites, docs, config.result_format, name=job_name.replace("-", "_"),
                            index_batches=config.docs_index_batches)
         self.job_name = job_name
+        # rule name -> (the parameter values it was built with, its predicate): building the ~15 predicates
+        # costs hundreds of py4j calls (0.1-0.2 s per batch); only rules whose parameters changed are rebuilt
+        self._predicates: dict[str, tuple[tuple, Column]] = {}
 
     @property
     def docs_index_url(self) -> str | None:
         return self.docs.index_url if self.docs else None
 
     def _failing(self, rule: Rule, parameters: dict[str, Any]) -> Column:
-        return rows.failing(rule, parameters, self.gx.row_condition_sql)
+        values = tuple(sorted((name, parameters[name]) for name in rule.parameters()))
+        cached = self._predicates.get(rule.name)
+        if cached is None or cached[0] != values:
+            cached = values, rows.failing(rule, parameters, self.gx.row_condition_sql)
+            self._predicates[rule.name] = cached
+        return cached[1]
 
     def _flagged(self, state: DataFrame, rules: list[Rule], parameters: dict[str, Any]) -> tuple[DataFrame, dict]:
         """``state`` with one boolean column per rule (true where the row fails it), and rule -> column.
@@ -148,7 +156,7 @@ class DataQuality:
         totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()]).first()
         return {name: totals[c] for name, c in flag_cols.items()}
 
-    def check(self, state: DataFrame, batch_id: int) -> DqOutcome:
+    def check(self, state: DataFrame, batch_id: int, validated_at: datetime | None = None) -> DqOutcome:
         """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
 
         The row predicates of quarantine and warn rules run first (one Spark job): quarantine needs the
@@ -157,7 +165,7 @@ class DataQuality:
         batch for the ``unique`` check). A batch the predicates find clean is validated by GX with
         BOOLEAN_ONLY; if anything failed — a predicate, or a GX verdict such as a halt or table-level
         rule — GX runs with the configured detail, so the docs and history show counts and failing values."""
-        now = datetime.now(UTC)
+        now = validated_at or datetime.now(UTC)
         parameters = self.config.parameters(now)
         row_rules = [r for r in self.rules if rows.is_row_level(r) and r.severity is not Severity.HALT]
         counts: dict[str, int] = {}

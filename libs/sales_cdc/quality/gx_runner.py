@@ -29,6 +29,7 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import deserialize_row_condition
 from pyspark.sql import DataFrame
 
+from . import gx_spark  # noqa: F401 (registers add_sales_cdc_spark)
 from .docs_site import CachedJinjaIndexPageView, CachedJinjaPageView, RetainingSiteIndexBuilder, class_config
 from .suites import Suite
 
@@ -138,7 +139,7 @@ class GxRunner:
                     "s3", endpoint_url=docs.endpoint_url, region_name=docs.region))
         # persist=False: GX would persist every frame it validates and never unpersist it (one cached frame
         # per batch for the life of the stream); the batch handler checkpoints the state and releases it
-        datasource = context.data_sources.add_spark(f"{name}_spark", persist=False)
+        datasource = context.data_sources.add_sales_cdc_spark(f"{name}_spark", persist=False)
         batch_definition = datasource.add_dataframe_asset("micro_batch").add_batch_definition_whole_dataframe("batch")
         definitions = []
         for suite in suites:

@@ -12,6 +12,7 @@ check the harness (part of the test suite); benchmarks are never part of the tes
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -87,6 +88,7 @@ class Bench:
         self.spark, self.pg_url, self.workdir = spark, pg_url, workdir
         self.quality = DataQuality(DqConfig(expectations_dir=REPO / "expectations",
                                             docs_location=str(workdir / "docs")), "bench")
+        self.batch_ids = itertools.count()  # a new id per run, as a stream's batches have (a new constant in plans)
 
     def _warehouse(self) -> PostgresWarehouse:
         sql = MergeSql(Dialect.POSTGRES, db_schema=f"b_{uuid.uuid4().hex[:10]}")
@@ -100,7 +102,7 @@ class Bench:
         handler = BatchHandler(warehouse=warehouse, lake=sink, quality=self.quality if gx else None,
                                job_name="bench", alert_quarantine_share=1.0, default_stream_id="bench")
         started = time.perf_counter()
-        result = handler(df, 0)
+        result = handler(df, next(self.batch_ids))
         total = time.perf_counter() - started
         warehouse.close()
         return {"seconds": total, "stages": result.seconds, "events": result.events_read}

@@ -243,6 +243,27 @@ def test_validation_leaves_nothing_cached(spark, dq):
     assert set(persisted().keySet()) == before
 
 
+def test_row_predicates_run_when_gx_finds_a_failure_or_the_previous_batch_failed(spark, monkeypatch):
+    """Clean batches (the usual case) need no predicate job; after a failing batch the predicates run first."""
+    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), "order-of-checks")
+    predicate_jobs = []
+    row_flags = dq._row_flags
+    monkeypatch.setattr(dq, "_row_flags", lambda *args: predicate_jobs.append(args) or row_flags(*args))
+    clean = [state_row(i) for i in range(3)]
+    dirty = [*clean, state_row("bad", quantity=9)]
+    batches = [(clean, "passed", 0, 0), (dirty, "quarantined", 1, 1), (dirty, "quarantined", 1, 1),
+               (clean, "passed", 0, 1), (clean, "passed", 0, 0)]
+    for batch_id, (rows, verdict, quarantined, predicate_runs) in enumerate(batches):
+        predicate_jobs.clear()
+        outcome = dq.check(frame(spark, rows), batch_id)
+        assert (outcome.outcome, outcome.quarantined_rows, len(predicate_jobs)) == \
+            (verdict, quarantined, predicate_runs), batch_id
+        quantity = next(r for r in outcome.rules if r.rule.name == "orders.quantity.be_between")
+        assert (quantity.unexpected_count, quantity.failed_rows) == (quarantined, quarantined), batch_id
+        if quarantined:
+            assert [r[S.CDC_EVENT_ID] for r in outcome.rejected.collect()] == ["e-bad"]
+
+
 def test_the_next_batch_within_the_hour_compiles_no_new_code(spark, dq):
     """Spark caches generated code by its source text. GX's metric queries come in a stable order, and the
     bounds move once an hour: the next batch's queries are the same text, and nothing is compiled again."""

@@ -109,6 +109,19 @@ def _result_details(result: Any) -> tuple[int | None, int | None, str | None]:
     return values.get("element_count"), values.get("unexpected_count"), details
 
 
+@dataclass(frozen=True)
+class _RowFlags:
+    flagged: DataFrame  # the state with one flag column per rule and DQ_REJECTED
+    columns: dict[str, str]  # rule name -> its flag column
+    quarantine_names: list[str]
+    counts: dict[str, int]  # rule name -> rows its predicate flags
+    rejected: int  # rows flagged by any quarantine rule
+
+
+def _all_passed(runs: list) -> bool:
+    return all(res.success for run in runs for res in run.result.results)
+
+
 class DataQuality:
     """Built once per job: loads and checks the suites, sets up GX, compiles the row predicates."""
 
@@ -129,6 +142,10 @@ class DataQuality:
         # rule name -> (the parameter values it was built with, its predicate): building the ~15 predicates
         # costs hundreds of py4j calls (0.1-0.2 s per batch); only rules whose parameters changed are rebuilt
         self._predicates: dict[str, tuple[tuple, Column]] = {}
+        # GX first (predicates only if it finds a failure) while batches come clean; see check()
+        self._gx_first_allowed = not any("mostly" in r.kwargs for r in self.rules
+                                         if rows.is_row_level(r) and r.severity is not Severity.HALT)
+        self._gx_first = self._gx_first_allowed
 
     @property
     def docs_index_url(self) -> str | None:
@@ -156,41 +173,64 @@ class DataQuality:
         totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()]).first()
         return {name: totals[c] for name, c in flag_cols.items()}
 
+    def _row_flags(self, state: DataFrame, row_rules: list[Rule], parameters: dict[str, Any]) -> _RowFlags:
+        """One Spark job: the rows each rule's predicate flags, and the rows to quarantine (any quarantine flag)."""
+        flagged, flag_cols = self._flagged(state, row_rules, parameters)
+        quarantine_names = [r.name for r in row_rules if r.severity is Severity.QUARANTINE]
+        # a plain OR of the flags here; the reasons (an array, built with a lambda that turns Spark's code
+        # generation off) only for batches that have rows to quarantine
+        rejected_flag = F.coalesce(reduce(operator.or_, [F.col(flag_cols[n]) for n in quarantine_names]),
+                                   F.lit(False)) if quarantine_names else F.lit(False)
+        flagged = flagged.withColumn(DQ_REJECTED, rejected_flag)
+        totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()],
+                             F.count_if(DQ_REJECTED).alias("rejected")).first()
+        return _RowFlags(flagged, flag_cols, quarantine_names, {name: totals[c] for name, c in flag_cols.items()},
+                         totals["rejected"])
+
     def check(self, state: DataFrame, batch_id: int, validated_at: datetime | None = None) -> DqOutcome:
         """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
 
-        The row predicates of quarantine and warn rules run first (one Spark job): quarantine needs the
-        rows, and a failing warn rule asks for GX's detailed run up front. Halt rules are GX's alone (a
-        halt writes nothing, so their rows are never needed; their predicates would cost a window per
-        batch for the ``unique`` check). A batch the predicates find clean is validated by GX with
-        BOOLEAN_ONLY; if anything failed — a predicate, or a GX verdict such as a halt or table-level
-        rule — GX runs with the configured detail, so the docs and history show counts and failing values."""
+        Quarantine needs rows, which the row predicates of quarantine and warn rules find (one Spark job);
+        halt rules are GX's alone (a halt writes nothing, so their rows are never needed, and the ``unique``
+        predicate would cost a window per batch). A clean batch needs neither the predicates nor GX's
+        detail, so the order follows the previous batch:
+        - after a clean batch, GX runs first with BOOLEAN_ONLY; if every rule passes, that is all (no row
+          fails a rule that passes, as long as no quarantine or warn rule has ``mostly``);
+        - otherwise (after a failing batch, or when GX just found a failure) the predicates run, then GX
+          with the configured detail if anything failed, so the docs and history show counts and values.
+        A stream of failing batches (say, a warn rule on legacy ids) pays no boolean run it would throw
+        away; a stream of clean ones pays no predicate job."""
         now = validated_at or datetime.now(UTC)
         parameters = self.config.parameters(now)
         row_rules = [r for r in self.rules if rows.is_row_level(r) and r.severity is not Severity.HALT]
-        counts: dict[str, int] = {}
-        flagged, rejected_total = None, 0
-        if row_rules:
-            flagged, flag_cols = self._flagged(state, row_rules, parameters)
-            quarantine_names = [r.name for r in row_rules if r.severity is Severity.QUARANTINE]
-            # a plain OR of the flags here; the reasons (an array, built with a lambda that turns Spark's
-            # code generation off) only for batches that have rows to quarantine
-            rejected_flag = F.coalesce(reduce(operator.or_, [F.col(flag_cols[n]) for n in quarantine_names]),
-                                       F.lit(False)) if quarantine_names else F.lit(False)
-            flagged = flagged.withColumn(DQ_REJECTED, rejected_flag)
-            totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()],
-                                 F.count_if(DQ_REJECTED).alias("rejected")).first()
-            counts = {name: totals[c] for name, c in flag_cols.items()}
-            rejected_total = totals["rejected"]
-
         run_name = f"{self.job_name}-batch-{batch_id}"
-        started = time.perf_counter()
-        detailed = any(counts.values())
-        runs = self.gx.validate(state, run_name, parameters, detailed=detailed, run_time=now)
-        if not detailed and self.config.result_format != "BOOLEAN_ONLY" and \
-                not all(res.success for run in runs for res in run.result.results):
-            runs = self.gx.validate(state, run_name, parameters, detailed=True, run_time=now)
-        gx_seconds = time.perf_counter() - started
+        gx_seconds = 0.0
+
+        def validate(detailed: bool) -> list:
+            nonlocal gx_seconds
+            started = time.perf_counter()
+            try:
+                return self.gx.validate(state, run_name, parameters, detailed=detailed, run_time=now)
+            finally:
+                gx_seconds += time.perf_counter() - started
+
+        boolean_only = self.config.result_format == "BOOLEAN_ONLY"
+        flags = None
+        if self._gx_first:
+            runs = validate(detailed=False)
+            if not _all_passed(runs):
+                flags = self._row_flags(state, row_rules, parameters) if row_rules else None
+                if not boolean_only:
+                    runs = validate(detailed=True)
+        else:
+            flags = self._row_flags(state, row_rules, parameters) if row_rules else None
+            detailed = flags is not None and any(flags.counts.values())
+            runs = validate(detailed)
+            if not detailed and not boolean_only and not _all_passed(runs):
+                runs = validate(detailed=True)
+        self._gx_first = self._gx_first_allowed and _all_passed(runs)
+        counts = flags.counts if flags is not None else {r.name: 0 for r in row_rules}
+        rejected_total = flags.rejected if flags is not None else 0
         by_rule = {res.expectation_config.meta[RULE_META]: res for run in runs for res in run.result.results}
         halted = any(not by_rule[r.name].success for r in self.rules
                      if r.severity is Severity.HALT and r.name in by_rule)
@@ -198,9 +238,10 @@ class DataQuality:
         passed, rejected, rejected_count = state, None, 0
         if rejected_total and not halted:  # a halted batch writes nothing: no split needed
             rejected_count = rejected_total
-            reasons = F.array_compact(F.array(*[F.when(F.col(flag_cols[n]), F.lit(n)) for n in quarantine_names]))
-            passed = flagged.where(~F.col(DQ_REJECTED)).select(*state.columns)
-            rejected = flagged.where(F.col(DQ_REJECTED)).select(
+            reasons = F.array_compact(F.array(*[F.when(F.col(flags.columns[n]), F.lit(n))
+                                                for n in flags.quarantine_names]))
+            passed = flags.flagged.where(~F.col(DQ_REJECTED)).select(*state.columns)
+            rejected = flags.flagged.where(F.col(DQ_REJECTED)).select(
                 S.CDC_EVENT_ID, F.array_join(reasons, "; ").alias(S.QUARANTINE_REASON))
 
         outcomes = []

@@ -300,11 +300,24 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
     to_kinesis = [piped[k] - written[k] for k in written if k in piped]
     to_warehouse = [visible[k] - piped[k] for k in piped if k in visible]
     batches = [b for b in summary.batches if b.events_read]
+    first_write = min(written.values())
+
+    def by_window(pairs: list[tuple[float, float]], width: float = 5.0) -> list[float]:
+        """Median latency per ``width`` seconds of write time: flat is a steady state, rising is falling behind."""
+        windows: dict[int, list[float]] = {}
+        for at, latency in pairs:
+            windows.setdefault(int((at - first_write) // width), []).append(latency)
+        return [round(statistics.median(windows[w]), 2) for w in sorted(windows)]
+
     return {"events": count, "visible": len(latencies), "target_rate": rate, "achieved_write_rate": achieved,
             "p50_s": statistics.median(latencies), "p95_s": p95(latencies), "max_s": latencies[-1],
             "write_to_kinesis_p50_s": statistics.median(to_kinesis), "write_to_kinesis_p95_s": p95(to_kinesis),
             "kinesis_to_warehouse_p50_s": statistics.median(to_warehouse),
             "kinesis_to_warehouse_p95_s": p95(to_warehouse), "batches": len(batches),
+            "write_to_kinesis_p50_by_5s": by_window([(written[k], piped[k] - written[k]) for k in written
+                                                     if k in piped]),
+            "write_to_visible_p50_by_5s": by_window([(written[k], visible[k] - written[k]) for k in written
+                                                     if k in visible]),
             "batch_events_median": statistics.median(b.events_read for b in batches),
             "batch_seconds_median": statistics.median(sum(b.seconds.values()) for b in batches),
             "batch_stage_seconds_median": {
@@ -433,7 +446,8 @@ def _freshness_text(fresh: dict) -> str:
             f"{fresh['write_to_kinesis_p95_s']:.2f} s, Kinesis -> warehouse (the job) p50 "
             f"{fresh['kinesis_to_warehouse_p50_s']:.2f} s / p95 {fresh['kinesis_to_warehouse_p95_s']:.2f} s; "
             f"{fresh['batches']} batches, median {fresh['batch_events_median']:,.0f} events in "
-            f"{fresh['batch_seconds_median']:.2f} s")
+            f"{fresh['batch_seconds_median']:.2f} s; median write -> on Kinesis per 5 s of writes (flat: keeping "
+            f"up, rising: falling behind): {', '.join(f'{x:.1f}' for x in fresh.get('write_to_kinesis_p50_by_5s', []))} s")
 
 
 def chart(results: dict, path: Path) -> None:

@@ -440,6 +440,7 @@ def write_report(results: dict, out: Path) -> None:
 def _freshness_text(fresh: dict) -> str:
     if not fresh.get("visible"):
         return "no event became visible"
+    lag_by_window = ", ".join(f"{x:.1f}" for x in fresh.get("write_to_kinesis_p50_by_5s", []))
     return (f"p50 {fresh['p50_s']:.2f} s, p95 {fresh['p95_s']:.2f} s over {fresh['visible']} events written at "
             f"{fresh['achieved_write_rate']:,.0f}/s (target {fresh['target_rate']:,.0f}/s); of which write -> on "
             f"Kinesis (moto stream + pipe) p50 {fresh['write_to_kinesis_p50_s']:.2f} s / p95 "
@@ -447,7 +448,7 @@ def _freshness_text(fresh: dict) -> str:
             f"{fresh['kinesis_to_warehouse_p50_s']:.2f} s / p95 {fresh['kinesis_to_warehouse_p95_s']:.2f} s; "
             f"{fresh['batches']} batches, median {fresh['batch_events_median']:,.0f} events in "
             f"{fresh['batch_seconds_median']:.2f} s; median write -> on Kinesis per 5 s of writes (flat: keeping "
-            f"up, rising: falling behind): {', '.join(f'{x:.1f}' for x in fresh.get('write_to_kinesis_p50_by_5s', []))} s")
+            f"up, rising: falling behind): {lag_by_window} s")
 
 
 def chart(results: dict, path: Path) -> None:

@@ -169,9 +169,7 @@ class DataQuality:
         """Rows failing each rule's row predicate (default: every row-level rule, halt rules included, which
         ``check`` leaves to GX alone), for holding the predicates against GX's counts."""
         rules = [r for r in (rules if rules is not None else self.rules) if rows.is_row_level(r)]
-        flagged, flag_cols = self._flagged(state, rules, self.config.parameters(datetime.now(UTC)))
-        totals = flagged.agg(*[F.count_if(F.col(c)).alias(c) for c in flag_cols.values()]).first()
-        return {name: totals[c] for name, c in flag_cols.items()}
+        return self._row_flags(state, rules, self.config.parameters(datetime.now(UTC))).counts
 
     def _row_flags(self, state: DataFrame, row_rules: list[Rule], parameters: dict[str, Any]) -> _RowFlags:
         """One Spark job: the rows each rule's predicate flags, and the rows to quarantine (any quarantine flag)."""

@@ -7,6 +7,7 @@ from decimal import Decimal
 import psycopg
 import pyarrow as pa
 import pytest
+from pyspark.sql import functions as F
 
 from sales_cdc import schema as S
 from sales_cdc.pipeline import BatchHandler
@@ -93,6 +94,19 @@ def test_replaying_a_batch_changes_nothing(wh):
     assert not first.merge.replayed and replay.merge.replayed
     assert after == before  # same rows, same loaded_at, quarantine not doubled, one ledger row
     assert replay.merge.upserted_rows == first.merge.upserted_rows == 2  # counts read back from the ledger
+
+
+def test_a_replay_after_a_restart_is_found_in_the_ledger_before_it_is_read(wh):
+    first = wh.batch(0, insert("o1", 1))
+    restarted = BatchHandler(warehouse=wh.warehouse, default_stream_id="stream-a")
+    unreadable = source_rows(wh.spark, insert("o1", 1)).select(*[  # reading any row of it fails
+        F.raise_error(F.lit("the replayed batch was read")).cast(f.dataType).alias(f.name)
+        for f in S.SOURCE_SCHEMA.fields])
+    replay = restarted(unreadable, 0)
+    assert replay.merge.replayed and replay.dq_outcome == "replayed"
+    assert replay.merge.upserted_rows == first.merge.upserted_rows == 1
+    assert restarted(source_rows(wh.spark, insert("o2", 2)), 1).merge.upserted_rows == 1  # then on as usual
+    assert set(wh.state()) == {"o1", "o2"}
 
 
 def test_same_batch_id_from_a_new_checkpoint_is_not_skipped(spark, pg_url, db_schema):

@@ -44,7 +44,7 @@ class BatchResult:
     events_with_warnings: int
     merge: MergeResult
     dq_quarantined: int = 0  # latest-per-key rows rejected by a data-quality rule
-    dq_outcome: str = "not checked"  # passed, warned, quarantined (halted batches raise instead)
+    dq_outcome: str = "not checked"  # passed, warned, quarantined, replayed (skipped); a halt raises instead
     dq_failed_rules: tuple[str, ...] = ()
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, for logs and benchmarks
 
@@ -138,13 +138,29 @@ class BatchHandler:
         self.summary = summary if summary is not None else RunSummary()
         self.summary.docs_url = quality.docs_index_url if quality else None
         self.halt: DataQualityHalt | None = None  # set when a batch halted the job
+        self._last_batch_id: int | None = None  # None until this handler's first batch
 
     def _stream_id(self, batch_df: DataFrame) -> str:
         query_id = batch_df.sparkSession.sparkContext.getLocalProperty(QUERY_ID_PROPERTY)
         return query_id or self.default_stream_id
 
+    def _already_committed(self, batch_id: int, stream_id: str) -> MergeResult | None:
+        """A replay comes as the first batch after a (re)start, or as a batch id not above the last one seen;
+        only then is the ledger asked up front (on Redshift a query costs a Data API round trip)."""
+        maybe_replay = self._last_batch_id is None or batch_id <= self._last_batch_id
+        self._last_batch_id = batch_id if self._last_batch_id is None else max(self._last_batch_id, batch_id)
+        return self.warehouse.committed(batch_id=batch_id, stream_id=stream_id) if maybe_replay else None
+
     def __call__(self, batch_df: DataFrame, batch_id: int) -> BatchResult:
         stream_id = self._stream_id(batch_df)
+        recorded = self._already_committed(batch_id, stream_id)
+        if recorded is not None:
+            # the lake is written before the warehouse: a batch in the warehouse ledger is in the lake too,
+            # so a replay is not read, validated or written again (merge_batch would skip it anyway)
+            log.info("batch %s of stream %s is already committed: skipped (replay)", batch_id, stream_id)
+            result = BatchResult(batch_id, 0, 0, 0, recorded, dq_outcome="replayed")
+            self.summary.add(result)
+            return result
         clock = _Stopwatch()
         materialized = _Materialized(batch_df.sparkSession)
         try:

@@ -29,6 +29,10 @@ class Warehouse(Protocol):
         """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, record the batch: one transaction."""
         ...
 
+    def committed(self, *, batch_id: int, stream_id: str) -> MergeResult | None:
+        """The recorded result of a batch already in the ledger (``replayed=True``), else None."""
+        ...
+
     def record_dq_results(self, dq_results: pa.Table) -> None:
         """Append a halted batch's results on their own (nothing else of that batch is written)."""
         ...

@@ -57,6 +57,16 @@ class PostgresWarehouse:
     def _ledger_row(self, params: dict) -> tuple | None:
         return self.conn.execute(self.sql.ledger_counts(), params).fetchone()
 
+    def committed(self, *, batch_id: int, stream_id: str) -> MergeResult | None:
+        params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
+        try:
+            with self.conn.transaction():  # its own transaction: the merge's must not become a savepoint
+                row = self._ledger_row(params)
+        except psycopg.OperationalError:
+            self.close()
+            raise
+        return MergeResult(batch_id, *row, replayed=True) if row else None
+
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None) -> MergeResult:
         params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,

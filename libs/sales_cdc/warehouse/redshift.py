@@ -166,6 +166,10 @@ class RedshiftDataApiWarehouse:
         rows = self.query(self.sql.ledger_counts(), params)
         return tuple(int(v) for v in rows[0]) if rows else None
 
+    def committed(self, *, batch_id: int, stream_id: str) -> MergeResult | None:
+        recorded = self._ledger_counts({"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id})
+        return MergeResult(batch_id, *recorded, replayed=True) if recorded is not None else None
+
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None) -> MergeResult:
         key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -191,72 +192,94 @@ class Bench:
 
 
 # --- freshness on the moto path --------------------------------------------------------------------
-def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, workdir: Path) -> dict:
+# The writer and the pipe run in processes of their own, as they do in AWS (an application writing to
+# DynamoDB; the Pipe, a managed service): in the bench's own process they shared one GIL with the Spark
+# driver and fell behind (the write -> Kinesis lag rose through the whole run).
+def _write_orders(endpoint: str, count: int, rate: float, out: str) -> None:
+    """BatchWriteItem calls of 25 on a fixed schedule, handed to a few writer threads so that one slow call
+    does not hold the rate down; writes ``{key: acknowledged at}`` to ``out`` at the end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from boto3.dynamodb.types import TypeSerializer
+
+    from sales_cdc.local_aws import TABLE_NAME, aws_client
+
+    operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11)
+    dynamodb, serializer, written = aws_client("dynamodb", endpoint=endpoint), TypeSerializer(), {}
+
+    def put(chunk: list) -> None:
+        items = [{k: serializer.serialize(v) for k, v in G.dynamodb_item(o.item).items()} for o in chunk]
+        G._put_batch(dynamodb, TABLE_NAME, items)
+        now = time.time()
+        written.update({o.key: now for o in chunk})
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=8) as writers:
+        for start in range(0, count, 25):
+            delay = started + start / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            writers.submit(put, operations[start:start + 25])
+    Path(out).write_text(json.dumps(written))
+
+
+def _run_pipe(endpoint: str, stream_arn: str, state_path: str, out: str, stop) -> None:
+    """The pipe emulator until ``stop`` is set; writes ``{key: put on Kinesis at}`` to ``out``."""
+    from sales_cdc.local_aws import KINESIS_STREAM, aws_client
+    from sales_cdc.pipe_emulator import PipeEmulator
+
+    pipe = PipeEmulator(aws_client("dynamodbstreams", endpoint=endpoint), aws_client("kinesis", endpoint=endpoint),
+                        stream_arn=stream_arn, kinesis_stream=KINESIS_STREAM, state_path=Path(state_path))
+    piped: dict[str, float] = {}
+    put_to_kinesis = pipe._put
+
+    def put_and_time(records: list, **kwargs) -> None:  # when each key left the pipe: splits the latency
+        put_to_kinesis(records, **kwargs)
+        now = time.time()
+        for record in records:
+            piped.setdefault(next(iter(record["dynamodb"]["Keys"]["orderid"].values())), now)
+
+    pipe._put = put_and_time
+    pipe.run(idle_seconds=float("inf"), poll_interval=0.1, stop=stop.is_set)
+    Path(out).write_text(json.dumps(piped))
+
+
+def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, workdir: Path,
+              warmup: float = 10.0) -> dict:
     """p50/p95 from the DynamoDB write (BatchWriteItem acknowledged) to the row being visible in the
-    warehouse, with the whole local path running: moto DynamoDB + stream, pipe emulator, Kinesis, the
-    streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's
-    first appearance is its write."""
+    warehouse, with the whole local path running: moto DynamoDB + stream, the pipe emulator, Kinesis, the
+    streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's first
+    appearance is its write. Writes run for ``warmup + seconds``; only those after the warm-up are measured
+    (a stream runs for days: its first batches pay the JVM's and Spark's one-off costs)."""
+    import multiprocessing
     import statistics
     import threading
 
     from sales_cdc.config import JobConfig, KinesisConfig, WarehouseConfig
     from sales_cdc.job import run_stream
     from sales_cdc.lake import moto_storage_options
-    from sales_cdc.local_aws import KINESIS_STREAM, TABLE_NAME, MotoServer, create_kinesis_stream, create_orders_table
-    from sales_cdc.pipe_emulator import PipeEmulator
+    from sales_cdc.local_aws import MotoServer, create_kinesis_stream, create_orders_table
 
-    count = int(rate * seconds)
-    operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11)
+    total = int(rate * (warmup + seconds))
     db_schema = f"fresh_{uuid.uuid4().hex[:8]}"
-    written: dict[str, float] = {}
-    piped: dict[str, float] = {}
     visible: dict[str, float] = {}
-    done = threading.Event()
-    finished = threading.Event()  # stops the pipe and the watcher before the moto server goes away
+    finished = threading.Event()  # stops the watcher before the moto server goes away
+    processes = multiprocessing.get_context("spawn")  # never fork a process that holds a JVM gateway
+    written_path, piped_path = workdir / "fresh-written.json", workdir / "fresh-piped.json"
     with MotoServer() as moto:
         stream_arn = create_orders_table(moto.client("dynamodb"))
         create_kinesis_stream(moto.client("kinesis"), shards=2)
         moto.client("s3").create_bucket(Bucket="fresh-lake")
-        pipe = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
-                            kinesis_stream=KINESIS_STREAM, state_path=workdir / "fresh-pipe.json")
-        put_to_kinesis = pipe._put
-
-        def put_and_time(records: list, **kwargs) -> None:  # when each key left the pipe: splits the latency
-            put_to_kinesis(records, **kwargs)
-            now = time.time()
-            for record in records:
-                piped.setdefault(next(iter(record["dynamodb"]["Keys"]["orderid"].values())), now)
-
-        pipe._put = put_and_time
-        dynamodb = moto.client("dynamodb")
-        from boto3.dynamodb.types import TypeSerializer
-
-        serializer = TypeSerializer()
-
-        def put(chunk: list) -> None:
-            items = [{k: serializer.serialize(v) for k, v in G.dynamodb_item(o.item).items()} for o in chunk]
-            G._put_batch(dynamodb, TABLE_NAME, items)
-            now = time.time()
-            written.update({o.key: now for o in chunk})
-
-        def generate() -> None:
-            # BatchWriteItem calls are handed to a few writer threads on a fixed schedule, so that one slow
-            # call to moto does not hold the rate down (one thread reached ~600 writes/s)
-            from concurrent.futures import ThreadPoolExecutor
-
-            started = time.monotonic()
-            with ThreadPoolExecutor(max_workers=8) as writers:
-                for start in range(0, count, 25):
-                    delay = started + start / rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    writers.submit(put, operations[start:start + 25])
-            done.set()
+        stop_pipe = processes.Event()
+        pipe = processes.Process(target=_run_pipe, daemon=True, args=(
+            moto.endpoint, stream_arn, str(workdir / "fresh-pipe.json"), str(piped_path), stop_pipe))
+        writer = processes.Process(target=_write_orders, daemon=True,
+                                   args=(moto.endpoint, total, rate, str(written_path)))
 
         def watch() -> None:
             sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
             with psycopg.connect(pg_url, autocommit=True) as conn:
-                while len(visible) < count and not finished.is_set():
+                while len(visible) < total and not finished.is_set():
                     try:
                         rows = conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()
                     except psycopg.errors.UndefinedTable:
@@ -266,50 +289,56 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
                         visible.setdefault(key, now)
                     time.sleep(0.1)
 
-        pipe_thread = threading.Thread(target=lambda: pipe.run(idle_seconds=seconds + 30, stop=finished.is_set),
-                                       daemon=True)
         watcher = threading.Thread(target=watch, daemon=True)
-        pipe_thread.start()
+        pipe.start()
         watcher.start()
-        generator = threading.Thread(target=generate, daemon=True)
         started = time.monotonic()
-        generator.start()
+        writer.start()
         config = JobConfig(checkpoint_dir=workdir / "fresh-checkpoint", job_name="bench-freshness",
                            available_now=False, trigger_interval="1 second",
                            kinesis=KinesisConfig(endpoint_url=moto.endpoint, max_records_per_shard=50_000),
                            warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema),
                            lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(moto.endpoint)),
                            dq=DqConfig(expectations_dir=REPO / "expectations"))
-        deadline = time.monotonic() + seconds + 120
+        deadline = time.monotonic() + warmup + seconds + 120
         try:
-            summary = run_stream(spark, config, pg_url,
-                       stop_when=lambda _: (done.is_set() and len(visible) >= count) or time.monotonic() > deadline)
+            summary = run_stream(spark, config, pg_url, stop_when=lambda _: (
+                not writer.is_alive() and len(visible) >= total) or time.monotonic() > deadline)
         finally:
             finished.set()
-            for thread in (pipe_thread, watcher, generator):
-                thread.join(timeout=30)
-        achieved = count / max(1e-9, max(written.values(), default=0) - min(written.values(), default=0) + 1e-9)
-    latencies = sorted(visible[k] - written[k] for k in written if k in visible)
+            stop_pipe.set()
+            writer.join(timeout=30)
+            pipe.join(timeout=30)
+            watcher.join(timeout=30)
+        written = json.loads(written_path.read_text()) if written_path.exists() else {}
+        piped = json.loads(piped_path.read_text()) if piped_path.exists() else {}
+    if not written:
+        return {"events": 0, "visible": 0}
+    first_write = min(written.values())
+    measured = {k: t for k, t in written.items() if t >= first_write + warmup}
+    achieved = len(written) / max(1e-9, max(written.values()) - first_write)
+    latencies = sorted(visible[k] - measured[k] for k in measured if k in visible)
     if not latencies:
-        return {"events": count, "visible": 0}
+        return {"events": len(measured), "visible": 0}
 
     def p95(values: list[float]) -> float:
         values = sorted(values)
         return values[min(len(values) - 1, int(0.95 * len(values)))]
 
-    to_kinesis = [piped[k] - written[k] for k in written if k in piped]
-    to_warehouse = [visible[k] - piped[k] for k in piped if k in visible]
+    to_kinesis = [piped[k] - measured[k] for k in measured if k in piped]
+    to_warehouse = [visible[k] - piped[k] for k in measured if k in piped and k in visible]
     batches = [b for b in summary.batches if b.events_read]
-    first_write = min(written.values())
 
     def by_window(pairs: list[tuple[float, float]], width: float = 5.0) -> list[float]:
-        """Median latency per ``width`` seconds of write time: flat is a steady state, rising is falling behind."""
+        """Median latency per ``width`` seconds of write time, warm-up included: flat is a steady state,
+        rising is falling behind."""
         windows: dict[int, list[float]] = {}
         for at, latency in pairs:
             windows.setdefault(int((at - first_write) // width), []).append(latency)
         return [round(statistics.median(windows[w]), 2) for w in sorted(windows)]
 
-    return {"events": count, "visible": len(latencies), "target_rate": rate, "achieved_write_rate": achieved,
+    return {"events": len(measured), "visible": len(latencies), "warmup_s": warmup,
+            "warmup_events": len(written) - len(measured), "target_rate": rate, "achieved_write_rate": achieved,
             "p50_s": statistics.median(latencies), "p95_s": p95(latencies), "max_s": latencies[-1],
             "write_to_kinesis_p50_s": statistics.median(to_kinesis), "write_to_kinesis_p95_s": p95(to_kinesis),
             "kinesis_to_warehouse_p50_s": statistics.median(to_warehouse),
@@ -318,6 +347,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
                                                      if k in piped]),
             "write_to_visible_p50_by_5s": by_window([(written[k], visible[k] - written[k]) for k in written
                                                      if k in visible]),
+            "batch_dq_outcomes": dict(Counter(b.dq_outcome for b in batches)),
             "batch_events_median": statistics.median(b.events_read for b in batches),
             "batch_seconds_median": statistics.median(sum(b.seconds.values()) for b in batches),
             "batch_stage_seconds_median": {
@@ -344,7 +374,7 @@ def check(name: str, value: float, target: str, ok: bool) -> dict:
 
 
 def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
-        pg_url: str, fresh: tuple[float, float] = (2000.0, 20.0)) -> dict:
+        pg_url: str, fresh: tuple[float, float, float] = (2000.0, 20.0, 10.0)) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-"))
     bench = Bench(spark, pg_url, workdir)
     warm_up = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
@@ -377,7 +407,7 @@ def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: 
     batch_lines = payload_lines(merge_sizes[0], workdir, seed=5)
     merge_small = bench.merge_scaling(batch_lines, merge_sizes[0])
     merge_large = bench.merge_scaling(batch_lines, merge_sizes[1])
-    fresh_result = freshness(spark, pg_url, fresh[0], fresh[1], workdir)
+    fresh_result = freshness(spark, pg_url, fresh[0], fresh[1], workdir, warmup=fresh[2])
 
     big = rows[-1]
     e2e = big["end_to_end"]["events_per_s"]
@@ -442,7 +472,8 @@ def _freshness_text(fresh: dict) -> str:
         return "no event became visible"
     lag_by_window = ", ".join(f"{x:.1f}" for x in fresh.get("write_to_kinesis_p50_by_5s", []))
     return (f"p50 {fresh['p50_s']:.2f} s, p95 {fresh['p95_s']:.2f} s over {fresh['visible']} events written at "
-            f"{fresh['achieved_write_rate']:,.0f}/s (target {fresh['target_rate']:,.0f}/s); of which write -> on "
+            f"{fresh['achieved_write_rate']:,.0f}/s (target {fresh['target_rate']:,.0f}/s) after "
+            f"{fresh.get('warmup_s', 0):.0f} s of warm-up; of which write -> on "
             f"Kinesis (moto stream + pipe) p50 {fresh['write_to_kinesis_p50_s']:.2f} s / p95 "
             f"{fresh['write_to_kinesis_p95_s']:.2f} s, Kinesis -> warehouse (the job) p50 "
             f"{fresh['kinesis_to_warehouse_p50_s']:.2f} s / p95 {fresh['kinesis_to_warehouse_p95_s']:.2f} s; "
@@ -482,13 +513,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000", help="events per batch, comma-separated")
     parser.add_argument("--naive-events", type=int, default=10_000)
     parser.add_argument("--merge", default="10000,1000000", help="batch events and big-table rows")
-    parser.add_argument("--freshness", default="2000,20", help="events/s and seconds of the moto-path run")
+    parser.add_argument("--freshness", default="2000,20,10",
+                        help="events/s, measured seconds and warm-up seconds of the moto-path run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--warehouse-url", default=None, help="PostgreSQL URL (default: an embedded one)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness, not the speed")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.sizes, args.naive_events, args.merge, args.freshness = "200", 50, "100,1000", "100,1"
+        args.sizes, args.naive_events, args.merge, args.freshness = "200", 50, "100,1000", "100,1,0"
     sizes = [int(s) for s in args.sizes.split(",")]
     merge = tuple(int(s) for s in args.merge.split(","))
     # 100k-event batches with the default 1 GB driver once lost a task result ("TaskResultLost"): give it room
@@ -499,8 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     if url is None:
         url, server = start_embedded_postgres(Path(tempfile.mkdtemp(prefix="bench-pg-")))
     try:
-        rate, seconds = (float(x) for x in args.freshness.split(","))
-        results = run(sizes, args.naive_events, merge, args.out, spark, url, (rate, seconds))
+        rate, seconds, *warmup = (float(x) for x in args.freshness.split(","))
+        results = run(sizes, args.naive_events, merge, args.out, spark, url, (rate, seconds, *(warmup or [10.0])))
     finally:
         if server is not None:
             server.cleanup()

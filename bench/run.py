@@ -192,6 +192,7 @@ class Bench:
 
 
 # --- freshness on the moto path --------------------------------------------------------------------
+FRESHNESS_WARMUP_S = 10.0  # writes before the measured window: a stream's first batches pay one-off costs
 # The writer and the pipe run in processes of their own, as they do in AWS (an application writing to
 # DynamoDB; the Pipe, a managed service): in the bench's own process they shared one GIL with the Spark
 # driver and fell behind (the write -> Kinesis lag rose through the whole run).
@@ -245,7 +246,7 @@ def _run_pipe(endpoint: str, stream_arn: str, state_path: str, out: str, stop) -
 
 
 def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, workdir: Path,
-              warmup: float = 10.0) -> dict:
+              warmup: float = FRESHNESS_WARMUP_S) -> dict:
     """p50/p95 from the DynamoDB write (BatchWriteItem acknowledged) to the row being visible in the
     warehouse, with the whole local path running: moto DynamoDB + stream, the pipe emulator, Kinesis, the
     streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's first
@@ -374,7 +375,7 @@ def check(name: str, value: float, target: str, ok: bool) -> dict:
 
 
 def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
-        pg_url: str, fresh: tuple[float, float, float] = (2000.0, 20.0, 10.0)) -> dict:
+        pg_url: str, fresh: tuple[float, float, float] = (2000.0, 20.0, FRESHNESS_WARMUP_S)) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-"))
     bench = Bench(spark, pg_url, workdir)
     warm_up = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
@@ -513,8 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000", help="events per batch, comma-separated")
     parser.add_argument("--naive-events", type=int, default=10_000)
     parser.add_argument("--merge", default="10000,1000000", help="batch events and big-table rows")
-    parser.add_argument("--freshness", default="2000,20,10",
-                        help="events/s, measured seconds and warm-up seconds of the moto-path run")
+    parser.add_argument("--freshness", default=f"2000,20,{FRESHNESS_WARMUP_S:g}",
+                        help="events/s, measured seconds and (optional) warm-up seconds of the moto-path run")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--warehouse-url", default=None, help="PostgreSQL URL (default: an embedded one)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness, not the speed")
@@ -532,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         url, server = start_embedded_postgres(Path(tempfile.mkdtemp(prefix="bench-pg-")))
     try:
         rate, seconds, *warmup = (float(x) for x in args.freshness.split(","))
-        results = run(sizes, args.naive_events, merge, args.out, spark, url, (rate, seconds, *(warmup or [10.0])))
+        fresh = (rate, seconds, warmup[0] if warmup else FRESHNESS_WARMUP_S)
+        results = run(sizes, args.naive_events, merge, args.out, spark, url, fresh)
     finally:
         if server is not None:
             server.cleanup()

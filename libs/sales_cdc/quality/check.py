@@ -212,19 +212,14 @@ class DataQuality:
             finally:
                 gx_seconds += time.perf_counter() - started
 
-        boolean_only = self.config.result_format == "BOOLEAN_ONLY"
-        flags = None
-        if self._gx_first:
-            runs = validate(detailed=False)
-            if not _all_passed(runs):
-                flags = self._row_flags(state, row_rules, parameters) if row_rules else None
-                if not boolean_only:
-                    runs = validate(detailed=True)
-        else:
+        flags, detailed = None, False
+        runs = validate(detailed=False) if self._gx_first else None
+        if runs is None or not _all_passed(runs):
             flags = self._row_flags(state, row_rules, parameters) if row_rules else None
-            detailed = flags is not None and any(flags.counts.values())
-            runs = validate(detailed)
-            if not detailed and not boolean_only and not _all_passed(runs):
+            if runs is None:  # predicates first: a rule they find failing asks for the detail up front
+                detailed = flags is not None and any(flags.counts.values())
+                runs = validate(detailed)
+            if not detailed and self.config.result_format != "BOOLEAN_ONLY" and not _all_passed(runs):
                 runs = validate(detailed=True)
         self._gx_first = self._gx_first_allowed and _all_passed(runs)
         counts = flags.counts if flags is not None else {r.name: 0 for r in row_rules}

@@ -173,10 +173,10 @@ class RedshiftDataApiWarehouse:
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None) -> MergeResult:
         key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
-        recorded = self._ledger_counts(key)
+        recorded = self.committed(batch_id=batch_id, stream_id=stream_id)
         if recorded is not None:
             log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
-            return MergeResult(batch_id, *recorded, replayed=True)
+            return recorded
         prefix = self._batch_prefix(stream_id, batch_id)
         meta = pa.Table.from_pylist([{**key, "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}],
                                     schema=pa.schema([("job_name", pa.string()), ("stream_id", pa.string()),

@@ -11,7 +11,7 @@ from chispa import assert_df_equality
 from pyspark.sql import types as T
 
 from sales_cdc import schema as S
-from sales_cdc.decode import decode_pipe_records, split_decoded
+from sales_cdc.decode import decode_batch, decode_pipe_records, split_decoded
 from sales_cdc.records import stream_record, to_json_line
 
 ALL_TYPES = S.EntitySchema(
@@ -230,3 +230,40 @@ def test_event_columns_follow_the_schema_module(spark):
     assert decoded.columns == [f.name for f in S.event_fields()] + [S.CDC_ERRORS]
     for field in S.event_fields():
         assert decoded.schema[field.name].dataType == field.spark_type, field.name
+
+
+def _checkpoint(df):
+    return df.localCheckpoint(eager=True)
+
+
+def test_the_two_pass_decode_gives_the_rows_of_the_one_pass_decode(spark):
+    """decode_batch (values and problem flags first, messages for the flagged rows only) must produce the
+    same rows as decode_pipe_records, for clean rows, drifted ones, warnings and every malformed case."""
+    modify_with_bad_old_value = stream_record("MODIFY", 7, key="o7", new={"orderid": "o7", "quantity": 2},
+                                              old={"orderid": "o7"})
+    modify_with_bad_old_value["dynamodb"]["OldImage"]["quantity"] = {"N": "2.5"}
+    records = [
+        stream_record("INSERT", 1, key="ok", new={"orderid": "ok", "quantity": 1}),
+        _insert(dynamodb__NewImage__gift_note={"S": "happy birthday"}),  # schema drift: kept, not an error
+        modify_with_bad_old_value,
+        *[record for _, record, _ in MALFORMED],
+    ]
+    df = source_df(spark, *records)
+    one_pass = decode_pipe_records(df)
+    two_pass = decode_batch(df, _checkpoint)
+    assert_df_equality(two_pass.frame, one_pass, ignore_row_order=True)
+    assert (two_pass.read, two_pass.valid, two_pass.warned) == (len(records), 3, 1)
+
+
+def test_a_clean_batch_is_decoded_once(spark):
+    materialised = []
+
+    def checkpoint(df):
+        materialised.append(df)
+        return _checkpoint(df)
+
+    records = [stream_record("INSERT", i, key=f"o{i}", new={"orderid": f"o{i}"}) for i in range(1, 4)]
+    batch = decode_batch(source_df(spark, *records), checkpoint)
+    assert len(materialised) == 1  # no second pass: no row has a problem
+    assert_df_equality(batch.frame, decode_pipe_records(source_df(spark, *records)), ignore_row_order=True)
+    assert (batch.read, batch.valid, batch.warned) == (3, 3, 0)

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
-from pyspark.sql import DataFrame, Observation
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
-from .decode import decode_pipe_records, split_decoded
+from .decode import decode_batch, split_decoded
 from .lake import DeltaLake
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
 from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows
@@ -164,27 +162,19 @@ class BatchHandler:
         clock = _Stopwatch()
         materialized = _Materialized(batch_df.sparkSession)
         try:
-            # the counts are observed while the checkpoint computes the decode: no job of their own
-            observed = Observation(f"decode_counts_{uuid.uuid4().hex}")
-            decoded = materialized(decode_pipe_records(batch_df, self.entity).observe(
-                observed,
-                F.count(F.lit(1)).alias("read"),
-                F.count_if(F.size(S.CDC_ERRORS) == 0).alias("valid"),
-                F.count_if((F.size(S.CDC_ERRORS) == 0) & (F.size(S.CDC_WARNINGS) > 0)).alias("warned"),
-            ))
-            counts = observed.get
-            events, quarantine = split_decoded(decoded, batch_id, self.entity)
+            decoded = decode_batch(batch_df, materialized, self.entity)
+            events, quarantine = split_decoded(decoded.frame, batch_id, self.entity)
             clock.lap("decode")
             # the deduped state is read by GX, the collect and the lake: materialised here, so that the
             # data-quality time is data quality only
             state = materialized(to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity))
             clock.lap("dedupe")
             outcome = None
-            if self.quality is not None and counts["valid"]:
+            if self.quality is not None and decoded.valid:
                 outcome = self.quality.check(state, batch_id)
                 clock.lap("data_quality")
                 if outcome.halted:
-                    self._halt(outcome, stream_id, counts["read"])
+                    self._halt(outcome, stream_id, decoded.read)
                 if outcome.rejected is not None:
                     quarantine = quarantine.unionByName(dq_quarantine_rows(events, outcome.rejected, batch_id,
                                                                            self.entity))
@@ -196,7 +186,7 @@ class BatchHandler:
             clock.lap("collect")
             if self.lake is not None:  # lake first: both sinks skip what they already hold on a replay
                 self.lake.write_batch(batch_id=batch_id, stream_id=stream_id,
-                                      raw=to_raw_rows(decoded, batch_id, self.entity), state=state_rows,
+                                      raw=to_raw_rows(decoded.frame, batch_id, self.entity), state=state_rows,
                                       quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine)
                 clock.lap("lake")
             history = outcome.history(self.job_name, stream_id) if outcome is not None else None
@@ -205,7 +195,7 @@ class BatchHandler:
             clock.lap("warehouse")
         finally:
             materialized.release()
-        result = BatchResult(batch_id, counts["read"], counts["valid"], counts["warned"], merge,
+        result = BatchResult(batch_id, decoded.read, decoded.valid, decoded.warned, merge,
                              dq_quarantined=outcome.quarantined_rows if outcome else 0,
                              dq_outcome=outcome.outcome if outcome else "not checked",
                              dq_failed_rules=tuple(outcome.failed_rule_names()) if outcome else (),

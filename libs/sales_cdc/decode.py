@@ -183,8 +183,9 @@ class _Stages:
     many checks read it, because it is a column of an earlier projection. The parsed record is dropped
     after the lookups, so no later projection carries more than ``spark.sql.codegen.maxFields`` (100)
     nested fields, above which Spark interprets every expression; the lambdas the schema-drift step needs
-    (``map_filter``) stay in the drift stage, out of the typed values and the messages. The generated
-    code is still above HotSpot's JIT limit as one whole-stage method: see ``job.SPARK_SQL_SETTINGS``."""
+    (``map_filter``) stay in the drift stage, out of the typed values and the messages. With the messages,
+    the generated code is above HotSpot's JIT limit as one whole-stage method (see
+    ``job.SPARK_SQL_SETTINGS``); without them (the first pass of :func:`decode_batch`) it is fused."""
 
     def __init__(self, ddb: Column, detailed: bool):
         self.ddb = ddb
@@ -252,7 +253,7 @@ HAS_ERRORS, HAS_WARNINGS = "_has_errors", "_has_warnings"  # the first pass's pr
 
 def decode_pipe_records(df: DataFrame, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
     """Source rows (``schema.SOURCE_FIELDS``) -> event rows (``schema.event_fields``) + ``cdc_errors``, in
-    one lazy pass that builds the messages of every row (see :func:`decode_batch` for the batch handler's).
+    one lazy pass with the messages (the batch handler uses :func:`decode_batch`: the same rows, faster).
 
     Rows with a non-empty ``cdc_errors`` must be quarantined (see :func:`split_decoded`).
     """
@@ -301,8 +302,7 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
     ))
     counts = observed.get
     columns = [f.name for f in S.event_fields(entity)]
-    clean = first.select(*[_no_messages().alias(n) if n == S.CDC_WARNINGS else F.col(n) for n in columns],
-                         _no_messages().alias(S.CDC_ERRORS))
+    clean = first.select(*columns, _no_messages().alias(S.CDC_ERRORS))
     if counts["flagged"]:
         flagged = first.where(flags).select(*[f.name for f in S.SOURCE_FIELDS])
         clean = clean.where(~flags).unionByName(materialize(decode_pipe_records(flagged, entity)))
@@ -376,11 +376,11 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
             envelope.messages(),
             F.when(known_op, _when_op(is_remove, old_problems.messages(), new_problems.messages()))
             .otherwise(_no_messages()))
-        flags = {S.CDC_ERRORS: F.when(has_errors, problems).otherwise(_no_messages())}
+        problem_columns = {S.CDC_ERRORS: F.when(has_errors, problems).otherwise(_no_messages())}
         warnings = F.when(new_warns, new_problems.messages()).when(old_warns, old_problems.messages()) \
             .otherwise(_no_messages())
     else:
-        flags = {HAS_ERRORS: has_errors, HAS_WARNINGS: has_warnings}
+        problem_columns = {HAS_ERRORS: has_errors, HAS_WARNINGS: has_warnings}
         warnings = _no_messages()  # the second pass fills it in for the rows flagged here
 
     values = stages.values
@@ -401,7 +401,7 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
         ("withColumns", stages.derived),
         ("withColumns", stages.typed),
         ("select", [*[values[f.name].alias(f.name) for f in S.event_fields(entity)],
-                    *[c.alias(n) for n, c in flags.items()]]),
+                    *[c.alias(n) for n, c in problem_columns.items()]]),
     ]
 
 

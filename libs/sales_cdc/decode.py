@@ -224,11 +224,10 @@ class _Stages:
                             F.lit(0))
         has_extra = F.size(image) > known_present
         extra = F.map_filter(image, lambda k, _v: ~F.array_contains(known, k))
-        untagged = F.map_keys(F.map_filter(extra, lambda _k, v: _untagged(v)))
+        untagged = F.array_join(F.map_keys(F.map_filter(extra, lambda _k, v: _untagged(v))), ", ")
         unmapped_name, untagged_name = prefix + S.UNMAPPED, _name(prefix, "untagged")
         self.drift[unmapped_name] = F.when(has_extra, F.to_json(extra))
-        self.drift[untagged_name] = F.when(has_extra, F.nullif(F.array_join(untagged, ", "), F.lit(""))) \
-            if self.detailed else F.when(has_extra & (F.size(untagged) > 0), F.lit("?"))
+        self.drift[untagged_name] = F.when(has_extra, F.nullif(untagged, F.lit("")))
         self.lookups[unmapped_name], self.lookups[untagged_name] = _col(unmapped_name), _col(untagged_name)
         self.values[unmapped_name] = _col(unmapped_name)
         problems.add(_col(untagged_name).isNotNull(),
@@ -321,10 +320,9 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     stages = _Stages(ddb, detailed)
     key_tag = entity.field(entity.key).ddb_type
     lookups = stages.lookups
-    # Only a record from_json could not read fully is parsed a second time, to tell bad JSON from a bad
-    # shape; the first pass needs neither (any such record is flagged), the second tells them apart.
+    # Only a record from_json could not read fully is parsed a second time, to tell bad JSON from a bad shape.
     lookups["_not_json"] = F.when(record[_CORRUPT].isNotNull(), F.try_parse_json(S.PAYLOAD).isNull()) \
-        .otherwise(F.lit(False)) if detailed else F.lit(False)
+        .otherwise(F.lit(False))
     lookups["_shape_mismatch"] = record[_CORRUPT].isNotNull()
     lookups["_op"] = record["eventName"]
     lookups["_event_id"] = record["eventID"]

@@ -17,7 +17,7 @@ from tests.test_warehouse_postgres import insert, modify, remove, source_rows
 
 class LakeHarness:
     def __init__(self, spark, moto, pg_url, db_schema, soft_delete=False):
-        bucket = f"lake-{uuid.uuid4().hex[:8]}"
+        self.bucket = bucket = f"lake-{uuid.uuid4().hex[:8]}"
         moto.client("s3").create_bucket(Bucket=bucket)
         self.options = moto_storage_options(moto.endpoint)
         self.lake = DeltaLake(LakeConfig(f"s3://{bucket}/lake", self.options, soft_delete=soft_delete), "test-job")
@@ -65,6 +65,20 @@ def test_replaying_a_batch_leaves_every_table_at_the_same_version_and_content(la
     lake.batch(0, *batch)
     after = [(lake.table(u).version(), lake.table(u).to_pyarrow_table().to_pylist()) for u in uris]
     assert after == before
+
+
+def test_a_lake_failure_commits_nothing_in_the_warehouse_and_the_retry_writes_both(lake, moto):
+    """The lake is written while the warehouse merges; the warehouse commits only once the lake has the batch."""
+    moto.client("s3").delete_bucket(Bucket=lake.bucket)  # the lake's bucket is gone: every lake write fails
+    with pytest.raises(OSError, match=r"(?i)bucket"):
+        lake.batch(0, insert("o1", 1))
+    ledger = f"SELECT count(*) FROM {lake.warehouse.sql.ledger}"
+    target = f"SELECT count(*) FROM {lake.warehouse.sql.target}"
+    assert lake.warehouse.conn.execute(ledger).fetchone() == lake.warehouse.conn.execute(target).fetchone() == (0,)
+    moto.client("s3").create_bucket(Bucket=lake.bucket)
+    lake.batch(0, insert("o1", 1))  # Spark's retry of the batch
+    assert lake.silver() == {"o1": 1}
+    assert lake.warehouse.conn.execute(target).fetchone() == (1,)
 
 
 def test_out_of_order_event_does_not_overwrite_silver(lake):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyspark import StorageLevel
+from pyspark import InheritableThread, StorageLevel
 from pyspark.sql import DataFrame
 
 from . import schema as S
@@ -86,6 +87,50 @@ class _Stopwatch:
         now = time.perf_counter()
         self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
         self._last = now
+
+    def paused(self, wait: Callable[[], object]) -> Callable[[], None]:
+        """``wait`` with the time spent in it left out of ``total()``."""
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                wait()
+            finally:
+                self._last += time.perf_counter() - started
+        return run
+
+    def total(self) -> float:
+        return time.perf_counter() - self._last + sum(self.seconds.values())
+
+
+class _InBackground:
+    """``work()`` on a thread that inherits the caller's Spark local properties (job group, query id);
+    ``result()`` waits and returns its value or raises its error."""
+
+    def __init__(self, work: Callable[[], object]) -> None:
+        self.seconds = 0.0
+        self._value: object = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                self._value = work()
+            except BaseException as exc:  # re-raised by result(), on the caller's thread
+                self._error = exc
+            finally:
+                self.seconds = time.perf_counter() - started
+
+        self._thread = InheritableThread(target=run, name="sales-cdc-lake", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> object:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class _Materialized:
@@ -184,15 +229,28 @@ class BatchHandler:
             state_rows = passed.toArrow()
             quarantine_rows = quarantine.toArrow()
             clock.lap("collect")
-            if self.lake is not None:  # lake first: both sinks skip what they already hold on a replay
-                self.lake.write_batch(batch_id=batch_id, stream_id=stream_id,
-                                      raw=to_raw_rows(decoded.frame, batch_id, self.entity), state=state_rows,
-                                      quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine)
-                clock.lap("lake")
+            lake_write = None
+            if self.lake is not None:
+                # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
+                # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
+                # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
+                lake_write = _InBackground(lambda: self.lake.write_batch(
+                    batch_id=batch_id, stream_id=stream_id, raw=to_raw_rows(decoded.frame, batch_id, self.entity),
+                    state=state_rows, quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine))
             history = outcome.history(self.job_name, stream_id) if outcome is not None else None
-            merge = self.warehouse.merge_batch(batch_id=batch_id, stream_id=stream_id, state=state_rows,
-                                               quarantine=quarantine_rows, dq_results=history)
-            clock.lap("warehouse")
+            warehouse_clock = _Stopwatch()
+            try:
+                merge = self.warehouse.merge_batch(
+                    batch_id=batch_id, stream_id=stream_id, state=state_rows, quarantine=quarantine_rows,
+                    dq_results=history, before_commit=warehouse_clock.paused(lake_write.result) if lake_write else None)
+            finally:
+                if lake_write is not None:  # no lake write outlives its batch, nor the checkpoints it reads
+                    lake_write.join()
+            if lake_write is not None:
+                lake_write.result()  # a lake failure raises even when the warehouse had nothing to wait for
+                clock.seconds["lake"] = lake_write.seconds
+            clock.seconds["warehouse"] = warehouse_clock.total()
+            clock.lap("sinks")
         finally:
             materialized.release()
         result = BatchResult(batch_id, decoded.read, decoded.valid, decoded.warned, merge,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,8 +26,13 @@ class Warehouse(Protocol):
     def ensure_tables(self) -> None: ...
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None) -> MergeResult:
-        """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, record the batch: one transaction."""
+                    dq_results: pa.Table | None = None,
+                    before_commit: Callable[[], None] | None = None) -> MergeResult:
+        """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, record the batch: one transaction.
+
+        ``before_commit`` is called once all the batch's work is done and before it is committed (not for a
+        replay): if it raises, nothing of the batch is committed. The batch handler waits there for the
+        lake, written meanwhile on another thread, so the ledger never holds a batch the lake lacks."""
         ...
 
     def committed(self, *, batch_id: int, stream_id: str) -> MergeResult | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 
 import psycopg
 import pyarrow as pa
@@ -68,7 +69,8 @@ class PostgresWarehouse:
         return MergeResult(batch_id, *row, replayed=True) if row else None
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None) -> MergeResult:
+                    dq_results: pa.Table | None = None,
+                    before_commit: Callable[[], None] | None = None) -> MergeResult:
         params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
                   "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}
         try:
@@ -92,6 +94,8 @@ class PostgresWarehouse:
                 for statement in self.sql.merge_statements():
                     self.conn.execute(statement, params if "%(" in statement else None)
                 counts = self._ledger_row(params)
+                if before_commit is not None:  # raising here rolls the whole batch back
+                    before_commit()
         except psycopg.OperationalError:
             self.close()  # reconnect on the next batch
             raise

@@ -20,6 +20,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,7 +172,8 @@ class RedshiftDataApiWarehouse:
         return MergeResult(batch_id, *recorded, replayed=True) if recorded is not None else None
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None) -> MergeResult:
+                    dq_results: pa.Table | None = None,
+                    before_commit: Callable[[], None] | None = None) -> MergeResult:
         key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
         recorded = self.committed(batch_id=batch_id, stream_id=stream_id)
         if recorded is not None:
@@ -189,6 +191,8 @@ class RedshiftDataApiWarehouse:
             objects["quarantine"] = self._stage_object(prefix, "quarantine", rows)
         if dq_results is not None and dq_results.num_rows:
             objects["dq_results"] = self._stage_object(prefix, "dq_results", dq_results)
+        if before_commit is not None:  # the Data API runs the transaction in one call: nothing to roll back yet
+            before_commit()
         self.run_transaction(self.staged_batch_statements(objects))
         return MergeResult(batch_id, *self._ledger_counts(key), replayed=False)
 

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from pyspark import InheritableThread, StorageLevel
 from pyspark.sql import DataFrame
@@ -106,7 +107,7 @@ class _InBackground:
     """``work()`` on a thread that inherits the caller's Spark local properties (job group, query id);
     ``result()`` waits and returns its value or raises its error."""
 
-    def __init__(self, work: Callable[[], object]) -> None:
+    def __init__(self, work: Callable[[], object], name: str) -> None:
         self.seconds = 0.0
         self._value: object = None
         self._error: BaseException | None = None
@@ -120,7 +121,7 @@ class _InBackground:
             finally:
                 self.seconds = time.perf_counter() - started
 
-        self._thread = InheritableThread(target=run, name="sales-cdc-lake", daemon=True)
+        self._thread = InheritableThread(target=run, name=name, daemon=True)
         self._thread.start()
 
     def join(self) -> None:
@@ -206,6 +207,8 @@ class BatchHandler:
             return result
         clock = _Stopwatch()
         materialized = _Materialized(batch_df.sparkSession)
+        # work running beside the warehouse's merge (docs pages, the lake), all done before it commits
+        beside: dict[str, _InBackground] = {}
         try:
             decoded = decode_batch(batch_df, materialized, self.entity)
             events, quarantine = split_decoded(decoded.frame, batch_id, self.entity)
@@ -216,10 +219,13 @@ class BatchHandler:
             clock.lap("dedupe")
             outcome = None
             if self.quality is not None and decoded.valid:
-                outcome = self.quality.check(state, batch_id)
+                outcome = self.quality.check(state, batch_id, publish=False)
                 clock.lap("data_quality")
                 if outcome.halted:
+                    self.quality.publish(outcome)  # the halt's message and alert link to its pages
                     self._halt(outcome, stream_id, decoded.read)
+                # GX renders the batch's Data Docs pages (pure Python) while the sinks wait on I/O
+                beside["docs"] = _InBackground(partial(self.quality.publish, outcome), "sales-cdc-docs")
                 if outcome.rejected is not None:
                     quarantine = quarantine.unionByName(dq_quarantine_rows(events, outcome.rejected, batch_id,
                                                                            self.entity))
@@ -229,29 +235,31 @@ class BatchHandler:
             state_rows = passed.toArrow()
             quarantine_rows = quarantine.toArrow()
             clock.lap("collect")
-            lake_write = None
             if self.lake is not None:
                 # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
                 # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
                 # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
-                lake_write = _InBackground(lambda: self.lake.write_batch(
-                    batch_id=batch_id, stream_id=stream_id, raw=to_raw_rows(decoded.frame, batch_id, self.entity),
-                    state=state_rows, quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine))
+                beside["lake"] = _InBackground(partial(
+                    self.lake.write_batch, batch_id=batch_id, stream_id=stream_id,
+                    raw=to_raw_rows(decoded.frame, batch_id, self.entity), state=state_rows,
+                    quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine), "sales-cdc-lake")
             history = outcome.history(self.job_name, stream_id) if outcome is not None else None
+
+            def all_beside_done() -> None:
+                for work in beside.values():
+                    work.result()  # raises its error: the warehouse then rolls the batch back
+
             warehouse_clock = _Stopwatch()
-            try:
-                merge = self.warehouse.merge_batch(
-                    batch_id=batch_id, stream_id=stream_id, state=state_rows, quarantine=quarantine_rows,
-                    dq_results=history, before_commit=warehouse_clock.paused(lake_write.result) if lake_write else None)
-            finally:
-                if lake_write is not None:  # no lake write outlives its batch, nor the checkpoints it reads
-                    lake_write.join()
-            if lake_write is not None:
-                lake_write.result()  # a lake failure raises even when the warehouse had nothing to wait for
-                clock.seconds["lake"] = lake_write.seconds
+            merge = self.warehouse.merge_batch(
+                batch_id=batch_id, stream_id=stream_id, state=state_rows, quarantine=quarantine_rows,
+                dq_results=history, before_commit=warehouse_clock.paused(all_beside_done))
+            all_beside_done()  # an error raises even when the warehouse had nothing to commit (a replay)
+            clock.seconds.update({name: work.seconds for name, work in beside.items()})
             clock.seconds["warehouse"] = warehouse_clock.total()
             clock.lap("sinks")
         finally:
+            for work in beside.values():  # none outlives its batch, nor the checkpoints it reads
+                work.join()
             materialized.release()
         result = BatchResult(batch_id, decoded.read, decoded.valid, decoded.warned, merge,
                              dq_quarantined=outcome.quarantined_rows if outcome else 0,

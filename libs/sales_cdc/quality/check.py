@@ -53,6 +53,7 @@ class DqOutcome:
     docs_urls: dict[str, str] = field(default_factory=dict)  # suite -> its validation page
     validated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     gx_seconds: float = 0.0
+    suite_runs: list = field(default_factory=list)  # GX's final runs, whose pages DataQuality.publish renders
 
     def failed(self, severity: Severity) -> list[RuleOutcome]:
         return [r for r in self.rules if not r.success and r.rule.severity is severity]
@@ -185,8 +186,11 @@ class DataQuality:
         return _RowFlags(flagged, flag_cols, quarantine_names, {name: totals[c] for name, c in flag_cols.items()},
                          totals["rejected"])
 
-    def check(self, state: DataFrame, batch_id: int, validated_at: datetime | None = None) -> DqOutcome:
+    def check(self, state: DataFrame, batch_id: int, validated_at: datetime | None = None, *,
+              publish: bool = True) -> DqOutcome:
         """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
+        ``publish=False`` leaves the Data Docs pages to a later ``publish(outcome)`` (the batch handler renders
+        them while the sinks write).
 
         Quarantine needs rows, which the row predicates of quarantine and warn rules find (one Spark job);
         halt rules are GX's alone (a halt writes nothing, so their rows are never needed, and the ``unique``
@@ -252,8 +256,15 @@ class DataQuality:
                 log.warning("batch %s: %s: GX counted %s unexpected rows, the row predicate %s", batch_id,
                             rule.name, unexpected, failed_rows)
             outcomes.append(RuleOutcome(rule, bool(result.success), element_count, unexpected, failed_rows, details))
-        return DqOutcome(batch_id, outcomes, passed, rejected, rejected_count,
-                         {r.suite: r.docs_url for r in runs if r.docs_url}, now, gx_seconds)
+        outcome = DqOutcome(batch_id, outcomes, passed, rejected, rejected_count,
+                            {r.suite: r.docs_url for r in runs if r.docs_url}, now, gx_seconds, runs)
+        if publish:
+            self.publish(outcome)
+        return outcome
+
+    def publish(self, outcome: DqOutcome) -> None:
+        """The batch's Data Docs pages and the site index (the pages ``outcome.docs_urls`` names)."""
+        self.gx.publish(outcome.suite_runs)
 
     def halt_message(self, outcome: DqOutcome) -> str:
         failed = outcome.failed(Severity.HALT)

@@ -26,6 +26,10 @@ from great_expectations.core.expectation_suite import ExpectationSuite
 from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.data_context.types.resource_identifiers import (
+    ExpectationSuiteIdentifier,
+    ValidationResultIdentifier,
+)
 from great_expectations.expectations.row_conditions import deserialize_row_condition
 from pyspark.sql import DataFrame
 
@@ -115,7 +119,8 @@ def _tagged(suite: Suite) -> dict[str, Any]:
 class SuiteRun:
     suite: str
     result: ExpectationSuiteValidationResult
-    docs_url: str | None
+    docs_url: str | None  # where ``publish`` puts its page
+    key: ValidationResultIdentifier
 
 
 class GxRunner:
@@ -146,15 +151,16 @@ class GxRunner:
             gx_suite = context.suites.add(ExpectationSuite(**_tagged(suite)))
             definitions.append(context.validation_definitions.add(
                 gx.ValidationDefinition(name=suite.name, data=batch_definition, suite=gx_suite)))
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])] if docs else []
         # Two checkpoints over the same definitions: the configured detail, and BOOLEAN_ONLY for batches the
         # row predicates found clean (verdicts only: a third of the Spark jobs; nothing to show anyway).
+        # No docs action: ``publish`` renders the pages of a batch's final runs, once, when the caller asks.
         self.checkpoints = {
             detail: context.checkpoints.add(gx.Checkpoint(
-                name=f"{name}_micro_batch_{detail.lower()}", validation_definitions=definitions, actions=actions,
+                name=f"{name}_micro_batch_{detail.lower()}", validation_definitions=definitions, actions=[],
                 result_format={"result_format": detail, "partial_unexpected_count": 10}))
             for detail in {result_format, "BOOLEAN_ONLY"}}
         self.result_format = result_format
+        self._suite_pages_built = False
         self.context = context
         self.docs = docs
         self._engine = datasource.get_execution_engine()
@@ -171,18 +177,31 @@ class GxRunner:
     def validate(self, df: DataFrame, run_name: str, parameters: dict[str, Any], *, detailed: bool = True,
                  run_time=None) -> list[SuiteRun]:
         """Run the checkpoint (the configured result format, or BOOLEAN_ONLY when not ``detailed``); the
-        same ``run_time`` makes a detailed re-run replace the pages of a first, boolean one."""
+        same ``run_time`` makes a detailed re-run replace the results of a first, boolean one. Pages are
+        made by ``publish``."""
         checkpoint = self.checkpoints[self.result_format if detailed else "BOOLEAN_ONLY"]
         result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=parameters,
                                 run_id=RunIdentifier(run_name=run_name, run_time=run_time))
         runs = []
         for key, suite_result in result.run_results.items():
             url = self._page_url(key) if self.docs is not None else None
-            runs.append(SuiteRun(suite_result.suite_name, suite_result, url))
+            runs.append(SuiteRun(suite_result.suite_name, suite_result, url, key))
         self._hold(result.run_results)
+        return runs
+
+    def publish(self, runs: list[SuiteRun]) -> None:
+        """Render the runs' pages and the index (of the results ``validate`` holds) in one build, and upload
+        them to an S3 site. GX's docs action built the index once per suite, and the suites' pages every
+        time; they do not change while the job runs."""
+        if self.docs is None:
+            return
+        resources = [r.key for r in runs]
+        if not self._suite_pages_built:
+            resources += [ExpectationSuiteIdentifier(name=suite.name) for suite in self.context.suites.all()]
+        self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
+        self._suite_pages_built = True
         if self.sync is not None:
             self.sync.sync()
-        return runs
 
     def _hold(self, keys) -> None:
         """Keep the results the index lists (the latest ``index_batches`` batches), drop older ones."""

@@ -10,6 +10,7 @@ checkpoint commit did not happen; the warehouse ledger turns that replay into a 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # across restarts from one checkpoint and changes with a new checkpoint, so (stream id, batch id)
 # names a batch uniquely even when a user starts over with a fresh checkpoint.
 QUERY_ID_PROPERTY = "sql.streaming.queryId"
+
+DQ_ROWS_PER_PARTITION = 1_000_000  # data quality reads the state in partitions of about this many rows
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ class BatchHandler:
         stream_id = self._stream_id(batch_df)
         recorded = self._already_committed(batch_id, stream_id)
         if recorded is not None:
-            # the lake is written before the warehouse: a batch in the warehouse ledger is in the lake too,
+            # the warehouse commits only after the lake: a batch in the warehouse ledger is in the lake too,
             # so a replay is not read, validated or written again (merge_batch would skip it anyway)
             log.info("batch %s of stream %s is already committed: skipped (replay)", batch_id, stream_id)
             result = BatchResult(batch_id, 0, 0, 0, recorded, dq_outcome="replayed")
@@ -219,6 +222,10 @@ class BatchHandler:
             clock.lap("dedupe")
             outcome = None
             if self.quality is not None and decoded.valid:
+                # GX's queries are aggregates: over one partition each is a single stage (no shuffle, no
+                # adaptive re-planning), ~0.1 s less per query here; big batches keep a partition per
+                # DQ_ROWS_PER_PARTITION rows so they stay parallel
+                state = state.coalesce(max(1, math.ceil(decoded.valid / DQ_ROWS_PER_PARTITION)))
                 outcome = self.quality.check(state, batch_id, publish=False)
                 clock.lap("data_quality")
                 if outcome.halted:

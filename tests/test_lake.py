@@ -140,3 +140,21 @@ def test_compaction_reduces_files_without_changing_content(lake):
     assert sorted(raw.to_pyarrow_table().to_pylist(), key=lambda r: r[S.PAYLOAD]) == before_rows
     assert results[lake.lake.raw_uri].files_vacuumed >= before_files - 1  # the compacted small files are gone
     assert lake.silver() == {"o0": 4, "o1": 1, "o2": 1, "o3": 1}
+
+
+def test_the_sink_keeps_its_tables_open_and_sees_commits_of_other_writers(lake):
+    """Tables are loaded once and brought up to date each batch; a compaction by the maintenance job (another
+    writer) in between is picked up, and the next batch lands on top of it."""
+    from sales_cdc.lake import maintain
+
+    lake.batch(0, insert("o1", 1))
+    lake.batch(1, modify("o1", 2, quantity=2))
+    raw_table = lake.lake.table(lake.lake.raw_uri)
+    other_writer = DeltaLake(lake.lake.config, "maintenance")
+    maintain(other_writer, retention_hours=0)
+    compacted = other_writer.table(lake.lake.raw_uri).version()
+    lake.batch(2, insert("o2", 3))
+    assert lake.lake.table(lake.lake.raw_uri) is raw_table  # the same object, brought up to date
+    assert raw_table.version() == compacted + 1 == DeltaTable(lake.lake.raw_uri, storage_options=lake.options).version()
+    assert sorted(r[S.CDC_BATCH_ID] for r in raw_table.to_pyarrow_table().to_pylist()) == [0, 1, 2]
+    assert lake.silver() == {"o1": 2, "o2": 1}

@@ -76,6 +76,9 @@ class DeltaLake:
         self.tombstones_uri = f"{root}/silver/{entity.name}_tombstones"
         self.quarantine_uri = f"{root}/quarantine/{entity.name}"
         self.parquet = ParquetLayers(config.root, entity, config.soft_delete) if config.parquet_layers else None
+        # uri -> the table as last read: loading a table reads its whole log since the last checkpoint
+        # (up to 100 commits, a request each on S3) where bringing it up to date reads the new commits only
+        self._tables: dict[str, DeltaTable] = {}
 
     def check(self, spark) -> None:
         """Start-up check: Spark can write the Parquet layers' location."""
@@ -84,10 +87,16 @@ class DeltaLake:
 
     # --- helpers ------------------------------------------------------------------------------------
     def table(self, uri: str) -> DeltaTable | None:
-        """The Delta table at ``uri`` (one of this lake's), or None before its first commit."""
-        if DeltaTable.is_deltatable(uri, storage_options=self.config.storage_options):
-            return DeltaTable(uri, storage_options=self.config.storage_options)
-        return None
+        """The Delta table at ``uri`` (one of this lake's) at its latest version, or None before its first
+        commit. Loaded once, then brought up to date with the commits made since (by this job or another)."""
+        table = self._tables.get(uri)
+        if table is not None:
+            table.update_incremental()
+            return table
+        if not DeltaTable.is_deltatable(uri, storage_options=self.config.storage_options):
+            return None
+        table = self._tables[uri] = DeltaTable(uri, storage_options=self.config.storage_options)
+        return table
 
     def _app_id(self, stream_id: str, uri: str) -> str:
         return f"{self.job_name}/{stream_id}/{uri.rsplit('/', 2)[-2]}/{uri.rsplit('/', 1)[-1]}"

@@ -356,7 +356,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
                                                      if k in visible]),
             "batch_dq_outcomes": dict(Counter(b.dq_outcome for b in batches)),
             "batch_events_median": statistics.median(b.events_read for b in batches),
-            "batch_seconds_median": statistics.median(sum(b.seconds.values()) for b in batches),
+            "batch_seconds_median": statistics.median(b.elapsed_seconds for b in batches),
             "batch_stage_seconds_median": {
                 stage: round(statistics.median(b.seconds.get(stage, 0.0) for b in batches), 2)
                 for stage in batches[0].seconds} if batches else {},

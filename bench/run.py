@@ -235,8 +235,9 @@ def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path:
     from sales_cdc.local_aws import KINESIS_STREAM, aws_client
     from sales_cdc.pipe_emulator import PipeEmulator
 
-    pipe = PipeEmulator(aws_client("dynamodbstreams", endpoint=endpoint), aws_client("kinesis", endpoint=kinesis_endpoint),
-                        stream_arn=stream_arn, kinesis_stream=KINESIS_STREAM, state_path=Path(state_path))
+    pipe = PipeEmulator(aws_client("dynamodbstreams", endpoint=endpoint),
+                        aws_client("kinesis", endpoint=kinesis_endpoint), stream_arn=stream_arn,
+                        kinesis_stream=KINESIS_STREAM, state_path=Path(state_path))
     piped: dict[str, float] = {}
     put_to_kinesis = pipe._put
 
@@ -386,6 +387,14 @@ def check(name: str, value: float, target: str, ok: bool) -> dict:
 def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
         pg_url: str, fresh: tuple[float, float, float] = (2000.0, 20.0, FRESHNESS_WARMUP_S)) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-"))
+    try:
+        return _run_cases(sizes, naive_events, merge_sizes, out, spark, pg_url, fresh, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
+               pg_url: str, fresh: tuple[float, float, float], workdir: Path) -> dict:
     bench = Bench(spark, pg_url, workdir)
     warm_up = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
     bench.pipeline(warm_up, gx=True, lake=True)  # warm-up: JIT, GX first run, connection set-up
@@ -444,7 +453,6 @@ def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: 
                          "seconds": [merge_small, merge_large]},
                "freshness": fresh_result, "checks": checks}
     write_report(results, out)
-    shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
@@ -539,10 +547,11 @@ def main(argv: list[str] | None = None) -> int:
     # 100k-event batches with the default 1 GB driver once lost a task result ("TaskResultLost"): give it room
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 4g pyspark-shell")
     spark = build_spark("sales-cdc-bench", shuffle_partitions=4)
-    server = None
+    server = pg_dir = None
     url = args.warehouse_url
     if url is None:
-        url, server = start_embedded_postgres(Path(tempfile.mkdtemp(prefix="bench-pg-")))
+        pg_dir = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+        url, server = start_embedded_postgres(pg_dir)
     try:
         rate, seconds, *warmup = (float(x) for x in args.freshness.split(","))
         fresh = (rate, seconds, warmup[0] if warmup else FRESHNESS_WARMUP_S)
@@ -550,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.cleanup()
+            shutil.rmtree(pg_dir, ignore_errors=True)  # a full run leaves ~1.2 GB of tables there
     print((args.out / "results.md").read_text())
     return 0 if results else 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -310,3 +311,29 @@ def test_docs_keep_every_batch_page_and_index_the_latest_batches_with_templates_
     index = (docs / "index.html").read_text()
     assert "idx-batch-3" in index and "idx-batch-2" in index and "idx-batch-1" not in index
     assert len(dq.gx.context.validation_results_store.list_keys()) == 4  # 2 batches x 2 suites held in memory
+
+
+def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_writes(spark, moto, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the job's credentials come from its environment
+        monkeypatch.setenv(name, "testing")
+    bucket = f"docs-{uuid.uuid4().hex[:8]}"
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=f"s3://{bucket}/dq",
+                              docs_endpoint_url=moto.endpoint), "s3docs")
+    site = dq.gx.sync
+
+    def on_s3() -> set[str]:
+        return {o["Key"].removeprefix("dq/") for o in s3.list_objects_v2(Bucket=bucket, Prefix="dq/")["Contents"]}
+
+    def built() -> set[str]:
+        return {p.relative_to(site.local_dir).as_posix() for p in site.local_dir.rglob("*") if p.is_file()}
+
+    dq.check(frame(spark, [state_row(1)]), batch_id=1)
+    first = len(site.uploaded)
+    assert on_s3() == built() and first > 10  # styles, scripts, the suites' pages, the batch's pages, the index
+    outcome = dq.check(frame(spark, [state_row(2)]), batch_id=2)
+    assert on_s3() == built()  # nothing the second batch wrote is missing on S3 ...
+    assert len(site.uploaded) == first + 2  # ... and only its two pages were new (the index was uploaded again)
+    page = outcome.docs_urls["orders"].removeprefix(f"s3://{bucket}/")
+    assert "s3docs-batch-2" in s3.get_object(Bucket=bucket, Key=page)["Body"].read().decode()

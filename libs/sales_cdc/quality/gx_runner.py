@@ -78,8 +78,10 @@ class DocsSite:
 
 
 class S3SiteSync:
-    """GX 1.24 has no S3 store backend: the site is built in a local folder and the new or changed files
-    are uploaded after each batch. Nothing is deleted on S3: pages of earlier runs stay."""
+    """GX 1.24 has no S3 store backend: the site is built in a local folder and uploaded after each batch.
+    The first upload walks the folder (styles, scripts, the suites' pages); after that only the files a
+    batch writes (its pages and the index) are uploaded, so a stream's thousandth batch does not walk its
+    thousands of pages. Nothing is deleted on S3: pages of earlier runs stay."""
 
     CONTENT_TYPES: ClassVar[dict[str, str]] = {
         ".html": "text/html", ".css": "text/css", ".js": "application/javascript", ".json": "application/json",
@@ -87,12 +89,15 @@ class S3SiteSync:
 
     def __init__(self, site: DocsSite, local_dir: Path, s3) -> None:
         self.bucket, self.prefix = site.bucket_and_prefix
-        self.local_dir, self.s3 = local_dir, s3
+        self.local_dir, self.s3 = local_dir.resolve(), s3
         self.uploaded: dict[Path, float] = {}
 
-    def sync(self) -> int:
+    def sync(self, written: list[Path] | None = None) -> int:
+        """Upload the new or changed files among ``written`` (every file of the site on the first call, or
+        when ``written`` is None); returns how many were uploaded."""
+        paths = self.local_dir.rglob("*") if written is None or not self.uploaded else written
         count = 0
-        for path in self.local_dir.rglob("*"):
+        for path in paths:
             if not path.is_file():
                 continue
             mtime = path.stat().st_mtime
@@ -201,7 +206,8 @@ class GxRunner:
         self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
         self._suite_pages_built = True
         if self.sync is not None:
-            self.sync.sync()
+            pages = [self._local_page(r.key) for r in runs]
+            self.sync.sync([self.sync.local_dir / "index.html", *[p for p in pages if p is not None]])
 
     def _hold(self, keys) -> None:
         """Keep the results the index lists (the latest ``index_batches`` batches), drop older ones."""
@@ -212,9 +218,17 @@ class GxRunner:
         while len(self._held) > self._held_limit:
             store.remove_key(self._held.popleft())
 
-    def _page_url(self, key) -> str | None:
+    def _site_url(self, key) -> str | None:
         urls = self.context.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME, only_if_exists=False)
-        url = urls[0].get("site_url") if urls else None
+        return urls[0].get("site_url") if urls else None
+
+    def _local_page(self, key) -> Path | None:
+        """Where the page of a result is built (a file under the local folder of an S3 site)."""
+        url = self._site_url(key)
+        return Path(url.removeprefix("file://")) if url and url.startswith("file://") else None
+
+    def _page_url(self, key) -> str | None:
+        url = self._site_url(key)
         if url and self.sync is not None:  # the local file's place on S3
             relative = Path(url.removeprefix("file://")).relative_to(self.sync.local_dir.resolve())
             return f"{self.docs.location.rstrip('/')}/{relative.as_posix()}"

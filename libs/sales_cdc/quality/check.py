@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from .. import schema as S
 from ..config import DqConfig
 from . import rows
-from .gx_runner import RULE_META, DocsSite, GxRunner
+from .gx_runner import RULE_META, DocsSite, GxRunner, SuiteRun
 from .suites import Rule, Severity, Suite, SuiteError, load_suites
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class DqOutcome:
     docs_urls: dict[str, str] = field(default_factory=dict)  # suite -> its validation page
     validated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     gx_seconds: float = 0.0
-    suite_runs: list = field(default_factory=list)  # GX's final runs, whose pages DataQuality.publish renders
+    suite_runs: list[SuiteRun] = field(default_factory=list)  # GX's final runs, whose pages DataQuality.publish renders
 
     def failed(self, severity: Severity) -> list[RuleOutcome]:
         return [r for r in self.rules if not r.success and r.rule.severity is severity]

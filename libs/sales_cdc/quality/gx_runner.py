@@ -124,8 +124,9 @@ def _tagged(suite: Suite) -> dict[str, Any]:
 class SuiteRun:
     suite: str
     result: ExpectationSuiteValidationResult
-    docs_url: str | None  # where ``publish`` puts its page
+    docs_url: str | None  # where ``publish`` puts its page (on S3 for an S3 site)
     key: ValidationResultIdentifier
+    page: Path | None  # that page's file in the local folder the site is built in
 
 
 class GxRunner:
@@ -189,8 +190,8 @@ class GxRunner:
                                 run_id=RunIdentifier(run_name=run_name, run_time=run_time))
         runs = []
         for key, suite_result in result.run_results.items():
-            url = self._page_url(key) if self.docs is not None else None
-            runs.append(SuiteRun(suite_result.suite_name, suite_result, url, key))
+            url, page = self._page(key) if self.docs is not None else (None, None)
+            runs.append(SuiteRun(suite_result.suite_name, suite_result, url, key, page))
         self._hold(result.run_results)
         return runs
 
@@ -206,8 +207,7 @@ class GxRunner:
         self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
         self._suite_pages_built = True
         if self.sync is not None:
-            pages = [self._local_page(r.key) for r in runs]
-            self.sync.sync([self.sync.local_dir / "index.html", *[p for p in pages if p is not None]])
+            self.sync.sync([self.sync.local_dir / "index.html", *[r.page for r in runs if r.page is not None]])
 
     def _hold(self, keys) -> None:
         """Keep the results the index lists (the latest ``index_batches`` batches), drop older ones."""
@@ -218,18 +218,11 @@ class GxRunner:
         while len(self._held) > self._held_limit:
             store.remove_key(self._held.popleft())
 
-    def _site_url(self, key) -> str | None:
+    def _page(self, key) -> tuple[str | None, Path | None]:
+        """A result's page: its URL (on S3 for an S3 site) and its file in the local folder it is built in."""
         urls = self.context.get_docs_sites_urls(resource_identifier=key, site_name=SITE_NAME, only_if_exists=False)
-        return urls[0].get("site_url") if urls else None
-
-    def _local_page(self, key) -> Path | None:
-        """Where the page of a result is built (a file under the local folder of an S3 site)."""
-        url = self._site_url(key)
-        return Path(url.removeprefix("file://")) if url and url.startswith("file://") else None
-
-    def _page_url(self, key) -> str | None:
-        url = self._site_url(key)
-        if url and self.sync is not None:  # the local file's place on S3
-            relative = Path(url.removeprefix("file://")).relative_to(self.sync.local_dir.resolve())
-            return f"{self.docs.location.rstrip('/')}/{relative.as_posix()}"
-        return url
+        url = urls[0].get("site_url") if urls else None
+        page = Path(url.removeprefix("file://")) if url and url.startswith("file://") else None
+        if page is not None and self.sync is not None:  # the local file's place on S3
+            url = f"{self.docs.location.rstrip('/')}/{page.relative_to(self.sync.local_dir).as_posix()}"
+        return url, page

@@ -33,6 +33,7 @@ setup(
             "cfn-lint>=1.20",  # checkov lives in its own venv (Makefile): it pins packaging<24
             "pyyaml>=6",
             "matplotlib>=3.8",  # bench/ charts
+            "psutil>=5.9",  # bench/: the CPU each process of the emulated source uses
         ],
     },
     entry_points={"console_scripts": ["sales-cdc=sales_cdc.cli:main"]},

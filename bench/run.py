@@ -230,8 +230,10 @@ def _write_orders(endpoint: str, count: int, rate: float, out: str) -> None:
     Path(out).write_text(json.dumps(written))
 
 
-def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path: str, out: str, stop) -> None:
-    """The pipe emulator until ``stop`` is set; writes ``{key: put on Kinesis at}`` to ``out``."""
+def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path: str, out: str, stop,
+              counter) -> None:
+    """The pipe emulator until ``stop`` is set; counts the records it puts in ``counter`` and writes
+    ``{key: put on Kinesis at}`` to ``out`` at the end."""
     from sales_cdc.local_aws import KINESIS_STREAM, aws_client
     from sales_cdc.pipe_emulator import PipeEmulator
 
@@ -246,83 +248,213 @@ def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path:
         now = time.time()
         for record in records:
             piped.setdefault(next(iter(record["dynamodb"]["Keys"]["orderid"].values())), now)
+        with counter.get_lock():
+            counter.value += len(records)
 
     pipe._put = put_and_time
     pipe.run(idle_seconds=float("inf"), poll_interval=0.1, stop=stop.is_set)
     Path(out).write_text(json.dumps(piped))
 
 
+class _CpuUse:
+    """CPU used by named processes and by the whole machine, sampled every half second on a thread;
+    ``cores(start, end)`` is the average number of cores each kept busy between two wall-clock times."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        import threading
+
+        import psutil
+
+        self._psutil = psutil
+        self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self._samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _CpuUse:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            used = {}
+            for name, process in self._processes.items():
+                try:
+                    times = process.cpu_times()
+                    used[name] = times.user + times.system
+                except self._psutil.Error:  # it has exited
+                    pass
+            machine = self._psutil.cpu_times()
+            used["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+            self._samples.append((time.time(), used))
+            if self._stop.wait(0.5):
+                return
+
+    def cores(self, start: float, end: float) -> dict[str, float]:
+        """From the last sample at or before ``start`` to the first at or after ``end`` (the window widened
+        to whole sampling periods, so a window shorter than one still has two samples)."""
+        before = [s for s in self._samples if s[0] <= start] or self._samples[:1]
+        after = [s for s in self._samples if s[0] >= end] or self._samples[-1:]
+        if not before or after[0][0] <= before[-1][0]:
+            return {}
+        (t0, first), (t1, last) = before[-1], after[0]
+        return {name: round((last[name] - first[name]) / (t1 - t0), 2) for name in last if name in first}
+
+
+class _EmulatedSource:
+    """The AWS side of the moto path, each part in a process of its own as in AWS: a moto server per
+    service (DynamoDB + stream, Kinesis, S3), the pipe emulator, and the writer (an application writing
+    ``total`` inserts to DynamoDB at ``rate``). With one moto process serving the writer's, the pipe's and
+    the job's calls, each queued behind the others (the lake's S3 requests: 2.9 s per batch, against 0.6 s)."""
+
+    def __init__(self, rate: float, total: int, workdir: Path, name: str) -> None:
+        import multiprocessing
+
+        from sales_cdc.local_aws import MotoServer
+
+        self.rate, self.total, self.workdir, self.name = rate, total, workdir, name
+        self._processes = multiprocessing.get_context("spawn")  # never fork a process that holds a JVM gateway
+        self.dynamodb, self.kinesis, self.s3 = MotoServer(), MotoServer(), MotoServer()
+        self.written_path, self.piped_path = workdir / f"{name}-written.json", workdir / f"{name}-piped.json"
+        self._stop_pipe = self._processes.Event()
+        self.piped = self._processes.Value("q", 0)  # records the pipe has put on Kinesis
+        self.pipe = self.writer = None
+
+    def __enter__(self) -> _EmulatedSource:
+        from sales_cdc.local_aws import create_kinesis_stream, create_orders_table
+
+        for server in (self.dynamodb, self.kinesis, self.s3):
+            server.start()
+        stream_arn = create_orders_table(self.dynamodb.client("dynamodb"))
+        create_kinesis_stream(self.kinesis.client("kinesis"), shards=2)
+        self.pipe = self._processes.Process(target=_run_pipe, daemon=True, args=(
+            self.dynamodb.endpoint, self.kinesis.endpoint, stream_arn, str(self.workdir / f"{self.name}-pipe.json"),
+            str(self.piped_path), self._stop_pipe, self.piped))
+        self.writer = self._processes.Process(target=_write_orders, daemon=True, args=(
+            self.dynamodb.endpoint, self.total, self.rate, str(self.written_path)))
+        self.pipe.start()
+        return self
+
+    def start_writing(self) -> _CpuUse:
+        """Starts the writer; returns the sampler of the CPU each part uses (stop it with ``with``)."""
+        self.writer.start()
+        return _CpuUse({"moto DynamoDB": self.dynamodb.process.pid, "moto Kinesis": self.kinesis.process.pid,
+                        "moto S3": self.s3.process.pid, "pipe": self.pipe.pid, "writer": self.writer.pid})
+
+    def stop_pipe(self) -> None:
+        """Stops the pipe (it then writes its timings)."""
+        self._stop_pipe.set()
+        if self.pipe is not None:
+            self.pipe.join(timeout=30)
+
+    def __exit__(self, *exc) -> None:
+        self.stop_pipe()
+        if self.writer is not None and self.writer.pid is not None:
+            self.writer.join(timeout=30)
+        for server in (self.dynamodb, self.kinesis, self.s3):
+            server.stop()
+
+    def times(self) -> tuple[dict[str, float], dict[str, float]]:
+        """({key: write acknowledged at}, {key: put on Kinesis at}), once the processes are done."""
+        def read(path: Path) -> dict[str, float]:
+            return json.loads(path.read_text()) if path.exists() else {}
+        return read(self.written_path), read(self.piped_path)
+
+
+def _p95(values: list[float]) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(0.95 * len(values)))]
+
+
+def _cpu_split(cores: dict[str, float]) -> dict[str, float]:
+    """Cores used per part of the source, and by everything else on the machine (the job, PostgreSQL)."""
+    source = round(sum(v for k, v in cores.items() if k != "machine"), 2)
+    return {**cores, "source": source, "job and the rest": round(cores.get("machine", 0.0) - source, 2)}
+
+
+def source_alone(rate: float, seconds: float, workdir: Path) -> dict:
+    """Baseline for freshness, in the same run: the emulated AWS side alone (writer -> moto DynamoDB +
+    stream -> pipe -> moto Kinesis), no job. Its write -> Kinesis lag is the floor of the freshness figure,
+    and the CPU it uses at the target rate is CPU the job does not get on this machine (in AWS these are
+    other machines)."""
+    import statistics
+
+    total = int(rate * seconds)
+    with _EmulatedSource(rate, total, workdir, "source-alone") as source:
+        with source.start_writing() as cpu:
+            source.writer.join()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and source.piped.value < total:
+                time.sleep(0.2)
+        source.stop_pipe()
+    written, piped = source.times()
+    if not written:
+        return {"events": 0}
+    first, last = min(written.values()), max(written.values())
+    lags = [piped[k] - written[k] for k in written if k in piped]
+    return {"events": len(written), "piped": len(lags), "target_rate": rate,
+            "achieved_write_rate": len(written) / max(1e-9, last - first),
+            "write_to_kinesis_p50_s": statistics.median(lags) if lags else None,
+            "write_to_kinesis_p95_s": _p95(lags) if lags else None,
+            "cores_used": _cpu_split(cpu.cores(first, last))}
+
+
 def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, workdir: Path,
-              warmup: float = FRESHNESS_WARMUP_S) -> dict:
+              warmup: float = FRESHNESS_WARMUP_S, trigger: str = "1 second") -> dict:
     """p50/p95 from the DynamoDB write (BatchWriteItem acknowledged) to the row being visible in the
     warehouse, with the whole local path running: moto DynamoDB + stream, the pipe emulator, Kinesis, the
     streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's first
     appearance is its write. Writes run for ``warmup + seconds``; only those after the warm-up are measured
     (a stream runs for days: its first batches pay the JVM's and Spark's one-off costs)."""
-    import multiprocessing
     import statistics
     import threading
 
     from sales_cdc.config import JobConfig, KinesisConfig, WarehouseConfig
     from sales_cdc.job import run_stream
     from sales_cdc.lake import moto_storage_options
-    from sales_cdc.local_aws import MotoServer, create_kinesis_stream, create_orders_table
 
     total = int(rate * (warmup + seconds))
     db_schema = f"fresh_{uuid.uuid4().hex[:8]}"
     visible: dict[str, float] = {}
     finished = threading.Event()  # stops the watcher before the moto server goes away
-    processes = multiprocessing.get_context("spawn")  # never fork a process that holds a JVM gateway
-    written_path, piped_path = workdir / "fresh-written.json", workdir / "fresh-piped.json"
-    # A server per service, as in AWS: with one moto process serving the writer's, the pipe's and the job's
-    # calls, each queued behind the others (the lake's S3 requests: 2.9 s per batch, against 0.6 s)
-    with MotoServer() as moto, MotoServer() as moto_kinesis, MotoServer() as moto_s3:
-        stream_arn = create_orders_table(moto.client("dynamodb"))
-        create_kinesis_stream(moto_kinesis.client("kinesis"), shards=2)
-        moto_s3.client("s3").create_bucket(Bucket="fresh-lake")
-        stop_pipe = processes.Event()
-        pipe = processes.Process(target=_run_pipe, daemon=True, args=(
-            moto.endpoint, moto_kinesis.endpoint, stream_arn, str(workdir / "fresh-pipe.json"), str(piped_path),
-            stop_pipe))
-        writer = processes.Process(target=_write_orders, daemon=True,
-                                   args=(moto.endpoint, total, rate, str(written_path)))
 
-        def watch() -> None:
-            sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
-            with psycopg.connect(pg_url, autocommit=True) as conn:
-                while len(visible) < total and not finished.is_set():
-                    try:
-                        rows = conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()
-                    except psycopg.errors.UndefinedTable:
-                        rows = []
-                    now = time.time()
-                    for (key,) in rows:
-                        visible.setdefault(key, now)
-                    time.sleep(0.1)
+    def watch() -> None:
+        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            while len(visible) < total and not finished.is_set():
+                try:
+                    rows = conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()
+                except psycopg.errors.UndefinedTable:
+                    rows = []
+                now = time.time()
+                for (key,) in rows:
+                    visible.setdefault(key, now)
+                time.sleep(0.1)
 
+    with _EmulatedSource(rate, total, workdir, "fresh") as source:
+        source.s3.client("s3").create_bucket(Bucket="fresh-lake")
         watcher = threading.Thread(target=watch, daemon=True)
-        pipe.start()
         watcher.start()
         started = time.monotonic()
-        writer.start()
         config = JobConfig(checkpoint_dir=workdir / "fresh-checkpoint", job_name="bench-freshness",
-                           available_now=False, trigger_interval="1 second",
-                           kinesis=KinesisConfig(endpoint_url=moto_kinesis.endpoint, max_records_per_shard=50_000),
+                           available_now=False, trigger_interval=trigger,
+                           kinesis=KinesisConfig(endpoint_url=source.kinesis.endpoint, max_records_per_shard=50_000),
                            warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema),
-                           lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(moto_s3.endpoint)),
+                           lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(source.s3.endpoint)),
                            dq=DqConfig(expectations_dir=REPO / "expectations"))
         deadline = time.monotonic() + warmup + seconds + 120
         try:
-            summary = run_stream(spark, config, pg_url, stop_when=lambda _: (
-                not writer.is_alive() and len(visible) >= total) or time.monotonic() > deadline)
+            with source.start_writing() as cpu:
+                summary = run_stream(spark, config, pg_url, stop_when=lambda _: (
+                    not source.writer.is_alive() and len(visible) >= total) or time.monotonic() > deadline)
         finally:
             finished.set()
-            stop_pipe.set()
-            writer.join(timeout=30)
-            pipe.join(timeout=30)
             watcher.join(timeout=30)
-        written = json.loads(written_path.read_text()) if written_path.exists() else {}
-        piped = json.loads(piped_path.read_text()) if piped_path.exists() else {}
+    written, piped = source.times()
     if not written:
         return {"events": 0, "visible": 0}
     first_write = min(written.values())
@@ -331,10 +463,6 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
     latencies = sorted(visible[k] - measured[k] for k in measured if k in visible)
     if not latencies:
         return {"events": len(measured), "visible": 0}
-
-    def p95(values: list[float]) -> float:
-        values = sorted(values)
-        return values[min(len(values) - 1, int(0.95 * len(values)))]
 
     to_kinesis = [piped[k] - measured[k] for k in measured if k in piped]
     to_warehouse = [visible[k] - piped[k] for k in measured if k in piped and k in visible]
@@ -350,14 +478,15 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
 
     return {"events": len(measured), "visible": len(latencies), "warmup_s": warmup,
             "warmup_events": len(written) - len(measured), "target_rate": rate, "achieved_write_rate": achieved,
-            "p50_s": statistics.median(latencies), "p95_s": p95(latencies), "max_s": latencies[-1],
-            "write_to_kinesis_p50_s": statistics.median(to_kinesis), "write_to_kinesis_p95_s": p95(to_kinesis),
+            "p50_s": statistics.median(latencies), "p95_s": _p95(latencies), "max_s": latencies[-1],
+            "write_to_kinesis_p50_s": statistics.median(to_kinesis), "write_to_kinesis_p95_s": _p95(to_kinesis),
             "kinesis_to_warehouse_p50_s": statistics.median(to_warehouse),
-            "kinesis_to_warehouse_p95_s": p95(to_warehouse), "batches": len(batches),
+            "kinesis_to_warehouse_p95_s": _p95(to_warehouse), "batches": len(batches),
             "write_to_kinesis_p50_by_5s": by_window([(written[k], piped[k] - written[k]) for k in written
                                                      if k in piped]),
             "write_to_visible_p50_by_5s": by_window([(written[k], visible[k] - written[k]) for k in written
                                                      if k in visible]),
+            "cores_used": _cpu_split(cpu.cores(first_write + warmup, max(written.values()))),
             "batch_dq_outcomes": dict(Counter(b.dq_outcome for b in batches)),
             "batch_events_median": statistics.median(b.events_read for b in batches),
             "batch_seconds_median": statistics.median(b.elapsed_seconds for b in batches),
@@ -427,6 +556,7 @@ def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int]
     batch_lines = payload_lines(merge_sizes[0], workdir, seed=5)
     merge_small = bench.merge_scaling(batch_lines, merge_sizes[0])
     merge_large = bench.merge_scaling(batch_lines, merge_sizes[1])
+    source_result = source_alone(fresh[0], fresh[1], workdir)
     fresh_result = freshness(spark, pg_url, fresh[0], fresh[1], workdir, warmup=fresh[2])
 
     big = rows[-1]
@@ -451,7 +581,7 @@ def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int]
                "naive_upsert": {"events": naive_events, "events_per_s": naive_rate},
                "merge": {"batch_events": merge_sizes[0], "into_rows": list(merge_sizes),
                          "seconds": [merge_small, merge_large]},
-               "freshness": fresh_result, "checks": checks}
+               "source_alone": source_result, "freshness": fresh_result, "checks": checks}
     write_report(results, out)
     return results
 
@@ -481,6 +611,8 @@ def write_report(results: dict, out: Path) -> None:
                                                                           results["merge"]["into_rows"], strict=True)),
               "Freshness (DynamoDB write -> visible in the warehouse, moto path): "
               + _freshness_text(results["freshness"]),
+              "Baseline, the emulated source alone (writer -> moto DynamoDB + stream -> pipe -> moto Kinesis, "
+              "no job): " + _source_text(results["source_alone"]),
               "", "| target | value | goal | |", "|---|---:|---|---|"]
     lines += [f"| {c['target']} | {c['value']} | {c['goal']} | {'pass' if c['pass'] else 'FAIL'} |"
               for c in results["checks"]]
@@ -500,7 +632,21 @@ def _freshness_text(fresh: dict) -> str:
             f"{fresh['kinesis_to_warehouse_p50_s']:.2f} s / p95 {fresh['kinesis_to_warehouse_p95_s']:.2f} s; "
             f"{fresh['batches']} batches, median {fresh['batch_events_median']:,.0f} events in "
             f"{fresh['batch_seconds_median']:.2f} s; median write -> on Kinesis per 5 s of writes (flat: keeping "
-            f"up, rising: falling behind): {lag_by_window} s")
+            f"up, rising: falling behind): {lag_by_window} s; {_cores_text(fresh.get('cores_used', {}))}")
+
+
+def _cores_text(cores: dict[str, float]) -> str:
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if k not in ("machine", "source", "job and the rest"))
+    return (f"cores busy {cores.get('machine', 0):.2f} of {os.cpu_count()}: source {cores.get('source', 0):.2f} "
+            f"({parts}), job and the rest {cores.get('job and the rest', 0):.2f}")
+
+
+def _source_text(source: dict) -> str:
+    if not source.get("piped"):
+        return "nothing reached Kinesis"
+    return (f"{source['events']} writes at {source['achieved_write_rate']:,.0f}/s (target "
+            f"{source['target_rate']:,.0f}/s), write -> on Kinesis p50 {source['write_to_kinesis_p50_s']:.2f} s / "
+            f"p95 {source['write_to_kinesis_p95_s']:.2f} s; {_cores_text(source['cores_used'])}")
 
 
 def chart(results: dict, path: Path) -> None:

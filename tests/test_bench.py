@@ -24,5 +24,10 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
     # the latency split per hop: DynamoDB write -> on Kinesis (pipe) -> visible in the warehouse (job)
     assert 0 <= fresh["write_to_kinesis_p95_s"] <= fresh["max_s"] and fresh["kinesis_to_warehouse_p95_s"] >= 0
     assert fresh["batches"] >= 1 and fresh["batch_stage_seconds_median"].keys() >= {"decode", "warehouse"}
+    # the baseline in the same run: the emulated source alone, its lag and the CPU it takes from the job
+    source = results["source_alone"]
+    assert source["piped"] == source["events"] == 100 and source["write_to_kinesis_p95_s"] >= 0
+    assert source["cores_used"].keys() >= {"moto DynamoDB", "pipe", "writer", "source", "machine"}
+    assert fresh["cores_used"]["source"] > 0
     assert "| target |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"

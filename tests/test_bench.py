@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench.run import main
+from bench.run import main, payload_lines, source_frame, state_rows, udf_state_rows
+from chispa import assert_df_equality
 
 pytestmark = pytest.mark.slow
 
@@ -31,3 +32,11 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
     assert fresh["cores_used"]["source"] > 0
     assert "| target |" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_udf_baseline_computes_the_same_state_rows_as_our_decode(spark, tmp_path):
+    """The decode speed target compares like with like: the Python-UDF baseline yields exactly our rows."""
+    df = source_frame(spark, payload_lines(300, tmp_path))
+    ours = state_rows(df)
+    assert_df_equality(udf_state_rows(df), ours, ignore_row_order=True, ignore_nullable=True)
+    assert ours.count() > 200  # 20 % updates, 10 % deletes over 300 events: most keys appear once

@@ -6,8 +6,9 @@ against baselines measured in the same run, on the same payloads, on this machin
 Cases: end-to-end throughput per batch size with per-stage times; baselines (naive per-record upsert,
 Spark's raw JSON-parse ceiling, the pipeline without GX, a Python-UDF TypeDeserializer decode yielding
 the same rows as ours, the decode + dedupe + merge ceiling); warehouse merge into 10k vs 1M rows;
-freshness on the moto path, and its baseline: the emulated AWS side alone, with the CPU it uses. ``--smoke`` runs tiny sizes to
-check the harness (part of the test suite); benchmarks are never part of the tests' pass/fail.
+freshness on the moto path, and its baseline: the emulated AWS side alone, with the CPU it uses.
+``--smoke`` runs tiny sizes to check the harness (part of the test suite); benchmarks are never part of
+the tests' pass/fail.
 """
 
 from __future__ import annotations

@@ -379,6 +379,13 @@ class _EmulatedSource:
         self.pipe = self.writer = None
 
     def __enter__(self) -> _EmulatedSource:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # the servers already started do not outlive the failure
+            raise
+
+    def _start(self) -> _EmulatedSource:
         from sales_cdc.local_aws import create_kinesis_stream, create_orders_table
 
         for server in (self.dynamodb, self.kinesis, self.s3):

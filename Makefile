@@ -56,7 +56,7 @@ format: install ## ruff format + autofix
 fixtures: install ## regenerate tests/fixtures from tests/fixtures/build_cdc_fixtures.py
 	$(PY) tests/fixtures/build_cdc_fixtures.py
 
-bench: install ## benchmarks with baselines in one run -> bench/results/ (about 10 minutes)
+bench: install ## benchmarks with baselines in one run -> bench/results/ (about 12 minutes)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 wheel: install ## build dist/sales_cdc-*.whl (what the Glue job installs)

@@ -445,14 +445,12 @@ def source_alone(rate: float, seconds: float, workdir: Path) -> dict:
     import statistics
 
     total = int(rate * seconds)
-    with _EmulatedSource(rate, total, workdir, "source-alone") as source:
-        with source.start_writing() as cpu:
-            source.writer.join()
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and source.piped.value < total:
-                time.sleep(0.2)
-        source.stop_pipe()
-    written, piped = source.times()
+    with _EmulatedSource(rate, total, workdir, "source-alone") as source, source.start_writing() as cpu:
+        source.writer.join()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and source.piped.value < total:
+            time.sleep(0.2)
+    written, piped = source.times()  # the pipe writes its timings when the source stops it
     if not written:
         return {"events": 0}
     first, last = min(written.values()), max(written.values())

@@ -41,7 +41,7 @@ from sales_cdc.job import build_spark
 from sales_cdc.lake import DeltaLake, LakeConfig
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.quality import DataQuality
-from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.sql import Dialect, MergeSql, quote
 from sales_cdc.transforms import latest_per_key, to_state_rows
 from sales_cdc.warehouse import PostgresWarehouse
 
@@ -409,7 +409,7 @@ class _EmulatedSource:
     def stop_pipe(self) -> None:
         """Stops the pipe (it then writes its timings)."""
         self._stop_pipe.set()
-        if self.pipe is not None:
+        if self.pipe is not None and self.pipe.pid is not None:  # started
             self.pipe.join(timeout=30)
 
     def __exit__(self, *exc) -> None:
@@ -482,16 +482,25 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
     finished = threading.Event()  # stops the watcher before the moto server goes away
 
     def watch() -> None:
+        """Polls the ledger (a row per batch, committed with the batch's rows) every 0.1 s and reads only
+        a newly committed batch's keys: reading the whole table each time cost the bench's process (the
+        Spark driver's GIL) and PostgreSQL up to a quarter of a core by the end of a run."""
         sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+        row_batch, orderid = quote(S.CDC_BATCH_ID), quote(S.ORDERS.key)
+        last_batch = -1
         with psycopg.connect(pg_url, autocommit=True) as conn:
             while len(visible) < total and not finished.is_set():
                 try:
-                    rows = conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()
+                    newest = conn.execute(f"SELECT max({quote('batch_id')}) FROM {sql.ledger}").fetchone()[0]
+                    rows = [] if newest is None or newest <= last_batch else conn.execute(
+                        f"SELECT {orderid} FROM {sql.target} WHERE {row_batch} > %s", (last_batch,)).fetchall()
                 except psycopg.errors.UndefinedTable:
-                    rows = []
+                    newest, rows = None, []
                 now = time.time()
                 for (key,) in rows:
                     visible.setdefault(key, now)
+                if newest is not None:  # a batch with no rows in the table (all quarantined) is seen too
+                    last_batch = max(last_batch, newest)
                 time.sleep(0.1)
 
     with _EmulatedSource(rate, total, workdir, "fresh") as source:

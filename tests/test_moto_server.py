@@ -58,3 +58,33 @@ def test_fast_record_reads_answer_what_moto_serialises():
     assert fast_stream == expected_stream
     assert sum(len(r["Records"]) for r in expected_kinesis) == 20
     assert fast_kinesis == expected_kinesis
+
+
+def test_kinesis_shard_lookups_answer_what_moto_scans_for():
+    from moto.kinesis.models import Shard
+
+    shard = Shard(0, 0, 2**128)
+    with fast_record_reads():
+        fast = (Shard.get_records, Shard.get_max_sequence_number, Shard.get_min_sequence_number)
+    moto = (Shard.get_records, Shard.get_max_sequence_number, Shard.get_min_sequence_number)
+    assert fast[0] is not moto[0]  # patched inside the block only
+
+    def answers(methods):
+        get_records, newest, oldest = methods
+        reads = [get_records(shard, str(last), limit) for last in (0, 1, 7, 11, 12, 40)
+                 for limit in (None, 0, 1, 3, 100)]
+        return reads, newest(shard), oldest(shard)
+
+    empty = answers(fast)
+    assert empty == answers(moto)
+    assert empty[1:] == (0, 0) and all(records == [] for records, _, _ in empty[0])  # an empty shard
+    with fast_record_reads():
+        for i in range(12):
+            shard.put_record(f"k{i}", f"data-{i}", str(i))  # numbered by the fast newest-record lookup
+    assert list(shard.records) == list(range(1, 13))
+    fast_answers = answers(fast)
+    assert fast_answers == answers(moto)
+    assert fast_answers[1:] == (12, 1)
+    assert [r.data for r in fast_answers[0][2 * 5 + 3][0]] == ["data-7", "data-8", "data-9"]  # after 7, limit 3
+    del shard.records[5]  # numbers with a gap (moto never leaves one): moto's own scan answers
+    assert answers(fast) == answers(moto)

@@ -7,6 +7,12 @@ services speak AWS's JSON protocol, where a response is the result as JSON with 
 and timestamps as epoch seconds; these two calls are answered that way directly. The same
 records, parsed by botocore, come out identical to moto's own serialiser (tested).
 
+moto's Kinesis shard also finds its newest record by copying all its keys into a list (every put)
+and serves ``GetRecords`` by scanning from the shard's first record: both grow with the stream, so a
+local stream slowed down the longer it ran (at 2,000 records/s, a third of a core after 30 s). Its
+sequence numbers are consecutive integers (moto numbers each record ``newest + 1``), so both are
+direct lookups here, with the same answers (tested against moto's own methods).
+
 Run as ``python -m sales_cdc.moto_server [moto_server options]``; local tooling only (never in Glue).
 """
 
@@ -58,23 +64,56 @@ def _answered_as_json(method: Callable) -> Callable:
     return answer
 
 
-def _targets() -> list[tuple[type, str]]:
+def _newest_sequence_number(shard) -> int:
+    return next(reversed(shard.records), 0)
+
+
+def _oldest_sequence_number(shard) -> int:
+    return next(iter(shard.records), 0)
+
+
+def _shard_records_from(scan: Callable) -> Callable:
+    def get_records(shard, last_sequence_id: str, limit: int | None) -> tuple[list, int, int]:
+        """moto's ``Shard.get_records`` (records after ``last_sequence_id``, at most ``limit``; the last one's
+        sequence number; milliseconds behind the newest), by key instead of a scan from the first record."""
+        records = shard.records
+        oldest, newest = _oldest_sequence_number(shard), _newest_sequence_number(shard)
+        if newest - oldest + 1 != len(records) or limit == 0:  # not consecutive (moto never numbers so), or
+            return scan(shard, last_sequence_id, limit)         # a Limit AWS refuses: moto's own scan answers
+        start = max(int(last_sequence_id) + 1, oldest)
+        stop = newest + 1 if limit is None else min(newest + 1, start + limit)
+        found = [records[n] for n in range(start, stop)]
+        if not found:
+            return [], int(last_sequence_id), 0
+        return found, found[-1].sequence_number, int((records[newest].created_at - found[-1].created_at) * 1000)
+
+    get_records.__wrapped__ = scan
+    return get_records
+
+
+def _targets() -> list[tuple[type, str, Callable[[Callable], Callable]]]:
+    """(class, method, the replacement made from moto's method)."""
     from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+    from moto.kinesis.models import Shard
     from moto.kinesis.responses import KinesisResponse
 
-    return [(DynamoDBStreamsHandler, "get_records"), (KinesisResponse, "get_records")]
+    return [(DynamoDBStreamsHandler, "get_records", _answered_as_json),
+            (KinesisResponse, "get_records", _answered_as_json),
+            (Shard, "get_max_sequence_number", lambda _: _newest_sequence_number),
+            (Shard, "get_min_sequence_number", lambda _: _oldest_sequence_number),
+            (Shard, "get_records", _shard_records_from)]
 
 
 @contextmanager
 def fast_record_reads() -> Iterator[None]:
-    """Within the block, moto answers the record-reading calls through the fast path."""
-    originals = [(cls, name, getattr(cls, name)) for cls, name in _targets()]
-    for cls, name, method in originals:
-        setattr(cls, name, _answered_as_json(method))
+    """Within the block, moto answers the record-reading calls through the fast paths."""
+    originals = [(cls, name, getattr(cls, name), replace) for cls, name, replace in _targets()]
+    for cls, name, method, replace in originals:
+        setattr(cls, name, replace(method))
     try:
         yield
     finally:
-        for cls, name, method in originals:
+        for cls, name, method, _ in originals:
             setattr(cls, name, method)
 
 

@@ -7,7 +7,7 @@ import uuid
 
 from sales_cdc import generator as G
 from sales_cdc.local_aws import create_kinesis_stream, create_orders_table
-from sales_cdc.pipe_emulator import PipeEmulator, PipeState
+from sales_cdc.pipe_emulator import SHARD_LIST_SECONDS, PipeEmulator, PipeState
 
 
 def read_all(kinesis, stream: str) -> list[dict]:
@@ -96,3 +96,22 @@ def test_only_failed_entries_are_resent(moto, tmp_path):
     assert calls == [40, 20]
     event_ids = [json.loads(r["Data"])["eventID"] for r in read_all(kinesis, stream)]
     assert len(event_ids) == 40 and len(set(event_ids)) == 40
+
+
+def test_the_shard_list_is_reused_between_polls(moto, tmp_path):
+    """DescribeStream once per SHARD_LIST_SECONDS, not with every poll (10 a second in the demo)."""
+    table, stream, stream_arn = setup(moto)
+    streams = moto.client("dynamodbstreams")
+    described = []
+    streams.meta.events.register("before-call.dynamodb-streams.DescribeStream", lambda **_: described.append(1))
+    pipe = PipeEmulator(streams, moto.client("kinesis"), stream_arn=stream_arn, kinesis_stream=stream,
+                        state_path=tmp_path / "state.json")
+    operations = G.plan(30, seed=2)
+    for start in range(0, 30, 10):
+        G.write_to_dynamodb(operations[start:start + 10], moto.resource("dynamodb"), table)
+        assert pipe.poll_once() == 10
+    assert len(described) == 1
+    pipe._listed = (pipe._listed[0] - SHARD_LIST_SECONDS, pipe._listed[1])  # the listing has aged
+    assert pipe.poll_once() == 0
+    assert len(described) == 2
+    assert len(read_all(moto.client("kinesis"), stream)) == 30

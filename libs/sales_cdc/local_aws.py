@@ -88,9 +88,10 @@ def _local_credentials(endpoint: str | None) -> dict:
     return {}
 
 
-def aws_client(service: str, *, endpoint: str | None = None, region: str = REGION):
-    return boto3.client(service, endpoint_url=endpoint, region_name=region, config=RETRIES,
-                        **_local_credentials(endpoint))
+def aws_client(service: str, *, endpoint: str | None = None, region: str = REGION, config: Config | None = None):
+    """A client with the project's retries (``config``, if given, is merged over them)."""
+    return boto3.client(service, endpoint_url=endpoint, region_name=region,
+                        config=RETRIES if config is None else RETRIES.merge(config), **_local_credentials(endpoint))
 
 
 def aws_resource(service: str, *, endpoint: str | None = None, region: str = REGION):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench.run import main, payload_lines, source_frame, state_rows, udf_state_rows
+from bench.run import main, parse_dedupe_floor_rows, payload_lines, source_frame, state_rows, udf_state_rows
 from chispa import assert_df_equality
 
 pytestmark = pytest.mark.slow
@@ -20,6 +20,7 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
         results["sizes"][0])
     assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
     assert len(results["checks"]) == 8 and results["machine"]["cores"]
+    assert results["sizes"][0]["parse_dedupe_floor_s"] > 0 and "Floor of any decode" in (tmp_path / "results.md").read_text()
     fresh = results["freshness"]
     assert fresh["visible"] == fresh["events"] == 100
     # the latency split per hop: DynamoDB write -> on Kinesis (pipe) -> visible in the warehouse (job)
@@ -40,3 +41,11 @@ def test_the_udf_baseline_computes_the_same_state_rows_as_our_decode(spark, tmp_
     ours = state_rows(df)
     assert_df_equality(udf_state_rows(df), ours, ignore_row_order=True, ignore_nullable=True)
     assert ours.count() > 200  # 20 % updates, 10 % deletes over 300 events: most keys appear once
+
+
+def test_the_parse_and_dedupe_floor_keeps_the_events_our_decode_keeps(spark, tmp_path):
+    """The floor does the least work that still picks the same latest event per key as ours."""
+    df = source_frame(spark, payload_lines(300, tmp_path, seed=2))
+    kept = ["orderid", "cdc_sequence", "cdc_event_id"]
+    assert_df_equality(parse_dedupe_floor_rows(df).select(*kept), state_rows(df).select(*kept),
+                       ignore_row_order=True, ignore_nullable=True)

@@ -349,6 +349,9 @@ def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path:
     Path(out).write_text(json.dumps(piped))
 
 
+MACHINE, SOURCE, REST = "machine", "source", "job and the rest"  # keys of a cores-used split
+
+
 class _CpuUse:
     """CPU used by named processes and by the whole machine, sampled every half second on a thread;
     ``cores(start, end)`` is the average number of cores each kept busy between two wall-clock times."""
@@ -382,7 +385,7 @@ class _CpuUse:
                 except self._psutil.Error:  # it has exited
                     pass
             machine = self._psutil.cpu_times()
-            used["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+            used[MACHINE] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
             self._samples.append((time.time(), used))
             if self._stop.wait(0.5):
                 return
@@ -472,8 +475,8 @@ def _p95(values: list[float]) -> float:
 
 def _cpu_split(cores: dict[str, float]) -> dict[str, float]:
     """Cores used per part of the source, and by everything else on the machine (the job, PostgreSQL)."""
-    source = round(sum(v for k, v in cores.items() if k != "machine"), 2)
-    return {**cores, "source": source, "job and the rest": round(cores.get("machine", 0.0) - source, 2)}
+    source = round(sum(v for k, v in cores.items() if k != MACHINE), 2)
+    return {**cores, SOURCE: source, REST: round(cores.get(MACHINE, 0.0) - source, 2)}
 
 
 def source_alone(rate: float, seconds: float, workdir: Path) -> dict:
@@ -753,9 +756,9 @@ def _freshness_text(fresh: dict) -> str:
 
 
 def _cores_text(cores: dict[str, float]) -> str:
-    parts = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if k not in ("machine", "source", "job and the rest"))
-    return (f"cores busy {cores.get('machine', 0):.2f} of {os.cpu_count()}: source {cores.get('source', 0):.2f} "
-            f"({parts}), job and the rest {cores.get('job and the rest', 0):.2f}")
+    parts = ", ".join(f"{k} {v:.2f}" for k, v in cores.items() if k not in (MACHINE, SOURCE, REST))
+    return (f"cores busy {cores.get(MACHINE, 0):.2f} of {os.cpu_count()}: {SOURCE} {cores.get(SOURCE, 0):.2f} "
+            f"({parts}), {REST} {cores.get(REST, 0):.2f}")
 
 
 def _source_text(source: dict) -> str:

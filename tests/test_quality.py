@@ -17,6 +17,7 @@ from sales_cdc import generator as G
 from sales_cdc import schema as S
 from sales_cdc.config import DqConfig
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
+from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
 
 REPO = Path(__file__).parent.parent
@@ -311,6 +312,27 @@ def test_docs_keep_every_batch_page_and_index_the_latest_batches_with_templates_
     index = (docs / "index.html").read_text()
     assert "idx-batch-3" in index and "idx-batch-2" in index and "idx-batch-1" not in index
     assert len(dq.gx.context.validation_results_store.list_keys()) == 4  # 2 batches x 2 suites held in memory
+    assert len(list((docs / RESULTS_DIR / "idx").glob("*.json"))) == 4  # and kept on the site for the next job
+
+
+def test_a_restarted_job_indexes_the_batches_before_the_restart(spark, tmp_path):
+    docs = tmp_path / "docs"
+    config = DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=3)
+    first = DataQuality(config, "rs")
+    for batch_id in (1, 2):
+        first.check(frame(spark, [state_row(batch_id)]), batch_id=batch_id)
+
+    restarted = DataQuality(config, "rs")  # a new job: a new, empty GX context on the same site
+    assert len(restarted.gx.context.validation_results_store.list_keys()) == 4
+    restarted.check(frame(spark, [state_row(3)]), batch_id=3)
+    restarted.check(frame(spark, [state_row(4)]), batch_id=4)
+    index = (docs / "index.html").read_text()
+    assert all(f"rs-batch-{b}" in index for b in (2, 3, 4)) and "rs-batch-1" not in index  # the latest 3
+    assert len(list((docs / RESULTS_DIR / "rs").glob("*.json"))) == 6  # batch 1's results are no longer kept
+    (docs / RESULTS_DIR / "rs" / "broken.json").write_text("{")  # unreadable files are skipped, with a warning
+    (docs / RESULTS_DIR / "rs" / "other.json").write_text('{"key": ["x"], "order": [1, 1], "result": {}}')
+    assert len(DataQuality(config, "rs").gx.context.validation_results_store.list_keys()) == 6
+    assert DataQuality(config, "another-job").gx.context.validation_results_store.list_keys() == []  # its own
 
 
 def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_writes(spark, moto, monkeypatch):
@@ -334,6 +356,15 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
     assert on_s3() == built() and first > 10  # styles, scripts, the suites' pages, the batch's pages, the index
     outcome = dq.check(frame(spark, [state_row(2)]), batch_id=2)
     assert on_s3() == built()  # nothing the second batch wrote is missing on S3 ...
-    assert len(site.uploaded) == first + 2  # ... and only its two pages were new (the index was uploaded again)
+    assert len(site.uploaded) == first + 4  # ... and only its two pages and two kept results were new
     page = outcome.docs_urls["orders"].removeprefix(f"s3://{bucket}/")
     assert "s3docs-batch-2" in s3.get_object(Bucket=bucket, Key=page)["Body"].read().decode()
+
+    restarted = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=f"s3://{bucket}/dq",
+                                     docs_endpoint_url=moto.endpoint), "s3docs")  # a new local folder
+    restarted.check(frame(spark, [state_row(3)]), batch_id=3)
+    index = s3.get_object(Bucket=bucket, Key="dq/index.html")["Body"].read().decode()
+    assert [b for b in (1, 2, 3) if f"s3docs-batch-{b}" not in index] == [], (
+        len(restarted.gx.context.validation_results_store.list_keys()), sorted(on_s3())[:50])
+    assert on_s3() >= {p.relative_to(restarted.gx.sync.local_dir).as_posix()
+                       for p in restarted.gx.sync.local_dir.rglob("*") if p.is_file()}

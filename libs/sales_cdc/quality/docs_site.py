@@ -6,8 +6,9 @@ latest results in memory (a stream validates forever), so as GX ships it the sit
 last batch's pages. Configured through the site's ``view`` / ``site_index_builder`` class names:
 
 - ``RetainingSiteIndexBuilder`` never deletes pages, and its index lists the runs whose results the
-  job still holds (the latest ``validation_results_limit``). Older pages stay on the site and are
-  linked from the results-history table (``docs_url``), also across job restarts.
+  job holds (the latest ``validation_results_limit``, loaded again by a restarted job, see
+  ``gx_runner``). Older pages stay on the site and are linked from the results-history table
+  (``docs_url``).
 - ``CachedJinjaPageView`` / ``CachedJinjaIndexPageView`` compile GX's Jinja templates once per job:
   with a fresh ``Environment`` per build, every batch recompiled ~100 templates (0.6 s per batch).
 """
@@ -58,10 +59,11 @@ class RetainingSiteIndexBuilder(DefaultSiteIndexBuilder):
         return super().build(skip_and_clean_missing=False, build_index=build_index)
 
     def _build_validation_and_profiling_result_site_keys(self, skip_and_clean_missing: bool) -> list:
-        pages = super()._build_validation_and_profiling_result_site_keys(False)
+        # GX lists the pages in the folder the site is built in; a restarted job with an S3 site builds it
+        # in a new folder, where the pages of the results it loaded are not (they are on S3). Every held
+        # result has its page on the site: it was published (pages first) before it was kept.
         store_name = self.site_section_builders_config["validations"].get("source_store_name")
-        held = set(self.data_context.stores[store_name].list_keys())
-        return [key for key in pages if key in held]
+        return list(self.data_context.stores[store_name].list_keys())
 
 
 def class_config(cls: type) -> dict[str, str]:

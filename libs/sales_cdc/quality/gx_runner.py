@@ -7,12 +7,17 @@ Docs site. Building these per batch would cost seconds; here a batch only calls 
 The Data Docs site lives in a local folder or an S3 prefix that outlives the job, while the context
 is ephemeral: the job holds the results of its latest ``index_runs`` suite runs in memory (the index
 lists those) and drops older ones, so a long-running stream does not grow the driver's memory; pages
-are never deleted (see ``docs_site``).
+are never deleted (see ``docs_site``). The held results are also kept on the site, under
+``RESULTS_DIR`` (one JSON file each, written when their pages are), and a job that starts loads them:
+after a restart the index still lists the batches before it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import re
 import tempfile
 from collections import deque
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ from urllib.parse import urlparse
 
 import boto3
 import great_expectations as gx
+from botocore.exceptions import ClientError
 from great_expectations.core.expectation_suite import ExpectationSuite
 from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
 from great_expectations.core.run_identifier import RunIdentifier
@@ -43,6 +49,7 @@ SITE_NAME = "sales_cdc_data_quality"
 RULE_META = "rule"  # added to each expectation's meta at load time: results name their rule
 SUITE_KEYS = ("name", "id", "expectations", "meta", "notes")
 SITE_SECTIONS = ("expectations", "validations", "profiling")  # GX's default sections, kept, with cached views
+RESULTS_DIR = "sales_cdc_results"  # under the site, per job: the results the index lists, for the next run to load
 
 
 @dataclass(frozen=True)
@@ -91,11 +98,26 @@ class S3SiteSync:
         self.bucket, self.prefix = site.bucket_and_prefix
         self.local_dir, self.s3 = local_dir.resolve(), s3
         self.uploaded: dict[Path, float] = {}
+        self.walked = False  # the first sync walks the whole folder
+
+    def download(self, folder: str) -> None:
+        """Copy ``folder`` of the site on S3 into the local folder (a restarted job's held results)."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=f"{self.prefix}/{folder}/")
+        for obj in (o for page in pages for o in page.get("Contents", [])):
+            path = self.local_dir / obj["Key"].removeprefix(f"{self.prefix}/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.s3.download_file(self.bucket, obj["Key"], str(path))
+            self.uploaded[path] = path.stat().st_mtime  # the same as on S3: not uploaded again
+
+    def delete(self, path: Path) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=f"{self.prefix}/{path.relative_to(self.local_dir).as_posix()}")
+        self.uploaded.pop(path, None)
 
     def sync(self, written: list[Path] | None = None) -> int:
         """Upload the new or changed files among ``written`` (every file of the site on the first call, or
         when ``written`` is None); returns how many were uploaded."""
-        paths = self.local_dir.rglob("*") if written is None or not self.uploaded else written
+        paths = self.local_dir.rglob("*") if written is None or not self.walked else written
+        self.walked = True
         count = 0
         for path in paths:
             if not path.is_file():
@@ -170,6 +192,12 @@ class GxRunner:
         self.context = context
         self.docs = docs
         self._engine = datasource.get_execution_engine()
+        # per job name: two jobs writing one site do not load (or drop) each other's results
+        self._results_folder = f"{RESULTS_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+        self._results_dir = local_dir / self._results_folder if docs is not None else None
+        self._generation, self._kept_count = 1, 0  # orders kept results: job start, then publish order
+        if self._results_dir is not None:
+            self._load_held()
 
     def row_condition_sql(self, row_condition: Any, condition_parser: str | None = None) -> str:
         """A suite's ``row_condition`` as Spark SQL, translated by GX's own Spark engine."""
@@ -206,8 +234,9 @@ class GxRunner:
             resources += [ExpectationSuiteIdentifier(name=suite.name) for suite in self.context.suites.all()]
         self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
         self._suite_pages_built = True
+        kept = [self._keep(r) for r in runs]  # after their pages: a loaded result always has its page
         if self.sync is not None:
-            self.sync.sync([self.sync.local_dir / "index.html", *[r.page for r in runs if r.page is not None]])
+            self.sync.sync([self.sync.local_dir / "index.html", *[r.page for r in runs if r.page is not None], *kept])
 
     def _hold(self, keys) -> None:
         """Keep the results the index lists (the latest ``index_batches`` batches), drop older ones."""
@@ -216,7 +245,64 @@ class GxRunner:
             if key not in self._held:  # a detailed re-run of a batch replaces its results under the same key
                 self._held.append(key)
         while len(self._held) > self._held_limit:
-            store.remove_key(self._held.popleft())
+            dropped = self._held.popleft()
+            store.remove_key(dropped)
+            self._forget(dropped)
+
+    # --- the held results on the site, for the next job --------------------------------------------
+    def _kept_path(self, key: ValidationResultIdentifier) -> Path:
+        name = hashlib.sha256(json.dumps(key.to_tuple()).encode()).hexdigest()[:24]
+        return self._results_dir / f"{name}.json"
+
+    def _keep(self, run: SuiteRun) -> Path:
+        """Write a published run's result where the next job loads it from; returns the file."""
+        path = self._kept_path(run.key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = self.context.validation_results_store
+        order = json.loads(path.read_text())["order"] if path.exists() else None  # a re-run keeps its place
+        if order is None:
+            self._kept_count += 1
+            order = [self._generation, self._kept_count]
+        document = {"key": list(run.key.to_tuple()), "order": order, "result": store.serialize(run.result)}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(document))
+        tmp.replace(path)  # whole or not at all: a crash never leaves half a file to load
+        return path
+
+    def _forget(self, key: ValidationResultIdentifier) -> None:
+        if self._results_dir is None:  # no docs site: nothing kept
+            return
+        path = self._kept_path(key)
+        path.unlink(missing_ok=True)
+        if self.sync is not None:
+            try:
+                self.sync.delete(path)
+            except ClientError as error:  # e.g. a role without s3:DeleteObject there: the index is still right
+                log.warning("docs: could not delete the dropped result %s on S3 (%s)", path.name, error)
+
+    def _load_held(self) -> None:
+        """Hold the results an earlier job kept (newest ``index_batches`` batches), in the order it held them."""
+        if self.sync is not None:
+            self.sync.download(self._results_folder)
+        store = self.context.validation_results_store
+        kept = []  # (order, key, result)
+        for path in sorted(self._results_dir.glob("*.json")) if self._results_dir.exists() else []:
+            try:  # unreadable (or from a GX that serialised differently): its page stays, the index skips it
+                document = json.loads(path.read_text())
+                kept.append((tuple(int(n) for n in document["order"]),
+                             ValidationResultIdentifier.from_tuple(tuple(document["key"])),
+                             store.deserialize(document["result"])))
+            except Exception as error:  # any of: not JSON, a missing field, GX refusing the result
+                log.warning("docs: not indexing kept result %s (%s: %s)", path.name, type(error).__name__, error)
+        kept.sort(key=lambda entry: entry[0])
+        self._generation = 1 + max((order[0] for order, _, _ in kept), default=0)
+        newest = len(kept) - self._held_limit
+        for n, (_, key, result) in enumerate(kept):
+            if n < newest:
+                self._forget(key)  # out of the index (a smaller --docs-index-batches than before)
+            else:
+                store.set(key, result)
+                self._held.append(key)
 
     def _page(self, key) -> tuple[str | None, Path | None]:
         """A result's page: its URL (on S3 for an S3 site) and its file in the local folder it is built in."""

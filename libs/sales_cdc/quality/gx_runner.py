@@ -259,7 +259,10 @@ class GxRunner:
         path = self._kept_path(run.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = self.context.validation_results_store
-        order = json.loads(path.read_text())["order"] if path.exists() else None  # a re-run keeps its place
+        try:  # a detailed re-run of a published batch keeps its place in the order
+            order = json.loads(path.read_text())["order"] if path.exists() else None
+        except (ValueError, KeyError, TypeError):  # unreadable: written again below, as a new one
+            order = None
         if order is None:
             self._kept_count += 1
             order = [self._generation, self._kept_count]

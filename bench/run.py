@@ -284,10 +284,9 @@ class Bench:
 FRESHNESS_WARMUP_S = 10.0  # writes before the measured window: a stream's first batches pay one-off costs
 # The writer and the pipe run in processes of their own, as they do in AWS (an application writing to
 # DynamoDB; the Pipe, a managed service): in the bench's own process they shared one GIL with the Spark
-# driver and fell behind (the write -> Kinesis lag rose through the whole run).
-# The writer and the pipe stand in for an application and a managed service: their clients skip botocore's
-# client-side check of every parameter (a walk of each item's attribute values), CPU this machine's job
-# would otherwise lose to them.
+# driver and fell behind (the write -> Kinesis lag rose through the whole run). As stand-ins, their clients
+# skip botocore's client-side check of every parameter (a walk of each item's attribute values): CPU the
+# job on this machine would otherwise lose to them.
 STAND_IN = Config(parameter_validation=False)
 
 

@@ -195,7 +195,6 @@ class GxRunner:
         # per job name: two jobs writing one site do not load (or drop) each other's results
         self._results_folder = f"{RESULTS_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
         self._results_dir = local_dir / self._results_folder if docs is not None else None
-        self._generation, self._kept_count = 1, 0  # orders kept results: job start, then publish order
         if self._results_dir is not None:
             self._load_held()
 
@@ -259,14 +258,7 @@ class GxRunner:
         path = self._kept_path(run.key)
         path.parent.mkdir(parents=True, exist_ok=True)
         store = self.context.validation_results_store
-        try:  # a detailed re-run of a published batch keeps its place in the order
-            order = json.loads(path.read_text())["order"] if path.exists() else None
-        except (ValueError, KeyError, TypeError):  # unreadable: written again below, as a new one
-            order = None
-        if order is None:
-            self._kept_count += 1
-            order = [self._generation, self._kept_count]
-        document = {"key": list(run.key.to_tuple()), "order": order, "result": store.serialize(run.result)}
+        document = {"key": list(run.key.to_tuple()), "result": store.serialize(run.result)}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(document))
         tmp.replace(path)  # whole or not at all: a crash never leaves half a file to load
@@ -284,23 +276,22 @@ class GxRunner:
                 log.warning("docs: could not delete the dropped result %s on S3 (%s)", path.name, error)
 
     def _load_held(self) -> None:
-        """Hold the results an earlier job kept (newest ``index_batches`` batches), in the order it held them."""
+        """Hold the results an earlier job kept (newest ``index_batches`` batches), oldest first as a job holds
+        them: by validation time (in each result's key), then suite."""
         if self.sync is not None:
             self.sync.download(self._results_folder)
         store = self.context.validation_results_store
-        kept = []  # (order, key, result)
+        kept = []  # (key, result)
         for path in sorted(self._results_dir.glob("*.json")) if self._results_dir.exists() else []:
             try:  # unreadable (or from a GX that serialised differently): its page stays, the index skips it
                 document = json.loads(path.read_text())
-                kept.append((tuple(int(n) for n in document["order"]),
-                             ValidationResultIdentifier.from_tuple(tuple(document["key"])),
+                kept.append((ValidationResultIdentifier.from_tuple(tuple(document["key"])),
                              store.deserialize(document["result"])))
             except Exception as error:  # any of: not JSON, a missing field, GX refusing the result
                 log.warning("docs: not indexing kept result %s (%s: %s)", path.name, type(error).__name__, error)
-        kept.sort(key=lambda entry: entry[0])
-        self._generation = 1 + max((order[0] for order, _, _ in kept), default=0)
+        kept.sort(key=lambda entry: (entry[0].run_id.run_time, entry[0].expectation_suite_identifier.name))
         newest = len(kept) - self._held_limit
-        for n, (_, key, result) in enumerate(kept):
+        for n, (key, result) in enumerate(kept):
             if n < newest:
                 self._forget(key)  # out of the index (a smaller --docs-index-batches than before)
             else:

@@ -504,7 +504,7 @@ def source_alone(rate: float, seconds: float, workdir: Path) -> dict:
 
 
 def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, workdir: Path,
-              warmup: float = FRESHNESS_WARMUP_S, trigger: str = "1 second") -> dict:
+              warmup: float = FRESHNESS_WARMUP_S) -> dict:
     """p50/p95 from the DynamoDB write (BatchWriteItem acknowledged) to the row being visible in the
     warehouse, with the whole local path running: moto DynamoDB + stream, the pipe emulator, Kinesis, the
     streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's first
@@ -550,7 +550,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
         watcher.start()
         started = time.monotonic()
         config = JobConfig(checkpoint_dir=workdir / "fresh-checkpoint", job_name="bench-freshness",
-                           available_now=False, trigger_interval=trigger,
+                           available_now=False, trigger_interval="1 second",
                            kinesis=KinesisConfig(endpoint_url=source.kinesis.endpoint, max_records_per_shard=50_000),
                            warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema),
                            lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(source.s3.endpoint)),

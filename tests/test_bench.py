@@ -6,8 +6,18 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench.run import main, parse_dedupe_floor_rows, payload_lines, source_frame, state_rows, udf_state_rows
+from bench.run import (
+    main,
+    parse_dedupe_floor_rows,
+    payload_lines,
+    source_frame,
+    state_rows,
+    typed_flatten_floor_rows,
+    udf_state_rows,
+)
 from chispa import assert_df_equality
+
+from sales_cdc.decode import decode_flagged
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +31,7 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
     assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
     assert len(results["checks"]) == 8 and results["machine"]["cores"]
     assert results["sizes"][0]["parse_dedupe_floor_s"] > 0 and "Floor of any decode" in (tmp_path / "results.md").read_text()
+    assert results["sizes"][0]["typed_flatten_floor_s"] > 0
     fresh = results["freshness"]
     assert fresh["visible"] == fresh["events"] == 100
     # the latency split per hop: DynamoDB write -> on Kinesis (pipe) -> visible in the warehouse (job)
@@ -49,3 +60,12 @@ def test_the_parse_and_dedupe_floor_keeps_the_events_our_decode_keeps(spark, tmp
     kept = ["orderid", "cdc_sequence", "cdc_event_id"]
     assert_df_equality(parse_dedupe_floor_rows(df).select(*kept), state_rows(df).select(*kept),
                        ignore_row_order=True, ignore_nullable=True)
+
+
+def test_the_typed_flatten_floor_yields_our_values_for_clean_records(spark, tmp_path):
+    """The floor types the same values as our decode on records that decode cleanly (the bench's payloads)."""
+    df = source_frame(spark, payload_lines(300, tmp_path, seed=4))
+    floor = typed_flatten_floor_rows(df)
+    ours = decode_flagged(df)
+    assert ours.where("_has_errors or _has_warnings").count() == 0
+    assert_df_equality(floor, ours.select(*floor.columns), ignore_row_order=True, ignore_nullable=True)

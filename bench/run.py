@@ -83,7 +83,7 @@ def _seconds(result) -> float:
     return result["seconds"] if isinstance(result, dict) else result
 
 
-def warm_together(cases: dict[str, Callable[[], Any]], runs: int = 3) -> dict[str, Any]:
+def warm_together(cases: dict[Any, Callable[[], Any]], runs: int = 3) -> dict[Any, Any]:
     """Cases compared with each other, measured round by round: each case once to warm up, then ``runs``
     rounds of every case in turn, and per case its median run (a case returns seconds, or a dict with
     ``seconds``). One run on 2 shared cores varies by up to 1.5x, and the machine's speed drifts from minute
@@ -91,7 +91,7 @@ def warm_together(cases: dict[str, Callable[[], Any]], runs: int = 3) -> dict[st
     baseline's in a fast one; in rounds, a slow minute weighs on all of them alike."""
     for case in cases.values():
         case()
-    runs_of: dict[str, list] = {name: [] for name in cases}
+    runs_of: dict[Any, list] = {name: [] for name in cases}
     for _ in range(runs):
         for name, case in cases.items():
             runs_of[name].append(case())

@@ -721,7 +721,8 @@ def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int]
     naive_lines = payload_lines(naive_events, workdir, seed=3)
     naive_rate = naive_events / bench.naive_upsert(naive_lines)
     merge_state = bench.merge_state(payload_lines(merge_sizes[0], workdir, seed=5))
-    merge = warm_together({size: partial(bench.merge_scaling, merge_state, size) for size in merge_sizes})
+    # a merge is a ~0.1 s figure, where one run's noise is a large share of it: five rounds, not three
+    merge = warm_together({size: partial(bench.merge_scaling, merge_state, size) for size in merge_sizes}, runs=5)
     merge_small, merge_large = merge[merge_sizes[0]], merge[merge_sizes[1]]
     source_result = source_alone(fresh[0], fresh[1], workdir)
     fresh_result = freshness(spark, pg_url, fresh[0], fresh[1], workdir, warmup=fresh[2])

@@ -158,3 +158,22 @@ def test_the_sink_keeps_its_tables_open_and_sees_commits_of_other_writers(lake):
     assert raw_table.version() == compacted + 1 == DeltaTable(lake.lake.raw_uri, storage_options=lake.options).version()
     assert sorted(r[S.CDC_BATCH_ID] for r in raw_table.to_pyarrow_table().to_pylist()) == [0, 1, 2]
     assert lake.silver() == {"o1": 2, "o2": 1}
+
+
+def test_a_tombstone_in_a_batch_does_not_drop_the_rows_of_other_keys(lake):
+    """Regression: the tombstone filter dropped every staged row whose key had no tombstone (``true OR
+    null`` is null in non-Kleene logic) as soon as any key in the batch had one."""
+    lake.batch(0, insert("o1", 1), insert("o2", 2))
+    lake.batch(1, remove("o1", 3))
+    lake.batch(2, insert("o1", 4, quantity=4), modify("o2", 5, quantity=9))
+    assert lake.silver() == {"o1": 4, "o2": 9}
+    assert lake.table(lake.lake.tombstones_uri).to_pyarrow_table().num_rows == 0
+
+
+def test_a_late_remove_older_than_the_live_row_leaves_no_tombstone(lake):
+    lake.batch(0, insert("o1", 1), modify("o1", 3, quantity=3))
+    lake.batch(1, remove("o1", 2))  # older than the stored row: deletes nothing
+    assert lake.silver() == {"o1": 3}
+    assert lake.table(lake.lake.tombstones_uri).to_pyarrow_table().num_rows == 0
+    lake.batch(1, remove("o1", 2))  # and a replay of it neither
+    assert lake.table(lake.lake.tombstones_uri).to_pyarrow_table().num_rows == 0

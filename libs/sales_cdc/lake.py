@@ -117,22 +117,33 @@ class DeltaLake:
                         commit_properties=self._commit(app_id, batch_id))
 
     # --- silver -------------------------------------------------------------------------------------
-    def _drop_tombstoned(self, state: pa.Table) -> pa.Table:
-        """Hard delete: staged rows not newer than their key's tombstone are stale."""
-        tombstones = self.table(self.tombstones_uri)
-        if tombstones is None or state.num_rows == 0:
-            return state
+    def _key_sequences(self, uri: str, keys: pa.Array) -> pa.Table | None:
+        """Key + sequence of the rows of the Delta table at ``uri`` whose key is in ``keys`` (None: no table)."""
+        table = self.table(uri)
+        if table is None:
+            return None
         key = self.entity.key
         # Read key + sequence and filter here: pyarrow's dataset filter fails on delta-rs' string_view
-        # statistics. Tombstones are two short columns; compaction keeps the table small.
-        dead = tombstones.to_pyarrow_table(columns=[key, S.CDC_SEQUENCE])
-        dead = dead.cast(pa.schema([(key, pa.string()), (S.CDC_SEQUENCE, pa.string())]))
-        dead = dead.filter(pc.is_in(dead[key], value_set=state[key].cast(pa.string())))
-        if dead.num_rows == 0:
+        # statistics. Two short columns; compaction keeps the tables' files few.
+        rows = table.to_pyarrow_table(columns=[key, S.CDC_SEQUENCE])
+        rows = rows.cast(pa.schema([(key, pa.string()), (S.CDC_SEQUENCE, pa.string())]))
+        return rows.filter(pc.is_in(rows[key], value_set=keys.cast(pa.string())))
+
+    def _newer_than(self, state: pa.Table, uri: str) -> pa.Table:
+        """The sequence guard against one stored table: ``state``'s rows whose key has no row at ``uri``
+        or an older one (the warehouse's ``sql.MergeSql.prune_stale``, for Delta)."""
+        if state.num_rows == 0:
             return state
-        joined = state.join(dead.rename_columns([key, "_tomb_seq"]), keys=key, join_type="left outer")
-        keep = pc.or_(pc.is_null(joined["_tomb_seq"]), pc.greater(joined[S.CDC_SEQUENCE], joined["_tomb_seq"]))
-        return joined.filter(keep).drop_columns(["_tomb_seq"]).select(state.column_names)
+        key = self.entity.key
+        stored = self._key_sequences(uri, state[key])
+        if stored is None or stored.num_rows == 0:
+            return state
+        joined = state.join(stored.rename_columns([key, "_stored_seq"]), keys=key, join_type="left outer")
+        # Kleene logic: "no stored row (null) OR newer" must be true for a key without a stored row;
+        # plain or_ gives null there, and a null filter drops the row
+        keep = pc.or_kleene(pc.is_null(joined["_stored_seq"]),
+                            pc.greater(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))
+        return joined.filter(keep).select(state.column_names).cast(state.schema)
 
     def _with_soft_delete(self, state: pa.Table) -> pa.Table:
         removed = pc.equal(state[S.CDC_OP], "REMOVE")
@@ -154,6 +165,16 @@ class DeltaLake:
                      .when_matched_update_all(predicate=f"{newer} AND NOT {is_remove}")
                      .when_not_matched_insert_all(predicate=f"NOT {is_remove}"))
         merge.execute()
+
+    def _not_older_than_silver(self, state: pa.Table) -> pa.Table:
+        """``state`` without the REMOVE rows that a live silver row outranks: a late, older REMOVE deletes
+        nothing and leaves no tombstone. Read after the silver merge (so also on a replay that finds
+        silver committed): a REMOVE that applied has taken its key's row out of silver."""
+        removes = state.filter(pc.equal(state[S.CDC_OP], "REMOVE"))
+        if removes.num_rows == 0:
+            return state
+        fresh = self._newer_than(removes, self.silver_uri)
+        return pa.concat_tables([state.filter(pc.not_equal(state[S.CDC_OP], "REMOVE")), fresh])
 
     def _merge_tombstones(self, tombstones: DeltaTable | None, state: pa.Table, app_id: str, batch_id: int) -> None:
         columns = [self.entity.key, S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID]
@@ -192,7 +213,7 @@ class DeltaLake:
         def merge_silver(table: DeltaTable | None, app_id: str) -> None:
             nonlocal merged
             # tombstones are read here, so a replay that finds silver committed does not read them
-            live = state if cfg.soft_delete else self._drop_tombstoned(state)
+            live = state if cfg.soft_delete else self._newer_than(state, self.tombstones_uri)
             self._merge_silver(table, live, app_id, batch_id)
             merged = live.num_rows
 
@@ -218,7 +239,8 @@ class DeltaLake:
             else:
                 once(self.silver_uri, merge_silver)
                 if not cfg.soft_delete:
-                    once(self.tombstones_uri, lambda table, app: self._merge_tombstones(table, state, app, batch_id))
+                    once(self.tombstones_uri, lambda table, app: self._merge_tombstones(
+                        table, self._not_older_than_silver(state), app, batch_id))
         if skipped:
             log.info("batch %s: already in the lake for %s (replay)", batch_id, ", ".join(skipped))
         return LakeResult(raw_rows.num_rows if raw_rows is not None else None, merged, quarantine.num_rows,

@@ -27,6 +27,7 @@ setup(
         ],
         "dev": [
             "pytest>=8",
+            "hypothesis>=6.100",  # property tests: every sink against a last-writer-by-sequence model
             "chispa>=0.11",
             "ruff>=0.8",
             "sqlglot>=25",

@@ -14,6 +14,7 @@ from sales_cdc.pipeline import BatchHandler
 from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from tests.helpers import source_rows
 
 
 def order(orderid: str, quantity: int = 1, price: str = "10.00", **extra) -> dict:
@@ -31,12 +32,6 @@ def modify(orderid, seq, **kw):
 
 def remove(orderid, seq, **kw):
     return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw))
-
-
-def source_rows(spark, *records):
-    """A micro-batch of source rows from stream records (dicts) or raw payload lines (str)."""
-    lines = [r if isinstance(r, str) else to_json_line(r) for r in records]
-    return spark.createDataFrame([(line, "file", None, None, None) for line in lines], S.SOURCE_SCHEMA)
 
 
 class Harness:

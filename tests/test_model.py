@@ -1,0 +1,264 @@
+"""Every sink against a last-writer-by-sequence model, over random histories (hypothesis).
+
+A history is a few keys' INSERT / MODIFY / REMOVE / re-INSERT events in the order DynamoDB made them,
+delivered with duplicates and late (older) events, cut into micro-batches at random points; whole batches
+are replayed (a Spark retry). The model: per key, the delivered event with the highest sequence number
+wins; a winning REMOVE leaves no row (hard delete, and a tombstone) or a row marked deleted (soft delete).
+Raw holds every delivered record exactly once, replays or not.
+
+Many histories run at once: each has its own keys, and every sink treats keys independently, so history
+``h``'s batch ``b`` is a slice of the run's batch ``b``. One run per sink configuration (hard/soft delete,
+Delta/Parquet lake) checks the warehouse (PostgreSQL), silver, the tombstones and raw.
+
+``SALES_CDC_MODEL_HISTORIES`` sets the histories per run (default 300; ``5000`` for a long run). A failure
+names the history, its batches and the run's seed (``SALES_CDC_MODEL_SEED=N`` replays that run). Hypothesis
+draws the seed; the histories of a run come from it, in one example rather than one example per history:
+300 histories are one pass through Spark (seconds), where 300 examples would each need their own passes.
+``SALES_CDC_MODEL_RUNS`` (default 1) sets the runs (examples) per sink configuration.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+from deltalake import DeltaTable
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from sales_cdc import schema as S
+from sales_cdc.lake import DeltaLake, LakeConfig
+from sales_cdc.lake_parquet import silver_commits
+from sales_cdc.pipeline import BatchHandler
+from sales_cdc.records import stream_record, to_json_line
+from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.warehouse import PostgresWarehouse
+from tests.helpers import source_rows
+
+HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
+MAX_BATCHES = 5
+# hypothesis' first example is its simplest (seed 0): mixed with fresh entropy, each test run sees new histories
+FRESH = random.SystemRandom().getrandbits(62)
+KEY = S.ORDERS.key
+
+
+@dataclass(frozen=True)
+class Event:
+    op: str
+    key: str
+    sequence: int
+    image: dict  # NewImage (INSERT/MODIFY) or OldImage (REMOVE): the values the state row carries
+
+    def record(self) -> dict:
+        other = {"new": self.image} if self.op != "REMOVE" else {"old": self.image}
+        return stream_record(self.op, self.sequence, key=self.key, **other)
+
+
+@dataclass
+class History:
+    events: list[Event]  # in delivery order, duplicates included
+    batches: list[list[Event]] = field(default_factory=list)
+
+
+ALPHABET = "abcXYZ 09-_'\"\\/é漢字😀\u00a0\u200b"  # quotes, backslash, non-ASCII, astral, invisible
+
+
+def name(rnd: random.Random) -> str:
+    return "".join(rnd.choice(ALPHABET) for _ in range(rnd.randint(1, 8)))
+
+
+def image(rnd: random.Random) -> dict:
+    values = {"product_name": name(rnd), "quantity": rnd.choice([0, 1, rnd.randint(0, 2**31 - 1)]),
+              "price": Decimal(rnd.randint(0, 9_999_999_999)).scaleb(-2)}
+    if rnd.random() < 0.5:
+        values["customer_id"] = name(rnd)
+    if rnd.random() < 0.3:
+        values["gift_note"] = name(rnd)  # an attribute the entity does not name: kept as typed JSON
+    return values
+
+
+def history(rnd: random.Random, index: int) -> History:
+    """One history: keys ``h<index>-k<n>``, sequence numbers of 21 to 40 digits that grow (sometimes by
+    orders of magnitude, so their length changes), then delivery with duplicates, late events, batches."""
+    keys = [f"h{index}-k{n}" for n in range(rnd.randint(1, 3))]
+    exists = {k: rnd.random() < 0.5 for k in keys}  # items older than the stream: first seen as MODIFY/REMOVE
+    last_image = {k: image(rnd) for k in keys}
+    sequence = rnd.randint(10**20, 10**21)
+    made: list[Event] = []
+    for _ in range(rnd.randint(1, 10)):
+        key = rnd.choice(keys)
+        sequence += rnd.randint(1, 1000) if rnd.random() < 0.8 else rnd.randint(1, 10 ** rnd.randint(20, 38))
+        if sequence >= 10**40:
+            break
+        if not exists[key]:
+            op, values = "INSERT", image(rnd)  # an INSERT after a REMOVE: a deleted key touched again
+        else:
+            op = rnd.choice(["MODIFY", "REMOVE"])
+            values = image(rnd) if op == "MODIFY" else last_image[key]
+        exists[key] = op != "REMOVE"
+        last_image[key] = values
+        made.append(Event(op, key, sequence, values))
+    delivered = list(made)
+    for _ in range(rnd.choice([0, 0, 1, 3])):  # redeliveries of the same record
+        delivered.insert(rnd.randint(0, len(delivered)), rnd.choice(made))
+    for _ in range(rnd.randint(0, 3)):  # late events: one moved behind a later one
+        i = rnd.randrange(len(delivered))
+        delivered.insert(rnd.randint(i, len(delivered) - 1), delivered.pop(i))
+    cuts = sorted(rnd.randint(0, len(delivered)) for _ in range(rnd.randint(0, MAX_BATCHES - 1)))
+    bounds = [0, *cuts, len(delivered)]
+    return History(delivered, [delivered[a:b] for a, b in itertools.pairwise(bounds)])
+
+
+def random_run(rnd: random.Random) -> tuple[list[History], set[int]]:
+    histories = [history(rnd, i) for i in range(HISTORIES)]
+    replayed = {rnd.randrange(MAX_BATCHES) for _ in range(rnd.randint(0, 2))}  # batch ids run twice
+    return histories, replayed
+
+
+# --- the model ---------------------------------------------------------------------------------------
+def winners(histories: list[History]) -> dict[str, Event]:
+    """Per key, the delivered event with the highest sequence number."""
+    best: dict[str, Event] = {}
+    for h in histories:
+        for event in h.events:
+            if event.key not in best or event.sequence > best[event.key].sequence:
+                best[event.key] = event
+    return best
+
+
+def row_of(event: Event, soft_delete: bool) -> tuple:
+    image = event.image
+    extra = {"gift_note": {"S": image["gift_note"]}} if "gift_note" in image else None
+    row = (image["product_name"], image["quantity"], Decimal(image["price"]), image.get("customer_id"), extra,
+           event.sequence, event.op)
+    return (*row, event.op == "REMOVE") if soft_delete else row
+
+
+def expected(histories, soft_delete: bool) -> tuple[dict, dict]:
+    """(state rows by key, tombstone sequence by key) the sinks must hold."""
+    best = winners(histories)
+    state = {k: row_of(e, soft_delete) for k, e in best.items() if soft_delete or e.op != "REMOVE"}
+    tombstones = {} if soft_delete else {k: e.sequence for k, e in best.items() if e.op == "REMOVE"}
+    return state, tombstones
+
+
+def actual_rows(rows: list[dict], soft_delete: bool) -> dict:
+    def one(r: dict) -> tuple:
+        extra = json.loads(r[S.UNMAPPED]) if r[S.UNMAPPED] else None
+        row = (r["product_name"], r["quantity"], Decimal(r["price"]), r["customer_id"], extra,
+               int(r[S.CDC_SEQUENCE]), r[S.CDC_OP])
+        return (*row, r[S.IS_DELETED]) if soft_delete else row
+    return {r[KEY]: one(r) for r in rows}
+
+
+def tombstone_rows(rows: list[dict]) -> dict:
+    return {r[KEY]: int(r[S.CDC_SEQUENCE]) for r in rows}
+
+
+def history_of(key: str) -> int:
+    return int(key.split("-")[0][1:])
+
+
+def assert_equal(name: str, actual: dict, want: dict, histories: list[History], seed: int) -> None:
+    """Equal, or a message naming the first history that differs, with its batches."""
+    if actual == want:
+        return
+    keys = sorted({k for k in actual.keys() | want.keys() if actual.get(k) != want.get(k)}, key=history_of)
+    h = history_of(keys[0])
+    batches = [[(e.op, e.key, e.sequence) for e in b] for b in histories[h].batches]
+    differing = {k: (actual.get(k), want.get(k)) for k in keys if history_of(k) == h}
+    pytest.fail(f"{name}: {len(keys)} keys differ from the model (SALES_CDC_MODEL_SEED={seed} replays this run); "
+                f"history {h}, batches {batches}: "
+                f"(sink, model) {differing}")
+
+
+# --- the sinks ----------------------------------------------------------------------------------------
+class Sinks:
+    def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str):
+        self.spark, self.soft_delete, self.lake_format = spark, soft_delete, lake_format
+        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete)
+        self.warehouse = PostgresWarehouse(pg_url, sql, job_name="model")
+        self.warehouse.ensure_tables()
+        formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
+        self.lake = DeltaLake(LakeConfig(str(root), soft_delete=soft_delete, **formats), "model")
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="model")
+
+    def run(self, histories: list[History], replayed: set[int]) -> None:
+        for batch_id in range(MAX_BATCHES):
+            records = [e.record() for h in histories if batch_id < len(h.batches) for e in h.batches[batch_id]]
+            frame = source_rows(self.spark, *records)
+            for _ in range(2 if batch_id in replayed else 1):
+                result = self.handler(frame, batch_id)
+                assert result.quarantined == 0, "every generated record is valid"
+
+    def _query(self, table: str) -> list[dict]:
+        cursor = self.warehouse.conn.execute(f"SELECT * FROM {table}")
+        columns = [c.name for c in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def warehouse_state(self) -> dict:
+        return actual_rows(self._query(self.warehouse.sql.target), self.soft_delete)
+
+    def warehouse_tombstones(self) -> dict:
+        return {} if self.soft_delete else tombstone_rows(self._query(self.warehouse.sql.tombstones))
+
+    def _parquet_silver(self) -> tuple[list[dict], list[dict]]:
+        commit = silver_commits(self.spark, self.lake.silver_uri)[-1]
+        state = [r.asDict() for r in self.spark.read.parquet(commit.state_path).collect()]
+        tombs = [r.asDict() for r in self.spark.read.parquet(commit.tombstones_path).collect()] \
+            if commit.tombstones_path else []
+        return state, tombs
+
+    def silver(self) -> tuple[dict, dict]:
+        if self.lake_format == "parquet":
+            state, tombs = self._parquet_silver()
+        else:
+            state = DeltaTable(self.lake.silver_uri).to_pyarrow_table().to_pylist()
+            tombs = [] if self.soft_delete else DeltaTable(self.lake.tombstones_uri).to_pyarrow_table().to_pylist()
+        return actual_rows(state, self.soft_delete), tombstone_rows(tombs)
+
+    def raw_payloads(self) -> list[str]:
+        if self.lake_format == "parquet":
+            return [r[0] for r in self.spark.read.parquet(self.lake.raw_uri).select(S.PAYLOAD).collect()]
+        return DeltaTable(self.lake.raw_uri).to_pyarrow_table(columns=[S.PAYLOAD])[S.PAYLOAD].to_pylist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("soft_delete", [False, True], ids=["hard-delete", "soft-delete"])
+@pytest.mark.parametrize("lake_format", ["delta", "parquet"])
+@settings(max_examples=int(os.environ.get("SALES_CDC_MODEL_RUNS", "1")), deadline=None, database=None, print_blob=True, phases=(Phase.explicit, Phase.generate),
+          suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**63))
+def test_every_sink_equals_the_model(spark, pg_url, tmp_path_factory, soft_delete, lake_format, seed):
+    seed = int(os.environ.get("SALES_CDC_MODEL_SEED", seed ^ FRESH))
+    histories, replayed = random_run(random.Random(seed))
+    schema = f"model_{lake_format}_{'soft' if soft_delete else 'hard'}"
+    with pg_connection(pg_url) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format)
+    try:
+        sinks.run(histories, replayed)
+        state, tombstones = expected(histories, soft_delete)
+        check = functools.partial(assert_equal, histories=histories, seed=seed)
+        check("warehouse", sinks.warehouse_state(), state)
+        check("warehouse tombstones", sinks.warehouse_tombstones(), tombstones)
+        silver, silver_tombstones = sinks.silver()
+        check(f"{lake_format} silver", silver, state)
+        check(f"{lake_format} silver tombstones", silver_tombstones, tombstones)
+        delivered = sorted(to_json_line(e.record()) for h in histories for e in h.events)
+        assert len(sinks.raw_payloads()) == len(delivered), "raw holds every delivered record exactly once"
+        assert sorted(sinks.raw_payloads()) == delivered
+    finally:
+        sinks.warehouse.close()
+
+
+def pg_connection(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)

@@ -66,6 +66,17 @@ STREAM_RECORD = T.StructType([
 ])
 _PARSE_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
 
+# Checks on the payload text, for what from_json accepts silently (docs/reliability.md). Each regex runs
+# only on payloads that hold a JSON escape (``\u``) or, for the last, on every payload.
+_ESCAPED = r"(^|[^\\])(\\\\)*+"  # an escape starts after an even number of backslashes
+_NUL = _ESCAPED + r"\\u0000"
+_LONE_SURROGATE = (_ESCAPED + r"(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                   r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
+# a JSON number, boolean or null where DynamoDB writes a string: the value of an S/N/B tag or of an envelope
+# field, or a member of an SS/NS/BS set (an attribute *named* like a tag holds an object: '{' is allowed)
+_NOT_A_STRING = (r'"(S|N|B|SequenceNumber|eventName|eventID)"\s*+:\s*+[^"\s{]'
+                 r'|"(SS|NS|BS)"\s*+:\s*+\[\s*+("([^"\\]|\\.)*+"\s*+,\s*+)*+[^"\s\]]')
+
 
 @dataclass
 class _Problems:
@@ -112,12 +123,15 @@ def _number(raw: Column, target: T.DataType, label: str, problems: _Problems) ->
     """``raw`` (an N string) as ``target``, or null with a problem when it is not a number, out of range or
     not exactly representable (never silently rounded)."""
     if isinstance(target, (T.FloatType, T.DoubleType)):
+        problems.add(raw != F.trim(raw), _quoted(f"{label}: N value ", raw, " has surrounding whitespace"))
         value = raw.try_cast(target)
         problems.add(raw.isNotNull() & value.isNull(), _quoted(f"{label}: N value ", raw, " is not a number"))
         return value
     # Fast path for the common, canonical case ("3" as INT, "9.99" as DECIMAL(10,2)): one cast. Anything
     # else ("3.0", "9.9", "1e2", too many decimals) is checked at full precision, which costs BigDecimal
     # arithmetic and so runs only for those rows (Spark's CASE and AND evaluate lazily).
+    # Spark's cast trims whitespace; DynamoDB never writes it, so a padded number is a producer's bug
+    problems.add(raw != F.trim(raw), _quoted(f"{label}: N value ", raw, " has surrounding whitespace"))
     fast = raw.try_cast(target)
     canonical = fast.isNotNull() if isinstance(target, T.IntegralType) else fast.cast("string") == raw
     exact = raw.try_cast(_EXACT_NUMBER)
@@ -163,6 +177,30 @@ def _typed(raw: Column, fld: S.Field, label: str, problems: _Problems) -> Column
     if tag in _NESTED_TAGS:
         return F.to_json(raw)
     return raw  # BOOL, SS
+
+
+def _fits_the_warehouse(value: Column, column: str, label: str, problems: _Problems) -> None:
+    """A text value longer (in UTF-8 bytes) than the warehouse column that stores it is a problem."""
+    limit = S.text_bytes(column)
+    problems.add(F.octet_length(value) > F.lit(limit),
+                 F.concat(F.lit(f"{label}: "), F.octet_length(value).cast("string"),
+                          F.lit(f" bytes, more than the warehouse column holds (VARCHAR({limit}))")))
+
+
+def _payload_problems(payload: Column) -> dict[str, tuple[Column, str]]:
+    """Problems visible in the payload text only: what from_json reads leniently or changes silently."""
+    escaped = F.instr(payload, "\\u") > 0
+    return {
+        "_has_nul": ((F.instr(payload, "\u0000") > 0) | (escaped & payload.rlike(_NUL)),
+                     "payload has U+0000 (NUL), which the warehouse cannot store"),
+        "_not_utf8": (F.col("_invalid_utf8") | (F.instr(payload, "\ufffd") > 0),
+                      "payload is not valid UTF-8 (invalid bytes, or U+FFFD: a source replaced them)"),
+        "_lone_surrogate": (escaped & payload.rlike(_LONE_SURROGATE),
+                            "payload has a lone UTF-16 surrogate escape (\\uD800-\\uDFFF without its pair)"),
+        "_not_a_string": (payload.rlike(_NOT_A_STRING),
+                          "payload has a JSON number, boolean or null where DynamoDB writes a string (a type "
+                          "tag's value, a set member, eventName, eventID or SequenceNumber)"),
+    }
 
 
 def _type_tags(attr: Column) -> Column:
@@ -214,6 +252,8 @@ class _Stages:
                          F.concat(F.lit(f"{label}: expected DynamoDB type {fld.ddb_type}, got "), _col(tags_name)))
             value_name = _name(prefix, fld.name, "value")
             self.typed[value_name] = _typed(_col(raw_name), fld, label, problems).cast(fld.spark_type)
+            if isinstance(fld.spark_type, T.StringType):
+                _fits_the_warehouse(_col(raw_name), fld.name, label, problems)
             self.values[prefix + fld.name] = _col(value_name)
 
         # Attributes the schema does not know (schema drift) are kept as DynamoDB typed JSON; one with no
@@ -230,6 +270,7 @@ class _Stages:
         self.drift[untagged_name] = F.when(has_extra, F.nullif(untagged, F.lit("")))
         self.lookups[unmapped_name], self.lookups[untagged_name] = _col(unmapped_name), _col(untagged_name)
         self.values[unmapped_name] = _col(unmapped_name)
+        _fits_the_warehouse(_col(unmapped_name), S.UNMAPPED, f"{image_name} unmapped attributes (JSON)", problems)
         problems.add(_col(untagged_name).isNotNull(),
                      F.concat(F.lit(f"{image_name}: attribute(s) "), _col(untagged_name),
                               F.lit(" have no known DynamoDB type tag (their value would be lost)")))
@@ -313,8 +354,13 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     """The decode's projections, built once per entity, Spark context and kind (with messages, or with
     the problem flags only): they are a few thousand Column objects, and building them (one py4j call
     each) took 1.5 s, more than decoding 100k records."""
-    source = [F.col(f.name).cast(f.spark_type).alias(f.name) for f in S.SOURCE_FIELDS]
-    parse = [*source, F.from_json(F.col(S.PAYLOAD), STREAM_RECORD, _PARSE_OPTIONS).alias("_record")]
+    # A file source hands invalid UTF-8 bytes through as they are (Kinesis' replaces them with U+FFFD): they
+    # are flagged here, and every later use of the payload (raw, quarantine) gets them replaced by U+FFFD,
+    # since Arrow, delta-rs and the warehouse take valid UTF-8 only.
+    source = [F.make_valid_utf8(F.col(f.name)).alias(f.name) if f.name == S.PAYLOAD
+              else F.col(f.name).cast(f.spark_type).alias(f.name) for f in S.SOURCE_FIELDS]
+    parse = [*source, (~F.is_valid_utf8(F.col(S.PAYLOAD))).alias("_invalid_utf8"),
+             F.from_json(F.col(S.PAYLOAD), STREAM_RECORD, _PARSE_OPTIONS).alias("_record")]
     record = F.col("_record")
     ddb = record["dynamodb"]
     stages = _Stages(ddb, detailed)
@@ -324,6 +370,11 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     lookups["_not_json"] = F.when(record[_CORRUPT].isNotNull(), F.try_parse_json(S.PAYLOAD).isNull()) \
         .otherwise(F.lit(False))
     lookups["_shape_mismatch"] = record[_CORRUPT].isNotNull()
+    # the strict parser refuses duplicate object keys (from_json keeps one of them silently)
+    lookups["_duplicate_key"] = F.when(record[_CORRUPT].isNull(), F.try_parse_json(S.PAYLOAD).isNull()) \
+        .otherwise(F.lit(False))
+    payload_problems = _payload_problems(F.col(S.PAYLOAD))
+    lookups.update({name: condition for name, (condition, _) in payload_problems.items()})
     lookups["_op"] = record["eventName"]
     lookups["_event_id"] = record["eventID"]
     lookups["_raw_sequence"] = ddb["SequenceNumber"]
@@ -346,6 +397,9 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     envelope.add(not_json, "payload is not valid JSON")
     envelope.add(is_json & _col("_shape_mismatch"),
                  "payload does not have the shape of a DynamoDB stream record (a value has the wrong JSON type)")
+    envelope.add(_col("_duplicate_key"), "payload has a duplicate key in a JSON object (which one wins is undefined)")
+    for name, (_, message) in payload_problems.items():
+        envelope.add(_col(name), message)
     envelope.add(is_json & op.isNull(), "missing eventName")
     envelope.add(op.isNotNull() & ~op.isin(*S.CDC_OPS),
                  F.concat(F.lit("unknown eventName '"), op, F.lit(f"' (expected one of {', '.join(S.CDC_OPS)})")))
@@ -358,6 +412,8 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     envelope.add(op.isin("INSERT", "MODIFY") & ~_col("_has_new_image"),
                  F.concat(F.lit("missing dynamodb.NewImage for "), op))
     envelope.add(op.isNotNull() & (key.isNull() | (key == F.lit(""))), f"missing key {entity.key}")
+    _fits_the_warehouse(key, entity.key, f"key {entity.key}", envelope)
+    _fits_the_warehouse(event_id, S.CDC_EVENT_ID, "eventID", envelope)
     envelope.add(key_from_keys.isNotNull() & key_from_image.isNotNull() & (key_from_keys != key_from_image),
                  f"key {entity.key} differs between dynamodb.Keys and the image")
 

@@ -26,6 +26,13 @@ SEQUENCE_WIDTH = 40
 
 CDC_OPS = ("INSERT", "MODIFY", "REMOVE")
 
+# What the warehouse can store (Redshift; PostgreSQL stands in locally and is laxer): text columns are
+# VARCHAR(256), long-text columns VARCHAR(65535), both in bytes, and no text may hold U+0000 (NUL).
+# The decode quarantines values that do not fit, and quarantine rows are made to fit (transforms), so
+# that a COPY never discovers them (docs/reliability.md).
+TEXT_BYTES = 256
+LONG_TEXT_BYTES = 65535
+
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -195,6 +202,15 @@ QUARANTINE_FIELDS: tuple[Field, ...] = (
     Field("record_key", T.StringType(), description="Entity key if it could be read"),
     *SOURCE_FIELDS,
 )
+
+
+# Text columns the warehouse holds as long text (TEXT_BYTES otherwise)
+LONG_TEXT_COLUMNS = frozenset({UNMAPPED, PAYLOAD, QUARANTINE_REASON, "details", "docs_url"})
+
+
+def text_bytes(column: str) -> int:
+    """The most bytes a warehouse text column holds."""
+    return LONG_TEXT_BYTES if column in LONG_TEXT_COLUMNS else TEXT_BYTES
 
 
 def quarantine_schema() -> T.StructType:

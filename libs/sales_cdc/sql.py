@@ -23,8 +23,6 @@ from pyspark.sql import types as T
 
 from . import schema as S
 
-LONG_TEXT = {S.UNMAPPED, S.PAYLOAD, S.QUARANTINE_REASON, "details", "docs_url"}
-
 
 class Dialect(StrEnum):
     POSTGRES = "postgres"
@@ -57,7 +55,7 @@ def sql_type(field: S.Field, dialect: Dialect) -> str:
     if isinstance(t, T.StringType):
         if dialect is Dialect.POSTGRES:
             return "TEXT"
-        return "VARCHAR(65535)" if field.name in LONG_TEXT else "VARCHAR(256)"
+        return f"VARCHAR({S.text_bytes(field.name)})"
     if isinstance(t, T.DecimalType):
         return f"DECIMAL({t.precision},{t.scale})"
     simple = {

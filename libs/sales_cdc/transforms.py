@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from . import schema as S
 
@@ -45,17 +46,29 @@ def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema = S.OR
     return decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
 
 
+TRUNCATED = " ...[truncated: the raw layer keeps it whole]"
+
+
+def storable_text(value: Column, column: str) -> Column:
+    """``value`` as the warehouse column ``column`` can hold it: U+0000 written as the six characters ``\\u0000``,
+    and a value over the column's bytes cut (to a quarter of them in characters, so that it fits whatever
+    the characters) with :data:`TRUNCATED` appended."""
+    limit = S.text_bytes(column)
+    escaped = F.replace(value, F.lit("\u0000"), F.lit("\\u0000"))
+    cut = F.concat(F.substring(escaped, 1, limit // 4 - len(TRUNCATED)), F.lit(TRUNCATED))
+    return F.when(F.octet_length(escaped) <= F.lit(limit), escaped).otherwise(cut)
+
+
 def to_quarantine_rows(records: DataFrame, reason: Column, batch_id: int, stage: str,
                        entity: S.EntitySchema = S.ORDERS) -> DataFrame:
-    """Rejected records -> quarantine rows (``schema.QUARANTINE_FIELDS``): reason, ids and the raw payload."""
-    return records.select(
-        F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID),
-        F.lit(stage).alias("stage"),
-        reason.alias(S.QUARANTINE_REASON),
-        F.col(S.CDC_EVENT_ID),
-        F.col(entity.key).alias("record_key"),
-        *[F.col(f.name) for f in S.SOURCE_FIELDS],
-    )
+    """Rejected records -> quarantine rows (``schema.QUARANTINE_FIELDS``): reason, ids and the raw payload.
+    Text is made storable (:func:`storable_text`): a bad record must never make its quarantine row fail."""
+    values = {S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), "stage": F.lit(stage), S.QUARANTINE_REASON: reason,
+              S.CDC_EVENT_ID: F.col(S.CDC_EVENT_ID), "record_key": F.col(entity.key),
+              **{f.name: F.col(f.name) for f in S.SOURCE_FIELDS}}
+    return records.select(*[
+        (storable_text(values[f.name], f.name) if isinstance(f.spark_type, T.StringType) else values[f.name])
+        .alias(f.name) for f in S.QUARANTINE_FIELDS])
 
 
 def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,

@@ -23,7 +23,8 @@ from rich.table import Table
 from . import generator as G
 from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
 from .demo import DemoOptions, run_demo
-from .job import build_spark, run_stream, warehouse_connection
+from .errors import one_line
+from .job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream, warehouse_connection
 from .lake import DeltaLake, LakeConfig, maintain, moto_storage_options
 from .local_aws import aws_client, aws_resource
 from .pipe_emulator import PipeEmulator
@@ -79,7 +80,8 @@ def _dq_config(args: argparse.Namespace, endpoint_url: str | None = None, region
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sales-cdc", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every batch")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log every batch, Spark's own errors and, on a failure, the traceback")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the streaming job (source: a folder of Pipe payload files, or Kinesis)")
@@ -100,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trigger-interval", default="10 seconds")
     run.add_argument("--max-files-per-trigger", type=int, default=None)
     run.add_argument("--job-name", default="sales-cdc")
+    run.add_argument("--sink-retry-seconds", type=float, default=JobConfig.sink_retry_seconds,
+                     help="retry an unreachable warehouse or lake this long, with backoff, then stop with an error "
+                          "(default %(default)s)")
     run.add_argument("--lake-root", default=None,
                      help="also write the Delta lake here (a folder or s3://bucket/prefix); default: warehouse only")
     for layer in ("raw", "silver", "quarantine"):
@@ -209,7 +214,9 @@ def _run(args: argparse.Namespace) -> int:
     config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, lake=lake, checkpoint_dir=args.checkpoint_dir,
                        warehouse=warehouse, dq=_dq_config(args, args.endpoint_url, args.region),
                        job_name=args.job_name, available_now=args.available_now,
-                       trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger)
+                       trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger,
+                       sink_retry_seconds=args.sink_retry_seconds)
+    check_paths(config)  # before Spark and PostgreSQL start
     started = time.monotonic()
     spark = build_spark(config.job_name, config.shuffle_partitions)
     with warehouse_connection(config.warehouse) as connection:
@@ -380,7 +387,9 @@ def _teardown(args: argparse.Namespace) -> int:
 
 
 def _terminate(signum, frame) -> None:
-    raise KeyboardInterrupt  # SIGTERM: the same clean stop as Ctrl-C (moto, PostgreSQL, query)
+    """SIGTERM: a running query stops between two batches; otherwise the same clean stop as Ctrl-C."""
+    if not request_stop():
+        raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)
+    os.environ.setdefault(SPARK_LOG_LEVEL_ENV, "ERROR" if args.verbose else "OFF")
     commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe,
                 "lake-maintain": _lake_maintain, "dq-docs": _dq_docs, "deploy": _deploy, "teardown": _teardown}
     try:
@@ -400,6 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # services are stopped by their context managers on the way out
         console.print("[yellow]interrupted[/]: stopped cleanly; a new run resumes from the checkpoint")
         return 130
+    except Exception as exc:  # an expected failure is one line; the traceback is for -v
+        if args.verbose:
+            console.print_exception()
+        console.print(f"[bold red]error[/]: {escape(one_line(exc))}", soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ class JobConfig:
     available_now: bool = True  # False: run continuously with ``trigger_interval``
     trigger_interval: str = "10 seconds"
     max_files_per_trigger: int | None = None
+    sink_retry_seconds: float = 300.0  # an unreachable warehouse or lake is retried this long, with backoff
     shuffle_partitions: int = 4
 
     def __post_init__(self) -> None:

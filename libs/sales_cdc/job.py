@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,9 +19,11 @@ from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
+from . import faults
 from .alerts import LogAlerter, SnsAlerter
 from .config import DqConfig, JobConfig, WarehouseConfig
 from .embedded import start_embedded_postgres
+from .errors import JobError
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import DeltaLake
@@ -46,6 +50,9 @@ def tune_session(spark: SparkSession) -> SparkSession:
     return spark
 
 
+SPARK_LOG_LEVEL_ENV = "SALES_CDC_SPARK_LOG_LEVEL"
+
+
 def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> SparkSession:
     """A local session unless spark-submit already chose a master. Workers use this interpreter."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -59,7 +66,8 @@ def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> Spa
     if not SparkConf().contains("spark.master"):  # spark-submit --master wins; plain python runs local[2]
         builder = builder.master(os.environ.get("SALES_CDC_SPARK_MASTER", "local[2]"))
     spark = tune_session(builder.getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
+    # the CLI sets OFF unless -v: an expected failure reaches the user as one line, not Java's stack frames
+    spark.sparkContext.setLogLevel(os.environ.get(SPARK_LOG_LEVEL_ENV, "ERROR"))
     return spark
 
 
@@ -104,7 +112,7 @@ def start_query(source: DataFrame, handler, config: JobConfig) -> StreamingQuery
     The Kinesis source is a Python data source, which Spark 4.1 does not drain under ``availableNow``
     (it runs one batch): it always runs on a processing-time trigger and is stopped by ``run_stream``.
     """
-    config.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    config.checkpoint_dir.mkdir(exist_ok=True)  # its parent was checked (check_paths)
     writer = source.writeStream.foreachBatch(handler).option("checkpointLocation", str(config.checkpoint_dir))
     if config.available_now and config.kinesis is None:
         writer = writer.trigger(availableNow=True)
@@ -113,16 +121,51 @@ def start_query(source: DataFrame, handler, config: JobConfig) -> StreamingQuery
     return writer.start()
 
 
+def check_paths(config: JobConfig) -> None:
+    """Refuse, before anything starts, a source folder that is not one, and a checkpoint whose parent does
+    not exist: a mistyped checkpoint path would otherwise start the stream over, silently, somewhere else."""
+    source = config.source_dir
+    if source is not None and not source.is_dir():
+        what = "is a file" if source.exists() else "does not exist"
+        raise JobError(f"source folder {source} {what}; --source-dir takes the folder the JSON-lines files "
+                       "arrive in (create it, or point at it)")
+    if not config.checkpoint_dir.parent.is_dir():
+        raise JobError(f"checkpoint folder {config.checkpoint_dir}: its parent {config.checkpoint_dir.parent} does "
+                       "not exist; fix the path, or create the parent folder for a new checkpoint")
+
+
+# Set by a SIGTERM handler (``request_stop``): the running query stops between two batches.
+_STOP_REQUESTED = threading.Event()
+_AWAITING = threading.Event()  # a query is running in await_query, which watches _STOP_REQUESTED
+STOP_GRACE_SECONDS = 120.0  # how long a stop waits for the batch in progress to finish
+
+
+def request_stop() -> bool:
+    """Ask the running query to stop between two batches; False when none is running (stop otherwise)."""
+    _STOP_REQUESTED.set()
+    return _AWAITING.is_set()
+
+
 def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = None, poll_seconds: float = 0.5) -> None:
-    """Wait for the query to end, or stop it between two batches once ``stop_when()`` is true."""
-    if stop_when is None:
-        query.awaitTermination()
-        return
-    while query.isActive:
-        query.awaitTermination(poll_seconds)
-        if not query.status["isTriggerActive"] and stop_when():
-            query.stop()  # between batches: the last one is committed, the next run starts after it
-            return
+    """Wait for the query to end, or stop it between two batches once ``stop_when()`` is true (it returns)
+    or a stop was requested (it raises KeyboardInterrupt). Stopping between batches, not in one, keeps
+    Spark from interrupting a batch's thread while it calls into Python."""
+    _AWAITING.set()
+    try:
+        stop_requested_at = None
+        while query.isActive:
+            query.awaitTermination(poll_seconds)
+            between_batches = not query.status["isTriggerActive"]
+            if _STOP_REQUESTED.is_set():
+                stop_requested_at = stop_requested_at or time.monotonic()
+                if between_batches or time.monotonic() - stop_requested_at > STOP_GRACE_SECONDS:
+                    query.stop()
+                    raise KeyboardInterrupt
+            elif stop_when is not None and between_batches and stop_when():
+                query.stop()  # between batches: the last one is committed, the next run starts after it
+                return
+    finally:
+        _AWAITING.clear()
 
 
 def alerter_for(dq: DqConfig | None):
@@ -136,7 +179,7 @@ def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     lake = DeltaLake(config.lake, config.job_name) if config.lake else None
     quality = DataQuality(config.dq, config.job_name) if config.dq else None
     return BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=alerter_for(config.dq),
-                        job_name=config.job_name,
+                        job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds,
                         alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
 
 
@@ -144,6 +187,8 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
                stop_when: Callable[[RunSummary], bool] | None = None) -> RunSummary:
     """Run the streaming query until drained (files with ``available_now``), until ``stop_when(summary)``
     is true between two batches, or until Ctrl-C. A data-quality halt raises :class:`DataQualityHalt`."""
+    faults.check_setting()
+    check_paths(config)
     warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
     try:
         handler = batch_handler(config, warehouse)
@@ -158,6 +203,8 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
     except StreamingQueryException:
         if handler.halt is not None:  # the query failed because a batch halted: say so plainly
             raise handler.halt from None
+        if handler.failure is not None:  # the batch's own error, not Spark's wrapping of it
+            raise handler.failure from None
         raise
     except KeyboardInterrupt:
         log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")

@@ -22,6 +22,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from pyspark.sql import DataFrame
 
 from . import schema as S
+from .faults import crash_point
 from .lake_parquet import ParquetLayers, check_filesystem
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,7 @@ class DeltaLake:
             raw_rows = raw.toArrow()
             once(self.raw_uri, lambda _, app: self._append(self.raw_uri, raw_rows, app, batch_id,
                                                            partition_by=["event_date"]))
+        crash_point("between-lake-layers")
         if quarantine.num_rows:
             if cfg.quarantine_format == "parquet":
                 self.parquet.write_quarantine(_required(quarantine_df, "quarantine_df"), stream_id, batch_id)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from pyspark import InheritableThread, StorageLevel
 from pyspark.sql import DataFrame
@@ -22,6 +23,8 @@ from pyspark.sql import DataFrame
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import decode_batch, split_decoded
+from .errors import TRANSIENT, SinkUnavailable, first_line
+from .faults import crash_point
 from .lake import DeltaLake
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
 from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows
@@ -30,6 +33,7 @@ from .warehouse.base import MergeResult, Warehouse
 Alerter = SnsAlerter | LogAlerter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Spark sets this local property on the thread that runs foreachBatch: the query id stays the same
 # across restarts from one checkpoint and changes with a new checkpoint, so (stream id, batch id)
@@ -132,6 +136,11 @@ class _InBackground:
     def join(self) -> None:
         self._thread.join()
 
+    @property
+    def failed(self) -> bool:
+        self._thread.join()
+        return self._error is not None
+
     def result(self) -> object:
         self._thread.join()
         if self._error is not None:
@@ -175,7 +184,7 @@ class BatchHandler:
     def __init__(self, *, warehouse: Warehouse, lake: DeltaLake | None = None, quality: DataQuality | None = None,
                  alerter: Alerter | None = None, job_name: str = "sales-cdc", alert_quarantine_share: float = 0.05,
                  entity: S.EntitySchema = S.ORDERS, default_stream_id: str = "static",
-                 summary: RunSummary | None = None):
+                 summary: RunSummary | None = None, sink_retry_seconds: float = 0.0):
         self.warehouse = warehouse
         self.lake = lake
         self.quality = quality
@@ -186,7 +195,9 @@ class BatchHandler:
         self.default_stream_id = default_stream_id
         self.summary = summary if summary is not None else RunSummary()
         self.summary.docs_url = quality.docs_index_url if quality else None
+        self.sink_retry_seconds = sink_retry_seconds  # how long an unreachable sink is retried, with backoff
         self.halt: DataQualityHalt | None = None  # set when a batch halted the job
+        self.failure: Exception | None = None  # the error a batch raised (Spark reports it wrapped in Java's)
         self._last_batch_id: int | None = None  # None until this handler's first batch
 
     def _stream_id(self, batch_df: DataFrame) -> str:
@@ -198,9 +209,38 @@ class BatchHandler:
         only then is the ledger asked up front (on Redshift a query costs a Data API round trip)."""
         maybe_replay = self._last_batch_id is None or batch_id <= self._last_batch_id
         self._last_batch_id = batch_id if self._last_batch_id is None else max(self._last_batch_id, batch_id)
-        return self.warehouse.committed(batch_id=batch_id, stream_id=stream_id) if maybe_replay else None
+        if not maybe_replay:
+            return None
+        return self._retrying("the warehouse", lambda: self.warehouse.committed(batch_id=batch_id, stream_id=stream_id))
+
+    def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
+        """``attempt()``, again with exponential backoff while it fails with a transient error (a connection,
+        the network), for up to ``sink_retry_seconds``; then :class:`SinkUnavailable`. Every sink write is
+        safe to repeat: the warehouse transaction rolled back, the lake skips what it committed."""
+        deadline = time.monotonic() + self.sink_retry_seconds
+        delay = 1.0
+        while True:
+            try:
+                return attempt()
+            except TRANSIENT as exc:
+                if self.sink_retry_seconds <= 0:
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise SinkUnavailable(
+                        f"{what} failed for {self.sink_retry_seconds:.0f} s ({first_line(exc)}); check that it is "
+                        "reachable, then run the job again: the batch is replayed from the checkpoint") from exc
+                log.warning("%s failed (%s): retrying in %.0f s", what, first_line(exc), delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> BatchResult:
+        try:
+            return self._batch(batch_df, batch_id)
+        except Exception as exc:
+            self.failure = exc
+            raise
+
+    def _batch(self, batch_df: DataFrame, batch_id: int) -> BatchResult:
         stream_id = self._stream_id(batch_df)
         recorded = self._already_committed(batch_id, stream_id)
         if recorded is not None:
@@ -214,6 +254,7 @@ class BatchHandler:
         started = time.perf_counter()
         materialized = _Materialized(batch_df.sparkSession)
         # work running beside the warehouse's merge (docs pages, the lake), all done before it commits
+        starters: dict[str, Callable[[], object]] = {}
         beside: dict[str, _InBackground] = {}
         try:
             decoded = decode_batch(batch_df, materialized, self.entity)
@@ -234,8 +275,9 @@ class BatchHandler:
                 if outcome.halted:
                     self.quality.publish(outcome)  # the halt's message and alert link to its pages
                     self._halt(outcome, stream_id, decoded.read)
-                # GX renders the batch's Data Docs pages (pure Python) while the sinks wait on I/O
-                beside["docs"] = _InBackground(partial(self.quality.publish, outcome), "sales-cdc-docs")
+                # GX renders the batch's Data Docs pages (pure Python) while the collect and the sinks run
+                starters["docs"] = partial(self.quality.publish, outcome)
+                beside["docs"] = _InBackground(starters["docs"], "sales-cdc-docs")
                 if outcome.rejected is not None:
                     quarantine = quarantine.unionByName(dq_quarantine_rows(events, outcome.rejected, batch_id,
                                                                            self.entity))
@@ -249,21 +291,35 @@ class BatchHandler:
                 # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
                 # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
                 # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
-                beside["lake"] = _InBackground(partial(
+                starters["lake"] = partial(
                     self.lake.write_batch, batch_id=batch_id, stream_id=stream_id,
                     raw=to_raw_rows(decoded.frame, batch_id, self.entity), state=state_rows,
-                    quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine), "sales-cdc-lake")
+                    quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine)
             history = outcome.history(self.job_name, stream_id) if outcome is not None else None
-
-            def all_beside_done() -> None:
-                for work in beside.values():
-                    work.result()  # raises its error: the warehouse then rolls the batch back
-
             warehouse_clock = _Stopwatch()
-            merge = self.warehouse.merge_batch(
-                batch_id=batch_id, stream_id=stream_id, state=state_rows, quarantine=quarantine_rows,
-                dq_results=history, before_commit=warehouse_clock.paused(all_beside_done))
-            all_beside_done()  # an error raises even when the warehouse had nothing to commit (a replay)
+            attempts = 0
+
+            def write_sinks() -> MergeResult:
+                nonlocal attempts
+                attempts += 1
+                for name, start in starters.items():  # not started yet, or a retry of what failed
+                    if name not in beside or (attempts > 1 and beside[name].failed):
+                        beside[name] = _InBackground(start, f"sales-cdc-{name}")
+
+                def all_beside_done() -> None:
+                    for work in beside.values():
+                        work.result()  # raises its error: the warehouse then rolls the batch back
+                    crash_point("before-warehouse-commit")
+
+                merge = self.warehouse.merge_batch(
+                    batch_id=batch_id, stream_id=stream_id, state=state_rows, quarantine=quarantine_rows,
+                    dq_results=history, before_commit=warehouse_clock.paused(all_beside_done))
+                for work in beside.values():  # an error raises even when the warehouse had nothing to commit
+                    work.result()
+                return merge
+
+            merge = self._retrying("writing the batch to the warehouse and the lake", write_sinks)
+            crash_point("after-warehouse-commit")
             clock.seconds.update({name: work.seconds for name, work in beside.items()})
             clock.seconds["warehouse"] = warehouse_clock.total()
             clock.lap("sinks")

@@ -39,6 +39,7 @@ from great_expectations.data_context.types.resource_identifiers import (
 from great_expectations.expectations.row_conditions import deserialize_row_condition
 from pyspark.sql import DataFrame
 
+from ..faults import crash_point
 from . import gx_spark  # noqa: F401 (registers add_sales_cdc_spark)
 from .docs_site import CachedJinjaIndexPageView, CachedJinjaPageView, RetainingSiteIndexBuilder, class_config
 from .suites import Suite
@@ -237,6 +238,7 @@ class GxRunner:
             resources += [ExpectationSuiteIdentifier(name=suite.name) for suite in self.context.suites.all()]
         self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
         self._suite_pages_built = True
+        crash_point("mid-docs")  # pages written, the results the next run's index reads not yet
         kept = [self._keep(r) for r in runs]  # after their pages: a loaded result always has its page
         if self.sync is not None:
             self.sync.sync([self.sync.local_dir / "index.html", *[r.page for r in runs if r.page is not None], *kept])

@@ -14,6 +14,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from ..faults import crash_point
 from ..sql import Dialect, MergeSql, quote
 from .base import MergeResult
 
@@ -84,6 +85,7 @@ class PostgresWarehouse:
                 self.conn.execute("SET LOCAL random_page_cost = 1.1")
                 self.conn.execute(self.sql.create_stage())
                 self._copy(self.sql.stage, self.sql.stage_columns, state)
+                crash_point("after-stage-load")
                 # The stage's row count and key statistics steer that plan. A 3,000-row sample is plenty
                 # for them; the default (30,000 rows) cost 0.2 s per 70k-row batch, a fifth of the merge.
                 self.conn.execute("SET LOCAL default_statistics_target = 10")

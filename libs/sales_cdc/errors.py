@@ -1,0 +1,42 @@
+"""Expected failures and how they are told: one line that says what failed, the likely cause and what to do.
+
+The job raises :class:`JobError` where it knows what went wrong; :func:`one_line` turns the errors a run
+meets in practice (an unreachable warehouse or lake, a bad path) into such a line too. The CLI prints it
+alone, and the traceback only with ``-v``.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from botocore.exceptions import BotoCoreError
+
+
+class JobError(Exception):
+    """An expected failure; its message is the one line the user sees."""
+
+
+class SinkUnavailable(JobError):
+    """A sink (warehouse, lake, docs site) stayed unreachable for the configured retry time."""
+
+
+# Errors of a sink that a retry can cure: the connection, the network, an object store's 5xx. Data errors
+# (a row the warehouse refuses) are not among them: retrying them gives the same answer.
+TRANSIENT = (psycopg.OperationalError, OSError, BotoCoreError)
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def one_line(exc: BaseException) -> str:
+    """The line the CLI prints for ``exc``."""
+    if isinstance(exc, JobError):
+        return str(exc)
+    if isinstance(exc, psycopg.OperationalError):
+        return (f"the warehouse is unreachable ({first_line(exc)}); check that PostgreSQL runs and the URL is right, "
+                "then run again: the job resumes from its checkpoint")
+    if isinstance(exc, (OSError, BotoCoreError)):
+        return (f"{type(exc).__name__}: {first_line(exc)}; check the path or endpoint, then run again: the job "
+                "resumes from its checkpoint")
+    return f"{type(exc).__name__}: {first_line(exc)} (run with -v for the traceback)"

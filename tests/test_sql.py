@@ -53,3 +53,38 @@ def test_soft_delete_has_no_tombstones_and_hard_delete_has():
     soft = " ".join(MergeSql(Dialect.POSTGRES, soft_delete=True).merge_statements())
     assert "orders_tombstones" in hard and "orders_tombstones" not in soft
     assert '"is_deleted"' in soft
+
+
+def test_the_job_user_is_an_iam_role_name_quoted_and_nothing_else():
+    from sales_cdc.sql import iam_role_user
+
+    assert iam_role_user("sales-cdc-GlueJobRole-AbC12") == '"IAMR:sales-cdc-GlueJobRole-AbC12"'
+    for bad in ['x"; DROP TABLE t; --', "a b", "", "r" * 65]:
+        with pytest.raises(ValueError):
+            iam_role_user(bad)
+
+
+def test_the_job_user_grants_reach_its_schema_only(pg_url):
+    """The deploy's grants, applied in PostgreSQL to a login role: the job can create, fill and read its
+    tables and temporary stages, and cannot touch another schema."""
+    import uuid
+
+    import psycopg
+
+    from sales_cdc.sql import job_user_grants
+
+    suffix = uuid.uuid4().hex[:8]
+    user, schema, other = f"job_{suffix}", f"sales_{suffix}", f"other_{suffix}"
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        database = admin.execute("SELECT current_database()").fetchone()[0]
+        admin.execute(f'CREATE ROLE "{user}" LOGIN')
+        admin.execute(f'CREATE SCHEMA "{other}"')
+        for statement in job_user_grants(schema, database, f'"{user}"'):
+            assert sqlglot.parse_one(statement, read="redshift") is not None
+            admin.execute(statement)
+    with psycopg.connect(pg_url, user=user, autocommit=True) as job:
+        job.execute(f'CREATE TABLE "{schema}".t (k int)')
+        job.execute(f'INSERT INTO "{schema}".t VALUES (1)')
+        job.execute("CREATE TEMP TABLE stage (k int)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            job.execute(f'CREATE TABLE "{other}".t (k int)')

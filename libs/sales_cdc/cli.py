@@ -366,8 +366,12 @@ def _deploy(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         parameters[key] = value
     wheel = D.build_wheel()
-    outputs = D.deploy(aws_client("cloudformation", region=args.region or "us-east-1"),
-                       aws_client("s3", region=args.region or "us-east-1"), args.stack, parameters, wheel)
+    region = args.region or "us-east-1"
+    outputs = D.deploy(aws_client("cloudformation", region=region), aws_client("s3", region=region), args.stack,
+                       parameters, wheel)
+    user = D.create_job_user(aws_client("redshift-data", region=region),
+                             aws_client("redshift-serverless", region=region), outputs)
+    console.print(f"the job's Redshift user {user} may use the schema sales only")
     for key, value in outputs.items():
         console.print(f"{key:<24} {value}")
     if args.start:
@@ -398,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("py4j").setLevel(logging.WARNING)
+    # py4j logs a batch's exception, traceback included, before Spark hands it back to us: the job reports it
+    # itself (one line; the traceback with -v)
+    logging.getLogger("py4j").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     os.environ.setdefault(SPARK_LOG_LEVEL_ENV, "ERROR" if args.verbose else "OFF")
     commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe,
                 "lake-maintain": _lake_maintain, "dq-docs": _dq_docs, "deploy": _deploy, "teardown": _teardown}

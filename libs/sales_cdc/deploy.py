@@ -91,6 +91,26 @@ def deploy(cfn, s3, stack: str, parameters: dict[str, str], wheel: Path, templat
     return outputs
 
 
+def create_job_user(data_api, serverless, outputs: dict[str, str], db_schema: str = "sales") -> str:
+    """Create the Glue job's own Redshift user, ``IAMR:<job role>``, with rights on its schema only. The job
+    reaches Redshift with its role's temporary credentials (no secret); this runs once per deploy, as the
+    admin, whose password Redshift keeps (and rotates) in Secrets Manager. Returns the user's name."""
+    from .sql import Dialect, MergeSql, iam_role_user, job_user_grants
+    from .warehouse.redshift import RedshiftDataApiWarehouse, RedshiftTarget
+
+    namespace = serverless.get_namespace(namespaceName=outputs["RedshiftNamespace"])["namespace"]
+    target = RedshiftTarget(database=outputs["RedshiftDatabase"], iam_role_arn="", staging_uri="",
+                            workgroup_name=outputs["RedshiftWorkgroup"], secret_arn=namespace["adminPasswordSecretArn"])
+    admin = RedshiftDataApiWarehouse(data_api, None, MergeSql(Dialect.REDSHIFT, db_schema=db_schema), "deploy", target)
+    role = outputs["GlueJobRoleName"]
+    user = iam_role_user(role)
+    if not admin.query("SELECT 1 FROM pg_user WHERE usename = :name", {"name": f"IAMR:{role}"}):
+        admin.query(f"CREATE USER {user} PASSWORD DISABLE")
+    for statement in job_user_grants(db_schema, outputs["RedshiftDatabase"], user):
+        admin.query(statement)
+    return user
+
+
 def empty_bucket(s3, bucket: str) -> int:
     """Delete every object version and delete marker (a versioned bucket must be empty to be deleted)."""
     removed = 0

@@ -15,6 +15,10 @@ class JobError(Exception):
     """An expected failure; its message is the one line the user sees."""
 
 
+class StopRequested(JobError):
+    """A batch refused to start because the job was asked to stop (SIGTERM): nothing of it was written."""
+
+
 class SinkUnavailable(JobError):
     """A sink (warehouse, lake, docs site) stayed unreachable for the configured retry time."""
 

@@ -41,6 +41,8 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("window_size", "100 seconds", "micro-batch window of glueContext.forEachBatch"),
     GlueParam("max_fetch_records_per_shard", "100000", "Kinesis records per shard per micro-batch"),
     GlueParam("batch_max_retries", "3", "Glue retries of a failed micro-batch (replays are no-ops)"),
+    GlueParam("sink_retry_seconds", str(int(JobConfig.sink_retry_seconds)),
+              "an unreachable warehouse or lake is retried this long, with backoff, before the batch fails"),
     GlueParam("lake_root", "", "s3://bucket/prefix of the lake; empty: warehouse only"),
     GlueParam("raw_format", "delta", "raw layer: delta or parquet"),
     GlueParam("silver_format", "delta", "silver layer: delta or parquet"),
@@ -49,7 +51,8 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("warehouse", "redshift", "redshift (Data API) or postgres (e.g. RDS; URL from Secrets Manager)"),
     GlueParam("redshift_workgroup", "", "Redshift Serverless workgroup"),
     GlueParam("redshift_database", "dev", "Redshift database"),
-    GlueParam("redshift_secret_arn", "", "Secrets Manager secret with the Redshift credentials"),
+    GlueParam("redshift_secret_arn", "", "Secrets Manager secret with Redshift credentials; empty (the deployed "
+              "job): the job role's own database user IAMR:<role>, created by the deploy"),
     GlueParam("redshift_copy_role_arn", "", "IAM role Redshift assumes to COPY the staged Parquet"),
     GlueParam("redshift_staging_uri", "", "s3:// prefix where batches are staged for COPY"),
     GlueParam("postgres_secret_arn", "", "warehouse=postgres: secret whose value is the PostgreSQL URL"),
@@ -171,7 +174,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None) -> JobConfig
                      kinesis=KinesisConfig(stream_name=stream_name(args["stream_arn"])), lake=lake, dq=dq,
                      warehouse=WarehouseConfig(url="redshift-data-api", db_schema=args["db_schema"],
                                                table=args["table"], soft_delete=soft_delete),
-                     job_name=args["JOB_NAME"])
+                     job_name=args["JOB_NAME"], sink_retry_seconds=float(args["sink_retry_seconds"]))
 
 
 def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
@@ -179,13 +182,13 @@ def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
 
     target = RedshiftTarget(database=args["redshift_database"], iam_role_arn=args["redshift_copy_role_arn"],
                             staging_uri=args["redshift_staging_uri"], workgroup_name=args["redshift_workgroup"],
-                            secret_arn=args["redshift_secret_arn"])
+                            secret_arn=args["redshift_secret_arn"] or None)
     sql = MergeSql(Dialect.REDSHIFT, db_schema=config.warehouse.db_schema, table=config.warehouse.table,
                    soft_delete=config.warehouse.soft_delete)
     return RedshiftDataApiWarehouse(data_api, s3, sql, config.job_name, target)
 
 
-REDSHIFT_PARAMS = ("redshift_workgroup", "redshift_secret_arn", "redshift_copy_role_arn", "redshift_staging_uri")
+REDSHIFT_PARAMS = ("redshift_workgroup", "redshift_copy_role_arn", "redshift_staging_uri")
 
 
 def warehouse_for(args: dict[str, str], config: JobConfig, clients: Callable[[str], Any]):

@@ -23,7 +23,7 @@ from . import faults
 from .alerts import LogAlerter, SnsAlerter
 from .config import DqConfig, JobConfig, WarehouseConfig
 from .embedded import start_embedded_postgres
-from .errors import JobError
+from .errors import JobError, StopRequested
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import DeltaLake
@@ -137,12 +137,17 @@ def check_paths(config: JobConfig) -> None:
 # Set by a SIGTERM handler (``request_stop``): the running query stops between two batches.
 _STOP_REQUESTED = threading.Event()
 _AWAITING = threading.Event()  # a query is running in await_query, which watches _STOP_REQUESTED
+_HANDLERS: list[BatchHandler] = []  # of the running query: told to start no further batch
 STOP_GRACE_SECONDS = 120.0  # how long a stop waits for the batch in progress to finish
 
 
 def request_stop() -> bool:
-    """Ask the running query to stop between two batches; False when none is running (stop otherwise)."""
+    """Ask the running query to stop between two batches; False when none is running (stop otherwise).
+    The batch in progress finishes; the next one raises StopRequested before writing anything (Spark
+    starts the next batch of a backlog at once, so waiting for a pause between batches could miss it)."""
     _STOP_REQUESTED.set()
+    for handler in _HANDLERS:
+        handler.stop_requested.set()
     return _AWAITING.is_set()
 
 
@@ -198,11 +203,14 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
         warehouse.close()
         raise
     query = start_query(source_stream(spark, config), handler, config)
+    _HANDLERS.append(handler)
     try:
         await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)
     except StreamingQueryException:
         if handler.halt is not None:  # the query failed because a batch halted: say so plainly
             raise handler.halt from None
+        if isinstance(handler.failure, StopRequested):
+            raise KeyboardInterrupt from None
         if handler.failure is not None:  # the batch's own error, not Spark's wrapping of it
             raise handler.failure from None
         raise
@@ -211,5 +219,6 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
         query.stop()
         raise
     finally:
+        _HANDLERS.remove(handler)
         warehouse.close()
     return handler.summary

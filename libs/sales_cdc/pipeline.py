@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from pyspark.sql import DataFrame
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import decode_batch, split_decoded
-from .errors import TRANSIENT, SinkUnavailable, first_line
+from .errors import TRANSIENT, SinkUnavailable, StopRequested, first_line
 from .faults import crash_point
 from .lake import DeltaLake
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
@@ -198,6 +199,8 @@ class BatchHandler:
         self.sink_retry_seconds = sink_retry_seconds  # how long an unreachable sink is retried, with backoff
         self.halt: DataQualityHalt | None = None  # set when a batch halted the job
         self.failure: Exception | None = None  # the error a batch raised (Spark reports it wrapped in Java's)
+        # set to stop the job between batches: the next batch raises StopRequested before it writes anything
+        self.stop_requested = threading.Event()
         self._last_batch_id: int | None = None  # None until this handler's first batch
 
     def _stream_id(self, batch_df: DataFrame) -> str:
@@ -235,6 +238,8 @@ class BatchHandler:
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> BatchResult:
         try:
+            if self.stop_requested.is_set():
+                raise StopRequested(f"batch {batch_id} not started: the job was asked to stop")
             return self._batch(batch_df, batch_id)
         except Exception as exc:
             self.failure = exc

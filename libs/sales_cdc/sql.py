@@ -50,6 +50,26 @@ def quote(name: str) -> str:
     return '"' + S.check_identifier(name) + '"'
 
 
+_IAM_ROLE_NAME = re.compile(r"^[A-Za-z0-9+=,.@_\-]{1,64}$")
+
+
+def iam_role_user(role_name: str) -> str:
+    """The quoted Redshift user an IAM role maps to through the Data API (``"IAMR:<role name>"``)."""
+    if not _IAM_ROLE_NAME.match(role_name):
+        raise ValueError(f"not an IAM role name: {role_name!r}")
+    return f'"IAMR:{role_name}"'
+
+
+def job_user_grants(db_schema: str, database: str, user: str) -> list[str]:
+    """What the job's own database user (``user``, quoted) may do: create and use its schema's tables and
+    temporary stage tables; nothing in other schemas, no admin rights."""
+    schema = quote(db_schema)
+    return [f"CREATE SCHEMA IF NOT EXISTS {schema}",
+            f"GRANT USAGE, CREATE ON SCHEMA {schema} TO {user}",
+            f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {user}",  # tables an earlier version created
+            f"GRANT TEMP ON DATABASE {quote(database)} TO {user}"]
+
+
 def sql_type(field: S.Field, dialect: Dialect) -> str:
     t = field.spark_type
     if isinstance(t, T.StringType):

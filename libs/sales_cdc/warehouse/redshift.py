@@ -47,14 +47,16 @@ class RedshiftTarget:
     staging_uri: str  # s3://bucket/prefix for staged batches (lifecycle-expire it)
     workgroup_name: str | None = None  # Redshift Serverless …
     cluster_identifier: str | None = None  # … or a provisioned cluster
-    secret_arn: str | None = None  # Secrets Manager secret with the database credentials
+    secret_arn: str | None = None  # Secrets Manager secret with the database credentials; None with
+    # db_user None: the caller's IAM identity (Serverless: the user "IAMR:<role>", the deployed job's way)
     db_user: str | None = None  # provisioned cluster with temporary IAM credentials instead of a secret
     poll_timeout_seconds: float = 900.0
 
     def __post_init__(self) -> None:
         if (self.workgroup_name is None) == (self.cluster_identifier is None):
             raise ValueError("set exactly one of workgroup_name (Serverless) or cluster_identifier")
-        check_s3_uri(self.staging_uri.rstrip("/") + "/x")
+        if self.staging_uri:  # empty for a connection that only runs SQL (the deploy's grants)
+            check_s3_uri(self.staging_uri.rstrip("/") + "/x")
 
     def connection(self) -> dict[str, str]:
         params = {"Database": self.database}

@@ -14,6 +14,7 @@ from sales_cdc.pipeline import BatchHandler
 from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc.warehouse.base import RowsRefused
 from tests.helpers import source_rows
 
 
@@ -181,8 +182,10 @@ def test_a_failed_batch_commits_nothing_and_the_next_one_works(wh):
     wh.batch(0, insert("o1", 1))
     bad_state = pa.table({c: pa.array(["x"], pa.string()) for c in wh.sql.stage_columns})  # 'x' is no INTEGER
     empty_quarantine = pa.table({c: pa.array([], pa.string()) for c in wh.sql.quarantine_columns})
-    with pytest.raises(psycopg.errors.DataError):
+    with pytest.raises(RowsRefused) as refused:
         wh.warehouse.merge_batch(batch_id=1, stream_id="stream-a", state=bad_state, quarantine=empty_quarantine)
+    assert list(refused.value.rows) == [0] and "integer" in refused.value.rows[0]
+    assert isinstance(refused.value.__cause__, psycopg.errors.DataError)
     assert wh.query(f"SELECT batch_id FROM {wh.sql.ledger}") == [(0,)]
     wh.batch(1, modify("o1", 2, quantity=6))
     assert wh.state() == {"o1": (6, "10.00")}
@@ -199,3 +202,18 @@ def test_a_batch_releases_the_data_it_checkpointed(wh):
     with pytest.raises(psycopg.errors.UndefinedTable):
         wh.batch(1, insert("o2", 3))
     assert set(persisted().keySet()) == before
+
+
+def test_rows_the_warehouse_refuses_are_quarantined_and_the_rest_of_the_batch_lands(wh):
+    """A constraint the user added (or any value PostgreSQL refuses): the refused rows are found by halving
+    and quarantined with the warehouse's reason; the batch commits without them; the stream moves on."""
+    with psycopg.connect(wh.url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {wh.sql.target} ADD CONSTRAINT no_thirteen CHECK (quantity <> 13)")
+    records = [insert(f"o{i}", i + 1, quantity=13 if i in (2, 5) else 1) for i in range(8)]
+    result = wh.batch(0, *records)
+    assert set(wh.state()) == {f"o{i}" for i in range(8) if i not in (2, 5)}
+    quarantined = wh.query(f"SELECT record_key, stage, reason, payload FROM {wh.sql.quarantine} ORDER BY 1")
+    assert [(k, stage) for k, stage, _, _ in quarantined] == [("o2", "warehouse"), ("o5", "warehouse")]
+    assert all("no_thirteen" in reason and '"o' in payload for _, _, reason, payload in quarantined)
+    assert result.merge.upserted_rows == 6 and result.merge.quarantined_rows == 2
+    assert wh.batch(1, insert("o9", 20)).merge.upserted_rows == 1  # the next batch goes on as usual

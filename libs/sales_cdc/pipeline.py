@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark import InheritableThread, StorageLevel
 from pyspark.sql import DataFrame
 
@@ -28,8 +30,8 @@ from .errors import TRANSIENT, SinkUnavailable, StopRequested, first_line
 from .faults import crash_point
 from .lake import DeltaLake
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
-from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows
-from .warehouse.base import MergeResult, Warehouse
+from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows, warehouse_quarantine_rows
+from .warehouse.base import MergeResult, RowsRefused, Warehouse
 
 Alerter = SnsAlerter | LogAlerter
 
@@ -87,6 +89,12 @@ class RunSummary:
                                                     for b in applied),
             "stale events ignored (older than stored)": sum(b.merge.stale_rows for b in applied),
         }
+
+
+def _split_rows(rows: pa.Table, refused: dict[int, str]) -> tuple[pa.Table, pa.Table]:
+    """(rows kept, rows refused) by row index."""
+    keep = pa.array([i not in refused for i in range(rows.num_rows)])
+    return rows.filter(keep), rows.filter(pc.invert(keep))
 
 
 class _Stopwatch:
@@ -323,7 +331,15 @@ class BatchHandler:
                     work.result()
                 return merge
 
-            merge = self._retrying("writing the batch to the warehouse and the lake", write_sinks)
+            try:
+                merge = self._retrying("writing the batch to the warehouse and the lake", write_sinks)
+            except RowsRefused as refused:
+                # quarantined, so that the stream moves on; the lake keeps what it accepted (docs/reliability.md)
+                log.warning("batch %s: %s; quarantined, the rest of the batch is merged", batch_id, refused)
+                state_rows, refused_rows = _split_rows(state_rows, refused.rows)
+                quarantine_rows = pa.concat_tables([quarantine_rows, warehouse_quarantine_rows(
+                    events, refused_rows, refused.rows, batch_id, self.entity).cast(quarantine_rows.schema)])
+                merge = self._retrying("writing the batch to the warehouse and the lake", write_sinks)
             crash_point("after-warehouse-commit")
             clock.seconds.update({name: work.seconds for name, work in beside.items()})
             clock.seconds["warehouse"] = warehouse_clock.total()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -78,3 +79,18 @@ def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,
     rejected_events = (events.join(F.broadcast(rejected), on=S.CDC_EVENT_ID, how="inner")
                        .dropDuplicates([S.CDC_EVENT_ID]))
     return to_quarantine_rows(rejected_events, F.col(S.QUARANTINE_REASON), batch_id, S.DQ_STAGE, entity)
+
+
+WAREHOUSE_STAGE = "warehouse"  # quarantine ``stage`` of state rows the warehouse refused
+
+
+def warehouse_quarantine_rows(events: DataFrame, refused: pa.Table, reasons: dict[int, str], batch_id: int,
+                              entity: S.EntitySchema = S.ORDERS) -> pa.Table:
+    """Quarantine rows (Arrow) for the state rows the warehouse refused: each with the warehouse's reason and
+    the payload of the event it came from (``reasons`` by row index of the rows before the split, in order)."""
+    by_event = dict(zip(refused[S.CDC_EVENT_ID].to_pylist(), [reasons[i] for i in sorted(reasons)], strict=True))
+    spark = events.sparkSession
+    why = spark.createDataFrame(list(by_event.items()), f"{S.CDC_EVENT_ID} string, why string")
+    rows = (events.join(F.broadcast(why), on=S.CDC_EVENT_ID).dropDuplicates([S.CDC_EVENT_ID]))
+    reason = F.concat(F.lit("the warehouse refused the row: "), F.col("why"))
+    return to_quarantine_rows(rows, reason, batch_id, WAREHOUSE_STAGE, entity).toArrow()  # cast by the caller

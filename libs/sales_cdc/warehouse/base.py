@@ -22,6 +22,15 @@ class MergeResult:
     replayed: bool  # True: the batch was already in the ledger and nothing was changed
 
 
+class RowsRefused(Exception):
+    """The warehouse refused some of a batch's state rows (a constraint, a value it cannot store); nothing of
+    the batch was committed. ``rows``: state-row index -> the warehouse's reason."""
+
+    def __init__(self, rows: dict[int, str]):
+        super().__init__(f"the warehouse refused {len(rows)} row(s): {next(iter(rows.values()))}")
+        self.rows = rows
+
+
 class Warehouse(Protocol):
     def ensure_tables(self) -> None: ...
 

@@ -14,17 +14,28 @@ import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from ..errors import first_line
 from ..faults import crash_point
 from ..sql import Dialect, MergeSql, quote
-from .base import MergeResult
+from .base import MergeResult, RowsRefused
 
 log = logging.getLogger(__name__)
+
+# What PostgreSQL says when it refuses data (SQLSTATE classes 22 and 23), as opposed to a lost connection
+REFUSALS = (psycopg.errors.DataError, psycopg.errors.IntegrityError)
+
+
+class _RollBack(Exception):
+    """Ends a probe's transaction."""
 
 
 def _csv_bytes(table: pa.Table) -> bytes:
     # all_valid quoting keeps '' (quoted) apart from NULL (unquoted empty) for COPY ... CSV.
     buffer = io.BytesIO()
-    pa_csv.write_csv(table, buffer, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+    # one chunk: pyarrow's CSV writer emitted NUL bytes for a table whose first chunk is empty (measured on
+    # pyarrow 26: a quarantine table concatenated from an empty and a non-empty one)
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
+    pa_csv.write_csv(table.combine_chunks(), buffer, options)
     return buffer.getvalue()
 
 
@@ -72,6 +83,54 @@ class PostgresWarehouse:
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None,
                     before_commit: Callable[[], None] | None = None) -> MergeResult:
+        """:meth:`Warehouse.merge_batch`; raises :class:`RowsRefused` naming the state rows PostgreSQL refuses
+        (a data error or a constraint, e.g. a CHECK a user added), so that the caller can quarantine them."""
+        try:
+            return self._merge_batch(batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine,
+                                     dq_results=dq_results, before_commit=before_commit)
+        except REFUSALS as refused:
+            rows = self._refused_rows(stream_id, batch_id, state)
+            if not rows:  # not a state row: the quarantine or results rows, or the merge itself
+                raise
+            raise RowsRefused(rows) from refused
+
+    def _refused_rows(self, stream_id: str, batch_id: int, state: pa.Table) -> dict[int, str]:
+        """The state rows the merge refuses on their own, found by halving: each probe runs the whole merge
+        of a slice in a transaction that is rolled back."""
+        refused: dict[int, str] = {}
+
+        def probe(start: int, stop: int) -> None:
+            reason = self._probe(stream_id, batch_id, state.slice(start, stop - start))
+            if reason is None:
+                return
+            if stop - start == 1:
+                refused[start] = reason
+                return
+            middle = (start + stop) // 2
+            probe(start, middle)
+            probe(middle, stop)
+
+        if state.num_rows:
+            probe(0, state.num_rows)
+        return refused
+
+    def _probe(self, stream_id: str, batch_id: int, rows: pa.Table) -> str | None:
+        params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
+                  "staged_rows": rows.num_rows, "quarantined_rows": 0}
+        try:
+            with self.conn.transaction():
+                self.conn.execute(self.sql.create_stage())
+                self._copy(self.sql.stage, self.sql.stage_columns, rows)
+                for statement in self.sql.merge_statements():
+                    self.conn.execute(statement, params if "%(" in statement else None)
+                raise _RollBack
+        except _RollBack:
+            return None
+        except REFUSALS as refused:
+            return first_line(refused)
+
+    def _merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
+                     dq_results: pa.Table | None, before_commit: Callable[[], None] | None) -> MergeResult:
         params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
                   "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}
         try:

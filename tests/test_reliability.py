@@ -46,13 +46,15 @@ def assert_clean(output: str) -> None:
 class Run:
     """The fixture files through ``sales-cdc run`` into a warehouse schema and a local lake."""
 
-    def __init__(self, tmp_path: Path, fixtures_dir: Path, url: str, schema: str, dq: bool = True):
+    def __init__(self, tmp_path: Path, fixtures_dir: Path, url: str, schema: str, dq: bool = True,
+                 lake: tuple[str, ...] = ()):
         self.tmp, self.fixtures, self.url, self.schema = tmp_path, fixtures_dir, url, schema
         stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         self.args = ["run", "--source-dir", str(tmp_path / "inbox"), "--checkpoint-dir", str(tmp_path / "ck"),
-                     "--warehouse-url", url, "--db-schema", schema, "--lake-root", str(tmp_path / "lake"),
+                     "--warehouse-url", url, "--db-schema", schema,
+                     *(lake or ("--lake-root", str(tmp_path / "lake"))),
                      "--max-files-per-trigger", "1", "--job-name", "reliability",
                      *(["--docs-location", str(tmp_path / "docs")] if dq else ["--no-dq"])]
         self.sql = MergeSql(Dialect.POSTGRES, db_schema=schema)
@@ -157,6 +159,36 @@ def test_a_warehouse_outage_is_retried_then_reported_in_one_line_and_the_restart
     finished = run()
     assert finished.returncode == 0, finished.stdout[-3000:]
     run.assert_converged()
+
+
+def test_a_lake_outage_on_s3_is_retried_then_reported_in_one_line_and_the_restart_converges(
+        tmp_path, fixtures_dir, pg_url, moto):
+    """The lake's S3 (a moto server behind a proxy) gone mid-run for longer than the retry time."""
+    bucket = f"lake-outage-{tmp_path.name[-8:].lower().replace('_', '-')}"
+    moto.client("s3").create_bucket(Bucket=bucket)
+    proxy = Outage(("127.0.0.1", int(moto.endpoint.rsplit(":", 1)[1])))
+    run = Run(tmp_path, fixtures_dir, pg_url, "lake_outage", dq=False,
+              lake=("--lake-root", f"s3://{bucket}/lake", "--endpoint-url", f"http://127.0.0.1:{proxy.port}"))
+    process = run.start("--sink-retry-seconds", "3")
+    wait_until(lambda: run.committed_batches() >= 1, what="the first batch")
+    proxy.down()
+    output, _ = process.communicate(timeout=300)
+    proxy.up()
+    assert process.returncode == 1, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "run the job again" in errors[0], output[-3000:]
+    assert_clean(output)
+    committed = run.committed_batches()
+    assert committed < 6
+    finished = run()
+    assert finished.returncode == 0, finished.stdout[-3000:]
+    assert run.committed_batches() == 6
+    actual = read_state(run.url, run.sql, COLUMNS)
+    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), "orderid") == []
+    storage = {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true"}
+    silver = DeltaTable(f"s3://{bucket}/lake/silver/orders", storage_options=storage).to_pyarrow_table().to_pylist()
+    assert {(r["orderid"], r[S.CDC_SEQUENCE]) for r in silver} == {(r["orderid"], r[S.CDC_SEQUENCE]) for r in actual}
 
 
 @pytest.mark.parametrize("problem", ["source is a file", "checkpoint parent missing", "warehouse unreachable"])

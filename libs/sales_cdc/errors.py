@@ -40,6 +40,9 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, psycopg.OperationalError):
         return (f"the warehouse is unreachable ({first_line(exc)}); check that PostgreSQL runs and the URL is right, "
                 "then run again: the job resumes from its checkpoint")
+    if type(exc).__name__ == "StreamingQueryException":  # Spark's, e.g. a source that failed after its retries
+        return (f"the streaming query failed: {first_line(exc)[:300]}; run with -v for Spark's log, then run again: "
+                "the job resumes from its checkpoint")
     if isinstance(exc, (OSError, BotoCoreError)):
         return (f"{type(exc).__name__}: {first_line(exc)}; check the path or endpoint, then run again: the job "
                 "resumes from its checkpoint")

@@ -96,6 +96,19 @@ def wait_until(condition, timeout: float = 300, what: str = "") -> None:
         time.sleep(0.2)
 
 
+def stop_for_good_mid_run(run: Run, proxy: Outage) -> None:
+    """Cut ``proxy`` after the run's first batch until the run gives up: one error line, exit 1, no noise."""
+    process = run.start("--sink-retry-seconds", "3")
+    wait_until(lambda: run.committed_batches() >= 1, what="the first batch")
+    proxy.down()
+    output, _ = process.communicate(timeout=300)
+    proxy.up()
+    assert process.returncode == 1, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "run the job again" in errors[0], output[-3000:]
+    assert_clean(output)
+
+
 def test_a_crash_at_every_boundary_then_a_restart_converges(tmp_path, fixtures_dir, pg_url):
     run = Run(tmp_path, fixtures_dir, pg_url, "crash")
     for point in POINTS:
@@ -147,15 +160,7 @@ def test_a_warehouse_outage_is_retried_then_reported_in_one_line_and_the_restart
     run.assert_converged()
     # gone for longer than the retry time: one line, exit 1, nothing half-written; the restart converges
     run = Run(tmp_path / "second", fixtures_dir, url, "outage2", dq=False)
-    process = run.start("--sink-retry-seconds", "3")
-    wait_until(lambda: run.committed_batches() >= 1, what="the first batch")
-    proxy.down()
-    output, _ = process.communicate(timeout=300)
-    proxy.up()
-    assert process.returncode == 1, output[-3000:]
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "run the job again" in errors[0], output[-3000:]
-    assert_clean(output)
+    stop_for_good_mid_run(run, proxy)
     finished = run()
     assert finished.returncode == 0, finished.stdout[-3000:]
     run.assert_converged()
@@ -169,17 +174,8 @@ def test_a_lake_outage_on_s3_is_retried_then_reported_in_one_line_and_the_restar
     proxy = Outage(("127.0.0.1", int(moto.endpoint.rsplit(":", 1)[1])))
     run = Run(tmp_path, fixtures_dir, pg_url, "lake_outage", dq=False,
               lake=("--lake-root", f"s3://{bucket}/lake", "--endpoint-url", f"http://127.0.0.1:{proxy.port}"))
-    process = run.start("--sink-retry-seconds", "3")
-    wait_until(lambda: run.committed_batches() >= 1, what="the first batch")
-    proxy.down()
-    output, _ = process.communicate(timeout=300)
-    proxy.up()
-    assert process.returncode == 1, output[-3000:]
-    errors = [line for line in output.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "run the job again" in errors[0], output[-3000:]
-    assert_clean(output)
-    committed = run.committed_batches()
-    assert committed < 6
+    stop_for_good_mid_run(run, proxy)
+    assert run.committed_batches() < 6
     finished = run()
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert run.committed_batches() == 6

@@ -16,7 +16,10 @@ setup(
         "faker>=30",
         "deltalake==1.6.6",  # the lake sink (delta-rs); Glue 6.0 also has Spark-native Delta
         "great_expectations==1.24.1",  # data-quality suites in expectations/ (GX 1.x file format)
+        "pyyaml>=6",  # table contracts
+        "jsonschema>=4",  # the contract file's format is checked with it
     ],
+    package_data={"sales_cdc": ["contracts/*.yaml"]},
     extras_require={
         # laptop runs: local Spark (pinned to Glue 6.0's version), embedded PostgreSQL, moto server
         "local": [

@@ -36,6 +36,7 @@ def test_wheel_deploy_update_and_teardown(moto, tmp_path):
     wheel = D.build_wheel(tmp_path / "dist")
     names = zipfile.ZipFile(wheel).namelist()
     assert "sales_cdc/glue.py" in names and "sales_cdc/quality/check.py" in names
+    assert "sales_cdc/contracts/orders.yaml" in names  # the default contract travels with the job
     assert not any(n.startswith(("tests/", "jobs/")) for n in names)
 
     template, suffix = moto_template(tmp_path)
@@ -46,7 +47,7 @@ def test_wheel_deploy_update_and_teardown(moto, tmp_path):
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert {"sales-cdc/scripts/glue_job.py", f"sales-cdc/wheels/{wheel.name}",
             "sales-cdc/expectations/expectations/orders.json",
-            "sales-cdc/expectations/expectations/cdc_envelope.json"} <= keys
+            "sales-cdc/expectations/expectations/cdc_envelope.json", "sales-cdc/contracts/contract.yaml"} <= keys
 
     assert D.deploy(cfn, s3, stack, {}, wheel, template=template) == outputs  # re-deploy: an update, same outputs
 

@@ -12,6 +12,7 @@ import pytest
 
 from sales_cdc import glue
 from sales_cdc.cli import stage_fixtures
+from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.verify import diff_rows, load_expected, read_state
 from tests.test_job import COLUMNS
@@ -63,6 +64,7 @@ def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema
     s3.create_bucket(Bucket="glue-artifacts")
     for suite in (EXPECTATIONS / "expectations").glob("*.json"):
         s3.upload_file(str(suite), "glue-artifacts", f"expectations/expectations/{suite.name}")
+    s3.upload_file(str(DEFAULT_CONTRACT), "glue-artifacts", "contracts/contract.yaml")  # what the deploy uploads
 
     stage_fixtures(fixtures_dir / "cdc", tmp_path / "kinesis")  # what the stubbed native source reads
     monkeypatch.setenv("GLUE_STUB_KINESIS_DIR", str(tmp_path / "kinesis"))
@@ -71,6 +73,7 @@ def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema
             "--checkpoint_location", str(tmp_path / "checkpoint"), "--window_size", "10 seconds",
             "--warehouse", "postgres", "--postgres_secret_arn", secret_arn, "--db_schema", db_schema,
             "--expectations_uri", "s3://glue-artifacts/expectations", "--docs_location", "s3://glue-artifacts/docs",
+            "--contract_uri", "s3://glue-artifacts/contracts/contract.yaml",
             "--lake_root", str(tmp_path / "lake"), "--silver_format", "parquet"]
     monkeypatch.setattr(sys, "argv", argv)
     for module in [m for m in sys.modules if m == "awsglue" or m.startswith("awsglue.")]:

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from . import generator as G
 from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from .contract import DEFAULT_CONTRACT, load_contract
 from .demo import DemoOptions, run_demo
 from .errors import one_line
 from .job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream, warehouse_connection
@@ -47,6 +48,12 @@ def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", default="orders", help="current-state table (default: orders)")
     parser.add_argument("--soft-delete", action="store_true",
                         help="keep deleted orders with is_deleted/deleted_at instead of removing them")
+
+
+def _add_contract_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--contract", type=Path, default=DEFAULT_CONTRACT,
+                        help="the table contract: table, key, attributes (default: the tutorial's OrdersRawTable, "
+                             "%(default)s)")
 
 
 def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> None:
@@ -85,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the streaming job (source: a folder of Pipe payload files, or Kinesis)")
+    _add_contract_arg(run)
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("--source-dir", type=Path, help="folder of JSON-lines files the file source watches")
     source.add_argument("--kinesis-stream", help="Kinesis stream name (e.g. kinesis-for-sales-data)")
@@ -126,6 +134,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     _add_warehouse_args(demo)
 
+    contract = sub.add_parser("contract", help="table contracts: check one (docs/contracts.md)")
+    contract_commands = contract.add_subparsers(dest="contract_command", required=True)
+    check = contract_commands.add_parser("check", help="validate a contract file; print its columns")
+    check.add_argument("path", type=Path)
     fixtures = sub.add_parser("demo-fixtures", help="offline: the checked-in fixtures through the file source, "
                                                     "then compared with their expected state")
     fixtures.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
@@ -215,13 +227,28 @@ def _run(args: argparse.Namespace) -> int:
                        warehouse=warehouse, dq=_dq_config(args, args.endpoint_url, args.region),
                        job_name=args.job_name, available_now=args.available_now,
                        trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger,
-                       sink_retry_seconds=args.sink_retry_seconds)
+                       sink_retry_seconds=args.sink_retry_seconds, entity=load_contract(args.contract).entity)
     check_paths(config)  # before Spark and PostgreSQL start
     started = time.monotonic()
     spark = build_spark(config.job_name, config.shuffle_partitions)
     with warehouse_connection(config.warehouse) as connection:
         summary = run_stream(spark, config, connection.url)
     print_summary(summary, time.monotonic() - started)
+    return 0
+
+
+def _contract(args: argparse.Namespace) -> int:
+    contract = load_contract(args.path)  # a bad one raises ContractError: its one line
+    entity = contract.entity
+    table = Table(title=f"{args.path}: table {contract.table} -> entity {entity.name}, key {entity.key}")
+    for column in ("column", "DynamoDB", "type", "required", "description"):
+        table.add_column(column)
+    for f in entity.fields:
+        table.add_row(f.name, f.ddb_type, f.spark_type.simpleString(), "yes" if f.required else "",
+                      f.description)
+    console.print(table)
+    console.print("[bold green]OK[/]: a valid contract; attributes it does not name are kept in "
+                  f"{UNMAPPED} as DynamoDB typed JSON")
     return 0
 
 
@@ -406,8 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     # itself (one line; the traceback with -v)
     logging.getLogger("py4j").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     os.environ.setdefault(SPARK_LOG_LEVEL_ENV, "ERROR" if args.verbose else "OFF")
-    commands = {"run": _run, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate, "pipe": _pipe,
-                "lake-maintain": _lake_maintain, "dq-docs": _dq_docs, "deploy": _deploy, "teardown": _teardown}
+    commands = {"run": _run, "contract": _contract, "demo": _demo, "demo-fixtures": _demo_fixtures,
+                "generate": _generate, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
+                "deploy": _deploy, "teardown": _teardown}
     try:
         return commands[args.command](args)
     except DataQualityHalt as halt:

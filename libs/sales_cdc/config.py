@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from .lake import LakeConfig
-from .schema import check_identifier
+from .schema import ORDERS, EntitySchema, check_identifier
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class JobConfig:
     trigger_interval: str = "10 seconds"
     max_files_per_trigger: int | None = None
     sink_retry_seconds: float = 300.0  # an unreachable warehouse or lake is retried this long, with backoff
+    entity: EntitySchema = ORDERS  # the replicated table, from its contract (``contract.load_contract``)
     shuffle_partitions: int = 4
 
     def __post_init__(self) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from .contract import DEFAULT_CONTRACT, load_contract
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,9 +46,11 @@ def build_wheel(dist: Path = REPO / "dist") -> Path:
     return wheels[-1]
 
 
-def upload_artifacts(s3, artifacts: Artifacts, wheel: Path) -> list[str]:
-    """Entry script, wheel and suites where the stack's job parameters point."""
-    uploads = [(ENTRY_SCRIPT, artifacts.key("scripts", "glue_job.py")), (wheel, artifacts.key("wheels", wheel.name))]
+def upload_artifacts(s3, artifacts: Artifacts, wheel: Path, contract: Path = DEFAULT_CONTRACT) -> list[str]:
+    """Entry script, wheel, the table contract and the suites where the stack's job parameters point."""
+    load_contract(contract)  # a contract the job would refuse is refused here, before anything is uploaded
+    uploads = [(ENTRY_SCRIPT, artifacts.key("scripts", "glue_job.py")), (wheel, artifacts.key("wheels", wheel.name)),
+               (contract, artifacts.key("contracts", "contract.yaml"))]
     uploads += [(suite, artifacts.key("expectations", "expectations", suite.name))
                 for suite in sorted((EXPECTATIONS / "expectations").glob("*.json"))]
     for path, key in uploads:
@@ -84,10 +88,11 @@ def deploy_stack(cfn, stack: str, template_body: str, parameters: dict[str, str]
 
 
 def deploy(cfn, s3, stack: str, parameters: dict[str, str], wheel: Path, template: Path = TEMPLATE,
-           prefix: str = "sales-cdc") -> dict[str, str]:
+           prefix: str = "sales-cdc", contract: Path = DEFAULT_CONTRACT) -> dict[str, str]:
+    load_contract(contract)  # before the stack: a bad contract stops the deploy with its one line
     outputs = deploy_stack(cfn, stack, template.read_text(),
                            {"ArtifactsKeyPrefix": prefix, "WheelFileName": wheel.name, **parameters})
-    upload_artifacts(s3, Artifacts(outputs["ArtifactsBucket"], prefix), wheel)
+    upload_artifacts(s3, Artifacts(outputs["ArtifactsBucket"], prefix), wheel, contract)
     return outputs
 
 

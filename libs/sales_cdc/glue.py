@@ -21,6 +21,7 @@ from pyspark.sql import types as T
 
 from . import schema as S
 from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from .contract import load_contract
 from .lake import LakeConfig
 from .sql import Dialect, MergeSql
 
@@ -56,6 +57,8 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("redshift_copy_role_arn", "", "IAM role Redshift assumes to COPY the staged Parquet"),
     GlueParam("redshift_staging_uri", "", "s3:// prefix where batches are staged for COPY"),
     GlueParam("postgres_secret_arn", "", "warehouse=postgres: secret whose value is the PostgreSQL URL"),
+    GlueParam("contract_uri", "", "s3:// URI of the table contract (deploy uploads it); empty: the packaged "
+              "default, the tutorial's OrdersRawTable"),
     GlueParam("db_schema", "sales", "warehouse schema"),
     GlueParam("table", "orders", "current-state table"),
     GlueParam("dq", "true", "false: skip the Great Expectations validation"),
@@ -154,7 +157,16 @@ def fetch_expectations(s3, uri: str, destination: Path) -> Path:
     return destination
 
 
-def job_config(args: dict[str, str], expectations_dir: Path | None) -> JobConfig:
+def fetch_contract(s3, uri: str, destination: Path) -> S.EntitySchema:
+    """The entity of the contract at ``s3://bucket/key`` (checked as the local job checks it)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    target = destination / key.rsplit("/", 1)[-1]
+    s3.download_file(bucket, key, str(target))
+    return load_contract(target).entity
+
+
+def job_config(args: dict[str, str], expectations_dir: Path | None,
+               entity: S.EntitySchema = S.ORDERS) -> JobConfig:
     soft_delete = _flag(args["soft_delete"])
     lake = None
     if args["lake_root"]:
@@ -174,7 +186,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None) -> JobConfig
                      kinesis=KinesisConfig(stream_name=stream_name(args["stream_arn"])), lake=lake, dq=dq,
                      warehouse=WarehouseConfig(url="redshift-data-api", db_schema=args["db_schema"],
                                                table=args["table"], soft_delete=soft_delete),
-                     job_name=args["JOB_NAME"], sink_retry_seconds=float(args["sink_retry_seconds"]))
+                     job_name=args["JOB_NAME"], sink_retry_seconds=float(args["sink_retry_seconds"]), entity=entity)
 
 
 def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
@@ -184,6 +196,7 @@ def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
                             staging_uri=args["redshift_staging_uri"], workgroup_name=args["redshift_workgroup"],
                             secret_arn=args["redshift_secret_arn"] or None)
     sql = MergeSql(Dialect.REDSHIFT, db_schema=config.warehouse.db_schema, table=config.warehouse.table,
+                   entity=config.entity,
                    soft_delete=config.warehouse.soft_delete)
     return RedshiftDataApiWarehouse(data_api, s3, sql, config.job_name, target)
 
@@ -199,7 +212,7 @@ def warehouse_for(args: dict[str, str], config: JobConfig, clients: Callable[[st
             raise SystemExit("warehouse=postgres needs --postgres_secret_arn")
         secret = clients("secretsmanager").get_secret_value(SecretId=args["postgres_secret_arn"])["SecretString"]
         url = json.loads(secret)["url"] if secret.lstrip().startswith("{") else secret
-        return postgres_warehouse(url, config.warehouse, config.job_name)  # creates the tables
+        return postgres_warehouse(url, config.warehouse, config.job_name, config.entity)  # creates the tables
     if args["warehouse"] != "redshift":
         raise SystemExit(f"--warehouse must be redshift or postgres, not {args['warehouse']!r}")
     missing = [p for p in REDSHIFT_PARAMS if not args[p]]
@@ -218,7 +231,8 @@ def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) 
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-"))
     expectations = fetch_expectations(clients("s3"), args["expectations_uri"], workdir / "expectations") \
         if _flag(args["dq"]) and args["expectations_uri"] else None
-    config = job_config(args, expectations)
+    entity = fetch_contract(clients("s3"), args["contract_uri"], workdir) if args["contract_uri"] else S.ORDERS
+    config = job_config(args, expectations, entity)
     warehouse = warehouse_for(args, config, clients)
     handler = batch_handler(config, warehouse)
     if handler.lake is not None:

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from . import faults
+from . import schema as S
 from .alerts import LogAlerter, SnsAlerter
 from .config import DqConfig, JobConfig, WarehouseConfig
 from .embedded import start_embedded_postgres
@@ -91,8 +92,10 @@ def warehouse_connection(config: WarehouseConfig):
         server.cleanup()
 
 
-def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str) -> PostgresWarehouse:
-    sql = MergeSql(Dialect.POSTGRES, db_schema=config.db_schema, table=config.table, soft_delete=config.soft_delete)
+def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str,
+                       entity: S.EntitySchema = S.ORDERS) -> PostgresWarehouse:
+    sql = MergeSql(Dialect.POSTGRES, db_schema=config.db_schema, table=config.table, soft_delete=config.soft_delete,
+                   entity=entity)
     warehouse = PostgresWarehouse(url, sql, job_name)
     warehouse.ensure_tables()
     return warehouse
@@ -181,10 +184,10 @@ def alerter_for(dq: DqConfig | None):
 
 def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
-    lake = DeltaLake(config.lake, config.job_name) if config.lake else None
-    quality = DataQuality(config.dq, config.job_name) if config.dq else None
+    lake = DeltaLake(config.lake, config.job_name, config.entity) if config.lake else None
+    quality = DataQuality(config.dq, config.job_name, config.entity) if config.dq else None
     return BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=alerter_for(config.dq),
-                        job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds,
+                        job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds, entity=config.entity,
                         alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
 
 
@@ -194,7 +197,7 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
     is true between two batches, or until Ctrl-C. A data-quality halt raises :class:`DataQualityHalt`."""
     faults.check_setting()
     check_paths(config)
-    warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name)
+    warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name, config.entity)
     try:
         handler = batch_handler(config, warehouse)
         if handler.lake is not None:

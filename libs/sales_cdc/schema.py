@@ -52,6 +52,7 @@ class Field:
     ddb_type: str | None = None
     nullable: bool = True
     description: str = ""
+    required: bool = False  # an entity attribute every live row must have (data quality quarantines it)
 
     def __post_init__(self) -> None:
         check_identifier(self.name)
@@ -86,20 +87,6 @@ class EntitySchema:
         return next(f for f in self.fields if f.name == name)
 
 
-ORDERS = EntitySchema(
-    name="orders",
-    key="orderid",
-    fields=(
-        Field("orderid", T.StringType(), "S", nullable=False, description="Order id, DynamoDB partition key"),
-        Field("product_name", T.StringType(), "S", description="Catalogue product name"),
-        Field("quantity", T.IntegerType(), "N", description="Units ordered"),
-        Field("price", T.DecimalType(10, 2), "N", description="Unit price, exact to the cent"),
-        Field("customer_id", T.StringType(), "S", description="Customer id"),
-        Field("customer_name", T.StringType(), "S", description="Customer display name"),
-        Field("created_at", T.TimestampType(), "S", description="Order creation time (ISO-8601 string in DynamoDB)"),
-    ),
-)
-
 # --- columns every source provides to the batch handler ------------------------------------------
 PAYLOAD = "payload"  # the Kinesis record data: the JSON of one DynamoDB stream record
 SOURCE_FIELDS: tuple[Field, ...] = (
@@ -132,6 +119,25 @@ CDC_FIELDS: tuple[Field, ...] = (
 )
 
 
+IS_DELETED = "is_deleted"
+DELETED_AT = "deleted_at"
+EVENT_DATE = "event_date"
+DECODE_ERRORS = "decode_errors"
+# Column names the pipeline adds to an entity's own: a contract cannot name an attribute's column so
+RESERVED_COLUMNS = frozenset({*(f.name for f in (*SOURCE_FIELDS, *CDC_FIELDS)), CDC_BATCH_ID, CDC_ERRORS, CDC_WARNINGS,
+                              UNMAPPED, IS_DELETED, DELETED_AT, EVENT_DATE, DECODE_ERRORS, "loaded_at"})
+
+
+def _default_entity() -> EntitySchema:
+    from .contract import DEFAULT_CONTRACT, load_contract  # the contract module reads this one's types
+
+    return load_contract(DEFAULT_CONTRACT).entity
+
+
+# The default entity: the tutorial's orders table, from its contract file (contracts/orders.yaml)
+ORDERS = _default_entity()
+
+
 def event_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
     """Columns of a flattened event: cdc metadata, key, both images, unmapped attributes, source."""
     key = entity.field(entity.key)
@@ -149,8 +155,6 @@ def event_schema(entity: EntitySchema = ORDERS) -> T.StructType:
 
 
 # --- current state (warehouse / silver) ------------------------------------------------------------
-IS_DELETED = "is_deleted"
-DELETED_AT = "deleted_at"
 STATE_CDC_FIELDS: tuple[Field, ...] = (
     *CDC_FIELDS,
     Field(CDC_BATCH_ID, T.LongType(), nullable=False, description="Micro-batch that wrote the row"),
@@ -172,8 +176,6 @@ def state_schema(entity: EntitySchema = ORDERS) -> T.StructType:
 
 
 # --- raw / bronze (lake) ----------------------------------------------------------------------------
-EVENT_DATE = "event_date"
-DECODE_ERRORS = "decode_errors"
 
 
 def raw_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:

@@ -126,9 +126,9 @@ def _all_passed(runs: list) -> bool:
 class DataQuality:
     """Built once per job: loads and checks the suites, sets up GX, compiles the row predicates."""
 
-    def __init__(self, config: DqConfig, job_name: str = "sales-cdc"):
+    def __init__(self, config: DqConfig, job_name: str = "sales-cdc", entity: S.EntitySchema = S.ORDERS):
         self.config = config
-        self.suites: list[Suite] = load_suites(config.expectations_dir)
+        self.suites: list[Suite] = load_suites(config.expectations_dir, entity)
         self.rules: list[Rule] = [r for s in self.suites for r in s.rules]
         rows.check_quarantine_rules(self.rules)
         missing = set().union(*(s.parameters() for s in self.suites)) - set(config.parameters(datetime.now(UTC)))

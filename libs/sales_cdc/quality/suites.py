@@ -5,19 +5,27 @@ Each expectation carries ``meta.severity``:
   quarantine  the failing rows go to quarantine with the rule names; the other rows flow
   halt        nothing of the batch is committed, the checkpoint does not advance, the job stops
 
-The suites are the only place rules are written down: GX validates them as they are, and the
+The rules every table needs come from its contract (``contract_expectations``: column set, types, key,
+required attributes) and are added, when the suites load, to the suite named after the entity; the suite
+files hold the business rules (catalogue, ranges, formats). GX validates them as they are, and the
 row-level quarantine (``quality.rows``) reads its predicates from the same expectation kwargs.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pyspark.sql import types as T
+
+from .. import schema as S
+
 SUITES_SUBDIR = "expectations"  # inside the GX project: <project>/expectations/<suite>.json
+ENVELOPE_SUITE = "cdc_envelope"  # rules of the CDC columns every entity's rows have
 
 
 class Severity(StrEnum):
@@ -80,25 +88,76 @@ def _rule(suite: str, expectation: dict[str, Any]) -> Rule:
     return Rule(suite, name, kind, severity, kwargs, expectation.get("id"), meta.get("why", ""))
 
 
-def load_suite(path: Path) -> Suite:
+def load_suite(path: Path, allow_empty: bool = False) -> Suite:
     try:
         document = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SuiteError(f"cannot read expectation suite {path}: {exc}") from exc
     name = document.get("name") or path.stem
     rules = tuple(_rule(name, e) for e in document.get("expectations", []))
-    if not rules:
+    if not rules and not allow_empty:
         raise SuiteError(f"suite {name!r} ({path}) has no expectations")
     return Suite(name, rules, document)
 
 
-def load_suites(project_dir: Path) -> list[Suite]:
-    """Every ``*.json`` suite of the GX project at ``project_dir``, with unique rule names."""
+_LIVE_ROWS = {"column": {"name": S.CDC_OP}, "operator": "!=", "parameter": "REMOVE", "type": "comparison"}
+
+
+def _expectation(kind: str, severity: Severity, why: str, **kwargs: Any) -> dict[str, Any]:
+    name = f"{kind}:{kwargs.get('column', '')}"
+    return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"sales-cdc-contract/{name}")), "type": kind, "kwargs": kwargs,
+            "meta": {"severity": severity.value, "why": why, "from": "contract"},
+            "severity": "critical" if severity is Severity.HALT else "warning"}
+
+
+def contract_expectations(entity: S.EntitySchema) -> list[dict[str, Any]]:
+    """The rules every replicated table needs, from its contract: the rows have exactly the table's columns,
+    the key is never null and unique after the dedupe, typed columns have their type (halt: the decode or
+    the contract is wrong), and required attributes are present in live rows (quarantine: a bad item must
+    not stop the stream; a REMOVE row carries the deleted item, which deleting it must not be blocked by)."""
+    columns = [f.name for f in S.state_fields(entity)]
+    rules = [
+        _expectation("expect_table_columns_to_match_set", Severity.HALT,
+                     "The rows must have exactly the columns the lake and warehouse tables have.", column_set=columns),
+        _expectation("expect_column_values_to_not_be_null", Severity.HALT, "The merge key.", column=entity.key),
+        _expectation("expect_column_values_to_be_unique", Severity.HALT,
+                     "After dedupe there is one row per key; a duplicate means the dedupe is broken.",
+                     column=entity.key),
+    ]
+    for field in entity.fields:
+        if not isinstance(field.spark_type, T.StringType):
+            rules.append(_expectation(
+                "expect_column_values_to_be_of_type", Severity.HALT,
+                f"The contract makes it {field.spark_type.simpleString()}: another type means schema drift in the "
+                "decode.", column=field.name, type_=type(field.spark_type).__name__))
+    for field in entity.fields:
+        if field.required and field.name != entity.key:
+            rules.append(_expectation("expect_column_values_to_not_be_null", Severity.QUARANTINE,
+                                      f"Required by the contract: {field.description or field.name}.",
+                                      column=field.name, row_condition=_LIVE_ROWS))
+    return rules
+
+
+def _with_contract(suites: list[Suite], entity: S.EntitySchema) -> list[Suite]:
+    """The suite named after the entity gets the contract's rules first (a new suite when there is none)."""
+    generated = contract_expectations(entity)
+    named = next((s for s in suites if s.name == entity.name), None)
+    document = dict(named.document) if named else {"name": entity.name, "meta": {}, "notes": None}
+    document["expectations"] = [*generated, *document.get("expectations", [])]
+    merged = Suite(entity.name, tuple(_rule(entity.name, e) for e in document["expectations"]), document)
+    return [merged if s is named else s for s in suites] if named else [merged, *suites]
+
+
+def load_suites(project_dir: Path, entity: S.EntitySchema = S.ORDERS) -> list[Suite]:
+    """The suites of the GX project at ``project_dir`` that apply to ``entity``: ``cdc_envelope.json`` and
+    ``<entity>.json`` (if any), the contract's rules added to the entity's; rule names unique across them."""
     suite_dir = Path(project_dir) / SUITES_SUBDIR
     paths = sorted(suite_dir.glob("*.json"))
     if not paths:
         raise SuiteError(f"no expectation suites in {suite_dir} (expected <suite>.json files of a GX project)")
-    suites = [load_suite(p) for p in paths]
+    # the envelope suite checks what every stream record has; any other suite is one entity's business rules
+    paths = [p for p in paths if p.stem in (ENVELOPE_SUITE, entity.name)]
+    suites = _with_contract([load_suite(p, allow_empty=True) for p in paths], entity)
     names = [r.name for s in suites for r in s.rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -1,0 +1,147 @@
+"""The table contract: which DynamoDB table is replicated, its key and its attributes, in one YAML file.
+
+The pipeline's entity (``schema.EntitySchema``) is read from it: the decode's typed columns, the merge
+key, the warehouse and lake columns, and the data-quality rules every table needs (column set, types,
+key not null and unique, required attributes not null). Attributes the contract does not name are kept
+as DynamoDB typed JSON in ``unmapped_attributes``. The format: docs/contracts.md.
+
+A contract that cannot be used is refused when it is loaded, with one line that names the file, the
+field and the fix (:class:`ContractError`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from pyspark.sql import types as T
+
+from . import schema as S
+from .errors import JobError
+
+DEFAULT_CONTRACT = Path(__file__).parent / "contracts" / "orders.yaml"
+
+# column type -> (Spark type, the DynamoDB types it is decoded from)
+_DECIMAL = re.compile(r"^decimal\((\d{1,2}),(\d{1,2})\)$")
+COLUMN_TYPES: dict[str, tuple[T.DataType, tuple[str, ...]]] = {
+    "string": (T.StringType(), ("S",)),
+    "integer": (T.IntegerType(), ("N",)),
+    "bigint": (T.LongType(), ("N",)),
+    "double": (T.DoubleType(), ("N",)),
+    "boolean": (T.BooleanType(), ("BOOL",)),
+    "timestamp": (T.TimestampType(), ("S",)),  # ISO-8601 text
+    "date": (T.DateType(), ("S",)),
+    "json": (T.StringType(), ("M", "L")),  # kept as DynamoDB typed JSON text
+}
+KEY_DYNAMODB_TYPES = ("S", "N", "B")
+
+_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["table", "entity", "key", "attributes"],
+    "additionalProperties": False,
+    "properties": {
+        "table": {"type": "string", "minLength": 3, "maxLength": 255, "pattern": "^[A-Za-z0-9_.-]+$"},
+        "entity": {"type": "string"},
+        "key": {"type": "object", "required": ["partition"], "additionalProperties": False,
+                "properties": {"partition": {"type": "string"}, "sort": {"type": "string"}}},
+        "unmapped": {"enum": ["keep"]},
+        "attributes": {"type": "object", "minProperties": 1, "additionalProperties": {
+            "type": "object", "required": ["dynamodb", "type"], "additionalProperties": False,
+            "properties": {"dynamodb": {"enum": list(S.DDB_TYPES)}, "type": {"type": "string"},
+                           "required": {"type": "boolean"}, "description": {"type": "string"}}}},
+    },
+}
+
+
+class ContractError(JobError):
+    """A contract file the job cannot use; the message names the file, the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Contract:
+    source: str  # where it was read from (for messages)
+    table: str  # the DynamoDB table
+    entity: S.EntitySchema
+
+
+def load_contract(path: Path | str) -> Contract:
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot read the contract ({exc.strerror}); pass --contract with the path "
+                            "of a contract file (docs/contracts.md)") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where else ""
+        raise ContractError(f"{path}: not valid YAML{at}; fix the syntax (docs/contracts.md)") from None
+    return parse_contract(document, str(path))
+
+
+def parse_contract(document: Any, source: str) -> Contract:
+    """A contract from its parsed YAML; ``source`` names it in messages."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_SCHEMA).iter_errors(document))
+    if error is not None:
+        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ContractError(f"{source}: {field}: {error.message}; see the contract format in docs/contracts.md")
+    entity_name = _identifier(document["entity"], source, "entity", "it names the warehouse table and lake folders")
+    key = document["key"]
+    if "sort" in key:
+        raise ContractError(f"{source}: key.sort: composite keys (partition + sort key) are not supported yet; "
+                            "remove key.sort only if the partition key alone is unique")
+    fields = tuple(_field(name, spec, source) for name, spec in document["attributes"].items())
+    partition = key["partition"]
+    by_name = {f.name: f for f in fields}
+    if partition not in by_name:
+        raise ContractError(f"{source}: key.partition: {partition!r} is not one of the attributes; add it to "
+                            "attributes (dynamodb S, N or B)")
+    if by_name[partition].ddb_type not in KEY_DYNAMODB_TYPES:
+        raise ContractError(f"{source}: attributes.{partition}.dynamodb: a key is S, N or B, not "
+                            f"{by_name[partition].ddb_type}")
+    fields = tuple(f if f.name != partition else _as_key(f) for f in fields)
+    return Contract(source, document["table"], S.EntitySchema(entity_name, partition, fields))
+
+
+def _identifier(name: str, source: str, field: str, why: str = "it names the column") -> str:
+    try:
+        return S.check_identifier(name)
+    except ValueError:
+        raise ContractError(f"{source}: {field}: {name!r} cannot be used: use lower-case letters, digits and '_', "
+                            f"at most 63 ({why}; an attribute with another name can stay unmapped)") from None
+
+
+def _column_type(name: str, spec: dict[str, Any], source: str) -> T.DataType:
+    text = spec["type"].replace(" ", "")
+    decimal = _DECIMAL.match(text)
+    if decimal:
+        precision, scale = int(decimal.group(1)), int(decimal.group(2))
+        if not 1 <= precision <= 38 or scale > precision:
+            raise ContractError(f"{source}: attributes.{name}.type: {text} needs 1 <= p <= 38 and s <= p")
+        spark_type, tags = T.DecimalType(precision, scale), ("N",)
+    elif text in COLUMN_TYPES:
+        spark_type, tags = COLUMN_TYPES[text]
+    else:
+        raise ContractError(f"{source}: attributes.{name}.type: unknown type {spec['type']!r}; use one of "
+                            f"{', '.join([*COLUMN_TYPES, 'decimal(p,s)'])}")
+    if spec["dynamodb"] not in tags:
+        raise ContractError(f"{source}: attributes.{name}: a {text} column is decoded from DynamoDB "
+                            f"{' or '.join(tags)}, not {spec['dynamodb']}; fix dynamodb or type (sets stay unmapped)")
+    return spark_type
+
+
+def _field(name: str, spec: dict[str, Any], source: str) -> S.Field:
+    column = _identifier(name, source, f"attributes.{name}")
+    if column in S.RESERVED_COLUMNS:
+        raise ContractError(f"{source}: attributes.{name}: the pipeline uses this column name itself; rename the "
+                            "attribute's column")
+    return S.Field(column, _column_type(name, spec, source), spec["dynamodb"], required=spec.get("required", False),
+                   description=spec.get("description", ""))
+
+
+def _as_key(field: S.Field) -> S.Field:
+    return S.Field(field.name, field.spark_type, field.ddb_type, nullable=False, description=field.description,
+                   required=True)

@@ -1,0 +1,107 @@
+"""Table contracts: the default is the tutorial's table, a bad contract is one line, the job serves the
+contract's entity, and tutorial-shaped items (four attributes) land with data quality on."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sales_cdc import schema as S
+from sales_cdc.cli import main
+from sales_cdc.config import DqConfig
+from sales_cdc.contract import DEFAULT_CONTRACT, ContractError, load_contract
+from sales_cdc.pipeline import BatchHandler
+from sales_cdc.quality import DataQuality, load_suites
+from sales_cdc.records import stream_record
+from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.warehouse import PostgresWarehouse
+from tests.helpers import source_rows
+
+REPO = Path(__file__).parent.parent
+EXPECTATIONS = REPO / "expectations"
+TUTORIAL_PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Charger"]
+
+
+def test_the_default_contract_is_the_tutorial_table_with_the_generator_s_extras_optional():
+    contract = load_contract(DEFAULT_CONTRACT)
+    assert contract.table == "OrdersRawTable" and contract.entity == S.ORDERS
+    assert S.ORDERS.key == "orderid"
+    required = {f.name for f in S.ORDERS.fields if f.required}
+    assert required == {"orderid", "product_name", "quantity", "price"}
+    assert {f.name for f in S.ORDERS.fields} - required == {"customer_id", "customer_name", "created_at"}
+
+
+def write(tmp_path: Path, document: dict) -> Path:
+    path = tmp_path / "contract.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def valid() -> dict:
+    return {"table": "Customers", "entity": "customers", "key": {"partition": "pk"},
+            "attributes": {"pk": {"dynamodb": "S", "type": "string"},
+                           "visits": {"dynamodb": "N", "type": "bigint", "required": True},
+                           "balance": {"dynamodb": "N", "type": "decimal(12,2)"},
+                           "active": {"dynamodb": "BOOL", "type": "boolean"},
+                           "profile": {"dynamodb": "M", "type": "json"}}}
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    (lambda d: d.pop("key"), "(top level)"),
+    (lambda d: d["attributes"]["visits"].update(type="int64"), "attributes.visits.type"),
+    (lambda d: d["attributes"]["visits"].update(dynamodb="S"), "attributes.visits"),
+    (lambda d: d["attributes"]["balance"].update(type="decimal(40,2)"), "attributes.balance.type"),
+    (lambda d: d["key"].update(partition="id"), "key.partition"),
+    (lambda d: d["key"].update(sort="visits"), "key.sort"),
+    (lambda d: d["attributes"].update(Bad_Name={"dynamodb": "S", "type": "string"}), "attributes.Bad_Name"),
+    (lambda d: d["attributes"].update(cdc_op={"dynamodb": "S", "type": "string"}), "attributes.cdc_op"),
+    (lambda d: d["attributes"]["active"].update(colour="red"), "attributes.active"),
+    (lambda d: d["attributes"]["profile"].update(dynamodb="SS"), "attributes.profile"),
+])
+def test_a_bad_contract_is_refused_in_one_line_naming_the_file_and_the_field(tmp_path, change, field):
+    document = valid()
+    change(document)
+    path = write(tmp_path, document)
+    with pytest.raises(ContractError) as refused:
+        load_contract(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: {field}") and "\n" not in message, message
+
+
+def test_contract_check_prints_the_columns_or_the_one_line_error(tmp_path, capsys):
+    assert main(["contract", "check", str(write(tmp_path, valid()))]) == 0
+    assert "OK" in capsys.readouterr().out
+    document = valid()
+    document["attributes"]["visits"]["type"] = "number"
+    assert main(["contract", "check", str(write(tmp_path, document))]) == 1
+    out = capsys.readouterr().out
+    assert "error:" in out and "attributes.visits.type" in out and "Traceback" not in out
+
+
+def test_the_contract_s_structural_rules_are_added_to_the_entity_s_suite():
+    rules = {r.name: r for s in load_suites(EXPECTATIONS, S.ORDERS) for r in s.rules}
+    assert rules["orders.table_columns_to_match_set"].kwargs["column_set"] == [f.name for f in S.state_fields()]
+    assert {"orders.orderid.not_be_null", "orders.orderid.be_unique", "orders.quantity.be_of_type",
+            "orders.price.be_of_type", "orders.product_name.not_be_null", "orders.price.not_be_null"} <= set(rules)
+    assert "orders.customer_id.not_be_null" not in rules and "orders.created_at.not_be_null" not in rules
+    assert rules["orders.product_name.not_be_null"].why == "Required by the contract: Catalogue product name."
+
+
+def test_tutorial_shaped_items_land_with_the_default_settings(spark, pg_url, db_schema):
+    """The tutorial's mock items have four attributes only: with data quality on, none is quarantined."""
+    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+    warehouse = PostgresWarehouse(pg_url, sql, "tutorial")
+    warehouse.ensure_tables()
+    quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), "tutorial")
+    handler = BatchHandler(warehouse=warehouse, quality=quality, job_name="tutorial", default_stream_id="t")
+    items = [{"orderid": f"order-{i}", "product_name": TUTORIAL_PRODUCTS[i % 5], "quantity": 1 + i % 5,
+              "price": Decimal("19.99") + i} for i in range(9)]
+    records = [stream_record("INSERT", 100 + i, key=item["orderid"], new=item) for i, item in enumerate(items)]
+    result = handler(source_rows(spark, *records), 0)
+    assert result.quarantined == 0 and result.dq_outcome == "passed", result.dq_failed_rules
+    rows = warehouse.conn.execute(f"SELECT orderid, quantity, price FROM {sql.target} ORDER BY orderid").fetchall()
+    assert rows == sorted((i["orderid"], i["quantity"], i["price"]) for i in items)
+    warehouse.close()

@@ -105,3 +105,45 @@ def test_tutorial_shaped_items_land_with_the_default_settings(spark, pg_url, db_
     rows = warehouse.conn.execute(f"SELECT orderid, quantity, price FROM {sql.target} ORDER BY orderid").fetchall()
     assert rows == sorted((i["orderid"], i["quantity"], i["price"]) for i in items)
     warehouse.close()
+
+
+def test_contract_infer_from_payload_files_drafts_a_contract_that_checks(fixtures_dir, tmp_path, capsys):
+    output = tmp_path / "draft.yaml"
+    assert main(["contract", "infer", "--payloads", str(fixtures_dir / "cdc"), "--entity", "orders",
+                 "--output", str(output)]) == 0
+    entity = load_contract(output).entity
+    types = {f.name: (f.ddb_type, f.spark_type.simpleString(), f.required) for f in entity.fields}
+    assert entity.key == "orderid"
+    assert types["price"] == ("N", "decimal(10,2)", True) and types["quantity"][:2] == ("N", "int")
+    assert types["created_at"][:2] == ("S", "timestamp") and types["gift_note"] == ("S", "string", False)
+    assert "tags" not in types and "# tags: a SS attribute" in output.read_text()  # a set stays unmapped
+
+
+def test_contract_infer_samples_a_dynamodb_table(moto, tmp_path, capsys):
+    client = moto.client("dynamodb")
+    table = f"Customers{tmp_path.name[-6:].replace('_', '')}"
+    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
+                                              {"AttributeName": "sk", "AttributeType": "N"}])
+    for i in range(20):
+        item = {"pk": {"S": f"c{i}"}, "sk": {"N": str(i)}, "visits": {"N": str(2**40 + i)},
+                "active": {"BOOL": i % 2 == 0}, "profile": {"M": {"city": {"S": "Oslo"}}},
+                "tags": {"SS": ["a", "b"]}, "balance": {"N": f"{i}.25"}}
+        if i % 4:
+            item["nickname"] = {"S": f"n{i}"}
+        client.put_item(TableName=table, Item=item)
+    assert main(["contract", "infer", "--table", table, "--endpoint-url", moto.endpoint]) == 0
+    text = capsys.readouterr().out
+    assert "sort key 'sk'" in text  # composite keys: said, not silently dropped
+    entity = load_contract_text(text, tmp_path).entity
+    types = {f.name: (f.spark_type.simpleString(), f.required) for f in entity.fields}
+    assert entity.key == "pk" and types["visits"] == ("bigint", True) and types["active"] == ("boolean", True)
+    assert types["profile"] == ("string", True) and types["nickname"] == ("string", False)  # json -> JSON text
+    assert types["balance"][0] == "decimal(10,2)" and "tags" not in types
+
+
+def load_contract_text(text: str, tmp_path: Path):
+    path = tmp_path / "inferred.yaml"
+    path.write_text(text)
+    return load_contract(path)

@@ -24,7 +24,7 @@ from . import generator as G
 from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
 from .contract import DEFAULT_CONTRACT, load_contract
 from .demo import DemoOptions, run_demo
-from .errors import one_line
+from .errors import JobError, one_line
 from .job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream, warehouse_connection
 from .lake import DeltaLake, LakeConfig, maintain, moto_storage_options
 from .local_aws import aws_client, aws_resource
@@ -138,6 +138,15 @@ def _parser() -> argparse.ArgumentParser:
     contract_commands = contract.add_subparsers(dest="contract_command", required=True)
     check = contract_commands.add_parser("check", help="validate a contract file; print its columns")
     check.add_argument("path", type=Path)
+    infer = contract_commands.add_parser("infer", help="draft a contract from a table sample or payload files")
+    infer_source = infer.add_mutually_exclusive_group(required=True)
+    infer_source.add_argument("--table", help="DynamoDB table to sample (a paginated Scan)")
+    infer_source.add_argument("--payloads", type=Path, help="folder of *.jsonl Pipe payload files")
+    infer.add_argument("--limit", type=int, default=1000, help="items to sample (default %(default)s)")
+    infer.add_argument("--entity", default=None, help="entity name (default: from the table name)")
+    infer.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server)")
+    infer.add_argument("--region", default="us-east-1")
+    infer.add_argument("--output", type=Path, default=None, help="write the draft here (default: print it)")
     fixtures = sub.add_parser("demo-fixtures", help="offline: the checked-in fixtures through the file source, "
                                                     "then compared with their expected state")
     fixtures.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
@@ -238,6 +247,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _contract(args: argparse.Namespace) -> int:
+    if args.contract_command == "infer":
+        return _contract_infer(args)
     contract = load_contract(args.path)  # a bad one raises ContractError: its one line
     entity = contract.entity
     table = Table(title=f"{args.path}: table {contract.table} -> entity {entity.name}, key {entity.key}")
@@ -249,6 +260,27 @@ def _contract(args: argparse.Namespace) -> int:
     console.print(table)
     console.print("[bold green]OK[/]: a valid contract; attributes it does not name are kept in "
                   f"{UNMAPPED} as DynamoDB typed JSON")
+    return 0
+
+
+def _contract_infer(args: argparse.Namespace) -> int:
+    from . import contract_infer as I
+
+    if args.table:
+        sample = I.sample_table(aws_client("dynamodb", endpoint=args.endpoint_url, region=args.region), args.table,
+                                args.limit)
+        source = args.table
+    else:
+        sample, source = I.sample_payloads(args.payloads, args.limit), str(args.payloads)
+    if not sample.items:
+        raise JobError(f"no items in {source} to infer a contract from; point --table or --payloads at data")
+    text = I.draft(sample, args.entity)
+    if args.output is None:
+        print(text, end="")
+        return 0
+    args.output.write_text(text)
+    console.print(f"draft contract from {sample.items} items of {source} -> {args.output}; read and edit it, then "
+                  f"`sales-cdc contract check {args.output}`")
     return 0
 
 

@@ -49,6 +49,7 @@ class AttributeStats:
 
 @dataclass
 class Sample:
+    table: str = "MyTable"  # the stream records' eventSourceARN names it; a placeholder otherwise
     items: int = 0
     key: list[str] = field(default_factory=list)
     attributes: dict[str, AttributeStats] = field(default_factory=dict)
@@ -61,7 +62,7 @@ class Sample:
 
 def sample_table(client, table: str, limit: int = 1000) -> Sample:
     """Up to ``limit`` items of ``table`` (a paginated Scan) and its key schema."""
-    sample = Sample()
+    sample = Sample(table=table)
     described = client.describe_table(TableName=table)["Table"]
     sample.key = [k["AttributeName"] for k in sorted(described["KeySchema"], key=lambda k: k["KeyType"] != "HASH")]
     for page in client.get_paginator("scan").paginate(TableName=table, PaginationConfig={"MaxItems": limit}):
@@ -71,6 +72,7 @@ def sample_table(client, table: str, limit: int = 1000) -> Sample:
 
 
 def _records(folder: Path) -> Iterator[dict[str, Any]]:
+    """The stream records of the folder's files (lines that are not one are skipped)."""
     for path in sorted(folder.glob("*.jsonl")):
         for line in path.read_text(errors="replace").splitlines():
             try:
@@ -78,21 +80,28 @@ def _records(folder: Path) -> Iterator[dict[str, Any]]:
             except ValueError:
                 continue  # the job would quarantine it; it says nothing about the table
             if isinstance(record, dict) and isinstance(record.get("dynamodb"), dict):
-                yield record["dynamodb"]
+                yield record
 
 
 def sample_payloads(folder: Path, limit: int = 10_000) -> Sample:
     """The images (new, else old) of up to ``limit`` stream records in ``folder``'s ``*.jsonl`` files."""
     sample = Sample()
     keys: Counter = Counter()
-    for count, ddb in enumerate(_records(folder)):
+    tables: Counter = Counter()
+    for count, record in enumerate(_records(folder)):
         if count >= limit:
             break
+        ddb = record["dynamodb"]
+        arn = str(record.get("eventSourceARN", ""))
+        if ":table/" in arn:
+            tables[arn.split(":table/", 1)[1].split("/", 1)[0]] += 1
         keys.update(list(ddb.get("Keys") or {}))
         image = ddb.get("NewImage") or ddb.get("OldImage")
         if isinstance(image, dict):
             sample.add(image)
     sample.key = [name for name, _ in keys.most_common(2)]
+    if tables:
+        sample.table = tables.most_common(1)[0][0]
     return sample
 
 
@@ -137,8 +146,9 @@ def propose(name: str, stats: AttributeStats) -> tuple[dict[str, Any] | None, st
     return None, f"a {tag} attribute: left unmapped (kept as typed JSON)"
 
 
-def draft(sample: Sample, table: str, entity: str | None = None) -> str:
+def draft(sample: Sample, entity: str | None = None) -> str:
     """The draft contract as YAML text, with the evidence per attribute as comments."""
+    table = sample.table
     if not sample.items:
         raise ValueError(f"no items to infer a contract from ({table})")
     entity = entity or "".join(c if c.isalnum() else "_" for c in table.lower()).strip("_")[:63] or "entity"

@@ -66,7 +66,10 @@ def test_every_store_and_stream_is_encrypted_and_buckets_are_private(template):
 
 def test_pipe_keys_kinesis_records_by_order_and_has_a_dead_letter_queue(template):
     pipe = template["Resources"]["OrdersPipe"]["Properties"]
-    assert pipe["TargetParameters"]["KinesisStreamParameters"]["PartitionKey"] == "$.dynamodb.Keys.orderid.S"
+    assert pipe["TargetParameters"]["KinesisStreamParameters"]["PartitionKey"] == {
+        "Fn::Sub": "$.dynamodb.Keys.${KeyAttributeName}.${KeyAttributeType}"}  # the key, not a hard-coded name
+    assert "orderid" not in json.dumps(template["Resources"])  # the key name is a parameter (default orderid)
+    assert template["Parameters"]["KeyAttributeName"]["Default"] == "orderid"
     source = pipe["SourceParameters"]["DynamoDBStreamParameters"]
     assert source["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["PipeDeadLetterQueue", "Arn"]}
 
@@ -100,23 +103,28 @@ def _without(value, removed: set[str]):
     return value
 
 
-@pytest.mark.slow
-def test_the_stack_deploys_on_moto_cloudformation(template, moto):
+def deploy_on_moto(template, moto, **parameters) -> tuple[dict[str, str], dict]:
+    """The moto-modelled part of the template as a stack (names unique on the shared moto server):
+    (logical -> physical ids, the resources sent)."""
     removed = {n for n, r in template["Resources"].items() if r["Type"] not in MOTO_TYPES}
     kept = {n: _without(r, removed) for n, r in template["Resources"].items() if n not in removed}
-    # names must not clash with other tests' resources on the shared moto server
     suffix = uuid.uuid4().hex[:6]
-    kept["OrdersRawTable"]["Properties"]["TableName"] = f"OrdersRawTable-{suffix}"
-    kept["SalesStream"]["Properties"]["Name"] = f"kinesis-for-sales-data-{suffix}"
-    parameters = {k: v for k, v in template["Parameters"].items() if not k.startswith("Redshift")}
-    body = {"AWSTemplateFormatVersion": "2010-09-09", "Parameters": parameters,
-            "Conditions": template["Conditions"], "Resources": kept}
+    values = {"TableName": f"OrdersRawTable-{suffix}", "StreamName": f"kinesis-for-sales-data-{suffix}", **parameters}
+    body = {"AWSTemplateFormatVersion": "2010-09-09", "Conditions": template["Conditions"], "Resources": kept,
+            "Parameters": {k: v for k, v in template["Parameters"].items() if not k.startswith("Redshift")}}
     cfn = moto.client("cloudformation")
     stack = f"sales-cdc-{suffix}"
-    cfn.create_stack(StackName=stack, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_IAM"])
+    cfn.create_stack(StackName=stack, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_IAM"],
+                     Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()])
     assert cfn.describe_stacks(StackName=stack)["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
                 for r in cfn.describe_stack_resources(StackName=stack)["StackResources"]}
+    return physical, kept
+
+
+@pytest.mark.slow
+def test_the_stack_deploys_on_moto_cloudformation(template, moto):
+    physical, kept = deploy_on_moto(template, moto)
     assert set(physical) == set(kept)
 
     table = moto.client("dynamodb").describe_table(TableName=physical["OrdersRawTable"])["Table"]
@@ -136,3 +144,23 @@ def test_the_stack_deploys_on_moto_cloudformation(template, moto):
     assert topic["KmsMasterKeyId"]
     role = moto.client("iam").get_role(RoleName=physical["GlueJobRole"])["Role"]
     assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "glue.amazonaws.com"}
+
+
+@pytest.mark.slow
+def test_the_stack_attaches_to_an_existing_table_s_stream_on_moto(template, moto):
+    """ExistingTableStreamArn set: no table is created; the Pipe's role reads that stream only."""
+    dynamodb = moto.client("dynamodb")
+    name = f"Customers-{uuid.uuid4().hex[:6]}"
+    described = dynamodb.create_table(
+        TableName=name, BillingMode="PAY_PER_REQUEST", KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"})["TableDescription"]
+    stream_arn = described["LatestStreamArn"]
+    physical, kept = deploy_on_moto(template, moto, TableName=name, KeyAttributeName="pk",
+                                    ExistingTableStreamArn=stream_arn)
+    assert "OrdersRawTable" not in physical and set(physical) == set(kept) - {"OrdersRawTable"}
+    iam = moto.client("iam")
+    policy = iam.get_role_policy(RoleName=physical["PipeRole"], PolicyName="stream-to-kinesis")["PolicyDocument"]
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert statements["ReadTheTableStream"]["Resource"] == stream_arn
+    assert statements["ListStreams"]["Resource"].endswith(f":table/{name}/stream/*")

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -24,6 +25,7 @@ from deltalake import DeltaTable
 from sales_cdc import schema as S
 from sales_cdc.cli import stage_fixtures
 from sales_cdc.faults import ENV, POINTS
+from sales_cdc.local_aws import create_kinesis_stream
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.verify import diff_rows, load_expected, read_state
 from tests.helpers import Outage, postgres_socket
@@ -185,6 +187,51 @@ def test_a_lake_outage_on_s3_is_retried_then_reported_in_one_line_and_the_restar
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true"}
     silver = DeltaTable(f"s3://{bucket}/lake/silver/orders", storage_options=storage).to_pyarrow_table().to_pylist()
     assert {(r["orderid"], r[S.CDC_SEQUENCE]) for r in silver} == {(r["orderid"], r[S.CDC_SEQUENCE]) for r in actual}
+
+
+def test_a_kinesis_outage_stops_the_job_in_one_line_and_the_restart_resumes(tmp_path, fixtures_dir, pg_url, moto):
+    """The Kinesis source's endpoint (a moto server behind a proxy) gone mid-run: botocore's retries, then one
+    line and exit 1; the restart resumes from the checkpoint's shard positions and loses nothing."""
+    stream = f"outage-{uuid.uuid4().hex[:8]}"
+    create_kinesis_stream(moto.client("kinesis"), stream, shards=1)
+    lines = [line for f in sorted((fixtures_dir / "cdc").glob("*.jsonl"))
+             for line in f.read_text().splitlines() if line.strip()]
+    half = len(lines) // 2
+
+    def put(batch: list[str]) -> None:
+        moto.client("kinesis").put_records(StreamName=stream, Records=[
+            {"Data": line.encode(), "PartitionKey": str(i)} for i, line in enumerate(batch)])
+
+    put(lines[:half])
+    proxy = Outage(("127.0.0.1", int(moto.endpoint.rsplit(":", 1)[1])))
+    run = Run(tmp_path, fixtures_dir, pg_url, "kinesis_outage", dq=False)
+    args = ["run", "--kinesis-stream", stream, "--endpoint-url", f"http://127.0.0.1:{proxy.port}",
+            "--checkpoint-dir", str(tmp_path / "ck"), "--warehouse-url", pg_url, "--db-schema", "kinesis_outage",
+            "--no-dq", "--trigger-interval", "1 second", "--job-name", "kinesis-outage"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "sales_cdc.cli", *args], text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+
+    process = start()
+    wait_until(lambda: run.committed_batches() >= 1, what="the first batch")
+    proxy.down()
+    output, _ = process.communicate(timeout=300)
+    proxy.up()
+    assert process.returncode == 1, output[-3000:]
+    assert len([line for line in output.splitlines() if line.startswith("error:")]) == 1, output[-3000:]
+    assert_clean(output)
+    put(lines[half:])
+    process = start()
+    expected = load_expected(fixtures_dir / "expected" / "orders.jsonl")
+    try:
+        wait_until(lambda: diff_rows(read_state(pg_url, run.sql, COLUMNS), expected, "orderid") == [],
+                   what="the warehouse to hold every record")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=300)
+    assert process.returncode == 130, output[-3000:]
+    assert_clean(output)
 
 
 @pytest.mark.parametrize("problem", ["source is a file", "checkpoint parent missing", "warehouse unreachable"])

@@ -45,7 +45,7 @@ def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse-url", default=os.environ.get("SALES_CDC_WAREHOUSE_URL"),
                         help="PostgreSQL URL (env SALES_CDC_WAREHOUSE_URL); default: an embedded PostgreSQL")
     parser.add_argument("--db-schema", default="sales", help="warehouse schema (default: sales)")
-    parser.add_argument("--table", default="orders", help="current-state table (default: orders)")
+    parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity, orders)")
     parser.add_argument("--soft-delete", action="store_true",
                         help="keep deleted orders with is_deleted/deleted_at instead of removing them")
 
@@ -192,6 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
                         help="any other stack parameter (repeatable), e.g. KinesisStreamMode=PROVISIONED")
     deploy.add_argument("--start", action="store_true", help="start a job run after deploying")
+    _add_contract_arg(deploy)
     deploy.add_argument("--region", default=None)
     teardown = sub.add_parser("teardown", help="empty the artifacts/docs buckets and delete the stack "
                                                "(table, lake bucket and Redshift namespace are retained)")
@@ -426,8 +427,12 @@ def _deploy(args: argparse.Namespace) -> int:
         parameters[key] = value
     wheel = D.build_wheel()
     region = args.region or "us-east-1"
+    contract = load_contract(args.contract)  # refused here, before the stack, if the job would refuse it
+    parameters.setdefault("TableName", contract.table)
+    parameters.setdefault("KeyAttributeName", contract.entity.key)
+    parameters.setdefault("KeyAttributeType", contract.entity.field(contract.entity.key).ddb_type)
     outputs = D.deploy(aws_client("cloudformation", region=region), aws_client("s3", region=region), args.stack,
-                       parameters, wheel)
+                       parameters, wheel, contract=args.contract)
     user = D.create_job_user(aws_client("redshift-data", region=region),
                              aws_client("redshift-serverless", region=region), outputs)
     console.print(f"the job's Redshift user {user} may use the schema sales only")

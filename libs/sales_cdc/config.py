@@ -20,12 +20,13 @@ class WarehouseConfig:
     url: str | None = None  # None: start an embedded PostgreSQL in ``embedded_data_dir``
     embedded_data_dir: Path = Path(".demo/postgres")
     db_schema: str = "sales"
-    table: str = "orders"
+    table: str | None = None  # None: the entity's name (``orders`` for the default contract)
     soft_delete: bool = False
 
     def __post_init__(self) -> None:
         check_identifier(self.db_schema)
-        check_identifier(self.table)
+        if self.table is not None:
+            check_identifier(self.table)
 
 
 @dataclass(frozen=True)

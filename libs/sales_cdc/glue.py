@@ -60,7 +60,7 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("contract_uri", "", "s3:// URI of the table contract (deploy uploads it); empty: the packaged "
               "default, the tutorial's OrdersRawTable"),
     GlueParam("db_schema", "sales", "warehouse schema"),
-    GlueParam("table", "orders", "current-state table"),
+    GlueParam("table", "", "current-state table; empty: the contract's entity (orders)"),
     GlueParam("dq", "true", "false: skip the Great Expectations validation"),
     GlueParam("expectations_uri", "", "s3:// prefix of the expectations/ project (deploy uploads it)"),
     GlueParam("docs_location", "", "s3://bucket/prefix of the Data Docs site; empty: no docs"),
@@ -185,7 +185,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None,
     return JobConfig(checkpoint_dir=Path("/unused"),  # Glue's forEachBatch gets checkpoint_location instead
                      kinesis=KinesisConfig(stream_name=stream_name(args["stream_arn"])), lake=lake, dq=dq,
                      warehouse=WarehouseConfig(url="redshift-data-api", db_schema=args["db_schema"],
-                                               table=args["table"], soft_delete=soft_delete),
+                                               table=args["table"] or None, soft_delete=soft_delete),
                      job_name=args["JOB_NAME"], sink_retry_seconds=float(args["sink_retry_seconds"]), entity=entity)
 
 

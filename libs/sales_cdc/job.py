@@ -172,6 +172,8 @@ def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = No
             elif stop_when is not None and between_batches and stop_when():
                 query.stop()  # between batches: the last one is committed, the next run starts after it
                 return
+        # the query ended between two polls: a failed one raises its error here (isActive alone hides it)
+        query.awaitTermination()
     finally:
         _AWAITING.clear()
 

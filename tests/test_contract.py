@@ -147,3 +147,11 @@ def load_contract_text(text: str, tmp_path: Path):
     path = tmp_path / "inferred.yaml"
     path.write_text(text)
     return load_contract(path)
+
+
+def test_the_example_in_the_contract_docs_is_the_default_contract(tmp_path):
+    text = (REPO / "docs" / "contracts.md").read_text()
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    entity = load_contract_text(example, tmp_path).entity
+    assert [(f.name, f.spark_type, f.required) for f in entity.fields] == \
+        [(f.name, f.spark_type, f.required) for f in S.ORDERS.fields]

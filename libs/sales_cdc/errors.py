@@ -7,6 +7,8 @@ alone, and the traceback only with ``-v``.
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 from botocore.exceptions import BotoCoreError
 
@@ -33,6 +35,19 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+_ERROR_LINE = re.compile(r"^\s*([\w.]+(Error|Exception)): (.+)$")
+
+
+def _innermost_error(text: str) -> str:
+    """The last ``SomeError: message`` line of a wrapped error's text (Spark puts the Python traceback of
+    the failure in its own message), else the text's first line."""
+    found = [m for m in map(_ERROR_LINE.match, text.splitlines()) if m]
+    if not found:
+        return text.strip().splitlines()[0] if text.strip() else "unknown error"
+    last = found[-1]
+    return f"{last.group(1).rsplit('.', 1)[-1]}: {last.group(3).strip()}"
+
+
 def one_line(exc: BaseException) -> str:
     """The line the CLI prints for ``exc``."""
     if isinstance(exc, JobError):
@@ -41,8 +56,8 @@ def one_line(exc: BaseException) -> str:
         return (f"the warehouse is unreachable ({first_line(exc)}); check that PostgreSQL runs and the URL is right, "
                 "then run again: the job resumes from its checkpoint")
     if type(exc).__name__ == "StreamingQueryException":  # Spark's, e.g. a source that failed after its retries
-        return (f"the streaming query failed: {first_line(exc)[:300]}; run with -v for Spark's log, then run again: "
-                "the job resumes from its checkpoint")
+        return (f"the streaming query failed: {_innermost_error(str(exc))[:300]}; run with -v for Spark's log, then "
+                "run again: the job resumes from its checkpoint")
     if isinstance(exc, (OSError, BotoCoreError)):
         return (f"{type(exc).__name__}: {first_line(exc)}; check the path or endpoint, then run again: the job "
                 "resumes from its checkpoint")

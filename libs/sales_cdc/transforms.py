@@ -73,12 +73,13 @@ def to_quarantine_rows(records: DataFrame, reason: Column, batch_id: int, stage:
 
 
 def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,
-                       entity: S.EntitySchema = S.ORDERS) -> DataFrame:
-    """Events whose latest-per-key row a data-quality rule rejected (``rejected``: event id + reason), with
-    their payload. A redelivered event (same event id twice in the batch) is quarantined once."""
+                       entity: S.EntitySchema = S.ORDERS, stage: str = S.DQ_STAGE) -> DataFrame:
+    """Events whose latest-per-key row was rejected (``rejected``: event id + reason) by a data-quality rule,
+    or by the sink ``stage`` names, with their payload. A redelivered event (same event id twice in the
+    batch) is quarantined once."""
     rejected_events = (events.join(F.broadcast(rejected), on=S.CDC_EVENT_ID, how="inner")
                        .dropDuplicates([S.CDC_EVENT_ID]))
-    return to_quarantine_rows(rejected_events, F.col(S.QUARANTINE_REASON), batch_id, S.DQ_STAGE, entity)
+    return to_quarantine_rows(rejected_events, F.col(S.QUARANTINE_REASON), batch_id, stage, entity)
 
 
 WAREHOUSE_STAGE = "warehouse"  # quarantine ``stage`` of state rows the warehouse refused
@@ -88,9 +89,8 @@ def warehouse_quarantine_rows(events: DataFrame, refused: pa.Table, reasons: dic
                               entity: S.EntitySchema = S.ORDERS) -> pa.Table:
     """Quarantine rows (Arrow) for the state rows the warehouse refused: each with the warehouse's reason and
     the payload of the event it came from (``reasons`` by row index of the rows before the split, in order)."""
-    by_event = dict(zip(refused[S.CDC_EVENT_ID].to_pylist(), [reasons[i] for i in sorted(reasons)], strict=True))
-    spark = events.sparkSession
-    why = spark.createDataFrame(list(by_event.items()), f"{S.CDC_EVENT_ID} string, why string")
-    rows = (events.join(F.broadcast(why), on=S.CDC_EVENT_ID).dropDuplicates([S.CDC_EVENT_ID]))
-    reason = F.concat(F.lit("the warehouse refused the row: "), F.col("why"))
-    return to_quarantine_rows(rows, reason, batch_id, WAREHOUSE_STAGE, entity).toArrow()  # cast by the caller
+    why = [f"the warehouse refused the row: {reasons[i]}" for i in sorted(reasons)]
+    rejected = events.sparkSession.createDataFrame(
+        list(zip(refused[S.CDC_EVENT_ID].to_pylist(), why, strict=True)),
+        f"{S.CDC_EVENT_ID} string, {S.QUARANTINE_REASON} string")
+    return dq_quarantine_rows(events, rejected, batch_id, entity, WAREHOUSE_STAGE).toArrow()  # cast by the caller

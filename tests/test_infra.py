@@ -15,7 +15,7 @@ import yaml
 from sales_cdc import glue
 
 TEMPLATE = Path(__file__).parent.parent / "infra" / "cloudformation" / "sales-cdc.yaml"
-# What moto's CloudFormation can create (DESIGN §4); Glue, Pipes, Secrets, alarms and Redshift
+# What moto's CloudFormation can create (docs/design.md §3); Glue, Pipes, Secrets, alarms and Redshift
 # Serverless are checked statically here and by cfn-lint / checkov (make lint).
 MOTO_TYPES = {"AWS::KMS::Key", "AWS::DynamoDB::Table", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role",
               "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::Logs::LogGroup"}

@@ -97,7 +97,7 @@ def stream_name(stream_arn: str) -> str:
 
 
 def kinesis_connection_options(args: dict[str, str]) -> dict[str, str]:
-    """Glue's native Kinesis source (DESIGN §5). ``dynamodb`` is read as text, so every attribute of
+    """Glue's native Kinesis source (docs/design.md §4). ``dynamodb`` is read as text, so every attribute of
     the images reaches the decoder unchanged, whatever schema the first records suggested."""
     return {
         "streamARN": args["stream_arn"],

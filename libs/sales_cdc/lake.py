@@ -61,7 +61,7 @@ class LakeResult:
 
 
 def moto_storage_options(endpoint: str, region: str = "us-east-1") -> dict[str, str]:
-    """delta-rs options for a moto S3 server (DESIGN §4); single writer, so unsafe rename is acceptable."""
+    """delta-rs options for a moto S3 server (docs/design.md §3); single writer, so unsafe rename is acceptable."""
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region, "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
 

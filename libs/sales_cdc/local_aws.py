@@ -1,6 +1,6 @@
 """Local AWS: a moto server in its own process, clients pointed at it, and the demo's resources.
 
-moto runs as a separate process (DESIGN §4): an in-process ThreadedMotoServer cannot serve while a
+moto runs as a separate process (docs/design.md §3): an in-process ThreadedMotoServer cannot serve while a
 native library (delta-rs) holds the calling thread.
 """
 

@@ -32,7 +32,7 @@ SHARD_LIST_SECONDS = 10.0
 
 
 def pipe_payload(record: dict[str, Any], stream_arn: str) -> dict[str, Any]:
-    """A DynamoDB Streams GetRecords record -> the JSON the Pipe puts on Kinesis (DESIGN §1)."""
+    """A DynamoDB Streams GetRecords record -> the JSON the Pipe puts on Kinesis (docs/design.md §1)."""
     payload = json_safe(record)
     payload.setdefault("eventSourceARN", stream_arn)
     return payload

@@ -1,4 +1,4 @@
-"""Build DynamoDB stream records in the EventBridge Pipe payload format (DESIGN §1).
+"""Build DynamoDB stream records in the EventBridge Pipe payload format (docs/design.md §1).
 
 Used by the fixture builder, the tests and (later) the generator's fixture mode, so every producer
 of test data writes the same shape AWS does. Images are typed with boto3's ``TypeSerializer``.

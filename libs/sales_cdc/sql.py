@@ -4,7 +4,7 @@ Built from the schema module only. Identifiers are validated (``schema.check_ide
 double-quoted; values are always bound parameters (``%(name)s`` for psycopg, ``:name`` for the
 Redshift Data API), never formatted into the text.
 
-Merge contract per micro-batch (docs/architecture.md, DESIGN §3), inside one transaction:
+Merge contract per micro-batch (docs/reliability.md, docs/design.md §2), inside one transaction:
   1. drop staged rows that are not newer than the stored row or its delete tombstone (sequence guard);
   2. record the batch in the ledger, with counts computed from the stage;
   3. delete target rows that a staged row supersedes; insert the staged non-delete rows

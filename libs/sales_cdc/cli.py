@@ -12,7 +12,6 @@ import threading
 import time
 import webbrowser
 from collections import Counter
-from decimal import Decimal
 from pathlib import Path
 
 from rich.console import Console
@@ -21,7 +20,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from . import generator as G
-from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig, parse_params
 from .contract import DEFAULT_CONTRACT, load_contract
 from .demo import DemoOptions, run_demo
 from .errors import JobError, one_line
@@ -32,7 +31,7 @@ from .pipe_emulator import PipeEmulator
 from .pipeline import RunSummary
 from .quality import DataQualityHalt
 from .quality.gx_runner import DocsSite
-from .schema import CDC_SEQUENCE, ORDERS, UNMAPPED
+from .schema import CDC_SEQUENCE, UNMAPPED
 from .sql import Dialect, MergeSql
 from .verify import diff_rows, load_expected, read_state
 
@@ -56,9 +55,23 @@ def _add_contract_arg(parser: argparse.ArgumentParser) -> None:
                              "%(default)s)")
 
 
+def _add_dq_param_arg(parser) -> None:
+    parser.add_argument("--dq-param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a value for the suites' $PARAMETER NAME (repeatable), e.g. price_ceiling=5000; "
+                             "a parameter not given keeps the default in its suite file's meta.parameters")
+
+
+def _dq_params(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    try:
+        return parse_params(args.dq_param)
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+
+
 def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> None:
     group = parser.add_argument_group("data quality (Great Expectations)")
     group.add_argument("--no-dq", action="store_true", help="skip data-quality validation")
+    _add_dq_param_arg(group)
     group.add_argument("--expectations-dir", type=Path, default=Path("expectations"),
                        help="GX project with the suites in <dir>/expectations/*.json (default: expectations)")
     group.add_argument("--docs-location", default=docs_default,
@@ -66,8 +79,6 @@ def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> N
     group.add_argument("--docs-index-batches", type=int, default=DqConfig.docs_index_batches,
                        help="the Data Docs index lists this many latest batches (default %(default)s); "
                             "pages of older ones stay")
-    group.add_argument("--price-ceiling", type=Decimal, default=DqConfig.price_ceiling,
-                       help="orders with a unit price above this are quarantined (default %(default)s)")
     group.add_argument("--dq-result-format", default="SUMMARY", choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
                        help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
     group.add_argument("--alert-quarantine-share", type=float, default=DqConfig.alert_quarantine_share,
@@ -80,7 +91,7 @@ def _dq_config(args: argparse.Namespace, endpoint_url: str | None = None, region
         return None
     return DqConfig(expectations_dir=args.expectations_dir, docs_location=args.docs_location,
                     docs_endpoint_url=endpoint_url, region=region, docs_index_batches=args.docs_index_batches,
-                    price_ceiling=args.price_ceiling,
+                    params=_dq_params(args),
                     result_format=args.dq_result_format, alert_quarantine_share=args.alert_quarantine_share,
                     sns_topic_arn=args.sns_topic_arn, sns_endpoint_url=endpoint_url)
 
@@ -132,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=float, default=None, help="events/s written by the generator (default: max)")
     demo.add_argument("--shards", type=int, default=2, help="Kinesis shards")
     demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
+    _add_contract_arg(demo)
+    _add_dq_param_arg(demo)
     _add_warehouse_args(demo)
 
     contract = sub.add_parser("contract", help="table contracts: check one (docs/contracts.md)")
@@ -152,6 +165,8 @@ def _parser() -> argparse.ArgumentParser:
     fixtures.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
     fixtures.add_argument("--expected", type=Path, default=DEFAULT_EXPECTED)
     fixtures.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
+    _add_contract_arg(fixtures)
+    _add_dq_param_arg(fixtures)
     _add_warehouse_args(fixtures)
 
     docs = sub.add_parser("dq-docs", help="print (or open) the location of the data-quality Data Docs site")
@@ -160,14 +175,17 @@ def _parser() -> argparse.ArgumentParser:
                       help="the docs bucket's website endpoint (printed instead of the s3:// location)")
     docs.add_argument("--open", action="store_true", help="open the index in a browser (local folders)")
 
-    generate = sub.add_parser("generate", help="Faker orders: to DynamoDB, or to Pipe-format fixture files")
+    generate = sub.add_parser("generate", help="Faker items of the contract's table (orders by default): to DynamoDB, "
+                                               "or to Pipe-format fixture files")
+    _add_contract_arg(generate)
     generate.add_argument("--count", type=int, default=1000)
     generate.add_argument("--update-share", type=float, default=0.2)
     generate.add_argument("--delete-share", type=float, default=0.1)
     generate.add_argument("--seed", type=int, default=42)
     generate.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
     target = generate.add_mutually_exclusive_group(required=True)
-    target.add_argument("--table", help="DynamoDB table to write (e.g. OrdersRawTable)")
+    target.add_argument("--table", nargs="?", const="", help="write to this DynamoDB table (no value: the "
+                                                           "contract's table, e.g. OrdersRawTable)")
     target.add_argument("--fixtures-dir", type=Path, help="write Pipe payload JSON-lines files here instead")
     generate.add_argument("--records-per-file", type=int, default=1000)
     generate.add_argument("--endpoint-url", default=None, help="AWS endpoint, e.g. a moto server")
@@ -175,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
 
     maintain = sub.add_parser("lake-maintain", help="compact small files and vacuum old ones in the Delta lake")
     maintain.add_argument("--lake-root", required=True, help="folder or s3://bucket/prefix")
+    _add_contract_arg(maintain)
     maintain.add_argument("--retention-hours", type=int, default=168,
                           help="keep files a reader of a version this recent may need (default 7 days)")
     maintain.add_argument("--no-vacuum", action="store_true", help="compact only")
@@ -200,7 +219,8 @@ def _parser() -> argparse.ArgumentParser:
     teardown.add_argument("--region", default=None)
 
     pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
-    pipe.add_argument("--table", default="OrdersRawTable")
+    _add_contract_arg(pipe)
+    pipe.add_argument("--table", default=None, help="the DynamoDB table (default: the contract's)")
     pipe.add_argument("--kinesis-stream", default="kinesis-for-sales-data")
     pipe.add_argument("--state-file", type=Path, default=Path(".demo/pipe-state.json"))
     pipe.add_argument("--idle-seconds", type=float, default=10.0, help="stop after this long without new records")
@@ -252,7 +272,7 @@ def _contract(args: argparse.Namespace) -> int:
         return _contract_infer(args)
     contract = load_contract(args.path)  # a bad one raises ContractError: its one line
     entity = contract.entity
-    table = Table(title=f"{args.path}: table {contract.table} -> entity {entity.name}, key {entity.key}")
+    table = Table(title=f"{args.path}: table {contract.table} -> entity {entity.name}, key {', '.join(entity.keys)}")
     for column in ("column", "DynamoDB", "type", "required", "description"):
         table.add_column(column)
     for f in entity.fields:
@@ -323,19 +343,20 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     console.print(f"[bold]demo[/]: {len(files)} fixture files from {args.fixtures} -> Spark (local) -> PostgreSQL")
     warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=work / "postgres", db_schema=args.db_schema,
                                 table=args.table, soft_delete=args.soft_delete)
-    config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", warehouse=warehouse,
-                       job_name="sales-cdc-demo", max_files_per_trigger=1,
-                       dq=DqConfig(docs_location=str(work / "data_docs")))
+    entity = load_contract(args.contract).entity
+    config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", entity=entity,
+                       warehouse=warehouse, job_name="sales-cdc-demo", max_files_per_trigger=1,
+                       dq=DqConfig(docs_location=str(work / "data_docs"), params=_dq_params(args)))
     started = time.monotonic()
     spark = build_spark(config.job_name, config.shuffle_partitions)
     with warehouse_connection(warehouse) as connection:
         summary = run_stream(spark, config, connection.url)
-        sql = MergeSql(Dialect.POSTGRES, db_schema=warehouse.db_schema, table=warehouse.table,
+        sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, table=warehouse.table,
                        soft_delete=warehouse.soft_delete)
         expected = load_expected(args.expected)
-        columns = [*ORDERS.names, UNMAPPED, CDC_SEQUENCE]
+        columns = [*entity.names, UNMAPPED, CDC_SEQUENCE]
         actual = read_state(connection.url, sql, columns)
-        problems = diff_rows(actual, expected, ORDERS.key)
+        problems = diff_rows(actual, expected, entity.keys)
         print_summary(summary, time.monotonic() - started)
         console.print(f"warehouse table {sql.target}: {len(actual)} rows; expected {len(expected)}")
         if connection.server is not None:
@@ -351,7 +372,8 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    options = DemoOptions(work_dir=args.work_dir, count=args.count, update_share=args.update_share,
+    options = DemoOptions(load_contract(args.contract), dq_params=_dq_params(args), work_dir=args.work_dir,
+                          count=args.count, update_share=args.update_share,
                           delete_share=args.delete_share, seed=args.seed, rate=args.rate, shards=args.shards,
                           warehouse_url=args.warehouse_url, db_schema=args.db_schema, soft_delete=args.soft_delete)
     result = run_demo(options, console)
@@ -374,27 +396,33 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    operations = G.plan(args.count, update_share=args.update_share, delete_share=args.delete_share, seed=args.seed)
+    contract = load_contract(args.contract)
+    operations = G.plan(args.count, entity=contract.entity, update_share=args.update_share,
+                        delete_share=args.delete_share, seed=args.seed)
     if args.fixtures_dir:
-        paths = G.write_fixtures(operations, args.fixtures_dir, records_per_file=args.records_per_file)
+        paths = G.write_fixtures(operations, args.fixtures_dir, entity=contract.entity,
+                                 records_per_file=args.records_per_file)
         counts = Counter(o.op for o in operations)
         console.print(f"{dict(counts)} written as {len(paths)} Pipe payload file(s) in {args.fixtures_dir}")
         return 0
+    table = args.table or contract.table
     dynamodb = aws_resource("dynamodb", endpoint=args.endpoint_url, region=args.region)
     with Progress(console=console) as progress:
-        task = progress.add_task(f"writing to {args.table}", total=len(operations))
-        counts = G.write_to_dynamodb(operations, dynamodb, args.table, rate=args.rate,
+        task = progress.add_task(f"writing to {table}", total=len(operations))
+        counts = G.write_to_dynamodb(operations, dynamodb, table, entity=contract.entity, rate=args.rate,
                                      progress=lambda: progress.advance(task))
-    console.print(f"{dict(counts)} written to DynamoDB table {args.table}")
+    console.print(f"{dict(counts)} written to DynamoDB table {table}")
     return 0
 
 
 def _pipe(args: argparse.Namespace) -> int:
+    contract = load_contract(args.contract)
     dynamodb = aws_client("dynamodb", endpoint=args.endpoint_url, region=args.region)
-    stream_arn = dynamodb.describe_table(TableName=args.table)["Table"]["LatestStreamArn"]
+    stream_arn = dynamodb.describe_table(TableName=args.table or contract.table)["Table"]["LatestStreamArn"]
     pipe = PipeEmulator(aws_client("dynamodbstreams", endpoint=args.endpoint_url, region=args.region),
                         aws_client("kinesis", endpoint=args.endpoint_url, region=args.region),
-                        stream_arn=stream_arn, kinesis_stream=args.kinesis_stream, state_path=args.state_file)
+                        stream_arn=stream_arn, kinesis_stream=args.kinesis_stream,
+                        partition_key=contract.entity.keys[0], state_path=args.state_file)
     try:
         moved = pipe.run(idle_seconds=args.idle_seconds)
     except KeyboardInterrupt:
@@ -405,7 +433,8 @@ def _pipe(args: argparse.Namespace) -> int:
 
 def _lake_maintain(args: argparse.Namespace) -> int:
     options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-    lake = DeltaLake(LakeConfig(args.lake_root, options, silver_format=args.silver_format), job_name="maintenance")
+    lake = DeltaLake(LakeConfig(args.lake_root, options, silver_format=args.silver_format), "maintenance",
+                     load_contract(args.contract).entity)
     spark = build_spark("sales-cdc-maintenance") if args.silver_format == "parquet" else None
     table = Table(title=f"lake maintenance of {args.lake_root}")
     for column in ("table", "files before", "files after", "files vacuumed"):
@@ -429,8 +458,9 @@ def _deploy(args: argparse.Namespace) -> int:
     region = args.region or "us-east-1"
     contract = load_contract(args.contract)  # refused here, before the stack, if the job would refuse it
     parameters.setdefault("TableName", contract.table)
-    parameters.setdefault("KeyAttributeName", contract.entity.key)
-    parameters.setdefault("KeyAttributeType", contract.entity.field(contract.entity.key).ddb_type)
+    for role, key in zip(("Key", "SortKey"), contract.entity.key_fields, strict=False):
+        parameters.setdefault(f"{role}AttributeName", key.name)
+        parameters.setdefault(f"{role}AttributeType", key.ddb_type)
     outputs = D.deploy(aws_client("cloudformation", region=region), aws_client("s3", region=region), args.stack,
                        parameters, wheel, contract=args.contract)
     user = D.create_job_user(aws_client("redshift-data", region=region),

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from .lake import LakeConfig
-from .schema import ORDERS, EntitySchema, check_identifier
+from .schema import EntitySchema, check_identifier
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,9 @@ class DqConfig:
     docs_endpoint_url: str | None = None  # S3 endpoint for the docs (a moto server locally)
     docs_index_batches: int = 100  # the docs index lists this many latest batches; every page stays
     region: str = "us-east-1"
-    price_ceiling: Decimal = Decimal("10000.00")
+    # values of the suites' business $PARAMETERs, as (name, text): each overrides the default the suite file
+    # gives in meta.parameters; a number is used as a Decimal
+    params: tuple[tuple[str, str], ...] = ()
     min_event_time: datetime = datetime(2015, 1, 1, tzinfo=UTC)  # before DynamoDB Streams existed
     max_clock_skew: timedelta = timedelta(hours=1)  # max_event_time = validation time, up to the hour, + this
     result_format: str = "SUMMARY"  # GX result format: BOOLEAN_ONLY is faster, SUMMARY shows failing values
@@ -80,8 +82,8 @@ class DqConfig:
             raise ValueError("alert_quarantine_share must be between 0 and 1")
         if self.docs_index_batches < 1:
             raise ValueError("docs_index_batches must be at least 1")
-        if self.price_ceiling <= 0:
-            raise ValueError("price_ceiling must be positive")
+        for name, _ in self.params:
+            check_identifier(name)
 
     def parameters(self, now: datetime) -> dict[str, object]:
         """Values of the suites' ``$PARAMETER`` placeholders for a batch validated at ``now``.
@@ -92,8 +94,28 @@ class DqConfig:
         next full hour pass, so the allowed skew is between one and two hours by default."""
         hour = now.replace(minute=0, second=0, microsecond=0)
         next_hour = hour if hour == now else hour + timedelta(hours=1)
-        return {"price_ceiling": self.price_ceiling, "min_event_time": self.min_event_time,
-                "max_event_time": next_hour + self.max_clock_skew}
+        return {**{name: parameter_value(value) for name, value in self.params},
+                "min_event_time": self.min_event_time, "max_event_time": next_hour + self.max_clock_skew}
+
+
+def parameter_value(value: object) -> object:
+    """A suite parameter given as text (or a JSON number): a number as an exact Decimal, else the text."""
+    try:
+        number = Decimal(str(value))
+    except ArithmeticError:
+        return value
+    return number if number.is_finite() else value
+
+
+def parse_params(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    """``name=value`` texts (``--dq-param``) -> ``DqConfig.params``; a malformed one raises ValueError."""
+    parsed = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--dq-param {pair!r}: write it as name=value, e.g. price_ceiling=5000")
+        parsed.append((check_identifier(name.strip()), value))
+    return tuple(parsed)
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,7 @@ class JobConfig:
     """Exactly one source: ``source_dir`` (JSON-lines files) or ``kinesis``."""
 
     checkpoint_dir: Path
+    entity: EntitySchema  # the replicated table, from its contract (``contract.load_contract``)
     source_dir: Path | None = None
     kinesis: KinesisConfig | None = None
     lake: LakeConfig | None = None  # None: warehouse only
@@ -111,7 +134,6 @@ class JobConfig:
     trigger_interval: str = "10 seconds"
     max_files_per_trigger: int | None = None
     sink_retry_seconds: float = 300.0  # an unreachable warehouse or lake is retried this long, with backoff
-    entity: EntitySchema = ORDERS  # the replicated table, from its contract (``contract.load_contract``)
     shuffle_partitions: int = 4
 
     def __post_init__(self) -> None:

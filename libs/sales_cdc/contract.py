@@ -33,9 +33,10 @@ COLUMN_TYPES: dict[str, tuple[T.DataType, tuple[str, ...]]] = {
     "bigint": (T.LongType(), ("N",)),
     "double": (T.DoubleType(), ("N",)),
     "boolean": (T.BooleanType(), ("BOOL",)),
-    "timestamp": (T.TimestampType(), ("S",)),  # ISO-8601 text
+    "timestamp": (T.TimestampType(), ("S", "N")),  # ISO-8601 text, or epoch seconds
     "date": (T.DateType(), ("S",)),
-    "json": (T.StringType(), ("M", "L")),  # kept as DynamoDB typed JSON text
+    # kept as JSON text: a map or list as DynamoDB typed JSON, a set as a sorted JSON array of its members
+    "json": (T.StringType(), ("M", "L", "SS", "NS", "BS")),
 }
 KEY_DYNAMODB_TYPES = ("S", "N", "B")
 
@@ -89,21 +90,20 @@ def parse_contract(document: Any, source: str) -> Contract:
         field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise ContractError(f"{source}: {field}: {error.message}; see the contract format in docs/contracts.md")
     entity_name = _identifier(document["entity"], source, "entity", "it names the warehouse table and lake folders")
-    key = document["key"]
-    if "sort" in key:
-        raise ContractError(f"{source}: key.sort: composite keys (partition + sort key) are not supported yet; "
-                            "remove key.sort only if the partition key alone is unique")
     fields = tuple(_field(name, spec, source) for name, spec in document["attributes"].items())
-    partition = key["partition"]
     by_name = {f.name: f for f in fields}
-    if partition not in by_name:
-        raise ContractError(f"{source}: key.partition: {partition!r} is not one of the attributes; add it to "
-                            "attributes (dynamodb S, N or B)")
-    if by_name[partition].ddb_type not in KEY_DYNAMODB_TYPES:
-        raise ContractError(f"{source}: attributes.{partition}.dynamodb: a key is S, N or B, not "
-                            f"{by_name[partition].ddb_type}")
-    fields = tuple(f if f.name != partition else _as_key(f) for f in fields)
-    return Contract(source, document["table"], S.EntitySchema(entity_name, partition, fields))
+    keys = tuple(document["key"][part] for part in ("partition", "sort") if part in document["key"])
+    if len(set(keys)) != len(keys):
+        raise ContractError(f"{source}: key.sort: the sort key must be another attribute than the partition key")
+    for part, key in zip(("partition", "sort"), keys, strict=False):
+        if key not in by_name:
+            raise ContractError(f"{source}: key.{part}: {key!r} is not one of the attributes; add it to "
+                                "attributes (dynamodb S, N or B)")
+        if by_name[key].ddb_type not in KEY_DYNAMODB_TYPES:
+            raise ContractError(f"{source}: attributes.{key}.dynamodb: a key is S, N or B, not "
+                                f"{by_name[key].ddb_type}")
+    fields = tuple(_as_key(f) if f.name in keys else f for f in fields)
+    return Contract(source, document["table"], S.EntitySchema(entity_name, keys, fields))
 
 
 def _identifier(name: str, source: str, field: str, why: str = "it names the column") -> str:
@@ -129,7 +129,7 @@ def _column_type(name: str, spec: dict[str, Any], source: str) -> T.DataType:
                             f"{', '.join([*COLUMN_TYPES, 'decimal(p,s)'])}")
     if spec["dynamodb"] not in tags:
         raise ContractError(f"{source}: attributes.{name}: a {text} column is decoded from DynamoDB "
-                            f"{' or '.join(tags)}, not {spec['dynamodb']}; fix dynamodb or type (sets stay unmapped)")
+                            f"{' or '.join(tags)}, not {spec['dynamodb']}; fix dynamodb or type")
     return spark_type
 
 

@@ -141,7 +141,7 @@ def propose(name: str, stats: AttributeStats) -> tuple[dict[str, Any] | None, st
         return {"dynamodb": "S", "type": kind}, ""
     if tag == "BOOL":
         return {"dynamodb": "BOOL", "type": "boolean"}, ""
-    if tag in ("M", "L"):
+    if tag in ("M", "L", "SS", "NS", "BS"):
         return {"dynamodb": tag, "type": "json"}, ""
     return None, f"a {tag} attribute: left unmapped (kept as typed JSON)"
 
@@ -155,10 +155,11 @@ def draft(sample: Sample, entity: str | None = None) -> str:
     lines = [f"# Draft contract inferred from {sample.items} items of {table}: read it, edit it, then",
              "# sales-cdc contract check <this file>  (format: docs/contracts.md)"]
     document: dict[str, Any] = {"table": table, "entity": entity,
-                                "key": {"partition": sample.key[0]} if sample.key else {}, "unmapped": "keep",
+                                "key": dict(zip(("partition", "sort"), sample.key, strict=False)), "unmapped": "keep",
                                 "attributes": {}}
     if len(sample.key) > 1:
-        lines.append(f"# the table's sort key {sample.key[1]!r}: composite keys are not supported yet")
+        lines.append("# key: partition then sort key; from stream records the order is a guess: check it against "
+                     "the table's KeySchema")
     notes = []
     for name in sorted(sample.attributes, key=lambda n: (n not in sample.key, n)):
         stats = sample.attributes[name]

@@ -158,12 +158,19 @@ def _typed(raw: Column, fld: S.Field, label: str, problems: _Problems) -> Column
             problems.add(raw.isNotNull() & value.isNull(), _quoted(f"{label}: ", raw, " is not a date"))
             return value
         return raw
+    if tag == "N" and isinstance(target, T.TimestampType):  # epoch seconds
+        seconds = raw.try_cast(_EXACT_NUMBER)  # years 0001-9999 (beyond them the conversion would fail)
+        value = F.when(seconds.between(-62135596800, 253402300799), F.timestamp_seconds(seconds))
+        problems.add(raw.isNotNull() & value.isNull(), _quoted(f"{label}: N value ", raw, " is not epoch seconds"))
+        return value
     if tag == "N":
         return _number(raw, target, label, problems)
     if tag == "B":
         value = F.try_to_binary(raw, F.lit("base64"))
         problems.add(raw.isNotNull() & value.isNull(), f"{label}: B value is not base64")
         return value
+    if tag in _SET_TAGS and isinstance(target, T.StringType):  # a json column: the members, sorted
+        return F.to_json(F.array_sort(raw))
     if tag == "NS":
         element = target.elementType if isinstance(target, T.ArrayType) else _EXACT_NUMBER
         value = F.transform(raw, lambda x: x.try_cast(element))
@@ -277,6 +284,24 @@ class _Stages:
         return problems
 
 
+def _key_value(stages: _Stages, envelope: _Problems, key: S.Field, is_remove: Column, op: Column) -> None:
+    """One key attribute's event column: from ``dynamodb.Keys``, else from the image that holds the item,
+    typed like the image's value. A key that is missing, empty or differs between the two is an error."""
+    from_keys = _col(_name("keys", key.name))
+    from_image = _when_op(is_remove, _col(_name(S.OLD_PREFIX, key.name)), _col(_name(S.NEW_PREFIX, key.name)))
+    raw_name = _name("key", key.name)
+    stages.derived[raw_name] = F.coalesce(from_keys, from_image)
+    raw = _col(raw_name)
+    envelope.add(op.isNotNull() & (raw.isNull() | (raw == F.lit(""))), f"missing key {key.name}")
+    if isinstance(key.spark_type, T.StringType):
+        _fits_the_warehouse(raw, key.name, f"key {key.name}", envelope)
+    envelope.add(from_keys.isNotNull() & from_image.isNotNull() & (from_keys != from_image),
+                 f"key {key.name} differs between dynamodb.Keys and the image")
+    value_name = _name("key", key.name, "value")
+    stages.typed[value_name] = _typed(raw, key, f"dynamodb.Keys.{key.name}", envelope).cast(key.spark_type)
+    stages.values[key.name] = _col(value_name)
+
+
 def _event_time(raw: Column) -> Column:
     """ApproximateCreationDateTime: epoch seconds on AWS (milliseconds above 1e11), ISO text from moto."""
     epoch = F.try_variant_get(raw, "$", "decimal(20,6)")
@@ -291,7 +316,7 @@ def _when_op(is_remove: Column, on_remove: Column, otherwise: Column) -> Column:
 HAS_ERRORS, HAS_WARNINGS = "_has_errors", "_has_warnings"  # the first pass's problem flags
 
 
-def decode_pipe_records(df: DataFrame, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+def decode_pipe_records(df: DataFrame, entity: S.EntitySchema) -> DataFrame:
     """Source rows (``schema.SOURCE_FIELDS``) -> event rows (``schema.event_fields``) + ``cdc_errors``, in
     one lazy pass with the messages (the batch handler uses :func:`decode_batch`: the same rows, faster).
 
@@ -300,7 +325,7 @@ def decode_pipe_records(df: DataFrame, entity: S.EntitySchema = S.ORDERS) -> Dat
     return _apply(df, _projections(entity, id(df.sparkSession.sparkContext), detailed=True))
 
 
-def decode_flagged(df: DataFrame, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+def decode_flagged(df: DataFrame, entity: S.EntitySchema) -> DataFrame:
     """The first pass of :func:`decode_batch`: the event columns and, instead of messages, the flags
     ``HAS_ERRORS`` and ``HAS_WARNINGS`` (``cdc_warnings`` is empty on every row)."""
     return _apply(df, _projections(entity, id(df.sparkSession.sparkContext), detailed=False))
@@ -323,7 +348,7 @@ class DecodedBatch:
 
 
 def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
-                 entity: S.EntitySchema = S.ORDERS) -> DecodedBatch:
+                 entity: S.EntitySchema) -> DecodedBatch:
     """The batch handler's decode: the same rows as :func:`decode_pipe_records`, in two passes.
 
     The first pass computes the values and two flags per row (has errors, has warnings), and is
@@ -364,7 +389,6 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     record = F.col("_record")
     ddb = record["dynamodb"]
     stages = _Stages(ddb, detailed)
-    key_tag = entity.field(entity.key).ddb_type
     lookups = stages.lookups
     # Only a record from_json could not read fully is parsed a second time, to tell bad JSON from a bad shape.
     lookups["_not_json"] = F.when(record[_CORRUPT].isNotNull(), F.try_parse_json(S.PAYLOAD).isNull()) \
@@ -379,19 +403,18 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     lookups["_event_id"] = record["eventID"]
     lookups["_raw_sequence"] = ddb["SequenceNumber"]
     lookups["_raw_event_time"] = ddb["ApproximateCreationDateTime"]
-    lookups["_key_from_keys"] = ddb["Keys"][entity.key][key_tag]
+    for key in entity.key_fields:
+        lookups[_name("keys", key.name)] = ddb["Keys"][key.name][key.ddb_type]
     lookups["_has_new_image"] = ddb["NewImage"].isNotNull()
     new_problems = stages.image("NewImage", S.NEW_PREFIX, entity)
     old_problems = stages.image("OldImage", S.OLD_PREFIX, entity)
 
     not_json, op, event_id = _col("_not_json"), _col("_op"), _col("_event_id")
-    raw_sequence, key_from_keys = _col("_raw_sequence"), _col("_key_from_keys")
+    raw_sequence = _col("_raw_sequence")
     is_remove = op == F.lit("REMOVE")
     is_json = ~not_json
-    key_from_image = _when_op(is_remove, _col(_name(S.OLD_PREFIX, entity.key)), _col(_name(S.NEW_PREFIX, entity.key)))
     stages.derived["_event_time"] = _event_time(_col("_raw_event_time"))
-    stages.derived["_key"] = F.coalesce(key_from_keys, key_from_image)
-    key, event_time = _col("_key"), _col("_event_time")
+    event_time = _col("_event_time")
 
     envelope = _Problems()
     envelope.add(not_json, "payload is not valid JSON")
@@ -411,11 +434,9 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     envelope.add(is_json & event_time.isNull(), "missing or invalid dynamodb.ApproximateCreationDateTime")
     envelope.add(op.isin("INSERT", "MODIFY") & ~_col("_has_new_image"),
                  F.concat(F.lit("missing dynamodb.NewImage for "), op))
-    envelope.add(op.isNotNull() & (key.isNull() | (key == F.lit(""))), f"missing key {entity.key}")
-    _fits_the_warehouse(key, entity.key, f"key {entity.key}", envelope)
+    for key in entity.key_fields:
+        _key_value(stages, envelope, key, is_remove, op)
     _fits_the_warehouse(event_id, S.CDC_EVENT_ID, "eventID", envelope)
-    envelope.add(key_from_keys.isNotNull() & key_from_image.isNotNull() & (key_from_keys != key_from_image),
-                 f"key {entity.key} differs between dynamodb.Keys and the image")
 
     # The image that becomes the state must decode; the other one is informational (a bad old value
     # must not block the update that fixes it), so its problems are warnings.
@@ -443,7 +464,6 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
         S.CDC_OP: op,
         S.CDC_SEQUENCE: F.lpad(raw_sequence, S.SEQUENCE_WIDTH, "0"),
         S.CDC_EVENT_TIME: event_time,
-        entity.key: key,
         S.CDC_WARNINGS: warnings,
     })
     values.update({f.name: F.col(f.name) for f in S.SOURCE_FIELDS})
@@ -459,7 +479,7 @@ def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) ->
     ]
 
 
-def split_decoded(decoded: DataFrame, batch_id: int, entity: S.EntitySchema = S.ORDERS) -> tuple[DataFrame, DataFrame]:
+def split_decoded(decoded: DataFrame, batch_id: int, entity: S.EntitySchema) -> tuple[DataFrame, DataFrame]:
     """(valid events, quarantine rows) from the output of :func:`decode_pipe_records`.
 
     Materialise ``decoded`` first (the batch handler checkpoints it): Spark pushes these filters down

@@ -1,7 +1,8 @@
 """The one-command demo of the whole source side, on this machine:
 
-moto server (own process) + embedded PostgreSQL -> DynamoDB ``OrdersRawTable`` with its stream and
-Kinesis ``kinesis-for-sales-data`` -> Faker generator writes orders (inserts, updates, deletes) ->
+moto server (own process) + embedded PostgreSQL -> the contract's DynamoDB table (``OrdersRawTable`` by
+default) with its stream and Kinesis ``kinesis-for-sales-data`` -> Faker generator writes items (inserts,
+updates, deletes) ->
 pipe emulator moves the stream to Kinesis while the streaming job runs -> when everything put on
 Kinesis has been processed, the warehouse is compared row for row with a scan of the table.
 """
@@ -18,17 +19,16 @@ from rich.console import Console
 from rich.progress import Progress
 
 from . import generator as G
-from . import schema as S
 from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from .contract import Contract
 from .job import build_spark, run_stream, warehouse_connection
 from .lake import DeltaLake, LakeConfig, moto_storage_options
 from .local_aws import (
     KINESIS_STREAM,
-    TABLE_NAME,
     MotoServer,
     create_alert_topic,
     create_kinesis_stream,
-    create_orders_table,
+    create_source_table,
     read_alerts,
 )
 from .pipe_emulator import PipeEmulator
@@ -41,6 +41,7 @@ LAKE_BUCKET = "sales-lake"
 
 @dataclass(frozen=True)
 class DemoOptions:
+    contract: Contract  # the table the demo creates, fills and replicates
     work_dir: Path = Path(".demo")
     count: int = 2000
     update_share: float = 0.2
@@ -53,6 +54,7 @@ class DemoOptions:
     soft_delete: bool = False
     trigger_interval: str = "2 seconds"
     max_records_per_shard: int = 500  # small batches, so the demo shows several micro-batches
+    dq_params: tuple[tuple[str, str], ...] = ()  # values of the suites' $PARAMETERs (``DqConfig.params``)
 
 
 @dataclass
@@ -79,25 +81,27 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     with MotoServer() as moto, warehouse_connection(warehouse) as connection:
         where = "embedded PostgreSQL" if connection.server else "PostgreSQL at --warehouse-url"
         console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
-        stream_arn = create_orders_table(moto.client("dynamodb"))
+        entity, table_name = options.contract.entity, options.contract.table
+        stream_arn = create_source_table(moto.client("dynamodb"), entity, table_name)
         create_kinesis_stream(moto.client("kinesis"), shards=options.shards)
         moto.client("s3").create_bucket(Bucket=LAKE_BUCKET)
         topic_arn, alert_queue = create_alert_topic(moto.client("sns"), moto.client("sqs"))
         lake = LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint),
                           soft_delete=options.soft_delete)
-        console.print(f"created DynamoDB {TABLE_NAME} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
+        console.print(f"created DynamoDB {table_name} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
                       f"({options.shards} shards)")
 
-        operations = G.plan(options.count, update_share=options.update_share, delete_share=options.delete_share,
-                            seed=options.seed)
+        operations = G.plan(options.count, entity=entity, update_share=options.update_share,
+                            delete_share=options.delete_share, seed=options.seed)
         with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("generating orders", total=len(operations))
-            counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), TABLE_NAME, rate=options.rate,
-                                         progress=lambda: progress.advance(task))
-        console.print(f"generator: {dict(counts)} written to {TABLE_NAME}")
+            task = progress.add_task(f"generating {entity.name}", total=len(operations))
+            counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), table_name, entity=entity,
+                                         rate=options.rate, progress=lambda: progress.advance(task))
+        console.print(f"generator: {dict(counts)} written to {table_name}")
 
         pipe = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
-                            kinesis_stream=KINESIS_STREAM, state_path=options.work_dir / "pipe-state.json")
+                            kinesis_stream=KINESIS_STREAM, partition_key=entity.keys[0],
+                            state_path=options.work_dir / "pipe-state.json")
         pipe_done = threading.Event()
         pipe_error: list[BaseException] = []
 
@@ -117,23 +121,24 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             read = sum(b.events_read for b in summary.batches)
             return pipe_done.is_set() and read >= pipe.records_put
 
-        config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", warehouse=warehouse, lake=lake,
+        config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", entity=entity, warehouse=warehouse,
+                           lake=lake,
                            job_name="sales-cdc-demo", available_now=False, trigger_interval=options.trigger_interval,
                            dq=DqConfig(docs_location=str(options.work_dir / "data_docs"), sns_topic_arn=topic_arn,
-                                       sns_endpoint_url=moto.endpoint),
+                                       sns_endpoint_url=moto.endpoint, params=options.dq_params),
                            kinesis=KinesisConfig(endpoint_url=moto.endpoint,
                                                  max_records_per_shard=options.max_records_per_shard))
         spark = build_spark(config.job_name, config.shuffle_partitions)
         console.print("streaming job running (local Spark, Kinesis source) while the pipe emulator feeds Kinesis…")
         summary = run_stream(spark, config, connection.url, stop_when=drained)
 
-        sql = MergeSql(Dialect.POSTGRES, db_schema=warehouse.db_schema, soft_delete=warehouse.soft_delete)
-        expected = state_from_items(scan_table(moto.resource("dynamodb").Table(TABLE_NAME)))
-        actual = read_state(connection.url, sql, S.ORDERS.names)
-        mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, S.ORDERS.key)]
-        sink = DeltaLake(lake, config.job_name)
-        silver = read_lake_state(sink, S.ORDERS.names)
-        mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, S.ORDERS.key)]
+        sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, soft_delete=warehouse.soft_delete)
+        expected = state_from_items(scan_table(moto.resource("dynamodb").Table(table_name)), entity)
+        actual = read_state(connection.url, sql, entity.names)
+        mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, entity.keys)]
+        sink = DeltaLake(lake, config.job_name, entity)
+        silver = read_lake_state(sink, entity.names)
+        mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
         tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
         if not lake.soft_delete:
             tables["tombstones"] = sink.tombstones_uri

@@ -1,6 +1,7 @@
-"""Faker order generator: a reproducible plan of inserts, updates and deletes, written either to the
-DynamoDB table (real CDC events then flow through its stream) or straight to fixture files in the Pipe
-payload format (offline tests, benchmarks).
+"""Faker generator: a reproducible plan of inserts, updates and deletes of a contract's items, written either
+to the DynamoDB table (real CDC events then flow through its stream) or straight to fixture files in the
+Pipe payload format (offline tests, benchmarks). The orders contract gets realistic orders (catalogue
+products and prices); any other contract gets random values of each attribute's type.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from faker import Faker
+from pyspark.sql import types as T
 
 from . import schema as S
-from .records import stream_record, to_json_line
+from .records import item_key, stream_record, to_json_line
 
 # Unit price range per catalogue product (the GX suite's catalogue check uses the same list).
 CATALOGUE: dict[str, tuple[Decimal, Decimal]] = {
@@ -29,23 +31,30 @@ CATALOGUE: dict[str, tuple[Decimal, Decimal]] = {
     "Charger": (Decimal("9.00"), Decimal("59.00")),
 }
 MAX_QUANTITY = 5
+DEFAULT_START = datetime(2026, 11, 25, tzinfo=UTC)
 MAX_BUFFER_SECONDS = 0.2  # with --rate, an insert waits at most this long for its BatchWriteItem
 
 
 @dataclass(frozen=True)
 class Operation:
     op: str  # INSERT, MODIFY, REMOVE
-    key: str
+    key: tuple  # the item's key values: partition key, then sort key if the table has one
     item: dict[str, Any] | None  # full new item (INSERT/MODIFY), None for REMOVE
     old: dict[str, Any] | None  # previous item (MODIFY/REMOVE)
 
 
+class ItemFactory(Protocol):
+    def item(self, n: int) -> dict[str, Any]: ...
+
+    def change(self, item: dict[str, Any]) -> dict[str, Any]: ...
+
+
 @dataclass
 class OrderFactory:
-    """Deterministic fake orders for a seed."""
+    """The orders flavour: deterministic fake orders for a seed, within the orders suite's business rules."""
 
     seed: int = 42
-    start: datetime = datetime(2026, 11, 25, tzinfo=UTC)
+    start: datetime = DEFAULT_START
     _faker: Faker = field(init=False, repr=False)
     _random: random.Random = field(init=False, repr=False)
 
@@ -59,7 +68,7 @@ class OrderFactory:
         cents = self._random.randint(int(low * 100), int(high * 100))
         return (Decimal(cents) / 100).quantize(Decimal("0.01"))
 
-    def order(self, n: int) -> dict[str, Any]:
+    def item(self, n: int) -> dict[str, Any]:
         product = self._random.choice(sorted(CATALOGUE))
         customer = self._random.randint(1, 500)
         return {
@@ -82,16 +91,103 @@ class OrderFactory:
         return changed
 
 
-def plan(count: int, *, update_share: float = 0.2, delete_share: float = 0.1, seed: int = 42,
-         start: datetime | None = None) -> list[Operation]:
-    """``count`` operations: inserts, plus updates and deletes of live orders in the given shares.
-    Order ``n`` is created ``n`` seconds after ``start`` (default: a fixed date, for reproducible fixtures)."""
+@dataclass
+class ContractFactory:
+    """Items of any contract: each attribute a random value of its type (optional ones absent one time in
+    five), keys unique per item (with a sort key, several items share a partition)."""
+
+    entity: S.EntitySchema
+    seed: int = 42
+    start: datetime = DEFAULT_START
+    _faker: Faker = field(init=False, repr=False)
+    _random: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._faker = Faker()
+        self._faker.seed_instance(self.seed)
+        self._random = random.Random(self.seed)
+
+    def item(self, n: int) -> dict[str, Any]:
+        item = {k: self._key_value(f, n) for k, f in zip(self.entity.keys, self.entity.key_fields, strict=True)}
+        for f in self.entity.fields:
+            if f.name not in item and (f.required or self._random.random() < 0.8):
+                item[f.name] = self.value(f, n)
+        return item
+
+    def change(self, item: dict[str, Any]) -> dict[str, Any]:
+        candidates = [f for f in self.entity.fields if f.name not in self.entity.keys]
+        if not candidates:
+            return dict(item)
+        changed_field = self._random.choice(candidates)
+        return {**item, changed_field.name: self.value(changed_field, self._random.randint(0, 10**6))}
+
+    def _key_value(self, key: S.Field, n: int) -> Any:
+        # a sort key makes items share partitions: partition = n // 4, sort = n
+        number = n // 4 if len(self.entity.keys) == 2 and key.name == self.entity.keys[0] else n
+        if key.ddb_type == "N":
+            return number if not isinstance(key.spark_type, T.DecimalType) else Decimal(number)
+        if key.ddb_type == "B":
+            return f"k-{number:08d}".encode()
+        return f"{key.name[:8]}-{number:08d}"
+
+    def value(self, f: S.Field, n: int) -> Any:
+        t, r = f.spark_type, self._random
+        if isinstance(t, T.BooleanType):
+            return r.random() < 0.5
+        if isinstance(t, T.TimestampType):
+            moment = self.start + timedelta(seconds=n)
+            return int(moment.timestamp()) if f.ddb_type == "N" else moment.isoformat().replace("+00:00", "Z")
+        if isinstance(t, T.DateType):
+            return (self.start + timedelta(days=n % 365)).date().isoformat()
+        if isinstance(t, T.IntegerType):
+            return r.randint(0, 10_000)
+        if isinstance(t, T.LongType):
+            return r.randint(0, 2**40)
+        if isinstance(t, T.DecimalType):
+            whole = 10 ** min(t.precision - t.scale, 9) - 1
+            return (Decimal(r.randint(0, whole * 10**t.scale)) / 10**t.scale).quantize(Decimal(1).scaleb(-t.scale))
+        if isinstance(t, T.DoubleType):
+            return Decimal(r.randint(0, 10**6)) / 1000
+        return self._text_value(f)
+
+    def _text_value(self, f: S.Field) -> Any:
+        words = self._faker.words(self._random.randint(1, 3))
+        if f.ddb_type == "M":
+            return {"note": " ".join(words), "count": Decimal(self._random.randint(0, 99)), "tags": words}
+        if f.ddb_type == "L":
+            return [*words, Decimal(self._random.randint(0, 99))]
+        if f.ddb_type == "SS":
+            return set(words)
+        if f.ddb_type == "NS":
+            return {Decimal(self._random.randint(0, 999)) for _ in words}
+        if f.ddb_type == "BS":
+            return {w.encode() for w in words}
+        return " ".join(words)
+
+
+ORDER_COLUMNS = frozenset({"orderid", "product_name", "quantity", "price", "customer_id", "customer_name",
+                           "created_at"})
+
+
+def factory_for(entity: S.EntitySchema, seed: int = 42, start: datetime = DEFAULT_START) -> ItemFactory:
+    """The orders flavour for the orders contract (catalogue products, prices in range), else items made
+    from the contract's types alone."""
+    if entity.keys == ("orderid",) and set(entity.names) == ORDER_COLUMNS:
+        return OrderFactory(seed, start)
+    return ContractFactory(entity, seed, start)
+
+
+def plan(count: int, *, entity: S.EntitySchema, update_share: float = 0.2, delete_share: float = 0.1,
+         seed: int = 42, start: datetime | None = None) -> list[Operation]:
+    """``count`` operations on ``entity``'s table: inserts, plus updates and deletes of live items in the
+    given shares. Item ``n`` is created ``n`` seconds after ``start`` (default: a fixed date, for
+    reproducible fixtures)."""
     if not (update_share >= 0 and delete_share >= 0 and update_share + delete_share < 1):
         raise ValueError("update_share and delete_share must be >= 0 and add up to less than 1")
-    factory = OrderFactory(seed) if start is None else OrderFactory(seed, start)
+    factory = factory_for(entity, seed, start or DEFAULT_START)
     chooser = random.Random(seed + 1)
-    live: dict[str, dict[str, Any]] = {}
-    live_keys: list[str] = []
+    live: dict[tuple, dict[str, Any]] = {}
+    live_keys: list[tuple] = []
     operations: list[Operation] = []
     for n in range(count):
         roll = chooser.random()
@@ -107,15 +203,16 @@ def plan(count: int, *, update_share: float = 0.2, delete_share: float = 0.1, se
             live_keys.pop()
             operations.append(Operation("REMOVE", key, None, live.pop(key)))
         else:
-            item = factory.order(n)
-            live[item["orderid"]] = item
-            live_keys.append(item["orderid"])
-            operations.append(Operation("INSERT", item["orderid"], item, None))
+            item = factory.item(n)
+            key = tuple(item[k] for k in entity.keys)
+            live[key] = item
+            live_keys.append(key)
+            operations.append(Operation("INSERT", key, item, None))
     return operations
 
 
-def final_state(operations: list[Operation]) -> dict[str, dict[str, Any]]:
-    state: dict[str, dict[str, Any]] = {}
+def final_state(operations: list[Operation]) -> dict[tuple, dict[str, Any]]:
+    state: dict[tuple, dict[str, Any]] = {}
     for operation in operations:
         if operation.op == "REMOVE":
             state.pop(operation.key, None)
@@ -125,18 +222,18 @@ def final_state(operations: list[Operation]) -> dict[str, dict[str, Any]]:
 
 
 # --- fixture mode ----------------------------------------------------------------------------------
-def write_fixtures(operations: list[Operation], folder: Path, *, records_per_file: int = 1000,
+def write_fixtures(operations: list[Operation], folder: Path, *, entity: S.EntitySchema, records_per_file: int = 1000,
                    first_sequence: int = 10**20, start: datetime | None = None) -> list[Path]:
     """The plan as Pipe payload JSON-lines files (what Kinesis would carry), sequence numbers increasing."""
     folder.mkdir(parents=True, exist_ok=True)
-    start = start or datetime(2026, 11, 25, tzinfo=UTC)
+    start = start or DEFAULT_START
     paths: list[Path] = []
     for chunk_start in range(0, len(operations), records_per_file):
         chunk = operations[chunk_start:chunk_start + records_per_file]
-        path = folder / f"orders-{chunk_start // records_per_file:05d}.jsonl"
+        path = folder / f"{entity.name}-{chunk_start // records_per_file:05d}.jsonl"
         lines = [
             to_json_line(stream_record(
-                o.op, first_sequence + chunk_start + i, key=o.key, new=o.item, old=o.old,
+                o.op, first_sequence + chunk_start + i, entity=entity, key=o.key, new=o.item, old=o.old,
                 event_time=int(start.timestamp()) + chunk_start + i))
             for i, o in enumerate(chunk)
         ]
@@ -174,13 +271,12 @@ def _put_batch(dynamodb, table_name: str, items: list[dict[str, Any]], max_round
     raise RuntimeError(f"{len(requests)} items still unprocessed after {max_rounds} rounds")
 
 
-def write_to_dynamodb(operations: list[Operation], dynamodb, table_name: str, *, rate: float | None = None,
-                      progress=None) -> Counter:
+def write_to_dynamodb(operations: list[Operation], dynamodb, table_name: str, *, entity: S.EntitySchema,
+                      rate: float | None = None, progress=None) -> Counter:
     """Write the plan to DynamoDB (``dynamodb`` is a boto3 resource): inserts in BatchWriteItem
     batches of 25, changes with UpdateItem / DeleteItem. Pending inserts are flushed before any change,
     so a change never overtakes the insert it modifies (UpdateItem would otherwise create the item)."""
     counts: Counter = Counter()
-    key = S.ORDERS.key
     table = dynamodb.Table(table_name)
     pending: list[dict[str, Any]] = []
     pending_since = 0.0
@@ -200,14 +296,15 @@ def write_to_dynamodb(operations: list[Operation], dynamodb, table_name: str, *,
         else:
             flush()
             if operation.op == "MODIFY":
-                changed = {k: v for k, v in operation.item.items() if k != key and operation.old.get(k) != v}
+                changed = {k: v for k, v in operation.item.items()
+                           if k not in entity.keys and operation.old.get(k) != v}
                 table.update_item(
-                    Key={key: operation.key},
+                    Key=item_key(entity, operation.key),
                     UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(changed))),
                     ExpressionAttributeNames={f"#a{i}": k for i, k in enumerate(changed)},
                     ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(changed.values())})
             else:
-                table.delete_item(Key={key: operation.key})
+                table.delete_item(Key=item_key(entity, operation.key))
         counts[operation.op] += 1
         if progress is not None:
             progress()

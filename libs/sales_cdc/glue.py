@@ -11,7 +11,6 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from pyspark.sql import types as T
 
 from . import schema as S
 from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
-from .contract import load_contract
+from .contract import DEFAULT_CONTRACT, load_contract
 from .lake import LakeConfig
 from .sql import Dialect, MergeSql
 
@@ -65,7 +64,8 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("expectations_uri", "", "s3:// prefix of the expectations/ project (deploy uploads it)"),
     GlueParam("docs_location", "", "s3://bucket/prefix of the Data Docs site; empty: no docs"),
     GlueParam("docs_index_batches", str(DqConfig.docs_index_batches), "the Data Docs index lists this many batches"),
-    GlueParam("price_ceiling", str(DqConfig.price_ceiling), "$PARAMETER price_ceiling of the orders suite"),
+    GlueParam("dq_params", "{}", "values of the suites' $PARAMETERs as a JSON object, e.g. "
+              '{"price_ceiling": "5000"}; a parameter not given keeps its suite\'s default'),
     GlueParam("dq_result_format", DqConfig.result_format, "GX result format: SUMMARY or BOOLEAN_ONLY"),
     GlueParam("alert_quarantine_share", str(DqConfig.alert_quarantine_share),
               "alert when a batch quarantines more than this share"),
@@ -165,8 +165,18 @@ def fetch_contract(s3, uri: str, destination: Path) -> S.EntitySchema:
     return load_contract(target).entity
 
 
-def job_config(args: dict[str, str], expectations_dir: Path | None,
-               entity: S.EntitySchema = S.ORDERS) -> JobConfig:
+def dq_params(text: str) -> tuple[tuple[str, str], ...]:
+    """``--dq_params`` (a JSON object of name -> value) as ``DqConfig.params``."""
+    try:
+        values = json.loads(text or "{}")
+    except ValueError:
+        values = None
+    if not isinstance(values, dict):
+        raise SystemExit(f"--dq_params must be a JSON object such as {{\"price_ceiling\": \"5000\"}}, not {text!r}")
+    return tuple((name, str(value)) for name, value in values.items())
+
+
+def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.EntitySchema) -> JobConfig:
     soft_delete = _flag(args["soft_delete"])
     lake = None
     if args["lake_root"]:
@@ -178,7 +188,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None,
     if _flag(args["dq"]):
         dq = DqConfig(expectations_dir=expectations_dir or Path("expectations"),
                       docs_location=args["docs_location"] or None,
-                      docs_index_batches=int(args["docs_index_batches"]), price_ceiling=Decimal(args["price_ceiling"]),
+                      docs_index_batches=int(args["docs_index_batches"]), params=dq_params(args["dq_params"]),
                       result_format=args["dq_result_format"],
                       alert_quarantine_share=float(args["alert_quarantine_share"]),
                       sns_topic_arn=args["sns_topic_arn"] or None)
@@ -231,7 +241,8 @@ def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) 
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-"))
     expectations = fetch_expectations(clients("s3"), args["expectations_uri"], workdir / "expectations") \
         if _flag(args["dq"]) and args["expectations_uri"] else None
-    entity = fetch_contract(clients("s3"), args["contract_uri"], workdir) if args["contract_uri"] else S.ORDERS
+    entity = fetch_contract(clients("s3"), args["contract_uri"], workdir) if args["contract_uri"] \
+        else load_contract(DEFAULT_CONTRACT).entity
     config = job_config(args, expectations, entity)
     warehouse = warehouse_for(args, config, clients)
     handler = batch_handler(config, warehouse)

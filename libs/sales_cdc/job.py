@@ -92,10 +92,9 @@ def warehouse_connection(config: WarehouseConfig):
         server.cleanup()
 
 
-def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str,
-                       entity: S.EntitySchema = S.ORDERS) -> PostgresWarehouse:
-    sql = MergeSql(Dialect.POSTGRES, db_schema=config.db_schema, table=config.table, soft_delete=config.soft_delete,
-                   entity=entity)
+def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str, entity: S.EntitySchema) -> PostgresWarehouse:
+    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=config.db_schema, table=config.table,
+                   soft_delete=config.soft_delete)
     warehouse = PostgresWarehouse(url, sql, job_name)
     warehouse.ensure_tables()
     return warehouse
@@ -187,7 +186,7 @@ def alerter_for(dq: DqConfig | None):
 def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
     lake = DeltaLake(config.lake, config.job_name, config.entity) if config.lake else None
-    quality = DataQuality(config.dq, config.job_name, config.entity) if config.dq else None
+    quality = DataQuality(config.dq, config.entity, config.job_name) if config.dq else None
     return BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=alerter_for(config.dq),
                         job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds, entity=config.entity,
                         alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)

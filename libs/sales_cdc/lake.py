@@ -67,7 +67,7 @@ def moto_storage_options(endpoint: str, region: str = "us-east-1") -> dict[str, 
 
 
 class DeltaLake:
-    def __init__(self, config: LakeConfig, job_name: str, entity: S.EntitySchema = S.ORDERS):
+    def __init__(self, config: LakeConfig, job_name: str, entity: S.EntitySchema):
         self.config = config
         self.job_name = job_name
         self.entity = entity
@@ -118,33 +118,37 @@ class DeltaLake:
                         commit_properties=self._commit(app_id, batch_id))
 
     # --- silver -------------------------------------------------------------------------------------
-    def _key_sequences(self, uri: str, keys: pa.Array) -> pa.Table | None:
-        """Key + sequence of the rows of the Delta table at ``uri`` whose key is in ``keys`` (None: no table)."""
+    def _key_sequences(self, uri: str, like: pa.Schema) -> pa.Table | None:
+        """Key + sequence of every row of the Delta table at ``uri``, the key typed as in ``like`` (None: no
+        table). Read whole and joined by the caller: pyarrow's dataset filter fails on delta-rs' string_view
+        statistics. Short columns; compaction keeps the tables' files few."""
         table = self.table(uri)
         if table is None:
             return None
-        key = self.entity.key
-        # Read key + sequence and filter here: pyarrow's dataset filter fails on delta-rs' string_view
-        # statistics. Two short columns; compaction keeps the tables' files few.
-        rows = table.to_pyarrow_table(columns=[key, S.CDC_SEQUENCE])
-        rows = rows.cast(pa.schema([(key, pa.string()), (S.CDC_SEQUENCE, pa.string())]))
-        return rows.filter(pc.is_in(rows[key], value_set=keys.cast(pa.string())))
+        columns = [*self.entity.keys, S.CDC_SEQUENCE]
+        rows = table.to_pyarrow_table(columns=columns)
+        return rows.cast(pa.schema([like.field(k) for k in self.entity.keys] + [(S.CDC_SEQUENCE, pa.string())]))
 
     def _newer_than(self, state: pa.Table, uri: str) -> pa.Table:
         """The sequence guard against one stored table: ``state``'s rows whose key has no row at ``uri``
         or an older one (the warehouse's ``sql.MergeSql.prune_stale``, for Delta)."""
         if state.num_rows == 0:
             return state
-        key = self.entity.key
-        stored = self._key_sequences(uri, state[key])
+        stored = self._key_sequences(uri, state.schema)
         if stored is None or stored.num_rows == 0:
             return state
-        joined = state.join(stored.rename_columns([key, "_stored_seq"]), keys=key, join_type="left outer")
+        keys = list(self.entity.keys)
+        joined = state.join(stored.rename_columns([*keys, "_stored_seq"]), keys=keys, join_type="left outer")
         # Kleene logic: "no stored row (null) OR newer" must be true for a key without a stored row;
         # plain or_ gives null there, and a null filter drops the row
         keep = pc.or_kleene(pc.is_null(joined["_stored_seq"]),
                             pc.greater(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))
         return joined.filter(keep).select(state.column_names).cast(state.schema)
+
+    @property
+    def _key_match(self) -> str:
+        """The merge predicate: target ``t`` and source ``s`` hold the same item (every key column equal)."""
+        return " AND ".join(f"t.{k} = s.{k}" for k in self.entity.keys)
 
     def _with_soft_delete(self, state: pa.Table) -> pa.Table:
         removed = pc.equal(state[S.CDC_OP], "REMOVE")
@@ -157,7 +161,7 @@ class DeltaLake:
         if self.config.soft_delete:
             state = self._with_soft_delete(state)
         silver = self._existing_or_created(self.silver_uri, silver, state)
-        merge = silver.merge(state, predicate=f"t.{self.entity.key} = s.{self.entity.key}", source_alias="s",
+        merge = silver.merge(state, predicate=self._key_match, source_alias="s",
                              target_alias="t", commit_properties=self._commit(app_id, batch_id))
         if self.config.soft_delete:
             merge = merge.when_matched_update_all(predicate=newer).when_not_matched_insert_all()
@@ -178,13 +182,13 @@ class DeltaLake:
         return pa.concat_tables([state.filter(pc.not_equal(state[S.CDC_OP], "REMOVE")), fresh])
 
     def _merge_tombstones(self, tombstones: DeltaTable | None, state: pa.Table, app_id: str, batch_id: int) -> None:
-        columns = [self.entity.key, S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID]
+        columns = [*self.entity.keys, S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID]
         source = state.select(columns)
         tombstones = self._existing_or_created(self.tombstones_uri, tombstones, source)
         ops = state[S.CDC_OP]
         source = source.append_column("_is_remove", pc.equal(ops, "REMOVE"))
         newer = f"s.{S.CDC_SEQUENCE} > t.{S.CDC_SEQUENCE}"
-        (tombstones.merge(source, predicate=f"t.{self.entity.key} = s.{self.entity.key}", source_alias="s",
+        (tombstones.merge(source, predicate=self._key_match, source_alias="s",
                           target_alias="t", commit_properties=self._commit(app_id, batch_id))
          .when_matched_update({c: f"s.{c}" for c in columns}, predicate=f"{newer} AND s._is_remove")
          .when_matched_delete(predicate=f"{newer} AND NOT s._is_remove")  # re-inserted: no longer deleted

@@ -97,7 +97,7 @@ def latest_silver_path(spark: SparkSession, silver_uri: str) -> str | None:
 
 
 class ParquetLayers:
-    def __init__(self, root: str, entity: S.EntitySchema = S.ORDERS, soft_delete: bool = False):
+    def __init__(self, root: str, entity: S.EntitySchema, soft_delete: bool = False):
         root = root.rstrip("/")
         self.entity = entity
         self.soft_delete = soft_delete
@@ -143,7 +143,7 @@ class ParquetLayers:
                 stored = stored.unionByName(tombstones, allowMissingColumns=True)
             candidates = candidates.unionByName(stored.withColumn("_stored", F.lit(1)))
         # the sequence guard: the highest sequence wins; on a tie the stored row stays
-        newest = Window.partitionBy(self.entity.key).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col("_stored").desc())
+        newest = Window.partitionBy(*self.entity.keys).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col("_stored").desc())
         current = (candidates.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
                    .drop("_rank", "_stored").localCheckpoint())  # computed once for both outputs
         snapshot = f"{self.silver_uri}/snapshot={version:09d}"
@@ -154,7 +154,7 @@ class ParquetLayers:
             is_remove = F.col(S.CDC_OP) == F.lit("REMOVE")
             current.where(~is_remove).write.mode("overwrite").parquet(state_path)
             tombstones_path = f"{snapshot}/tombstones"
-            (current.where(is_remove).select(self.entity.key, *TOMBSTONE_COLUMNS)
+            (current.where(is_remove).select(*self.entity.keys, *TOMBSTONE_COLUMNS)
              .write.mode("overwrite").parquet(tombstones_path))
         commit = SilverCommit(version, stream_id, batch_id, state_path, tombstones_path)
         _write_file_once(spark, f"{self.silver_uri}/{COMMITS}/{version:09d}.json", json.dumps(commit.__dict__))

@@ -14,11 +14,14 @@ import sys
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 
-TABLE_NAME = "OrdersRawTable"
+if TYPE_CHECKING:
+    from .schema import EntitySchema
+
 KINESIS_STREAM = "kinesis-for-sales-data"
 REGION = "us-east-1"
 # botocore retries throttling and transient errors with backoff; the callers never hand-roll this.
@@ -99,12 +102,14 @@ def aws_resource(service: str, *, endpoint: str | None = None, region: str = REG
                           **_local_credentials(endpoint))
 
 
-def create_orders_table(dynamodb_client, table_name: str = TABLE_NAME) -> str:
-    """The source table with its NEW_AND_OLD_IMAGES stream; returns the stream ARN."""
+def create_source_table(dynamodb_client, entity: EntitySchema, table_name: str) -> str:
+    """The source table (the entity's key: partition, then sort key) with its NEW_AND_OLD_IMAGES stream;
+    returns the stream ARN."""
     dynamodb_client.create_table(
         TableName=table_name,
-        KeySchema=[{"AttributeName": "orderid", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "orderid", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": k, "KeyType": kind}
+                   for k, kind in zip(entity.keys, ("HASH", "RANGE"), strict=False)],
+        AttributeDefinitions=[{"AttributeName": f.name, "AttributeType": f.ddb_type} for f in entity.key_fields],
         BillingMode="PAY_PER_REQUEST",
         StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         SSESpecification={"Enabled": True},

@@ -63,13 +63,13 @@ class PipeState:
 
 
 class PipeEmulator:
-    def __init__(self, streams, kinesis, *, stream_arn: str, kinesis_stream: str, key: str = "orderid",
+    def __init__(self, streams, kinesis, *, stream_arn: str, kinesis_stream: str, partition_key: str,
                  state_path: Path | None = None, max_records_per_call: int = 1000):
         self.streams = streams
         self.kinesis = kinesis
         self.stream_arn = stream_arn
         self.kinesis_stream = kinesis_stream
-        self.key = key
+        self.partition_key = partition_key  # the table's partition key attribute: the Kinesis partition key
         self.state = PipeState.load(state_path)
         self.max_records_per_call = max_records_per_call
         self._iterators: dict[str, str | None] = {}
@@ -144,7 +144,7 @@ class PipeEmulator:
     # --- writing to Kinesis ---------------------------------------------------------------------
     def _entry(self, record: dict) -> dict:
         keys = record["dynamodb"]["Keys"]
-        partition_key = next(iter(keys[self.key].values()))
+        partition_key = next(iter(keys[self.partition_key].values()))
         data = json.dumps(pipe_payload(record, self.stream_arn), separators=(",", ":"))
         return {"Data": data.encode("utf-8"), "PartitionKey": str(partition_key)}
 

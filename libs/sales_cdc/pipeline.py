@@ -192,7 +192,7 @@ class BatchHandler:
 
     def __init__(self, *, warehouse: Warehouse, lake: DeltaLake | None = None, quality: DataQuality | None = None,
                  alerter: Alerter | None = None, job_name: str = "sales-cdc", alert_quarantine_share: float = 0.05,
-                 entity: S.EntitySchema = S.ORDERS, default_stream_id: str = "static",
+                 entity: S.EntitySchema, default_stream_id: str = "static",
                  summary: RunSummary | None = None, sink_retry_seconds: float = 0.0):
         self.warehouse = warehouse
         self.lake = lake
@@ -275,7 +275,7 @@ class BatchHandler:
             clock.lap("decode")
             # the deduped state is read by GX, the collect and the lake: materialised here, so that the
             # data-quality time is data quality only
-            state = materialized(to_state_rows(latest_per_key(events, self.entity.key), batch_id, self.entity))
+            state = materialized(to_state_rows(latest_per_key(events, self.entity.keys), batch_id, self.entity))
             clock.lap("dedupe")
             outcome = None
             if self.quality is not None and decoded.valid:

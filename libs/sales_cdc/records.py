@@ -51,23 +51,36 @@ def to_typed_image(item: Mapping[str, Any]) -> dict[str, Any]:
     return json_safe({k: _serializer.serialize(prepare(v)) for k, v in item.items()}, sort_sets=True)
 
 
+def item_key(entity: S.EntitySchema, key: Any) -> dict[str, Any]:
+    """``key`` as DynamoDB's Key of an item: a mapping of the key attributes as it is, or the value of a
+    one-attribute key, or a tuple of the partition and sort key values."""
+    if isinstance(key, Mapping):
+        return {k: key[k] for k in entity.keys}
+    values = key if isinstance(key, tuple) else (key,)
+    if len(values) != len(entity.keys):
+        raise ValueError(f"{entity.name}: a key is ({', '.join(entity.keys)}), got {key!r}")
+    return dict(zip(entity.keys, values, strict=True))
+
+
 def stream_record(
     op: str,
     sequence: int | str,
     *,
-    key: str,
+    entity: S.EntitySchema,
+    key: Any,
     new: Mapping[str, Any] | None = None,
     old: Mapping[str, Any] | None = None,
     event_time: datetime | int | None = None,
     event_id: str | None = None,
-    entity: S.EntitySchema = S.ORDERS,
 ) -> dict[str, Any]:
-    """One stream record as the Pipe puts it on Kinesis (INSERT: new only, REMOVE: old only)."""
+    """One stream record as the Pipe puts it on Kinesis (INSERT: new only, REMOVE: old only); ``key`` as
+    :func:`item_key` takes it."""
     if isinstance(event_time, datetime):
         event_time = int(event_time.timestamp())
+    keys = item_key(entity, key)
     dynamodb: dict[str, Any] = {
         "ApproximateCreationDateTime": event_time if event_time is not None else 1764028800,
-        "Keys": to_typed_image({entity.key: key}),
+        "Keys": to_typed_image(keys),
         "SequenceNumber": str(sequence),
         "SizeBytes": 100,
         "StreamViewType": "NEW_AND_OLD_IMAGES",
@@ -77,7 +90,7 @@ def stream_record(
     if old is not None:
         dynamodb["OldImage"] = to_typed_image(old)
     return {
-        "eventID": event_id or f"{op.lower()}-{key}-{sequence}",
+        "eventID": event_id or f"{op.lower()}-{'-'.join(str(v) for v in keys.values())}-{sequence}",
         "eventName": op,
         "eventVersion": "1.1",
         "eventSource": "aws:dynamodb",

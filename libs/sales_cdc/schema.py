@@ -65,10 +65,13 @@ class Field:
 
 @dataclass(frozen=True)
 class EntitySchema:
-    """The DynamoDB entity replicated by the pipeline: its key and its typed attributes."""
+    """The DynamoDB entity replicated by the pipeline: its key and its typed attributes.
+
+    ``keys`` is the table's key: the partition key, then the sort key if the table has one. Every sink
+    merges on all of them (one row per item)."""
 
     name: str
-    key: str
+    keys: tuple[str, ...]
     fields: tuple[Field, ...]
 
     def __post_init__(self) -> None:
@@ -76,8 +79,15 @@ class EntitySchema:
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: duplicate field names")
-        if self.key not in names:
-            raise ValueError(f"{self.name}: key {self.key!r} is not a field")
+        if isinstance(self.keys, str) or not 1 <= len(self.keys) <= 2:
+            raise ValueError(f"{self.name}: keys is a tuple of the partition key and the optional sort key")
+        for key in self.keys:
+            if key not in names:
+                raise ValueError(f"{self.name}: key {key!r} is not a field")
+
+    @property
+    def key_fields(self) -> tuple[Field, ...]:
+        return tuple(self.field(k) for k in self.keys)
 
     @property
     def names(self) -> list[str]:
@@ -128,29 +138,20 @@ RESERVED_COLUMNS = frozenset({*(f.name for f in (*SOURCE_FIELDS, *CDC_FIELDS)), 
                               UNMAPPED, IS_DELETED, DELETED_AT, EVENT_DATE, DECODE_ERRORS, "loaded_at"})
 
 
-def _default_entity() -> EntitySchema:
-    from .contract import DEFAULT_CONTRACT, load_contract  # the contract module reads this one's types
-
-    return load_contract(DEFAULT_CONTRACT).entity
 
 
-# The default entity: the tutorial's orders table, from its contract file (contracts/orders.yaml)
-ORDERS = _default_entity()
-
-
-def event_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
+def event_fields(entity: EntitySchema) -> tuple[Field, ...]:
     """Columns of a flattened event: cdc metadata, key, both images, unmapped attributes, source."""
-    key = entity.field(entity.key)
     images: list[Field] = []
     for prefix in (NEW_PREFIX, OLD_PREFIX):
         images += [Field(prefix + f.name, f.spark_type, description=f.description) for f in entity.fields]
         images.append(Field(prefix + UNMAPPED, T.StringType(), description="Unmapped attributes, typed JSON"))
     warnings = Field(CDC_WARNINGS, T.ArrayType(T.StringType()), nullable=False,
                      description="Non-fatal decode problems (e.g. an old image value that does not decode)")
-    return (*CDC_FIELDS, key, *images, warnings, *SOURCE_FIELDS)
+    return (*CDC_FIELDS, *entity.key_fields, *images, warnings, *SOURCE_FIELDS)
 
 
-def event_schema(entity: EntitySchema = ORDERS) -> T.StructType:
+def event_schema(entity: EntitySchema) -> T.StructType:
     return T.StructType([f.struct_field() for f in event_fields(entity)])
 
 
@@ -165,27 +166,27 @@ SOFT_DELETE_FIELDS: tuple[Field, ...] = (
 )
 
 
-def state_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
+def state_fields(entity: EntitySchema) -> tuple[Field, ...]:
     """Columns of a current-state row (soft-delete columns are added by the sink when enabled)."""
     unmapped = Field(UNMAPPED, T.StringType(), description="Attributes not in the schema, DynamoDB typed JSON")
     return (*entity.fields, unmapped, *STATE_CDC_FIELDS)
 
 
-def state_schema(entity: EntitySchema = ORDERS) -> T.StructType:
+def state_schema(entity: EntitySchema) -> T.StructType:
     return T.StructType([f.struct_field() for f in state_fields(entity)])
 
 
 # --- raw / bronze (lake) ----------------------------------------------------------------------------
 
 
-def raw_fields(entity: EntitySchema = ORDERS) -> tuple[Field, ...]:
+def raw_fields(entity: EntitySchema) -> tuple[Field, ...]:
     """Every record as received, what could be read of it, and the batch that brought it."""
     return (
         *SOURCE_FIELDS,
         Field(CDC_EVENT_ID, T.StringType()),
         Field(CDC_OP, T.StringType()),
         Field(CDC_SEQUENCE, T.StringType()),
-        Field(entity.key, T.StringType()),
+        *(Field(k, T.StringType()) for k in entity.keys),  # as read: raw rows may not decode
         Field(CDC_EVENT_TIME, T.TimestampType()),
         Field(DECODE_ERRORS, T.StringType(), description="Null when the record decoded; else the reasons"),
         Field(CDC_BATCH_ID, T.LongType(), nullable=False),

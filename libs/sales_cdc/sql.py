@@ -116,8 +116,8 @@ class MergeSql:
     """SQL for one entity's current-state table and its companions in one database schema."""
 
     dialect: Dialect
+    entity: S.EntitySchema
     db_schema: str = "sales"
-    entity: S.EntitySchema = S.ORDERS
     soft_delete: bool = False
     table: str | None = None  # defaults to the entity name
 
@@ -179,7 +179,7 @@ class MergeSql:
     @property
     def tombstone_fields(self) -> tuple[S.Field, ...]:
         by_name = {f.name: f for f in self.state_fields}
-        return (self.entity.field(self.entity.key), *[by_name[n] for n in TOMBSTONE_FIELDS_EXTRA])
+        return (*self.entity.key_fields, *[by_name[n] for n in TOMBSTONE_FIELDS_EXTRA])
 
     def _param(self, name: str) -> str:
         return f"%({name})s" if self.dialect is Dialect.POSTGRES else f":{name}"
@@ -192,17 +192,22 @@ class MergeSql:
         cols = ", ".join(quote(k) for k in keys)
         return (f"PRIMARY KEY ({cols})",)
 
-    def _table_suffix(self, key: str) -> str:
-        # Redshift: co-locate and sort by the merge key so DELETE ... USING joins locally.
-        return f" DISTKEY({quote(key)}) SORTKEY({quote(key)})" if self.dialect is Dialect.REDSHIFT else ""
+    def _table_suffix(self) -> str:
+        # Redshift: co-locate by the partition key and sort by the whole key so DELETE ... USING joins locally.
+        sort = ", ".join(quote(k) for k in self.entity.keys)
+        return f" DISTKEY({quote(self.entity.keys[0])}) SORTKEY({sort})" if self.dialect is Dialect.REDSHIFT else ""
+
+    def _key_match(self, left: str, right: str) -> str:
+        """``left`` and ``right`` (aliases or tables) hold the same item: every key column equal."""
+        return " AND ".join(f"{left}.{quote(k)} = {right}.{quote(k)}" for k in self.entity.keys)
 
     # --- DDL -----------------------------------------------------------------------------------
-    def _create_table(self, table: str, fields, extra: tuple[str, ...] = (), key: str | None = None) -> str:
-        suffix = self._table_suffix(key) if key else ""
+    def _create_table(self, table: str, fields, extra: tuple[str, ...] = (), keyed: bool = False) -> str:
+        suffix = self._table_suffix() if keyed else ""
         return f"CREATE TABLE IF NOT EXISTS {table} (\n  {self._column_defs(fields, extra)}\n){suffix}"
 
     def create_statements(self) -> list[str]:
-        key = self.entity.key
+        key = list(self.entity.keys)
         target_fields = self.state_fields + (S.SOFT_DELETE_FIELDS if self.soft_delete else ())
 
         def now_column(name: str) -> str:
@@ -211,14 +216,16 @@ class MergeSql:
         ledger_key = self._key_clauses(["job_name", "stream_id", "batch_id"])
         statements = [
             f"CREATE SCHEMA IF NOT EXISTS {quote(self.db_schema)}",
-            self._create_table(self.target, target_fields, (now_column("loaded_at"), *self._key_clauses([key])), key),
+            self._create_table(self.target, target_fields, (now_column("loaded_at"), *self._key_clauses(key)),
+                               keyed=True),
             self._create_table(self.quarantine, S.QUARANTINE_FIELDS, (now_column("quarantined_at"),)),
             self._create_table(self.ledger, LEDGER_FIELDS, (now_column("committed_at"), *ledger_key)),
             self._create_table(self.dq_results, S.DQ_RESULT_FIELDS,
                                self._key_clauses(["job_name", "stream_id", "batch_id", "validated_at", "rule"])),
         ]
         if not self.soft_delete:
-            statements.append(self._create_table(self.tombstones, self.tombstone_fields, self._key_clauses([key]), key))
+            statements.append(self._create_table(self.tombstones, self.tombstone_fields, self._key_clauses(key),
+                                                 keyed=True))
         return statements
 
     def create_stage(self) -> str:
@@ -240,7 +247,7 @@ class MergeSql:
 
     def ledger_insert(self) -> str:
         """Counts come from the stage after the sequence guard pruned it (so they are what is applied)."""
-        op, k = quote(S.CDC_OP), quote(self.entity.key)
+        op, k = quote(S.CDC_OP), quote(self.entity.keys[0])
         return (
             f"INSERT INTO {self.ledger} ({', '.join(quote(f.name) for f in LEDGER_FIELDS)})\n"
             f"SELECT {self._param('job_name')}, {self._param('stream_id')}, {self._param('batch_id')},"
@@ -272,7 +279,7 @@ class MergeSql:
 
     def ledger_insert_from_meta(self, meta: str) -> str:
         """The ledger row with the batch's values read from the one-row ``meta`` stage."""
-        op, k = quote(S.CDC_OP), quote(self.entity.key)
+        op, k = quote(S.CDC_OP), quote(self.entity.keys[0])
         m = {f.name: f"m.{quote(f.name)}" for f in BATCH_META_FIELDS}
         return (
             f"INSERT INTO {self.ledger} ({', '.join(quote(f.name) for f in LEDGER_FIELDS)})\n"
@@ -289,13 +296,12 @@ class MergeSql:
 
     # --- merge ---------------------------------------------------------------------------------
     def _newer_than(self, table: str, alias: str) -> str:
-        k, seq = quote(self.entity.key), quote(S.CDC_SEQUENCE)
+        seq = quote(S.CDC_SEQUENCE)
         return (f"DELETE FROM {self.stage} USING {table} AS {alias}\n"
-                f"WHERE {self.stage}.{k} = {alias}.{k} AND {self.stage}.{seq} <= {alias}.{seq}")
+                f"WHERE {self._key_match(self.stage, alias)} AND {self.stage}.{seq} <= {alias}.{seq}")
 
     def _superseded(self, table: str, table_name: str) -> str:
-        k = quote(self.entity.key)
-        return f"DELETE FROM {table} USING {self.stage} AS s\nWHERE {quote(table_name)}.{k} = s.{k}"
+        return f"DELETE FROM {table} USING {self.stage} AS s\nWHERE {self._key_match(quote(table_name), 's')}"
 
     def prune_stale(self) -> list[str]:
         statements = [self._newer_than(self.target, "t")]

@@ -10,16 +10,17 @@ from pyspark.sql import types as T
 from . import schema as S
 
 
-def latest_per_key(events: DataFrame, key: str = S.ORDERS.key) -> DataFrame:
-    """Keep one event per key: the highest sequence (ties, i.e. redeliveries, broken by event id).
+def latest_per_key(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
+    """Keep one event per key (``keys``: the entity's key columns): the highest sequence (ties, i.e.
+    redeliveries, broken by event id).
 
     ``cdc_sequence`` is zero-padded, so string order is numeric order.
     """
-    by_recency = Window.partitionBy(key).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col(S.CDC_EVENT_ID).desc())
+    by_recency = Window.partitionBy(*keys).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col(S.CDC_EVENT_ID).desc())
     return events.withColumn("_rank", F.row_number().over(by_recency)).where("_rank = 1").drop("_rank")
 
 
-def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
     """Event rows -> current-state rows (``schema.state_fields``).
 
     INSERT/MODIFY carry the new image; a REMOVE carries the old image (what was deleted), which a
@@ -30,7 +31,7 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema = S.O
     def image_value(name: str):
         return F.when(is_remove, F.col(S.OLD_PREFIX + name)).otherwise(F.col(S.NEW_PREFIX + name)).alias(name)
 
-    values = [F.col(entity.key) if f.name == entity.key else image_value(f.name) for f in entity.fields]
+    values = [F.col(f.name) if f.name in entity.keys else image_value(f.name) for f in entity.fields]
     return events.select(
         *values,
         image_value(S.UNMAPPED),
@@ -39,12 +40,21 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema = S.O
     )
 
 
-def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
     """Decoded rows (with ``cdc_errors``) -> raw/bronze rows (``schema.raw_fields``), malformed ones included."""
     errors = F.when(F.size(S.CDC_ERRORS) > 0, F.array_join(S.CDC_ERRORS, "; "))
     event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date("source_arrival_time"), F.current_date())
-    columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date}
+    columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date,
+               **{k: F.col(k).cast("string") for k in entity.keys}}
     return decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
+
+
+def record_key(entity: S.EntitySchema) -> Column:
+    """The key as one text (quarantine ``record_key``): the value of a one-attribute key; for a partition +
+    sort key, both as a JSON object (``{"pk":"a","sk":1}``)."""
+    if len(entity.keys) == 1:
+        return F.col(entity.keys[0]).cast("string")
+    return F.to_json(F.struct(*entity.keys))
 
 
 TRUNCATED = " ...[truncated: the raw layer keeps it whole]"
@@ -61,11 +71,11 @@ def storable_text(value: Column, column: str) -> Column:
 
 
 def to_quarantine_rows(records: DataFrame, reason: Column, batch_id: int, stage: str,
-                       entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+                       entity: S.EntitySchema) -> DataFrame:
     """Rejected records -> quarantine rows (``schema.QUARANTINE_FIELDS``): reason, ids and the raw payload.
     Text is made storable (:func:`storable_text`): a bad record must never make its quarantine row fail."""
     values = {S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), "stage": F.lit(stage), S.QUARANTINE_REASON: reason,
-              S.CDC_EVENT_ID: F.col(S.CDC_EVENT_ID), "record_key": F.col(entity.key),
+              S.CDC_EVENT_ID: F.col(S.CDC_EVENT_ID), "record_key": record_key(entity),
               **{f.name: F.col(f.name) for f in S.SOURCE_FIELDS}}
     return records.select(*[
         (storable_text(values[f.name], f.name) if isinstance(f.spark_type, T.StringType) else values[f.name])
@@ -73,7 +83,7 @@ def to_quarantine_rows(records: DataFrame, reason: Column, batch_id: int, stage:
 
 
 def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,
-                       entity: S.EntitySchema = S.ORDERS, stage: str = S.DQ_STAGE) -> DataFrame:
+                       entity: S.EntitySchema, stage: str = S.DQ_STAGE) -> DataFrame:
     """Events whose latest-per-key row was rejected (``rejected``: event id + reason) by a data-quality rule,
     or by the sink ``stage`` names, with their payload. A redelivered event (same event id twice in the
     batch) is quarantined once."""
@@ -86,7 +96,7 @@ WAREHOUSE_STAGE = "warehouse"  # quarantine ``stage`` of state rows the warehous
 
 
 def warehouse_quarantine_rows(events: DataFrame, refused: pa.Table, reasons: dict[int, str], batch_id: int,
-                              entity: S.EntitySchema = S.ORDERS) -> pa.Table:
+                              entity: S.EntitySchema) -> pa.Table:
     """Quarantine rows (Arrow) for the state rows the warehouse refused: each with the warehouse's reason and
     the payload of the event it came from (``reasons`` by row index of the rows before the split, in order)."""
     why = [f"the warehouse refused the row: {reasons[i]}" for i in sorted(reasons)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,6 +13,7 @@ import psycopg
 from pyspark.sql import types as T
 
 from . import schema as S
+from .records import to_typed_image
 from .sql import MergeSql, quote
 
 
@@ -29,7 +30,7 @@ def read_state(url: str, sql: MergeSql, columns: list[str]) -> list[dict[str, An
     """Current rows (soft-deleted rows excluded) ordered by key, as normalised dicts."""
     where = f" WHERE NOT {quote('is_deleted')}" if sql.soft_delete else ""
     query = (f"SELECT {', '.join(quote(c) for c in columns)} FROM {sql.target}{where}"
-             f" ORDER BY {quote(sql.entity.key)}")
+             f" ORDER BY {', '.join(quote(k) for k in sql.entity.keys)}")
     with psycopg.connect(url) as conn:
         rows = conn.execute(query).fetchall()
     return [{c: normalise(v) for c, v in zip(columns, row, strict=True)} for row in rows]
@@ -43,23 +44,35 @@ def read_lake_state(lake, columns: list[str]) -> list[dict[str, Any]]:
     rows = silver.to_pyarrow_table().to_pylist()
     if lake.config.soft_delete:
         rows = [r for r in rows if not r[S.IS_DELETED]]
-    return sorted(({c: normalise(r[c]) for c in columns} for r in rows), key=lambda r: r[lake.entity.key])
+    return sorted(({c: normalise(r[c]) for c in columns} for r in rows), key=_sort_key(lake.entity))
 
 
 def load_expected(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _sort_key(entity: S.EntitySchema):
+    return lambda row: tuple(str(row[k]) for k in entity.keys)
+
+
 def _comparable(column: str, value: Any) -> Any:
-    if column.endswith("unmapped_attributes") and isinstance(value, str):
-        return json.loads(value)  # key order inside the JSON text does not matter
+    """JSON text (unmapped attributes, json columns) compares as what it holds: key order does not matter."""
+    if isinstance(value, str) and value[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
     return value
 
 
-def diff_rows(actual: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[str, Any]], key: str) -> list[str]:
-    """Human-readable differences, keyed by ``key``; empty when the row sets are equal."""
-    by_key_actual = {row[key]: row for row in actual}
-    by_key_expected = {row[key]: row for row in expected}
+def diff_rows(actual: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[str, Any]],
+              keys: tuple[str, ...]) -> list[str]:
+    """Human-readable differences, matched on the ``keys`` columns; empty when the row sets are equal."""
+    def key(row: Mapping[str, Any]) -> Any:
+        return row[keys[0]] if len(keys) == 1 else tuple(row[k] for k in keys)
+
+    by_key_actual = {key(row): row for row in actual}
+    by_key_expected = {key(row): row for row in expected}
     problems = [f"missing row {k}" for k in sorted(by_key_expected.keys() - by_key_actual.keys())]
     problems += [f"unexpected row {k}" for k in sorted(by_key_actual.keys() - by_key_expected.keys())]
     for k in sorted(by_key_expected.keys() & by_key_actual.keys()):
@@ -70,23 +83,32 @@ def diff_rows(actual: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[st
     return problems
 
 
-def state_from_items(items: Iterable[Mapping[str, Any]], entity: S.EntitySchema = S.ORDERS) -> list[dict[str, Any]]:
+def _column_value(field: S.Field, value: Any) -> Any:
+    """One attribute (as boto3's resource returns it: N as Decimal) as its column holds it."""
+    if isinstance(field.spark_type, T.IntegerType | T.LongType | T.ShortType):
+        return int(value)
+    if isinstance(field.spark_type, T.DecimalType):
+        return str(Decimal(value).quantize(Decimal(1).scaleb(-field.spark_type.scale)))
+    if isinstance(field.spark_type, T.DoubleType):
+        return float(value)
+    if isinstance(field.spark_type, T.TimestampType):
+        if field.ddb_type == "N":
+            return normalise(datetime.fromtimestamp(float(value), UTC))
+        return normalise(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+    if isinstance(field.spark_type, T.DateType):
+        return str(value)
+    if field.ddb_type in ("SS", "NS", "BS"):
+        return json.loads(json.dumps(sorted(to_typed_image({"v": value})["v"][field.ddb_type])))
+    if field.ddb_type in ("M", "L"):
+        return to_typed_image({"v": value})["v"][field.ddb_type]
+    return value
+
+
+def state_from_items(items: Iterable[Mapping[str, Any]], entity: S.EntitySchema) -> list[dict[str, Any]]:
     """DynamoDB items (boto3 resource scan: N as Decimal) -> rows in the form :func:`read_state` returns."""
-    rows = []
-    for item in items:
-        row: dict[str, Any] = {}
-        for field in entity.fields:
-            value = item.get(field.name)
-            if value is not None:
-                if isinstance(field.spark_type, T.IntegerType | T.LongType | T.ShortType):
-                    value = int(value)
-                elif isinstance(field.spark_type, T.DecimalType):
-                    value = str(Decimal(value).quantize(Decimal(1).scaleb(-field.spark_type.scale)))
-                elif isinstance(field.spark_type, T.TimestampType):
-                    value = normalise(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
-            row[field.name] = value
-        rows.append(row)
-    return sorted(rows, key=lambda r: r[entity.key])
+    rows = [{f.name: None if item.get(f.name) is None else _column_value(f, item[f.name]) for f in entity.fields}
+            for item in items]
+    return sorted(rows, key=_sort_key(entity))
 
 
 def scan_table(table) -> list[dict[str, Any]]:

@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from .. import schema as S
-from ..config import DqConfig
+from ..config import DqConfig, parameter_value
 from . import rows
 from .gx_runner import RULE_META, DocsSite, GxRunner, SuiteRun
 from .suites import Rule, Severity, Suite, SuiteError, load_suites
@@ -126,14 +126,17 @@ def _all_passed(runs: list) -> bool:
 class DataQuality:
     """Built once per job: loads and checks the suites, sets up GX, compiles the row predicates."""
 
-    def __init__(self, config: DqConfig, job_name: str = "sales-cdc", entity: S.EntitySchema = S.ORDERS):
+    def __init__(self, config: DqConfig, entity: S.EntitySchema, job_name: str = "sales-cdc"):
         self.config = config
         self.suites: list[Suite] = load_suites(config.expectations_dir, entity)
         self.rules: list[Rule] = [r for s in self.suites for r in s.rules]
         rows.check_quarantine_rules(self.rules)
-        missing = set().union(*(s.parameters() for s in self.suites)) - set(config.parameters(datetime.now(UTC)))
+        self._parameter_defaults = {name: parameter_value(value) for suite in self.suites
+                                    for name, value in suite.parameter_defaults.items()}
+        missing = set().union(*(s.parameters() for s in self.suites)) - set(self.parameters(datetime.now(UTC)))
         if missing:
-            raise SuiteError(f"the suites use $PARAMETER values the job does not supply: {', '.join(sorted(missing))}")
+            raise SuiteError(f"the suites use $PARAMETER values nothing supplies: {', '.join(sorted(missing))}; give "
+                             "each a default in its suite's meta.parameters or pass --dq-param name=value")
         docs = DocsSite(config.docs_location, config.docs_endpoint_url, config.region) \
             if config.docs_location else None
         self.docs = docs
@@ -147,6 +150,10 @@ class DataQuality:
         self._gx_first_allowed = not any("mostly" in r.kwargs for r in self.rules
                                          if rows.is_row_level(r) and r.severity is not Severity.HALT)
         self._gx_first = self._gx_first_allowed
+
+    def parameters(self, now: datetime) -> dict[str, Any]:
+        """The $PARAMETER values for a batch validated at ``now``: the suites' defaults, then the job's."""
+        return {**self._parameter_defaults, **self.parameters(now)}
 
     @property
     def docs_index_url(self) -> str | None:
@@ -170,7 +177,7 @@ class DataQuality:
         """Rows failing each rule's row predicate (default: every row-level rule, halt rules included, which
         ``check`` leaves to GX alone), for holding the predicates against GX's counts."""
         rules = [r for r in (rules if rules is not None else self.rules) if rows.is_row_level(r)]
-        return self._row_flags(state, rules, self.config.parameters(datetime.now(UTC))).counts
+        return self._row_flags(state, rules, self.parameters(datetime.now(UTC))).counts
 
     def _row_flags(self, state: DataFrame, row_rules: list[Rule], parameters: dict[str, Any]) -> _RowFlags:
         """One Spark job: the rows each rule's predicate flags, and the rows to quarantine (any quarantine flag)."""
@@ -203,7 +210,7 @@ class DataQuality:
         A stream of failing batches (say, a warn rule on legacy ids) pays no boolean run it would throw
         away; a stream of clean ones pays no predicate job."""
         now = validated_at or datetime.now(UTC)
-        parameters = self.config.parameters(now)
+        parameters = self.parameters(now)
         row_rules = [r for r in self.rules if rows.is_row_level(r) and r.severity is not Severity.HALT]
         run_name = f"{self.job_name}-batch-{batch_id}"
         gx_seconds = 0.0

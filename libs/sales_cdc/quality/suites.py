@@ -66,6 +66,11 @@ class Suite:
     def parameters(self) -> set[str]:
         return set().union(*(r.parameters() for r in self.rules))
 
+    @property
+    def parameter_defaults(self) -> dict[str, Any]:
+        """Values the suite file gives its $PARAMETERs (``meta.parameters``); the job's ``--dq-param`` wins."""
+        return dict((self.document.get("meta") or {}).get("parameters") or {})
+
 
 def _short_check(expectation_type: str) -> str:
     short = expectation_type.removeprefix("expect_")
@@ -104,7 +109,7 @@ _LIVE_ROWS = {"column": {"name": S.CDC_OP}, "operator": "!=", "parameter": "REMO
 
 
 def _expectation(kind: str, severity: Severity, why: str, **kwargs: Any) -> dict[str, Any]:
-    name = f"{kind}:{kwargs.get('column', '')}"
+    name = f"{kind}:{kwargs.get('column', kwargs.get('column_list', ''))}"
     return {"id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"sales-cdc-contract/{name}")), "type": kind, "kwargs": kwargs,
             "meta": {"severity": severity.value, "why": why, "from": "contract"},
             "severity": "critical" if severity is Severity.HALT else "warning"}
@@ -119,10 +124,9 @@ def contract_expectations(entity: S.EntitySchema) -> list[dict[str, Any]]:
     rules = [
         _expectation("expect_table_columns_to_match_set", Severity.HALT,
                      "The rows must have exactly the columns the lake and warehouse tables have.", column_set=columns),
-        _expectation("expect_column_values_to_not_be_null", Severity.HALT, "The merge key.", column=entity.key),
-        _expectation("expect_column_values_to_be_unique", Severity.HALT,
-                     "After dedupe there is one row per key; a duplicate means the dedupe is broken.",
-                     column=entity.key),
+        *[_expectation("expect_column_values_to_not_be_null", Severity.HALT, "The merge key.", column=key)
+          for key in entity.keys],
+        _unique_key(entity),
     ]
     for field in entity.fields:
         if not isinstance(field.spark_type, T.StringType):
@@ -131,11 +135,18 @@ def contract_expectations(entity: S.EntitySchema) -> list[dict[str, Any]]:
                 f"The contract makes it {field.spark_type.simpleString()}: another type means schema drift in the "
                 "decode.", column=field.name, type_=type(field.spark_type).__name__))
     for field in entity.fields:
-        if field.required and field.name != entity.key:
+        if field.required and field.name not in entity.keys:
             rules.append(_expectation("expect_column_values_to_not_be_null", Severity.QUARANTINE,
                                       f"Required by the contract: {field.description or field.name}.",
                                       column=field.name, row_condition=_LIVE_ROWS))
     return rules
+
+
+def _unique_key(entity: S.EntitySchema) -> dict[str, Any]:
+    why = "After dedupe there is one row per key; a duplicate means the dedupe is broken."
+    if len(entity.keys) == 1:
+        return _expectation("expect_column_values_to_be_unique", Severity.HALT, why, column=entity.keys[0])
+    return _expectation("expect_compound_columns_to_be_unique", Severity.HALT, why, column_list=list(entity.keys))
 
 
 def _with_contract(suites: list[Suite], entity: S.EntitySchema) -> list[Suite]:
@@ -148,7 +159,7 @@ def _with_contract(suites: list[Suite], entity: S.EntitySchema) -> list[Suite]:
     return [merged if s is named else s for s in suites] if named else [merged, *suites]
 
 
-def load_suites(project_dir: Path, entity: S.EntitySchema = S.ORDERS) -> list[Suite]:
+def load_suites(project_dir: Path, entity: S.EntitySchema) -> list[Suite]:
     """The suites of the GX project at ``project_dir`` that apply to ``entity``: ``cdc_envelope.json`` and
     ``<entity>.json`` (if any), the contract's rules added to the entity's; rule names unique across them."""
     suite_dir = Path(project_dir) / SUITES_SUBDIR

@@ -41,6 +41,7 @@ from pyspark.sql import types as T
 from sales_cdc import generator as G
 from sales_cdc import schema as S
 from sales_cdc.config import DqConfig
+from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.decode import decode_batch, decode_flagged, decode_pipe_records, split_decoded
 from sales_cdc.embedded import start_embedded_postgres
 from sales_cdc.job import build_spark
@@ -52,6 +53,8 @@ from sales_cdc.transforms import latest_per_key, to_state_rows
 from sales_cdc.warehouse import PostgresWarehouse
 
 REPO = Path(__file__).resolve().parent.parent
+ORDERS_CONTRACT = load_contract(DEFAULT_CONTRACT)  # the benchmarks run on the tutorial's table
+ORDERS, TABLE_NAME = ORDERS_CONTRACT.entity, ORDERS_CONTRACT.table
 
 
 # --- data ------------------------------------------------------------------------------------------
@@ -61,7 +64,8 @@ def payload_lines(count: int, workdir: Path, seed: int = 7) -> list[str]:
     if folder.exists():
         shutil.rmtree(folder)
     start = datetime.now(UTC) - timedelta(days=3)  # event and creation times stay in the sane range
-    G.write_fixtures(G.plan(count, seed=seed, start=start), folder, records_per_file=max(count, 1), start=start)
+    G.write_fixtures(G.plan(count, seed=seed, start=start, entity=ORDERS), folder, records_per_file=max(count, 1),
+                     start=start, entity=ORDERS)
     return [line for path in sorted(folder.glob("*.jsonl")) for line in path.read_text().splitlines()]
 
 
@@ -105,9 +109,9 @@ def noop(df: DataFrame) -> None:
 def state_rows(df: DataFrame) -> DataFrame:
     """Our decode + dedupe as the batch handler runs it: the decoded batch is checkpointed (eagerly, here),
     then split and deduped into state rows."""
-    decoded = decode_batch(df, lambda frame: frame.localCheckpoint(eager=True))
-    events, _ = split_decoded(decoded.frame, 0)
-    return to_state_rows(latest_per_key(events), 0)
+    decoded = decode_batch(df, lambda frame: frame.localCheckpoint(eager=True), ORDERS)
+    events, _ = split_decoded(decoded.frame, 0, ORDERS)
+    return to_state_rows(latest_per_key(events, ORDERS.keys), 0, ORDERS)
 
 
 def parse_dedupe_floor_rows(df: DataFrame) -> DataFrame:
@@ -116,12 +120,12 @@ def parse_dedupe_floor_rows(df: DataFrame) -> DataFrame:
     measured in the same run, bounds how fast a decode + dedupe can be on this machine."""
     record = F.try_parse_json(S.PAYLOAD)
     parsed = df.select(
-        F.variant_get(record, f"$.dynamodb.Keys.{S.ORDERS.key}.S", "string").alias(S.ORDERS.key),
+        F.variant_get(record, f"$.dynamodb.Keys.{ORDERS.keys[0]}.S", "string").alias(ORDERS.keys[0]),
         F.lpad(F.variant_get(record, "$.dynamodb.SequenceNumber", "string"), S.SEQUENCE_WIDTH, "0")
         .alias(S.CDC_SEQUENCE),
         F.variant_get(record, "$.eventID", "string").alias(S.CDC_EVENT_ID),
         record.alias("record"))
-    return latest_per_key(parsed)
+    return latest_per_key(parsed, ORDERS.keys)
 
 
 def _unchecked_image(entity: S.EntitySchema) -> T.StructType:
@@ -129,7 +133,7 @@ def _unchecked_image(entity: S.EntitySchema) -> T.StructType:
                          for f in entity.fields])
 
 
-def typed_flatten_floor_rows(df: DataFrame, entity: S.EntitySchema = S.ORDERS) -> DataFrame:
+def typed_flatten_floor_rows(df: DataFrame, entity: S.EntitySchema = ORDERS) -> DataFrame:
     """The least a decode + flatten into typed columns does: each payload parsed once into the record's shape
     with only the attributes the schema maps, each under its expected type tag, and cast; nothing checked
     (a wrong type tag, an unknown eventName or a value that does not fit its column comes out null or
@@ -165,7 +169,7 @@ def udf_state_rows(df: DataFrame) -> DataFrame:
     event id, op, sequence and event time; then the same ``row_number`` dedupe and state rows
     (``latest_per_key``, ``to_state_rows``). It checks nothing (a malformed record fails the batch), where
     ours reports each problem."""
-    entity = S.ORDERS
+    entity = ORDERS
     names = set(entity.names)
     columns = [f for f in S.event_fields(entity) if f.name != S.CDC_WARNINGS and f not in S.SOURCE_FIELDS]
     width = S.SEQUENCE_WIDTH
@@ -200,7 +204,7 @@ def udf_state_rows(df: DataFrame) -> DataFrame:
         return tuple(row)
 
     events = df.select(decode(S.PAYLOAD).alias("r")).select("r.*")
-    return to_state_rows(latest_per_key(events), 0)
+    return to_state_rows(latest_per_key(events, ORDERS.keys), 0, ORDERS)
 
 
 # --- cases -----------------------------------------------------------------------------------------
@@ -208,20 +212,21 @@ class Bench:
     def __init__(self, spark: SparkSession, pg_url: str, workdir: Path):
         self.spark, self.pg_url, self.workdir = spark, pg_url, workdir
         self.quality = DataQuality(DqConfig(expectations_dir=REPO / "expectations",
-                                            docs_location=str(workdir / "docs")), "bench")
+                                            docs_location=str(workdir / "docs")), ORDERS, "bench")
         self.batch_ids = itertools.count()  # a new id per run, as a stream's batches have (a new constant in plans)
 
     def _warehouse(self) -> PostgresWarehouse:
-        sql = MergeSql(Dialect.POSTGRES, db_schema=f"b_{uuid.uuid4().hex[:10]}")
+        sql = MergeSql(Dialect.POSTGRES, db_schema=f"b_{uuid.uuid4().hex[:10]}", entity=ORDERS)
         warehouse = PostgresWarehouse(self.pg_url, sql, "bench")
         warehouse.ensure_tables()
         return warehouse
 
     def pipeline(self, df: DataFrame, *, gx: bool, lake: bool) -> dict:
         warehouse = self._warehouse()
-        sink = DeltaLake(LakeConfig(str(self.workdir / f"lake-{uuid.uuid4().hex[:8]}")), "bench") if lake else None
+        sink = DeltaLake(LakeConfig(str(self.workdir / f"lake-{uuid.uuid4().hex[:8]}")), "bench", ORDERS) \
+            if lake else None
         handler = BatchHandler(warehouse=warehouse, lake=sink, quality=self.quality if gx else None,
-                               job_name="bench", alert_quarantine_share=1.0, default_stream_id="bench")
+                               job_name="bench", alert_quarantine_share=1.0, default_stream_id="bench", entity=ORDERS)
         started = time.perf_counter()
         result = handler(df, next(self.batch_ids))
         total = time.perf_counter() - started
@@ -234,14 +239,14 @@ class Bench:
     def decode_flatten(self, df: DataFrame) -> float:
         """The decode the batch handler runs on a batch whose records all decode (the bench's payloads): values
         and problem flags; the records a flag marks would be decoded a second time, with their messages."""
-        return timed(lambda: noop(decode_flagged(df)))
+        return timed(lambda: noop(decode_flagged(df, ORDERS)))
 
     def typed_flatten_floor(self, df: DataFrame) -> float:
         return timed(lambda: noop(typed_flatten_floor_rows(df)))
 
     def decode_flatten_with_messages(self, df: DataFrame) -> float:
         """The one-pass decode that builds the messages for every record (decode_pipe_records), for reference."""
-        return timed(lambda: noop(decode_pipe_records(df)))
+        return timed(lambda: noop(decode_pipe_records(df, ORDERS)))
 
     def decode_dedupe(self, df: DataFrame) -> float:
         return timed(lambda: noop(state_rows(df)))
@@ -306,8 +311,8 @@ class Bench:
 
     def merge_state(self, batch_lines: list[str]) -> pa.Table:
         """A batch's state rows, as the batch handler hands them to the warehouse."""
-        events, _ = split_decoded(decode_pipe_records(source_frame(self.spark, batch_lines)), 1)
-        return to_state_rows(latest_per_key(events), 1).toArrow()
+        events, _ = split_decoded(decode_pipe_records(source_frame(self.spark, batch_lines), ORDERS), 1, ORDERS)
+        return to_state_rows(latest_per_key(events, ORDERS.keys), 1, ORDERS).toArrow()
 
     def merge_scaling(self, state: pa.Table, table_rows: int) -> float:
         """Merge one batch's state rows into a warehouse table that already holds ``table_rows`` orders. The
@@ -349,9 +354,9 @@ def _write_orders(endpoint: str, count: int, rate: float, out: str) -> None:
 
     from boto3.dynamodb.types import TypeSerializer
 
-    from sales_cdc.local_aws import TABLE_NAME, aws_client
+    from sales_cdc.local_aws import aws_client
 
-    operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11)
+    operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11, entity=ORDERS)
     dynamodb, serializer, written = aws_client("dynamodb", endpoint=endpoint, config=STAND_IN), TypeSerializer(), {}
     # typed before the clock starts: the application's own work is not what is measured, and on this
     # machine its CPU is taken from the job
@@ -383,7 +388,7 @@ def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path:
 
     pipe = PipeEmulator(aws_client("dynamodbstreams", endpoint=endpoint, config=STAND_IN),
                         aws_client("kinesis", endpoint=kinesis_endpoint, config=STAND_IN), stream_arn=stream_arn,
-                        kinesis_stream=KINESIS_STREAM, state_path=Path(state_path))
+                        kinesis_stream=KINESIS_STREAM, state_path=Path(state_path), partition_key="orderid")
     piped: dict[str, float] = {}
     put_to_kinesis = pipe._put
 
@@ -479,11 +484,11 @@ class _EmulatedSource:
             raise
 
     def _start(self) -> _EmulatedSource:
-        from sales_cdc.local_aws import create_kinesis_stream, create_orders_table
+        from sales_cdc.local_aws import create_kinesis_stream, create_source_table
 
         for server in (self.dynamodb, self.kinesis, self.s3):
             server.start()
-        stream_arn = create_orders_table(self.dynamodb.client("dynamodb"))
+        stream_arn = create_source_table(self.dynamodb.client("dynamodb"), ORDERS, TABLE_NAME)
         create_kinesis_stream(self.kinesis.client("kinesis"), shards=2)
         self.pipe = self._processes.Process(target=_run_pipe, daemon=True, args=(
             self.dynamodb.endpoint, self.kinesis.endpoint, stream_arn, str(self.workdir / f"{self.name}-pipe.json"),
@@ -578,8 +583,8 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
         """Polls the ledger (a row per batch, committed with the batch's rows) every 0.1 s and reads only
         a newly committed batch's keys: reading the whole table each time cost the bench's process (the
         Spark driver's GIL) and PostgreSQL up to a quarter of a core by the end of a run."""
-        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
-        row_batch, orderid = quote(S.CDC_BATCH_ID), quote(S.ORDERS.key)
+        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
+        row_batch, orderid = quote(S.CDC_BATCH_ID), quote(ORDERS.keys[0])
         last_batch = -1
         with psycopg.connect(pg_url, autocommit=True) as conn:
             while len(visible) < total and not finished.is_set():
@@ -606,7 +611,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
                            kinesis=KinesisConfig(endpoint_url=source.kinesis.endpoint, max_records_per_shard=50_000),
                            warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema),
                            lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(source.s3.endpoint)),
-                           dq=DqConfig(expectations_dir=REPO / "expectations"))
+                           dq=DqConfig(expectations_dir=REPO / "expectations"), entity=ORDERS)
         deadline = time.monotonic() + warmup + seconds + 120
         try:
             with source.start_writing() as cpu:

@@ -8,7 +8,11 @@ import threading
 from urllib.parse import parse_qs, urlparse
 
 from sales_cdc import schema as S
+from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.records import to_json_line
+
+# the default contract's entity: the tutorial's orders table, which most tests replicate
+ORDERS = load_contract(DEFAULT_CONTRACT).entity
 
 
 def source_rows(spark, *records):

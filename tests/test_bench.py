@@ -18,6 +18,7 @@ from bench.run import (
 from chispa import assert_df_equality
 
 from sales_cdc.decode import decode_flagged
+from tests.helpers import ORDERS
 
 pytestmark = pytest.mark.slow
 
@@ -66,6 +67,6 @@ def test_the_typed_flatten_floor_yields_our_values_for_clean_records(spark, tmp_
     """The floor types the same values as our decode on records that decode cleanly (the bench's payloads)."""
     df = source_frame(spark, payload_lines(300, tmp_path, seed=4))
     floor = typed_flatten_floor_rows(df)
-    ours = decode_flagged(df)
+    ours = decode_flagged(df, ORDERS)
     assert ours.where("_has_errors or _has_warnings").count() == 0
     assert_df_equality(floor, ours.select(*floor.columns), ignore_row_order=True, ignore_nullable=True)

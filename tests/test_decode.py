@@ -13,10 +13,11 @@ from pyspark.sql import types as T
 from sales_cdc import schema as S
 from sales_cdc.decode import decode_batch, decode_pipe_records, split_decoded
 from sales_cdc.records import stream_record, to_json_line
+from tests.helpers import ORDERS
 
 ALL_TYPES = S.EntitySchema(
     name="typed",
-    key="id",
+    keys=("id",),
     fields=(
         S.Field("id", T.StringType(), "S", nullable=False),
         S.Field("text", T.StringType(), "S"),
@@ -102,8 +103,8 @@ def test_missing_attribute_and_null_attribute_are_both_null(spark):
 
 def test_cdc_metadata_columns(spark):
     record = stream_record("MODIFY", "1100000000017454423010", key="o1", new={"orderid": "o1", "quantity": 3},
-                           old={"orderid": "o1", "quantity": 2}, event_time=1764028800, event_id="ev-1")
-    row = decode_pipe_records(source_df(spark, record)).first()
+                           old={"orderid": "o1", "quantity": 2}, event_time=1764028800, event_id="ev-1", entity=ORDERS)
+    row = decode_pipe_records(source_df(spark, record), ORDERS).first()
     assert (row[S.CDC_EVENT_ID], row[S.CDC_OP], row["orderid"]) == ("ev-1", "MODIFY", "o1")
     assert row[S.CDC_SEQUENCE] == "1100000000017454423010".rjust(40, "0")
     assert row[S.CDC_EVENT_TIME] == datetime(2025, 11, 25, 0, 0)
@@ -119,14 +120,14 @@ def test_cdc_metadata_columns(spark):
     ("2025-11-25T00:00:00", datetime(2025, 11, 25)),       # moto's datetime, serialised
 ])
 def test_event_time_formats(spark, event_time, expected):
-    record = stream_record("INSERT", 1, key="o1", new={"orderid": "o1"})
+    record = stream_record("INSERT", 1, key="o1", new={"orderid": "o1"}, entity=ORDERS)
     record["dynamodb"]["ApproximateCreationDateTime"] = event_time
-    assert decode_pipe_records(source_df(spark, record)).first()[S.CDC_EVENT_TIME] == expected
+    assert decode_pipe_records(source_df(spark, record), ORDERS).first()[S.CDC_EVENT_TIME] == expected
 
 
 def test_remove_takes_key_from_keys_and_values_from_old_image(spark):
-    record = stream_record("REMOVE", 5, key="o9", old={"orderid": "o9", "product_name": "Phone", "price": Decimal("1.25")})
-    row = decode_pipe_records(source_df(spark, record)).first()
+    record = stream_record("REMOVE", 5, key="o9", old={"orderid": "o9", "product_name": "Phone", "price": Decimal("1.25")}, entity=ORDERS)
+    row = decode_pipe_records(source_df(spark, record), ORDERS).first()
     assert (row["orderid"], row["old_product_name"], row["old_price"], row["new_price"]) == (
         "o9", "Phone", Decimal("1.25"), None)
     assert row[S.CDC_ERRORS] == []
@@ -134,15 +135,15 @@ def test_remove_takes_key_from_keys_and_values_from_old_image(spark):
 
 def test_bad_old_image_of_a_modify_is_a_warning_not_a_rejection(spark):
     record = stream_record("MODIFY", 7, key="o1", new={"orderid": "o1", "quantity": 2},
-                           old={"orderid": "o1"})
+                           old={"orderid": "o1"}, entity=ORDERS)
     record["dynamodb"]["OldImage"]["quantity"] = {"N": "2.5"}
-    row = decode_pipe_records(source_df(spark, record)).first()
+    row = decode_pipe_records(source_df(spark, record), ORDERS).first()
     assert row[S.CDC_ERRORS] == []
     assert row[S.CDC_WARNINGS] == ["OldImage.quantity: N value '2.5' is not exactly representable as INT"]
 
 
 def _insert(**damage) -> dict:
-    record = stream_record("INSERT", 100, key="o1", new={"orderid": "o1", "quantity": 1, "price": Decimal("9.99")})
+    record = stream_record("INSERT", 100, key="o1", new={"orderid": "o1", "quantity": 1, "price": Decimal("9.99")}, entity=ORDERS)
     for path, value in damage.items():
         target = record
         *parents, leaf = path.split("__")
@@ -189,8 +190,8 @@ MALFORMED = [
 
 @pytest.mark.parametrize("record, reason", [(r, why) for _, r, why in MALFORMED], ids=[name for name, _, _ in MALFORMED])
 def test_malformed_record_is_quarantined_with_reason(spark, record, reason):
-    good = stream_record("INSERT", 1, key="ok", new={"orderid": "ok"})
-    events, quarantine = split_decoded(decode_pipe_records(source_df(spark, good, record)), batch_id=7)
+    good = stream_record("INSERT", 1, key="ok", new={"orderid": "ok"}, entity=ORDERS)
+    events, quarantine = split_decoded(decode_pipe_records(source_df(spark, good, record), ORDERS), 7, ORDERS)
     assert [r["orderid"] for r in events.collect()] == ["ok"]  # the batch goes on
     rows = quarantine.collect()
     assert len(rows) == 1
@@ -201,14 +202,14 @@ def test_malformed_record_is_quarantined_with_reason(spark, record, reason):
 
 def test_non_canonical_numbers_that_are_exact_are_accepted(spark):
     record = _insert(dynamodb__NewImage__price={"N": "1e2"}, dynamodb__NewImage__quantity={"N": "3.0"})
-    row = decode_pipe_records(source_df(spark, record)).first()
+    row = decode_pipe_records(source_df(spark, record), ORDERS).first()
     assert (row["new_price"], row["new_quantity"], row[S.CDC_ERRORS]) == (Decimal("100.00"), 3, [])
 
 
 def test_decode_builds_its_columns_once_per_entity(spark):
     """The projections are cached: building them costs more than decoding a large batch."""
-    first = decode_pipe_records(source_df(spark, _insert()))
-    second = decode_pipe_records(source_df(spark, _insert()))
+    first = decode_pipe_records(source_df(spark, _insert()), ORDERS)
+    second = decode_pipe_records(source_df(spark, _insert()), ORDERS)
     assert first.columns == second.columns
     from sales_cdc import decode
     assert decode._projections.cache_info().hits >= 1
@@ -216,7 +217,7 @@ def test_decode_builds_its_columns_once_per_entity(spark):
 
 def test_several_problems_are_all_reported(spark):
     record = _insert(eventID=None, dynamodb__NewImage__price={"N": "x"}, dynamodb__NewImage__quantity={"S": "1"})
-    _, quarantine = split_decoded(decode_pipe_records(source_df(spark, record)), batch_id=1)
+    _, quarantine = split_decoded(decode_pipe_records(source_df(spark, record), ORDERS), 1, ORDERS)
     reason = quarantine.first()[S.QUARANTINE_REASON]
     assert reason.split("; ") == [
         "missing eventID",
@@ -226,9 +227,9 @@ def test_several_problems_are_all_reported(spark):
 
 
 def test_event_columns_follow_the_schema_module(spark):
-    decoded = decode_pipe_records(source_df(spark, stream_record("INSERT", 1, key="o1", new={"orderid": "o1"})))
-    assert decoded.columns == [f.name for f in S.event_fields()] + [S.CDC_ERRORS]
-    for field in S.event_fields():
+    decoded = decode_pipe_records(source_df(spark, stream_record("INSERT", 1, key="o1", new={"orderid": "o1"}, entity=ORDERS)), ORDERS)
+    assert decoded.columns == [f.name for f in S.event_fields(ORDERS)] + [S.CDC_ERRORS]
+    for field in S.event_fields(ORDERS):
         assert decoded.schema[field.name].dataType == field.spark_type, field.name
 
 
@@ -240,17 +241,17 @@ def test_the_two_pass_decode_gives_the_rows_of_the_one_pass_decode(spark):
     """decode_batch (values and problem flags first, messages for the flagged rows only) must produce the
     same rows as decode_pipe_records, for clean rows, drifted ones, warnings and every malformed case."""
     modify_with_bad_old_value = stream_record("MODIFY", 7, key="o7", new={"orderid": "o7", "quantity": 2},
-                                              old={"orderid": "o7"})
+                                              old={"orderid": "o7"}, entity=ORDERS)
     modify_with_bad_old_value["dynamodb"]["OldImage"]["quantity"] = {"N": "2.5"}
     records = [
-        stream_record("INSERT", 1, key="ok", new={"orderid": "ok", "quantity": 1}),
+        stream_record("INSERT", 1, key="ok", new={"orderid": "ok", "quantity": 1}, entity=ORDERS),
         _insert(dynamodb__NewImage__gift_note={"S": "happy birthday"}),  # schema drift: kept, not an error
         modify_with_bad_old_value,
         *[record for _, record, _ in MALFORMED],
     ]
     df = source_df(spark, *records)
-    one_pass = decode_pipe_records(df)
-    two_pass = decode_batch(df, _checkpoint)
+    one_pass = decode_pipe_records(df, ORDERS)
+    two_pass = decode_batch(df, _checkpoint, ORDERS)
     assert_df_equality(two_pass.frame, one_pass, ignore_row_order=True)
     assert (two_pass.read, two_pass.valid, two_pass.warned) == (len(records), 3, 1)
 
@@ -262,8 +263,8 @@ def test_a_clean_batch_is_decoded_once(spark):
         materialised.append(df)
         return _checkpoint(df)
 
-    records = [stream_record("INSERT", i, key=f"o{i}", new={"orderid": f"o{i}"}) for i in range(1, 4)]
-    batch = decode_batch(source_df(spark, *records), checkpoint)
+    records = [stream_record("INSERT", i, key=f"o{i}", new={"orderid": f"o{i}"}, entity=ORDERS) for i in range(1, 4)]
+    batch = decode_batch(source_df(spark, *records), checkpoint, ORDERS)
     assert len(materialised) == 1  # no second pass: no row has a problem
-    assert_df_equality(batch.frame, decode_pipe_records(source_df(spark, *records)), ignore_row_order=True)
+    assert_df_equality(batch.frame, decode_pipe_records(source_df(spark, *records), ORDERS), ignore_row_order=True)
     assert (batch.read, batch.valid, batch.warned) == (3, 3, 0)

@@ -11,36 +11,37 @@ import pytest
 from sales_cdc import generator as G
 from sales_cdc import schema as S
 from sales_cdc.decode import decode_pipe_records, split_decoded
-from sales_cdc.local_aws import create_orders_table
+from sales_cdc.local_aws import create_source_table
 from sales_cdc.sources import file_batch
 from sales_cdc.transforms import latest_per_key
 from sales_cdc.verify import scan_table, state_from_items
+from tests.helpers import ORDERS
 
 
 def test_plan_has_the_configured_mix_and_is_reproducible():
-    operations = G.plan(5000, update_share=0.2, delete_share=0.1, seed=7)
+    operations = G.plan(5000, update_share=0.2, delete_share=0.1, seed=7, entity=ORDERS)
     counts = Counter(o.op for o in operations)
     assert sum(counts.values()) == 5000
     assert counts["MODIFY"] == pytest.approx(1000, rel=0.1)
     assert counts["REMOVE"] == pytest.approx(500, rel=0.15)
-    assert G.plan(5000, update_share=0.2, delete_share=0.1, seed=7) == operations
-    assert G.plan(5000, update_share=0.2, delete_share=0.1, seed=8) != operations
+    assert G.plan(5000, update_share=0.2, delete_share=0.1, seed=7, entity=ORDERS) == operations
+    assert G.plan(5000, update_share=0.2, delete_share=0.1, seed=8, entity=ORDERS) != operations
 
 
 def test_orders_are_plausible():
-    for operation in G.plan(500, seed=3):
+    for operation in G.plan(500, seed=3, entity=ORDERS):
         if operation.item is None:
             continue
         item = operation.item
         low, high = G.CATALOGUE[item["product_name"]]
         assert low <= item["price"] <= high and item["price"] == item["price"].quantize(Decimal("0.01"))
         assert 1 <= item["quantity"] <= G.MAX_QUANTITY
-        assert set(item) == set(S.ORDERS.names)
+        assert set(item) == set(ORDERS.names)
 
 
 def test_changes_only_touch_live_orders():
     live: set[str] = set()
-    for operation in G.plan(2000, update_share=0.3, delete_share=0.2, seed=5):
+    for operation in G.plan(2000, update_share=0.3, delete_share=0.2, seed=5, entity=ORDERS):
         if operation.op == "INSERT":
             assert operation.key not in live
             live.add(operation.key)
@@ -53,27 +54,27 @@ def test_changes_only_touch_live_orders():
 @pytest.mark.parametrize("bad", [(-0.1, 0.1), (0.6, 0.5)])
 def test_invalid_shares_are_refused(bad):
     with pytest.raises(ValueError):
-        G.plan(10, update_share=bad[0], delete_share=bad[1])
+        G.plan(10, update_share=bad[0], delete_share=bad[1], entity=ORDERS)
 
 
 def test_fixture_mode_decodes_cleanly_to_the_planned_final_state(spark, tmp_path):
-    operations = G.plan(600, seed=11)
-    paths = G.write_fixtures(operations, tmp_path, records_per_file=250)
+    operations = G.plan(600, seed=11, entity=ORDERS)
+    paths = G.write_fixtures(operations, tmp_path, records_per_file=250, entity=ORDERS)
     assert len(paths) == 3
-    events, quarantine = split_decoded(decode_pipe_records(file_batch(spark, str(tmp_path))), batch_id=0)
+    events, quarantine = split_decoded(decode_pipe_records(file_batch(spark, str(tmp_path)), ORDERS), 0, ORDERS)
     assert quarantine.count() == 0
-    latest = latest_per_key(events).where("cdc_op <> 'REMOVE'").select(*[S.NEW_PREFIX + n for n in S.ORDERS.names])
+    latest = latest_per_key(events, ORDERS.keys).where("cdc_op <> 'REMOVE'").select(*[S.NEW_PREFIX + n for n in ORDERS.names])
     actual = {r["new_orderid"]: (r["new_quantity"], r["new_price"]) for r in latest.collect()}
-    expected = {k: (v["quantity"], v["price"]) for k, v in G.final_state(operations).items()}
+    expected = {k: (v["quantity"], v["price"]) for (k,), v in G.final_state(operations).items()}
     assert actual == expected
 
 
 def test_writes_the_plan_to_dynamodb(moto):
     table = f"orders-{uuid.uuid4().hex[:8]}"
-    create_orders_table(moto.client("dynamodb"), table)
-    operations = G.plan(300, update_share=0.25, delete_share=0.15, seed=2)
+    create_source_table(moto.client("dynamodb"), ORDERS, table)
+    operations = G.plan(300, update_share=0.25, delete_share=0.15, seed=2, entity=ORDERS)
     ticks = []
-    counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), table, progress=lambda: ticks.append(1))
+    counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), table, progress=lambda: ticks.append(1), entity=ORDERS)
     assert counts == Counter(o.op for o in operations) and len(ticks) == 300
-    expected = state_from_items(G.final_state(operations).values())
-    assert state_from_items(scan_table(moto.resource("dynamodb").Table(table))) == expected
+    expected = state_from_items(G.final_state(operations).values(), ORDERS)
+    assert state_from_items(scan_table(moto.resource("dynamodb").Table(table)), ORDERS) == expected

@@ -15,6 +15,7 @@ from sales_cdc.cli import stage_fixtures
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.verify import diff_rows, load_expected, read_state
+from tests.helpers import ORDERS
 from tests.test_job import COLUMNS
 from tests.test_quality import EXPECTATIONS
 
@@ -47,7 +48,7 @@ def test_every_parameter_is_in_the_readme_table():
 def test_redshift_needs_its_parameters():
     args = {**glue.DEFAULTS, "JOB_NAME": "j", "stream_arn": STREAM_ARN, "checkpoint_location": "s3://c/x"}
     with pytest.raises(SystemExit, match="--redshift_workgroup"):
-        glue.warehouse_for(args, glue.job_config(args, None), clients=lambda name: None)
+        glue.warehouse_for(args, glue.job_config(args, None, ORDERS), clients=lambda name: None)
 
 
 @pytest.mark.slow
@@ -81,8 +82,8 @@ def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema
     runpy.run_path(str(REPO / "jobs" / "glue_job.py"), run_name="__main__")
     calls = sys.modules["awsglue"].CALLS  # the stub the script imported
 
-    actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema), COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), "orderid") == []
+    actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
+    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
     [source_call] = [c for c in calls if c[0] == "create_data_frame.from_options"]
     assert source_call[1] == "kinesis"
     assert source_call[2] == glue.kinesis_connection_options({**glue.DEFAULTS, "stream_arn": STREAM_ARN})

@@ -69,8 +69,8 @@ def test_pipe_keys_kinesis_records_by_order_and_has_a_dead_letter_queue(template
     pipe = template["Resources"]["OrdersPipe"]["Properties"]
     assert pipe["TargetParameters"]["KinesisStreamParameters"]["PartitionKey"] == {
         "Fn::Sub": "$.dynamodb.Keys.${KeyAttributeName}.${KeyAttributeType}"}  # the key, not a hard-coded name
-    assert "orderid" not in json.dumps(template["Resources"])  # the key name is a parameter (default orderid)
-    assert template["Parameters"]["KeyAttributeName"]["Default"] == "orderid"
+    assert "orderid" not in json.dumps(template)  # the key names are parameters, set by deploy from the contract
+    assert "Default" not in template["Parameters"]["KeyAttributeName"]
     source = pipe["SourceParameters"]["DynamoDBStreamParameters"]
     assert source["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["PipeDeadLetterQueue", "Arn"]}
 
@@ -126,12 +126,16 @@ def deploy_on_moto(template, moto, **parameters) -> tuple[dict[str, str], dict]:
 
 @pytest.mark.slow
 def test_the_stack_deploys_on_moto_cloudformation(template, moto):
-    physical, kept = deploy_on_moto(template, moto)
+    """A table with a partition and a sort key (the contract's key.partition and key.sort)."""
+    physical, kept = deploy_on_moto(template, moto, KeyAttributeName="pk", SortKeyAttributeName="sk",
+                                    SortKeyAttributeType="N")
     assert set(physical) == set(kept)
 
     table = moto.client("dynamodb").describe_table(TableName=physical["OrdersRawTable"])["Table"]
     assert table["StreamSpecification"] == {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    assert table["KeySchema"] == [{"AttributeName": "orderid", "KeyType": "HASH"}]  # (moto drops SSE settings)
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"},
+                                  {"AttributeName": "sk", "KeyType": "RANGE"}]  # (moto drops SSE settings)
+    assert {"AttributeName": "sk", "AttributeType": "N"} in table["AttributeDefinitions"]
     stream = moto.client("kinesis").describe_stream_summary(StreamName=physical["SalesStream"])
     assert stream["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"  # (moto drops StreamEncryption)
     s3 = moto.client("s3")  # (moto's CloudFormation applies encryption only; public access

@@ -19,21 +19,22 @@ from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sources import file_stream
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.verify import diff_rows, load_expected, read_state
+from tests.helpers import ORDERS
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parent.parent
-COLUMNS = [*S.ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
+COLUMNS = [*ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
 
 
 def config_for(tmp_path: Path, pg_url: str, db_schema: str, dq: DqConfig | None = None) -> JobConfig:
     """Data quality is off unless asked for: these tests are about the stream, and GX adds seconds per batch."""
     return JobConfig(source_dir=tmp_path / "inbox", checkpoint_dir=tmp_path / "checkpoint",
                      warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema), job_name="job-test",
-                     max_files_per_trigger=1, dq=dq)
+                     max_files_per_trigger=1, dq=dq, entity=ORDERS)
 
 
 def full_table(pg_url: str, db_schema: str) -> list[tuple]:
-    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
     with psycopg.connect(pg_url) as conn:
         return conn.execute(f"SELECT * FROM {sql.target} ORDER BY orderid").fetchall()
 
@@ -45,8 +46,8 @@ def without_loaded_at(rows: list[tuple]) -> list[tuple]:
 def test_fixtures_end_to_end_equal_the_expected_state(spark, pg_url, db_schema, tmp_path, fixtures_dir):
     stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
     summary = run_stream(spark, config_for(tmp_path, pg_url, db_schema, DqConfig()), pg_url)
-    actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema), COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), "orderid") == []
+    actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
+    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
     totals = summary.totals()
     assert totals["batches"] == 6
     assert totals["events quarantined (decode)"] == 6
@@ -65,8 +66,8 @@ def test_restart_after_a_crash_mid_way_gives_the_same_table_as_one_run(spark, pg
     schema = "t_job_crash"
     config = config_for(tmp_path / "crash", pg_url, schema)
     files = sorted((fixtures_dir / "cdc").glob("*.jsonl"))
-    warehouse = postgres_warehouse(pg_url, config.warehouse, config.job_name)
-    handler = BatchHandler(warehouse=warehouse)
+    warehouse = postgres_warehouse(pg_url, config.warehouse, config.job_name, ORDERS)
+    handler = BatchHandler(warehouse=warehouse, entity=ORDERS)
 
     def crash_after_commit(df, batch_id):
         handler(df, batch_id)
@@ -109,8 +110,8 @@ def test_spark_submit_runs_the_local_entry_point(pg_url, db_schema, tmp_path, fi
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "rows upserted" in completed.stdout
-    actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema), COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), "orderid") == []
+    actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
+    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
 
 
 def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schema, tmp_path):

@@ -12,6 +12,7 @@ from sales_cdc.config import JobConfig, KinesisConfig
 from sales_cdc.job import await_query, source_stream, start_query
 from sales_cdc.kinesis_source import KinesisStreamReader
 from sales_cdc.local_aws import create_kinesis_stream
+from tests.helpers import ORDERS
 
 
 class Capture:
@@ -47,7 +48,7 @@ def put(moto, stream: str, numbers) -> None:
 
 def config(tmp_path, moto, stream, **kinesis) -> JobConfig:
     return JobConfig(checkpoint_dir=tmp_path / "checkpoint", available_now=False, trigger_interval="0 seconds",
-                     kinesis=KinesisConfig(stream_name=stream, endpoint_url=moto.endpoint, **kinesis))
+                     kinesis=KinesisConfig(stream_name=stream, endpoint_url=moto.endpoint, **kinesis), entity=ORDERS)
 
 
 def run(spark, job: JobConfig, handler, until, timeout=90):

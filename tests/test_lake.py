@@ -12,6 +12,7 @@ from sales_cdc.lake import DeltaLake, LakeConfig, moto_storage_options
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from tests.helpers import ORDERS
 from tests.test_warehouse_postgres import insert, modify, remove, source_rows
 
 
@@ -20,11 +21,11 @@ class LakeHarness:
         self.bucket = bucket = f"lake-{uuid.uuid4().hex[:8]}"
         moto.client("s3").create_bucket(Bucket=bucket)
         self.options = moto_storage_options(moto.endpoint)
-        self.lake = DeltaLake(LakeConfig(f"s3://{bucket}/lake", self.options, soft_delete=soft_delete), "test-job")
-        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete)
+        self.lake = DeltaLake(LakeConfig(f"s3://{bucket}/lake", self.options, soft_delete=soft_delete), "test-job", ORDERS)
+        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="s1")
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="s1", entity=ORDERS)
         self.spark = spark
 
     def batch(self, batch_id, *records):
@@ -54,7 +55,7 @@ def test_raw_layer_keeps_every_record_partitioned_by_event_date(lake):
     assert len(rows) == 3 and {r[S.CDC_BATCH_ID] for r in rows} == {0}
     assert [r[S.DECODE_ERRORS] for r in rows].count(None) == 2
     assert raw.metadata().partition_columns == [S.EVENT_DATE]
-    assert [f.name for f in raw.schema().fields] == [f.name for f in S.raw_fields()]
+    assert [f.name for f in raw.schema().fields] == [f.name for f in S.raw_fields(ORDERS)]
 
 
 def test_replaying_a_batch_leaves_every_table_at_the_same_version_and_content(lake):
@@ -150,7 +151,7 @@ def test_the_sink_keeps_its_tables_open_and_sees_commits_of_other_writers(lake):
     lake.batch(0, insert("o1", 1))
     lake.batch(1, modify("o1", 2, quantity=2))
     raw_table = lake.lake.table(lake.lake.raw_uri)
-    other_writer = DeltaLake(lake.lake.config, "maintenance")
+    other_writer = DeltaLake(lake.lake.config, "maintenance", ORDERS)
     maintain(other_writer, retention_hours=0)
     compacted = other_writer.table(lake.lake.raw_uri).version()
     lake.batch(2, insert("o2", 3))

@@ -14,6 +14,7 @@ from sales_cdc.pipeline import BatchHandler
 from sales_cdc.records import to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from tests.helpers import ORDERS
 from tests.test_warehouse_postgres import insert, modify, remove, source_rows
 
 pytestmark = pytest.mark.slow
@@ -23,12 +24,12 @@ class ParquetHarness:
     def __init__(self, spark, pg_url, db_schema, root, soft_delete=False):
         config = LakeConfig(str(root), soft_delete=soft_delete, raw_format="parquet", silver_format="parquet",
                             quarantine_format="parquet")
-        self.lake = DeltaLake(config, "test-job")
+        self.lake = DeltaLake(config, "test-job", ORDERS)
         self.lake.check(spark)
-        self.warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete),
+        self.warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS),
                                            job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="s1")
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="s1", entity=ORDERS)
         self.spark = spark
 
     def batch(self, batch_id, *records):
@@ -99,8 +100,8 @@ def test_soft_delete_keeps_flagged_rows(spark, pg_url, db_schema, tmp_path):
 def test_parquet_silver_equals_delta_silver_and_maintenance_prunes_snapshots(parquet_lake, spark, tmp_path):
     batches = [(insert("o1", 1), insert("o2", 2)), (modify("o1", 3, quantity=2), remove("o2", 4)),
                (insert("o3", 5, quantity=4),)]
-    delta = DeltaLake(LakeConfig(str(tmp_path / "delta")), "test-job")
-    handler = BatchHandler(warehouse=parquet_lake.warehouse, lake=delta, default_stream_id="s2")
+    delta = DeltaLake(LakeConfig(str(tmp_path / "delta")), "test-job", ORDERS)
+    handler = BatchHandler(warehouse=parquet_lake.warehouse, lake=delta, default_stream_id="s2", entity=ORDERS)
     for batch_id, records in enumerate(batches):
         parquet_lake.batch(batch_id, *records)
         handler(spark.createDataFrame([(to_json_line(r), "f", None, None, None) for r in records], S.SOURCE_SCHEMA),
@@ -114,7 +115,7 @@ def test_parquet_silver_equals_delta_silver_and_maintenance_prunes_snapshots(par
 
 
 def test_parquet_needs_a_filesystem_spark_knows(spark):
-    lake = DeltaLake(LakeConfig("s3://bucket/lake", silver_format="parquet"), "test-job")
+    lake = DeltaLake(LakeConfig("s3://bucket/lake", silver_format="parquet"), "test-job", ORDERS)
     with pytest.raises(ValueError, match="Spark cannot write Parquet to s3://bucket/lake"):
         lake.check(spark)
 

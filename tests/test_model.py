@@ -39,13 +39,13 @@ from sales_cdc.pipeline import BatchHandler
 from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
-from tests.helpers import source_rows
+from tests.helpers import ORDERS, source_rows
 
 HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
 MAX_BATCHES = 5
 # hypothesis' first example is its simplest (seed 0): mixed with fresh entropy, each test run sees new histories
 FRESH = random.SystemRandom().getrandbits(62)
-KEY = S.ORDERS.key
+KEY = ORDERS.keys[0]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Event:
 
     def record(self) -> dict:
         other = {"new": self.image} if self.op != "REMOVE" else {"old": self.image}
-        return stream_record(self.op, self.sequence, key=self.key, **other)
+        return stream_record(self.op, self.sequence, key=self.key, **other, entity=ORDERS)
 
 
 @dataclass
@@ -182,12 +182,12 @@ def assert_equal(name: str, actual: dict, want: dict, histories: list[History], 
 class Sinks:
     def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str):
         self.spark, self.soft_delete, self.lake_format = spark, soft_delete, lake_format
-        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete)
+        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="model")
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
-        self.lake = DeltaLake(LakeConfig(str(root), soft_delete=soft_delete, **formats), "model")
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="model")
+        self.lake = DeltaLake(LakeConfig(str(root), soft_delete=soft_delete, **formats), "model", ORDERS)
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="model", entity=ORDERS)
 
     def run(self, histories: list[History], replayed: set[int]) -> None:
         for batch_id in range(MAX_BATCHES):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import boto3
 from moto import mock_aws
 
-from sales_cdc.local_aws import create_kinesis_stream, create_orders_table
+from sales_cdc.local_aws import create_kinesis_stream, create_source_table
 from sales_cdc.moto_server import fast_record_reads
+from tests.helpers import ORDERS
 
 REGION = "us-east-1"
 # every DynamoDB type, in a key, a new image, an old image (MODIFY) and a REMOVE
@@ -41,7 +42,7 @@ def test_fast_record_reads_answer_what_moto_serialises():
     dynamodb = boto3.client("dynamodb", REGION)
     streams = boto3.client("dynamodbstreams", REGION, endpoint_url=f"https://streams.dynamodb.{REGION}.amazonaws.com")
     kinesis = boto3.client("kinesis", REGION)
-    stream_arn = create_orders_table(dynamodb, "orders")
+    stream_arn = create_source_table(dynamodb, ORDERS, "orders")
     dynamodb.put_item(TableName="orders", Item=ITEM)
     dynamodb.put_item(TableName="orders", Item={**ITEM, "price": {"N": "21"}})
     dynamodb.delete_item(TableName="orders", Key={"orderid": {"S": "o-1"}})

@@ -6,8 +6,9 @@ import json
 import uuid
 
 from sales_cdc import generator as G
-from sales_cdc.local_aws import create_kinesis_stream, create_orders_table
+from sales_cdc.local_aws import create_kinesis_stream, create_source_table
 from sales_cdc.pipe_emulator import SHARD_LIST_SECONDS, PipeEmulator, PipeState
+from tests.helpers import ORDERS
 
 
 def read_all(kinesis, stream: str) -> list[dict]:
@@ -27,20 +28,20 @@ def read_all(kinesis, stream: str) -> list[dict]:
 def setup(moto):
     suffix = uuid.uuid4().hex[:8]
     table, stream = f"orders-{suffix}", f"sales-{suffix}"
-    stream_arn = create_orders_table(moto.client("dynamodb"), table)
+    stream_arn = create_source_table(moto.client("dynamodb"), ORDERS, table)
     create_kinesis_stream(moto.client("kinesis"), stream, shards=2)
     return table, stream, stream_arn
 
 
 def pipe_for(moto, stream_arn, stream, state_path):
     return PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
-                        kinesis_stream=stream, state_path=state_path)
+                        kinesis_stream=stream, state_path=state_path, partition_key="orderid")
 
 
 def test_stream_records_arrive_in_pipe_format_keyed_by_order(moto, tmp_path):
     table, stream, stream_arn = setup(moto)
-    operations = G.plan(120, update_share=0.3, delete_share=0.1, seed=4)
-    G.write_to_dynamodb(operations, moto.resource("dynamodb"), table)
+    operations = G.plan(120, update_share=0.3, delete_share=0.1, seed=4, entity=ORDERS)
+    G.write_to_dynamodb(operations, moto.resource("dynamodb"), table, entity=ORDERS)
     assert pipe_for(moto, stream_arn, stream, tmp_path / "state.json").poll_once() == 120
     records = read_all(moto.client("kinesis"), stream)
     assert len(records) == 120
@@ -57,13 +58,13 @@ def test_stream_records_arrive_in_pipe_format_keyed_by_order(moto, tmp_path):
 def test_stop_and_resume_loses_and_repeats_nothing(moto, tmp_path):
     table, stream, stream_arn = setup(moto)
     state = tmp_path / "state.json"
-    operations = G.plan(300, seed=9)
-    G.write_to_dynamodb(operations[:180], moto.resource("dynamodb"), table)
+    operations = G.plan(300, seed=9, entity=ORDERS)
+    G.write_to_dynamodb(operations[:180], moto.resource("dynamodb"), table, entity=ORDERS)
     first = pipe_for(moto, stream_arn, stream, state)
     assert first.poll_once() == 180
     assert PipeState.load(state).positions  # progress is on disk
 
-    G.write_to_dynamodb(operations[180:], moto.resource("dynamodb"), table)
+    G.write_to_dynamodb(operations[180:], moto.resource("dynamodb"), table, entity=ORDERS)
     resumed = pipe_for(moto, stream_arn, stream, state)  # a new process: only the state file carries over
     assert resumed.run(idle_seconds=0.5, poll_interval=0.05) == 120
     event_ids = [json.loads(r["Data"])["eventID"] for r in read_all(moto.client("kinesis"), stream)]
@@ -73,7 +74,7 @@ def test_stop_and_resume_loses_and_repeats_nothing(moto, tmp_path):
 def test_only_failed_entries_are_resent(moto, tmp_path):
     """PutRecords partial failure: wrap the client so the first call fails half the entries."""
     table, stream, stream_arn = setup(moto)
-    G.write_to_dynamodb(G.plan(40, seed=1), moto.resource("dynamodb"), table)
+    G.write_to_dynamodb(G.plan(40, seed=1, entity=ORDERS), moto.resource("dynamodb"), table, entity=ORDERS)
     kinesis = moto.client("kinesis")
     calls = []
 
@@ -91,7 +92,7 @@ def test_only_failed_entries_are_resent(moto, tmp_path):
             return kinesis.put_records(StreamName=StreamName, Records=Records)
 
     pipe = PipeEmulator(moto.client("dynamodbstreams"), FlakyKinesis(), stream_arn=stream_arn, kinesis_stream=stream,
-                        state_path=tmp_path / "state.json")
+                        state_path=tmp_path / "state.json", partition_key="orderid")
     assert pipe.poll_once() == 40
     assert calls == [40, 20]
     event_ids = [json.loads(r["Data"])["eventID"] for r in read_all(kinesis, stream)]
@@ -105,10 +106,10 @@ def test_the_shard_list_is_reused_between_polls(moto, tmp_path):
     described = []
     streams.meta.events.register("before-call.dynamodb-streams.DescribeStream", lambda **_: described.append(1))
     pipe = PipeEmulator(streams, moto.client("kinesis"), stream_arn=stream_arn, kinesis_stream=stream,
-                        state_path=tmp_path / "state.json")
-    operations = G.plan(30, seed=2)
+                        state_path=tmp_path / "state.json", partition_key="orderid")
+    operations = G.plan(30, seed=2, entity=ORDERS)
     for start in range(0, 30, 10):
-        G.write_to_dynamodb(operations[start:start + 10], moto.resource("dynamodb"), table)
+        G.write_to_dynamodb(operations[start:start + 10], moto.resource("dynamodb"), table, entity=ORDERS)
         assert pipe.poll_once() == 10
     assert len(described) == 1
     pipe._listed = (pipe._listed[0] - SHARD_LIST_SECONDS, pipe._listed[1])  # the listing has aged

@@ -18,6 +18,7 @@ from sales_cdc.config import JobConfig, WarehouseConfig
 from sales_cdc.job import run_stream
 from sales_cdc.lake import LakeConfig
 from sales_cdc.sql import Dialect, MergeSql
+from tests.helpers import ORDERS
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +38,9 @@ def poisoned(spark, pg_url, tmp_path_factory, fixtures_dir):
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", dq=None, job_name="poison",
                        warehouse=WarehouseConfig(url=pg_url, db_schema=schema),
-                       lake=LakeConfig(str(work / "lake")))
+                       lake=LakeConfig(str(work / "lake")), entity=ORDERS)
     summary = run_stream(spark, config, pg_url)
-    sql = MergeSql(Dialect.POSTGRES, db_schema=schema)
+    sql = MergeSql(Dialect.POSTGRES, db_schema=schema, entity=ORDERS)
     with psycopg.connect(pg_url) as conn:
         state = {r[0]: r for r in conn.execute(f"SELECT orderid, product_name, quantity FROM {sql.target}")}
         tombstones = {r[0] for r in conn.execute(f"SELECT orderid FROM {sql.tombstones}")}

@@ -19,6 +19,7 @@ from sales_cdc.config import DqConfig
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
+from tests.helpers import ORDERS
 
 REPO = Path(__file__).parent.parent
 EXPECTATIONS = REPO / "expectations"
@@ -28,36 +29,36 @@ AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 # --- the suites as files --------------------------------------------------------------------------
 def suite_columns() -> set[str]:
     columns = set()
-    for suite in load_suites(EXPECTATIONS):
+    for suite in load_suites(EXPECTATIONS, ORDERS):
         for rule in suite.rules:
             columns.update(c for c in [rule.column, *(rule.kwargs.get("column_set") or [])] if c)
     return columns
 
 
 def test_every_column_a_suite_names_is_a_state_column():
-    state_columns = {f.name for f in S.state_fields()}
+    state_columns = {f.name for f in S.state_fields(ORDERS)}
     assert suite_columns() <= state_columns
 
 
 def test_every_required_state_column_has_a_not_null_rule_and_the_column_set_is_the_schema():
-    rules = [r for s in load_suites(EXPECTATIONS) for r in s.rules]
+    rules = [r for s in load_suites(EXPECTATIONS, ORDERS) for r in s.rules]
     not_null = {r.column for r in rules if r.expectation_type == "expect_column_values_to_not_be_null"}
-    required = {f.name for f in S.state_fields() if not f.nullable and f.name != S.CDC_BATCH_ID}
+    required = {f.name for f in S.state_fields(ORDERS) if not f.nullable and f.name != S.CDC_BATCH_ID}
     assert required <= not_null, f"required columns without a not-null rule: {required - not_null}"
     [column_set] = [r for r in rules if r.expectation_type == "expect_table_columns_to_match_set"]
-    assert column_set.kwargs["column_set"] == [f.name for f in S.state_fields()]
+    assert column_set.kwargs["column_set"] == [f.name for f in S.state_fields(ORDERS)]
     assert column_set.kwargs.get("exact_match", True) is True  # GX leaves its default out of the file
 
 
 def test_catalogue_and_quantity_rules_accept_everything_the_generator_produces():
-    rules = {r.name: r for s in load_suites(EXPECTATIONS) for r in s.rules}
+    rules = {r.name: r for s in load_suites(EXPECTATIONS, ORDERS) for r in s.rules}
     assert set(rules["orders.product_name.be_in_set"].kwargs["value_set"]) == set(G.CATALOGUE)
     quantity = rules["orders.quantity.be_between"].kwargs
     assert (quantity["min_value"], quantity["max_value"]) == (1, G.MAX_QUANTITY)
 
 
 def test_every_rule_has_a_severity_and_quarantine_rules_are_row_level():
-    for suite in load_suites(EXPECTATIONS):
+    for suite in load_suites(EXPECTATIONS, ORDERS):
         for rule in suite.rules:
             assert isinstance(rule.severity, Severity)
             assert rule.why, f"{rule.name}: say why in meta.why"
@@ -89,7 +90,7 @@ def test_a_rule_without_severity_is_refused_at_start_up(tmp_path):
     project = copy_project(tmp_path)
     edit_rule(project, "orders", is_quantity_between, lambda e: e["meta"].pop("severity"))
     with pytest.raises(SuiteError, match=r"meta\.severity"):
-        load_suites(project)
+        load_suites(project, ORDERS)
 
 
 def test_quarantine_on_a_table_level_rule_is_refused(tmp_path):
@@ -100,7 +101,7 @@ def test_quarantine_on_a_table_level_rule_is_refused(tmp_path):
                                      "meta": {"severity": "quarantine"}})
     path.write_text(json.dumps(document, indent=2))
     with pytest.raises(SuiteError, match="needs a row-level expectation"):
-        DataQuality(DqConfig(expectations_dir=project))
+        DataQuality(DqConfig(expectations_dir=project), ORDERS)
 
 
 def test_max_event_time_moves_once_an_hour():
@@ -117,7 +118,7 @@ def test_a_parameter_the_job_does_not_supply_is_refused(tmp_path):
     edit_rule(project, "orders", is_quantity_between,
               lambda e: e["kwargs"].update(max_value={"$PARAMETER": "max_quantity"}))
     with pytest.raises(SuiteError, match="max_quantity"):
-        DataQuality(DqConfig(expectations_dir=project))
+        DataQuality(DqConfig(expectations_dir=project), ORDERS)
 
 
 # --- real GX on real Spark ------------------------------------------------------------------------
@@ -158,7 +159,7 @@ HALT_ROWS = {
 @pytest.fixture(scope="module")
 def dq(tmp_path_factory):
     docs = tmp_path_factory.mktemp("docs")
-    return DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs)), job_name="dq-test")
+    return DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs)), ORDERS, job_name="dq-test")
 
 
 def nullable(schema: T.StructType) -> T.StructType:
@@ -167,7 +168,7 @@ def nullable(schema: T.StructType) -> T.StructType:
 
 
 def frame(spark, rows, schema=None):
-    return spark.createDataFrame(rows, nullable(schema or S.state_schema())).cache()
+    return spark.createDataFrame(rows, nullable(schema or S.state_schema(ORDERS))).cache()
 
 
 def test_good_rows_pass_every_rule(spark, dq):
@@ -224,7 +225,7 @@ def test_halt_rules_catch_their_rows_and_schema_drift(spark, dq):
 
     drifted = T.StructType([T.StructField("quantity", T.LongType()) if f.name == "quantity" else
                             T.StructField("price", T.DoubleType()) if f.name == "price" else f
-                            for f in S.state_schema().fields] + [T.StructField("surprise", T.StringType())])
+                            for f in S.state_schema(ORDERS).fields] + [T.StructField("surprise", T.StringType())])
     rows = [{**state_row(1, quantity=2, price=9.5), "surprise": "x"}]
     outcome = dq.check(frame(spark, rows, drifted), batch_id=4)
     failed = {r.rule.name for r in outcome.failed(Severity.HALT)}
@@ -237,7 +238,7 @@ def test_validation_leaves_nothing_cached(spark, dq):
     datasource, by default, persists every frame it validates and never unpersists it: one cached frame per
     batch, for as long as the stream runs."""
     persisted = spark.sparkContext._jsc.getPersistentRDDs
-    batch = spark.createDataFrame([state_row(i) for i in range(3)], nullable(S.state_schema()))
+    batch = spark.createDataFrame([state_row(i) for i in range(3)], nullable(S.state_schema(ORDERS)))
     before = set(persisted().keySet())
     outcome = dq.check(batch, batch_id=6)
     assert outcome.outcome == "passed"
@@ -247,7 +248,7 @@ def test_validation_leaves_nothing_cached(spark, dq):
 
 def test_row_predicates_run_when_gx_finds_a_failure_or_the_previous_batch_failed(spark, monkeypatch):
     """Clean batches (the usual case) need no predicate job; after a failing batch the predicates run first."""
-    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), "order-of-checks")
+    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), ORDERS, "order-of-checks")
     predicate_jobs = []
     row_flags = dq._row_flags
     monkeypatch.setattr(dq, "_row_flags", lambda *args: predicate_jobs.append(args) or row_flags(*args))
@@ -271,7 +272,7 @@ def test_the_next_batch_within_the_hour_compiles_no_new_code(spark, dq):
     bounds move once an hour: the next batch's queries are the same text, and nothing is compiled again."""
     compilations = spark._jvm.org.apache.spark.metrics.source.CodegenMetrics.METRIC_COMPILATION_TIME()
     def batch():  # as the batch handler hands it over: checkpointed
-        return spark.createDataFrame([state_row(i) for i in range(4)], nullable(S.state_schema())).localCheckpoint()
+        return spark.createDataFrame([state_row(i) for i in range(4)], nullable(S.state_schema(ORDERS))).localCheckpoint()
 
     assert dq.check(batch(), batch_id=7, validated_at=AT + timedelta(minutes=5)).outcome == "passed"
     compiled = compilations.getCount()
@@ -297,7 +298,7 @@ def test_docs_keep_every_batch_page_and_index_the_latest_batches_with_templates_
     from sales_cdc.quality.docs_site import CachedJinjaPageView
 
     docs = tmp_path / "docs"
-    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=2), "idx")
+    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=2), ORDERS, "idx")
     outcomes = [dq.check(frame(spark, [state_row(1)]), batch_id=1)]
     environments = dict(CachedJinjaPageView._environments)
     compiled = {key: len(env.cache) for key, env in environments.items()}
@@ -318,11 +319,11 @@ def test_docs_keep_every_batch_page_and_index_the_latest_batches_with_templates_
 def test_a_restarted_job_indexes_the_batches_before_the_restart(spark, tmp_path):
     docs = tmp_path / "docs"
     config = DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=3)
-    first = DataQuality(config, "rs")
+    first = DataQuality(config, ORDERS, "rs")
     for batch_id in (1, 2):
         first.check(frame(spark, [state_row(batch_id)]), batch_id=batch_id)
 
-    restarted = DataQuality(config, "rs")  # a new job: a new, empty GX context on the same site
+    restarted = DataQuality(config, ORDERS, "rs")  # a new job: a new, empty GX context on the same site
     assert len(restarted.gx.context.validation_results_store.list_keys()) == 4
     restarted.check(frame(spark, [state_row(3)]), batch_id=3)
     restarted.check(frame(spark, [state_row(4)]), batch_id=4)
@@ -331,8 +332,8 @@ def test_a_restarted_job_indexes_the_batches_before_the_restart(spark, tmp_path)
     assert len(list((docs / RESULTS_DIR / "rs").glob("*.json"))) == 6  # batch 1's results are no longer kept
     (docs / RESULTS_DIR / "rs" / "broken.json").write_text("{")  # unreadable files are skipped, with a warning
     (docs / RESULTS_DIR / "rs" / "other.json").write_text('{"key": ["x"], "result": {}}')
-    assert len(DataQuality(config, "rs").gx.context.validation_results_store.list_keys()) == 6
-    assert DataQuality(config, "another-job").gx.context.validation_results_store.list_keys() == []  # its own
+    assert len(DataQuality(config, ORDERS, "rs").gx.context.validation_results_store.list_keys()) == 6
+    assert DataQuality(config, ORDERS, "another-job").gx.context.validation_results_store.list_keys() == []  # its own
 
 
 def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_writes(spark, moto, monkeypatch):
@@ -342,7 +343,7 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
     s3 = moto.client("s3")
     s3.create_bucket(Bucket=bucket)
     dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=f"s3://{bucket}/dq",
-                              docs_endpoint_url=moto.endpoint), "s3docs")
+                              docs_endpoint_url=moto.endpoint), ORDERS, "s3docs")
     site = dq.gx.sync
 
     def on_s3() -> set[str]:
@@ -361,7 +362,7 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
     assert "s3docs-batch-2" in s3.get_object(Bucket=bucket, Key=page)["Body"].read().decode()
 
     restarted = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=f"s3://{bucket}/dq",
-                                     docs_endpoint_url=moto.endpoint), "s3docs")  # a new local folder
+                                     docs_endpoint_url=moto.endpoint), ORDERS, "s3docs")  # a new local folder
     restarted.check(frame(spark, [state_row(3)]), batch_id=3)
     index = s3.get_object(Bucket=bucket, Key="dq/index.html")["Body"].read().decode()
     assert [b for b in (1, 2, 3) if f"s3docs-batch-{b}" not in index] == [], (

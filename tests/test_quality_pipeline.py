@@ -27,6 +27,7 @@ from sales_cdc.quality import DataQuality, DataQualityHalt
 from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from tests.helpers import ORDERS
 from tests.test_quality import EXPECTATIONS, copy_project, edit_rule, is_quantity_between
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ def order(orderid: str, **changes) -> dict:
 
 
 def insert(orderid: str, seq: int, **changes) -> str:
-    return to_json_line(stream_record("INSERT", seq, key=orderid, new=order(orderid, **changes)))
+    return to_json_line(stream_record("INSERT", seq, key=orderid, new=order(orderid, **changes), entity=ORDERS))
 
 
 def query(url: str, sql: str) -> list[tuple]:
@@ -56,13 +57,13 @@ def alerts(moto):
 def test_quarantine_batch_lands_good_rows_and_only_bad_rows_in_quarantine(spark, pg_url, db_schema, moto, alerts,
                                                                           tmp_path):
     topic, queue = alerts
-    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
     warehouse = PostgresWarehouse(pg_url, sql, JOB)
     warehouse.ensure_tables()
-    lake = DeltaLake(LakeConfig(str(tmp_path / "lake")), JOB)
-    quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(tmp_path / "docs")), JOB)
+    lake = DeltaLake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
+    quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(tmp_path / "docs")), ORDERS, JOB)
     handler = BatchHandler(warehouse=warehouse, lake=lake, quality=quality, job_name=JOB, default_stream_id="s1",
-                           alerter=SnsAlerter(moto.client("sns"), topic), alert_quarantine_share=0.05)
+                           alerter=SnsAlerter(moto.client("sns"), topic), alert_quarantine_share=0.05, entity=ORDERS)
     lines = [insert("o-1", 1), insert("o-2", 2, quantity=9), insert("o-3", 3, product_name="Toaster"),
              insert("o-4", 4, customer_id="legacy 17"), "not json"]
     batch = spark.createDataFrame([(x, "shard-0", str(i), None, None) for i, x in enumerate(lines)], S.SOURCE_SCHEMA)
@@ -157,11 +158,11 @@ def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_check
                          warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema), job_name=JOB,
                          max_files_per_trigger=1,
                          dq=DqConfig(expectations_dir=expectations, docs_location=str(tmp_path / "docs"),
-                                     sns_topic_arn=topic, sns_endpoint_url=moto.endpoint))
+                                     sns_topic_arn=topic, sns_endpoint_url=moto.endpoint), entity=ORDERS)
 
     from sales_cdc.job import run_stream
 
-    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
     with pytest.raises(DataQualityHalt) as halt:
         run_stream(spark, config(project), pg_url)
 
@@ -170,7 +171,7 @@ def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_check
     assert "re-reads batch 1" in message
     assert sorted(r[0] for r in query(pg_url, f"SELECT orderid FROM {sql.target}")) == ["o-1", "o-2"]
     assert query(pg_url, f"SELECT batch_id FROM {sql.ledger}") == [(0,)]
-    lake = DeltaLake(LakeConfig(str(tmp_path / "lake")), JOB)
+    lake = DeltaLake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
     assert DeltaTable(lake.raw_uri).to_pyarrow_table().num_rows == 2  # batch 1's raw events are not there either
     assert sorted(DeltaTable(lake.silver_uri).to_pyarrow_table().column("orderid").to_pylist()) == ["o-1", "o-2"]
     assert (tmp_path / "checkpoint" / "commits" / "0").exists()

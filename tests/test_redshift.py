@@ -16,6 +16,7 @@ from sqlglot import exp
 
 from sales_cdc.sql import BATCH_META_FIELDS, Dialect, MergeSql, check_role_arn, check_s3_uri
 from sales_cdc.warehouse import RedshiftDataApiWarehouse, RedshiftStatementError, RedshiftTarget
+from tests.helpers import ORDERS
 
 ROLE = "arn:aws:iam::123456789012:role/sales-cdc-redshift-copy"
 STREAM = "5f0c8a52-8d2e-4a54-9a3e-0b8f1f3c2d11"
@@ -30,7 +31,7 @@ def warehouse(data_api=None, s3=None, soft_delete=False, timeout=900.0) -> Redsh
                             workgroup_name="sales-cdc", secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:"
                                                                    "secret:redshift-admin-AbCdEf",
                             poll_timeout_seconds=timeout)
-    return RedshiftDataApiWarehouse(data_api, s3, MergeSql(Dialect.REDSHIFT, soft_delete=soft_delete), "sales-cdc",
+    return RedshiftDataApiWarehouse(data_api, s3, MergeSql(Dialect.REDSHIFT, soft_delete=soft_delete, entity=ORDERS), "sales-cdc",
                                     target, poll_initial=0.01)
 
 
@@ -65,7 +66,7 @@ def test_copy_literals_are_checked(bad):
 def test_the_meta_driven_ledger_row_and_merge_work_on_postgresql(pg_url, db_schema):
     """The Redshift batch runs without bound parameters; the same builder's statements for PostgreSQL
     prove the ledger row computed from the one-row ``batch`` stage."""
-    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema)
+    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
     meta, create_meta = sql.temp_stage("batch", BATCH_META_FIELDS)
     with psycopg.connect(pg_url) as conn:
         for statement in sql.create_statements():

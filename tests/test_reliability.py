@@ -28,10 +28,10 @@ from sales_cdc.faults import ENV, POINTS
 from sales_cdc.local_aws import create_kinesis_stream
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.verify import diff_rows, load_expected, read_state
-from tests.helpers import Outage, postgres_socket
+from tests.helpers import ORDERS, Outage, postgres_socket
 
 pytestmark = pytest.mark.slow
-COLUMNS = [*S.ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
+COLUMNS = [*ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
 NOISE = ("Traceback", "\tat ", "ERROR", "Exception in thread", "StackOverflowError")
 
 
@@ -59,7 +59,7 @@ class Run:
                      *(lake or ("--lake-root", str(tmp_path / "lake"))),
                      "--max-files-per-trigger", "1", "--job-name", "reliability",
                      *(["--docs-location", str(tmp_path / "docs")] if dq else ["--no-dq"])]
-        self.sql = MergeSql(Dialect.POSTGRES, db_schema=schema)
+        self.sql = MergeSql(Dialect.POSTGRES, db_schema=schema, entity=ORDERS)
 
     def start(self, *extra: str, env: dict | None = None) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "sales_cdc.cli", *self.args, *extra], text=True,
@@ -78,7 +78,7 @@ class Run:
     def assert_converged(self) -> None:
         """The state one clean run gives: warehouse == expected, silver == warehouse, raw once per record."""
         actual = read_state(self.url, self.sql, COLUMNS)
-        assert diff_rows(actual, load_expected(self.fixtures / "expected" / "orders.jsonl"), "orderid") == []
+        assert diff_rows(actual, load_expected(self.fixtures / "expected" / "orders.jsonl"), ("orderid",)) == []
         silver = DeltaTable(str(self.tmp / "lake" / "silver" / "orders")).to_pyarrow_table().to_pylist()
         assert {(r["orderid"], r[S.CDC_SEQUENCE]) for r in silver} == {(r["orderid"], r[S.CDC_SEQUENCE])
                                                                        for r in actual}
@@ -182,7 +182,7 @@ def test_a_lake_outage_on_s3_is_retried_then_reported_in_one_line_and_the_restar
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert run.committed_batches() == 6
     actual = read_state(run.url, run.sql, COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), "orderid") == []
+    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
     storage = {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true"}
     silver = DeltaTable(f"s3://{bucket}/lake/silver/orders", storage_options=storage).to_pyarrow_table().to_pylist()
@@ -225,7 +225,7 @@ def test_a_kinesis_outage_stops_the_job_in_one_line_and_the_restart_resumes(tmp_
     process = start()
     expected = load_expected(fixtures_dir / "expected" / "orders.jsonl")
     try:
-        wait_until(lambda: diff_rows(read_state(pg_url, run.sql, COLUMNS), expected, "orderid") == [],
+        wait_until(lambda: diff_rows(read_state(pg_url, run.sql, COLUMNS), expected, ("orderid",)) == [],
                    what="the warehouse to hold every record")
     finally:
         process.send_signal(signal.SIGTERM)

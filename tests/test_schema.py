@@ -7,25 +7,26 @@ from pyspark.sql import types as T
 
 from sales_cdc import schema as S
 from sales_cdc.sql import Dialect, MergeSql, sql_type
+from tests.helpers import ORDERS
 
 
 def test_orders_schema_has_the_documented_columns():
-    assert S.ORDERS.key == "orderid"
-    assert S.ORDERS.field("price").spark_type == T.DecimalType(10, 2)
-    assert S.ORDERS.field("quantity").ddb_type == "N"
-    assert not S.ORDERS.field("orderid").nullable
+    assert ORDERS.keys[0] == "orderid"
+    assert ORDERS.field("price").spark_type == T.DecimalType(10, 2)
+    assert ORDERS.field("quantity").ddb_type == "N"
+    assert not ORDERS.field("orderid").nullable
 
 
 def test_event_layout_has_both_images_of_every_field():
-    names = [f.name for f in S.event_fields()]
-    for field in S.ORDERS.fields:
+    names = [f.name for f in S.event_fields(ORDERS)]
+    for field in ORDERS.fields:
         assert S.NEW_PREFIX + field.name in names and S.OLD_PREFIX + field.name in names
     assert len(names) == len(set(names))
 
 
 def test_warehouse_ddl_is_generated_from_the_state_fields():
-    ddl = MergeSql(Dialect.POSTGRES).create_statements()[1]
-    for field in S.state_fields():
+    ddl = MergeSql(Dialect.POSTGRES, entity=ORDERS).create_statements()[1]
+    for field in S.state_fields(ORDERS):
         assert f'"{field.name}" {sql_type(field, Dialect.POSTGRES)}' in ddl
     assert '"price" DECIMAL(10,2)' in ddl
 
@@ -38,8 +39,8 @@ def test_field_names_are_identifiers(bad):
 
 def test_entity_rejects_unknown_key_duplicates_and_bad_types():
     with pytest.raises(ValueError, match="key"):
-        S.EntitySchema("e", "id", (S.Field("other", T.StringType(), "S"),))
+        S.EntitySchema("e", ("id",), (S.Field("other", T.StringType(), "S"),))
     with pytest.raises(ValueError, match="duplicate"):
-        S.EntitySchema("e", "id", (S.Field("id", T.StringType(), "S"), S.Field("id", T.StringType(), "S")))
+        S.EntitySchema("e", ("id",), (S.Field("id", T.StringType(), "S"), S.Field("id", T.StringType(), "S")))
     with pytest.raises(ValueError, match="DynamoDB type"):
         S.Field("x", T.StringType(), "STRING")

@@ -7,6 +7,7 @@ import sqlglot
 
 from sales_cdc.config import WarehouseConfig
 from sales_cdc.sql import Dialect, MergeSql
+from tests.helpers import ORDERS
 
 
 def all_statements(sql: MergeSql) -> list[str]:
@@ -17,7 +18,7 @@ def all_statements(sql: MergeSql) -> list[str]:
 @pytest.mark.parametrize("soft_delete", [False, True])
 @pytest.mark.parametrize("dialect", list(Dialect))
 def test_every_statement_parses_in_its_dialect(dialect, soft_delete):
-    sql = MergeSql(dialect, db_schema="sales", soft_delete=soft_delete)
+    sql = MergeSql(dialect, db_schema="sales", soft_delete=soft_delete, entity=ORDERS)
     for statement in all_statements(sql):
         # sqlglot's Redshift dialect does not know psycopg's %(name)s placeholders; they are bound values
         parsed = sqlglot.parse_one(statement, read=dialect.value)
@@ -25,7 +26,7 @@ def test_every_statement_parses_in_its_dialect(dialect, soft_delete):
 
 
 def test_redshift_uses_data_api_placeholders_and_no_values_in_text():
-    sql = MergeSql(Dialect.REDSHIFT)
+    sql = MergeSql(Dialect.REDSHIFT, entity=ORDERS)
     assert ":job_name" in sql.ledger_lookup() and "%(" not in sql.ledger_lookup()
     insert = sql.ledger_insert()
     for placeholder in (":job_name", ":stream_id", ":batch_id", ":staged_rows", ":quarantined_rows"):
@@ -33,7 +34,7 @@ def test_redshift_uses_data_api_placeholders_and_no_values_in_text():
 
 
 def test_redshift_tables_are_distributed_and_sorted_by_the_key():
-    target_ddl = MergeSql(Dialect.REDSHIFT).create_statements()[1]
+    target_ddl = MergeSql(Dialect.REDSHIFT, entity=ORDERS).create_statements()[1]
     assert 'DISTKEY("orderid") SORTKEY("orderid")' in target_ddl
     assert "VARCHAR(65535)" in target_ddl  # unmapped attributes
 
@@ -41,16 +42,16 @@ def test_redshift_tables_are_distributed_and_sorted_by_the_key():
 @pytest.mark.parametrize("bad", ['orders"; DROP TABLE x; --', "Orders", "1orders", "sales.orders", "", "a" * 64])
 def test_identifiers_from_config_are_validated(bad):
     with pytest.raises(ValueError, match="invalid identifier"):
-        MergeSql(Dialect.POSTGRES, db_schema=bad)
+        MergeSql(Dialect.POSTGRES, db_schema=bad, entity=ORDERS)
     with pytest.raises(ValueError, match="invalid identifier"):
-        MergeSql(Dialect.POSTGRES, table=bad)
+        MergeSql(Dialect.POSTGRES, table=bad, entity=ORDERS)
     with pytest.raises(ValueError, match="invalid identifier"):
         WarehouseConfig(table=bad)
 
 
 def test_soft_delete_has_no_tombstones_and_hard_delete_has():
-    hard = " ".join(MergeSql(Dialect.POSTGRES).merge_statements())
-    soft = " ".join(MergeSql(Dialect.POSTGRES, soft_delete=True).merge_statements())
+    hard = " ".join(MergeSql(Dialect.POSTGRES, entity=ORDERS).merge_statements())
+    soft = " ".join(MergeSql(Dialect.POSTGRES, soft_delete=True, entity=ORDERS).merge_statements())
     assert "orders_tombstones" in hard and "orders_tombstones" not in soft
     assert '"is_deleted"' in soft
 

@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 
 from sales_cdc import schema as S
 from sales_cdc.transforms import latest_per_key, to_state_rows
+from tests.helpers import ORDERS
 
 EVENT_COLUMNS = "orderid string, cdc_event_id string, cdc_sequence string, expected_winner boolean"
 
@@ -27,7 +28,7 @@ def test_latest_per_key_compares_sequences_numerically(spark):
         ("o3", "e5", pad("7"), True),             # single event
     ]
     events = spark.createDataFrame(rows, EVENT_COLUMNS)
-    actual = latest_per_key(events).select("orderid", "cdc_event_id")
+    actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
     expected = events.where("expected_winner").select("orderid", "cdc_event_id")
     assert_df_equality(actual, expected, ignore_row_order=True)
 
@@ -40,13 +41,13 @@ def test_latest_per_key_redelivery_and_ties_give_one_deterministic_row(spark):
         ("o2", "b", pad("10"), True),   # equal sequences: highest event id wins, every time
     ]
     events = spark.createDataFrame(rows, EVENT_COLUMNS)
-    actual = latest_per_key(events).select("orderid", "cdc_event_id")
+    actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
     expected = spark.createDataFrame([("o1", "e1"), ("o2", "b")], "orderid string, cdc_event_id string")
     assert_df_equality(actual, expected, ignore_row_order=True)
 
 
 def test_state_rows_take_new_image_for_upserts_and_old_image_for_removes(spark):
-    entity = S.EntitySchema("mini", "orderid", (S.ORDERS.field("orderid"), S.ORDERS.field("price")))
+    entity = S.EntitySchema("mini", ("orderid",), (ORDERS.field("orderid"), ORDERS.field("price")))
     when = datetime(2026, 11, 25, 9, 0)
     events = spark.createDataFrame(
         [("e1", "MODIFY", pad("2"), when, "o1", Decimal("2.00"), '{"x":{"S":"new"}}', Decimal("1.00"), None),
@@ -65,6 +66,6 @@ def test_state_rows_take_new_image_for_upserts_and_old_image_for_removes(spark):
 
 
 def test_state_rows_for_orders_follow_the_schema_module(spark):
-    events = spark.createDataFrame([], S.event_schema()).withColumn("cdc_errors", F.array())
-    state = to_state_rows(events, batch_id=0)
-    assert [(f.name, f.dataType) for f in state.schema] == [(f.name, f.spark_type) for f in S.state_fields()]
+    events = spark.createDataFrame([], S.event_schema(ORDERS)).withColumn("cdc_errors", F.array())
+    state = to_state_rows(events, 0, ORDERS)
+    assert [(f.name, f.dataType) for f in state.schema] == [(f.name, f.spark_type) for f in S.state_fields(ORDERS)]

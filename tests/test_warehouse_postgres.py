@@ -15,7 +15,7 @@ from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc.warehouse.base import RowsRefused
-from tests.helpers import source_rows
+from tests.helpers import ORDERS, source_rows
 
 
 def order(orderid: str, quantity: int = 1, price: str = "10.00", **extra) -> dict:
@@ -24,24 +24,24 @@ def order(orderid: str, quantity: int = 1, price: str = "10.00", **extra) -> dic
 
 
 def insert(orderid, seq, **kw):
-    return stream_record("INSERT", seq, key=orderid, new=order(orderid, **kw))
+    return stream_record("INSERT", seq, key=orderid, new=order(orderid, **kw), entity=ORDERS)
 
 
 def modify(orderid, seq, **kw):
-    return stream_record("MODIFY", seq, key=orderid, new=order(orderid, **kw), old=order(orderid))
+    return stream_record("MODIFY", seq, key=orderid, new=order(orderid, **kw), old=order(orderid), entity=ORDERS)
 
 
 def remove(orderid, seq, **kw):
-    return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw))
+    return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw), entity=ORDERS)
 
 
 class Harness:
     def __init__(self, spark, url, db_schema, soft_delete=False):
         self.spark, self.url = spark, url
-        self.sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete)
+        self.sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(url, self.sql, job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, default_stream_id="stream-a")
+        self.handler = BatchHandler(warehouse=self.warehouse, default_stream_id="stream-a", entity=ORDERS)
 
     def batch(self, batch_id, *records):
         return self.handler(source_rows(self.spark, *records), batch_id)
@@ -94,7 +94,7 @@ def test_replaying_a_batch_changes_nothing(wh):
 
 def test_a_replay_after_a_restart_is_found_in_the_ledger_before_it_is_read(wh):
     first = wh.batch(0, insert("o1", 1))
-    restarted = BatchHandler(warehouse=wh.warehouse, default_stream_id="stream-a")
+    restarted = BatchHandler(warehouse=wh.warehouse, default_stream_id="stream-a", entity=ORDERS)
     unreadable = source_rows(wh.spark, insert("o1", 1)).select(*[  # reading any row of it fails
         F.raise_error(F.lit("the replayed batch was read")).cast(f.dataType).alias(f.name)
         for f in S.SOURCE_SCHEMA.fields])
@@ -168,7 +168,7 @@ def test_quarantine_rows_are_stored_with_reason_and_payload(wh):
 
 
 def test_empty_strings_and_nulls_survive_copy(wh):
-    wh.batch(0, stream_record("INSERT", 1, key="o1", new={"orderid": "o1", "customer_name": "", "quantity": 1}))
+    wh.batch(0, stream_record("INSERT", 1, key="o1", new={"orderid": "o1", "customer_name": "", "quantity": 1}, entity=ORDERS))
     assert wh.query(f"SELECT customer_name, customer_id, price FROM {wh.sql.target}") == [("", None, None)]
 
 

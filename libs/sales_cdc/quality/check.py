@@ -153,7 +153,7 @@ class DataQuality:
 
     def parameters(self, now: datetime) -> dict[str, Any]:
         """The $PARAMETER values for a batch validated at ``now``: the suites' defaults, then the job's."""
-        return {**self._parameter_defaults, **self.parameters(now)}
+        return {**self._parameter_defaults, **self.config.parameters(now)}
 
     @property
     def docs_index_url(self) -> str | None:

@@ -12,7 +12,8 @@ from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.records import to_json_line
 
 # the default contract's entity: the tutorial's orders table, which most tests replicate
-ORDERS = load_contract(DEFAULT_CONTRACT).entity
+ORDERS_CONTRACT = load_contract(DEFAULT_CONTRACT)
+ORDERS = ORDERS_CONTRACT.entity
 
 
 def source_rows(spark, *records):

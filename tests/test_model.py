@@ -33,6 +33,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sales_cdc import schema as S
+from sales_cdc.contract import parse_contract
 from sales_cdc.lake import DeltaLake, LakeConfig
 from sales_cdc.lake_parquet import silver_commits
 from sales_cdc.pipeline import BatchHandler
@@ -45,19 +46,27 @@ HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
 MAX_BATCHES = 5
 # hypothesis' first example is its simplest (seed 0): mixed with fresh entropy, each test run sees new histories
 FRESH = random.SystemRandom().getrandbits(62)
-KEY = ORDERS.keys[0]
+# a table with a partition and a sort key, whose items share partitions and sort values
+SORTED = parse_contract({
+    "table": "Sorted", "entity": "sorted", "key": {"partition": "pk", "sort": "sk"},
+    "attributes": {"pk": {"dynamodb": "S", "type": "string"}, "sk": {"dynamodb": "N", "type": "bigint"},
+                   **{name: {"dynamodb": f.ddb_type, "type": f.spark_type.simpleString()}
+                      for name, f in ((n, ORDERS.field(n)) for n in ("product_name", "quantity", "price",
+                                                                        "customer_id"))}}}, "test").entity
 
 
 @dataclass(frozen=True)
 class Event:
     op: str
-    key: str
+    key: tuple  # the entity's key values
     sequence: int
     image: dict  # NewImage (INSERT/MODIFY) or OldImage (REMOVE): the values the state row carries
+    entity: S.EntitySchema = ORDERS
 
     def record(self) -> dict:
-        other = {"new": self.image} if self.op != "REMOVE" else {"old": self.image}
-        return stream_record(self.op, self.sequence, key=self.key, **other, entity=ORDERS)
+        image = {**dict(zip(self.entity.keys, self.key, strict=True)), **self.image}  # images hold the key too
+        other = {"new": image} if self.op != "REMOVE" else {"old": image}
+        return stream_record(self.op, self.sequence, key=self.key, **other, entity=self.entity)
 
 
 @dataclass
@@ -83,10 +92,19 @@ def image(rnd: random.Random) -> dict:
     return values
 
 
-def history(rnd: random.Random, index: int) -> History:
-    """One history: keys ``h<index>-k<n>``, sequence numbers of 21 to 40 digits that grow (sometimes by
+def keys_of(rnd: random.Random, index: int, entity: S.EntitySchema) -> list[tuple]:
+    """1-3 keys of history ``index`` (the partition key starts ``h<index>-``); with a sort key, items share
+    a partition or a sort value."""
+    if len(entity.keys) == 1:
+        return [(f"h{index}-k{n}",) for n in range(rnd.randint(1, 3))]
+    candidates = [(f"h{index}-p{p}", sk) for p in range(2) for sk in (0, 1, -7, 2**40)]
+    return rnd.sample(candidates, rnd.randint(1, 3))
+
+
+def history(rnd: random.Random, index: int, entity: S.EntitySchema) -> History:
+    """One history: its keys (:func:`keys_of`), sequence numbers of 21 to 40 digits that grow (sometimes by
     orders of magnitude, so their length changes), then delivery with duplicates, late events, batches."""
-    keys = [f"h{index}-k{n}" for n in range(rnd.randint(1, 3))]
+    keys = keys_of(rnd, index, entity)
     exists = {k: rnd.random() < 0.5 for k in keys}  # items older than the stream: first seen as MODIFY/REMOVE
     last_image = {k: image(rnd) for k in keys}
     sequence = rnd.randint(10**20, 10**21)
@@ -103,7 +121,7 @@ def history(rnd: random.Random, index: int) -> History:
             values = image(rnd) if op == "MODIFY" else last_image[key]
         exists[key] = op != "REMOVE"
         last_image[key] = values
-        made.append(Event(op, key, sequence, values))
+        made.append(Event(op, key, sequence, values, entity))
     delivered = list(made)
     for _ in range(rnd.choice([0, 0, 1, 3])):  # redeliveries of the same record
         delivered.insert(rnd.randint(0, len(delivered)), rnd.choice(made))
@@ -115,16 +133,16 @@ def history(rnd: random.Random, index: int) -> History:
     return History(delivered, [delivered[a:b] for a, b in itertools.pairwise(bounds)])
 
 
-def random_run(rnd: random.Random) -> tuple[list[History], set[int]]:
-    histories = [history(rnd, i) for i in range(HISTORIES)]
+def random_run(rnd: random.Random, entity: S.EntitySchema) -> tuple[list[History], set[int]]:
+    histories = [history(rnd, i, entity) for i in range(HISTORIES)]
     replayed = {rnd.randrange(MAX_BATCHES) for _ in range(rnd.randint(0, 2))}  # batch ids run twice
     return histories, replayed
 
 
 # --- the model ---------------------------------------------------------------------------------------
-def winners(histories: list[History]) -> dict[str, Event]:
+def winners(histories: list[History]) -> dict[tuple, Event]:
     """Per key, the delivered event with the highest sequence number."""
-    best: dict[str, Event] = {}
+    best: dict[tuple, Event] = {}
     for h in histories:
         for event in h.events:
             if event.key not in best or event.sequence > best[event.key].sequence:
@@ -148,21 +166,21 @@ def expected(histories, soft_delete: bool) -> tuple[dict, dict]:
     return state, tombstones
 
 
-def actual_rows(rows: list[dict], soft_delete: bool) -> dict:
+def actual_rows(rows: list[dict], soft_delete: bool, entity: S.EntitySchema) -> dict:
     def one(r: dict) -> tuple:
         extra = json.loads(r[S.UNMAPPED]) if r[S.UNMAPPED] else None
         row = (r["product_name"], r["quantity"], Decimal(r["price"]), r["customer_id"], extra,
                int(r[S.CDC_SEQUENCE]), r[S.CDC_OP])
         return (*row, r[S.IS_DELETED]) if soft_delete else row
-    return {r[KEY]: one(r) for r in rows}
+    return {tuple(r[k] for k in entity.keys): one(r) for r in rows}
 
 
-def tombstone_rows(rows: list[dict]) -> dict:
-    return {r[KEY]: int(r[S.CDC_SEQUENCE]) for r in rows}
+def tombstone_rows(rows: list[dict], entity: S.EntitySchema) -> dict:
+    return {tuple(r[k] for k in entity.keys): int(r[S.CDC_SEQUENCE]) for r in rows}
 
 
-def history_of(key: str) -> int:
-    return int(key.split("-")[0][1:])
+def history_of(key: tuple) -> int:
+    return int(key[0].split("-")[0][1:])
 
 
 def assert_equal(name: str, actual: dict, want: dict, histories: list[History], seed: int) -> None:
@@ -180,14 +198,14 @@ def assert_equal(name: str, actual: dict, want: dict, histories: list[History], 
 
 # --- the sinks ----------------------------------------------------------------------------------------
 class Sinks:
-    def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str):
-        self.spark, self.soft_delete, self.lake_format = spark, soft_delete, lake_format
-        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
+    def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str, entity: S.EntitySchema):
+        self.spark, self.soft_delete, self.lake_format, self.entity = spark, soft_delete, lake_format, entity
+        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=entity)
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="model")
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
-        self.lake = DeltaLake(LakeConfig(str(root), soft_delete=soft_delete, **formats), "model", ORDERS)
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="model", entity=ORDERS)
+        self.lake = DeltaLake(LakeConfig(str(root), soft_delete=soft_delete, **formats), "model", entity)
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="model", entity=entity)
 
     def run(self, histories: list[History], replayed: set[int]) -> None:
         for batch_id in range(MAX_BATCHES):
@@ -203,10 +221,10 @@ class Sinks:
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     def warehouse_state(self) -> dict:
-        return actual_rows(self._query(self.warehouse.sql.target), self.soft_delete)
+        return actual_rows(self._query(self.warehouse.sql.target), self.soft_delete, self.entity)
 
     def warehouse_tombstones(self) -> dict:
-        return {} if self.soft_delete else tombstone_rows(self._query(self.warehouse.sql.tombstones))
+        return {} if self.soft_delete else tombstone_rows(self._query(self.warehouse.sql.tombstones), self.entity)
 
     def _parquet_silver(self) -> tuple[list[dict], list[dict]]:
         commit = silver_commits(self.spark, self.lake.silver_uri)[-1]
@@ -221,7 +239,7 @@ class Sinks:
         else:
             state = DeltaTable(self.lake.silver_uri).to_pyarrow_table().to_pylist()
             tombs = [] if self.soft_delete else DeltaTable(self.lake.tombstones_uri).to_pyarrow_table().to_pylist()
-        return actual_rows(state, self.soft_delete), tombstone_rows(tombs)
+        return actual_rows(state, self.soft_delete, self.entity), tombstone_rows(tombs, self.entity)
 
     def raw_payloads(self) -> list[str]:
         if self.lake_format == "parquet":
@@ -236,12 +254,27 @@ class Sinks:
           suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**63))
 def test_every_sink_equals_the_model(spark, pg_url, tmp_path_factory, soft_delete, lake_format, seed):
+    check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, seed, ORDERS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("lake_format", "soft_delete"), [("delta", False), ("parquet", True)])
+@settings(max_examples=int(os.environ.get("SALES_CDC_MODEL_RUNS", "1")), deadline=None, database=None,
+          print_blob=True, phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
+@given(seed=st.integers(0, 2**63))
+def test_every_sink_equals_the_model_with_a_sort_key(spark, pg_url, tmp_path_factory, soft_delete, lake_format,
+                                                     seed):
+    """The same with a partition + sort key: items that share a partition, or a sort value, stay apart."""
+    check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, seed, SORTED)
+
+
+def check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, seed, entity) -> None:
     seed = int(os.environ.get("SALES_CDC_MODEL_SEED", seed ^ FRESH))
-    histories, replayed = random_run(random.Random(seed))
-    schema = f"model_{lake_format}_{'soft' if soft_delete else 'hard'}"
+    histories, replayed = random_run(random.Random(seed), entity)
+    schema = f"model_{entity.name}_{lake_format}_{'soft' if soft_delete else 'hard'}"
     with pg_connection(pg_url) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format)
+    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format, entity)
     try:
         sinks.run(histories, replayed)
         state, tombstones = expected(histories, soft_delete)

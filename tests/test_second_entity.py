@@ -1,5 +1,6 @@
-"""A second entity, end to end through the local job with only its contract file: another key, a map, a
-boolean, a bigint, a string set (unmapped), deletes, a re-insert, a late event and a bad record."""
+"""A second entity, end to end with only its contract file: a partition + sort key, a map, a string set, a
+boolean, a bigint and an epoch timestamp; deletes, a deleted item touched again, a late event and bad records;
+through the file source, the fixture demo and the moto demo."""
 
 from __future__ import annotations
 
@@ -9,65 +10,111 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from deltalake import DeltaTable
 
+from sales_cdc import generator as G
+from sales_cdc.cli import main
 from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
 from sales_cdc.contract import load_contract
+from sales_cdc.demo import DemoOptions, run_demo
 from sales_cdc.job import run_stream
-from sales_cdc.lake import LakeConfig
+from sales_cdc.lake import DeltaLake, LakeConfig
 from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.verify import diff_rows, read_lake_state, read_state, state_from_items
 
 pytestmark = pytest.mark.slow
 
-
-def customer(key: str, visits: int, **extra) -> dict:
-    return {"customer_key": key, "visits": visits, "balance": Decimal("10.50"), "active": True,
-            "profile": {"city": "Oslo", "langs": ["no", "en"]}, "tags": {"vip", "early"},
-            "signed_up": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), **extra}
+SIGNED_UP = int(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).timestamp())
 
 
-def test_a_second_entity_lands_with_only_its_contract(spark, pg_url, tmp_path, fixtures_dir):
-    entity = load_contract(fixtures_dir / "customers" / "contract.yaml").entity
-    record = lambda op, seq, key, **images: stream_record(op, seq, key=key, entity=entity, **images)  # noqa: E731
+@pytest.fixture(scope="module")
+def customers(fixtures_dir):
+    return load_contract(fixtures_dir / "customers" / "contract.yaml")
+
+
+def customer(pk: str, sk: int, visits: int, **extra) -> dict:
+    return {"pk": pk, "sk": sk, "visits": visits, "balance": Decimal("10.50"), "active": True,
+            "profile": {"city": "Oslo", "langs": ["no", "en"]}, "tags": {"vip", "early"}, "signed_up": SIGNED_UP,
+            "referrer": "web", **extra}
+
+
+def fresh_schema(pg_url: str, schema: str) -> str:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return schema
+
+
+def test_a_composite_key_entity_lands_with_only_its_contract(spark, pg_url, tmp_path, customers):
+    entity = customers.entity
+
+    def record(op, seq, pk, sk, **images):
+        return stream_record(op, seq, entity=entity, key=(pk, sk), **images)
+
     batches = [
-        [record("INSERT", 10, "c1", new=customer("c1", 1)), record("INSERT", 11, "c2", new=customer("c2", 5)),
-         record("INSERT", 12, "c3", new=customer("c3", 7))],
-        [record("MODIFY", 20, "c1", new=customer("c1", 2**40, active=False), old=customer("c1", 1)),
-         record("REMOVE", 21, "c2", old=customer("c2", 5)),
-         record("MODIFY", 9, "c3", new=customer("c3", 99), old=customer("c3", 7))],  # late: older than 12
-        [record("INSERT", 30, "c2", new=customer("c2", 6)),  # the deleted key touched again
-         to_json_line(record("INSERT", 31, "c4", new=customer("c4", 1))).replace('"N":"1"', '"N":"one"')],
+        [record("INSERT", 10, "a", 1, new=customer("a", 1, 1)), record("INSERT", 11, "a", 2, new=customer("a", 2, 5)),
+         record("INSERT", 12, "b", 1, new=customer("b", 1, 7))],
+        [record("MODIFY", 20, "a", 1, new=customer("a", 1, 2**40, active=False), old=customer("a", 1, 1)),
+         record("REMOVE", 21, "a", 2, old=customer("a", 2, 5)),  # one item of partition a; (a, 1) stays
+         record("MODIFY", 9, "b", 1, new=customer("b", 1, 99), old=customer("b", 1, 7))],  # late: older than 12
+        [record("INSERT", 30, "a", 2, new=customer("a", 2, 6)),  # the deleted item touched again
+         to_json_line(record("INSERT", 31, "c", 1, new=customer("c", 1, 1))).replace('"N":"1"', '"N":"one"'),
+         to_json_line(record("INSERT", 32, "c", 2, new=customer("c", 2, 3))).replace('"sk":{"N":"2"}', '"sk":{"N":"3"}',
+                                                                                    1)],
     ]
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for i, batch in enumerate(batches):
         lines = [r if isinstance(r, str) else to_json_line(r) for r in batch]
         (inbox / f"{i:03d}.jsonl").write_text("\n".join(lines) + "\n")
-    schema = "second_entity"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    schema = fresh_schema(pg_url, "second_entity")
+    lake = LakeConfig(str(tmp_path / "lake"))
     config = JobConfig(source_dir=inbox, checkpoint_dir=tmp_path / "ck", entity=entity, job_name="customers",
                        warehouse=WarehouseConfig(url=pg_url, db_schema=schema), max_files_per_trigger=1,
-                       lake=LakeConfig(str(tmp_path / "lake")), dq=DqConfig(docs_location=str(tmp_path / "docs")))
-    summary = run_stream(spark, config, pg_url)
-    totals = summary.totals()
-    assert totals["events read"] == 8 and totals["events quarantined (decode)"] == 1
+                       lake=lake, dq=DqConfig(docs_location=str(tmp_path / "docs")))
+    totals = run_stream(spark, config, pg_url).totals()
+    assert totals["events read"] == 9 and totals["events quarantined (decode)"] == 2
 
-    sql = MergeSql(Dialect.POSTGRES, db_schema=schema, entity=entity)
-    assert sql.target == f'"{schema}"."customers"'
+    expected = state_from_items([customer("a", 1, 2**40, active=False), customer("a", 2, 6), customer("b", 1, 7)],
+                                entity)
+    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=schema)
+    assert diff_rows(read_state(pg_url, sql, entity.names), expected, entity.keys) == []
+    silver = read_lake_state(DeltaLake(lake, "customers", entity), entity.names)
+    assert diff_rows(silver, expected, entity.keys) == []
     with psycopg.connect(pg_url) as conn:
-        rows = conn.execute(f"SELECT customer_key, visits, active, balance, profile, unmapped_attributes "
-                            f"FROM {sql.target} ORDER BY 1").fetchall()
-        tombstones = conn.execute(f"SELECT customer_key FROM {sql.tombstones}").fetchall()
-        quarantined = conn.execute(f"SELECT record_key, reason FROM {sql.quarantine}").fetchall()
-    assert [(k, v, a) for k, v, a, *_ in rows] == [("c1", 2**40, False), ("c2", 6, True), ("c3", 7, True)]
-    assert all(b == Decimal("10.50") for *_, b, _, _ in rows)
-    profile = json.loads(rows[0][4])
-    assert profile == {"city": {"S": "Oslo"}, "langs": {"L": [{"S": "no"}, {"S": "en"}]}}
-    assert json.loads(rows[0][5]) == {"tags": {"SS": ["early", "vip"]}}  # not in the contract: kept, typed
-    assert tombstones == []
-    assert [k for k, _ in quarantined] == ["c4"] and "visits" in quarantined[0][1]
-    silver = DeltaTable(str(tmp_path / "lake" / "silver" / "customers")).to_pyarrow_table().to_pylist()
-    assert sorted((r["customer_key"], r["visits"]) for r in silver) == [("c1", 2**40), ("c2", 6), ("c3", 7)]
-    assert "orderid" not in {f.name for f in entity.fields}
+        row = conn.execute(f"SELECT profile, tags, signed_up, unmapped_attributes FROM {sql.target} "
+                           "WHERE pk = 'a' AND sk = 1").fetchone()
+        tombstones = conn.execute(f"SELECT pk, sk FROM {sql.tombstones}").fetchall()
+        quarantined = conn.execute(f"SELECT record_key, reason FROM {sql.quarantine} ORDER BY 1").fetchall()
+    assert json.loads(row[0]) == {"city": {"S": "Oslo"}, "langs": {"L": [{"S": "no"}, {"S": "en"}]}}
+    assert json.loads(row[1]) == ["early", "vip"] and row[2] == datetime(2026, 1, 2, 3, 4, 5)
+    assert json.loads(row[3]) == {"referrer": {"S": "web"}}  # not in the contract: kept, typed
+    assert tombstones == []  # (a, 2) came back
+    assert [json.loads(k) for k, _ in quarantined] == [{"pk": "c", "sk": 1}, {"pk": "c", "sk": 2}]
+    assert "visits" in quarantined[0][1] and "key sk differs" in quarantined[1][1]
+
+
+def test_the_fixture_demo_of_a_second_entity(pg_url, tmp_path, customers, fixtures_dir):
+    """`sales-cdc demo-fixtures --contract`: generated fixtures of the contract and their expected state."""
+    operations = G.plan(400, entity=customers.entity, update_share=0.25, delete_share=0.15, seed=3)
+    G.write_fixtures(operations, tmp_path / "cdc", entity=customers.entity, records_per_file=150)
+    expected = state_from_items(G.final_state(operations).values(), customers.entity)
+    (tmp_path / "expected.jsonl").write_text("".join(json.dumps(row) + "\n" for row in expected))
+    schema = fresh_schema(pg_url, "second_entity_fixtures")
+    code = main(["demo-fixtures", "--contract", str(fixtures_dir / "customers" / "contract.yaml"),
+                 "--fixtures", str(tmp_path / "cdc"), "--expected", str(tmp_path / "expected.jsonl"),
+                 "--work-dir", str(tmp_path / "demo"), "--warehouse-url", pg_url, "--db-schema", schema])
+    assert code == 0
+    assert len({row["pk"] for row in expected}) < len(expected)  # partitions hold several items
+
+
+def test_the_moto_demo_of_a_second_entity(pg_url, tmp_path, customers):
+    """`sales-cdc demo --contract`: the table created with its partition and sort key, filled by the generator,
+    replicated through the pipe and Kinesis; warehouse == lake silver == DynamoDB scan."""
+    schema = fresh_schema(pg_url, "second_entity_demo")
+    result = run_demo(DemoOptions(customers, work_dir=tmp_path / "demo", count=250, warehouse_url=pg_url,
+                                  db_schema=schema, max_records_per_shard=60, trigger_interval="1 second"))
+    assert result.mismatches == []
+    assert result.warehouse_rows == result.silver_rows == result.table_rows > 0
+    totals = result.summary.totals()
+    assert totals["events read"] == 250 and totals["rows deleted"] > 0
+    assert totals["events quarantined (decode)"] == totals["events quarantined (data quality)"] == 0

@@ -50,9 +50,9 @@ FRESH = random.SystemRandom().getrandbits(62)
 SORTED = parse_contract({
     "table": "Sorted", "entity": "sorted", "key": {"partition": "pk", "sort": "sk"},
     "attributes": {"pk": {"dynamodb": "S", "type": "string"}, "sk": {"dynamodb": "N", "type": "bigint"},
-                   **{name: {"dynamodb": f.ddb_type, "type": f.spark_type.simpleString()}
-                      for name, f in ((n, ORDERS.field(n)) for n in ("product_name", "quantity", "price",
-                                                                        "customer_id"))}}}, "test").entity
+                   "product_name": {"dynamodb": "S", "type": "string"}, "quantity": {"dynamodb": "N", "type": "integer"},
+                   "price": {"dynamodb": "N", "type": "decimal(10,2)"}, "customer_id": {"dynamodb": "S", "type": "string"}}},
+    "test_model.py").entity
 
 
 @dataclass(frozen=True)

@@ -139,9 +139,9 @@ def _field(name: str, spec: dict[str, Any], source: str) -> S.Field:
         raise ContractError(f"{source}: attributes.{name}: the pipeline uses this column name itself; rename the "
                             "attribute's column")
     return S.Field(column, _column_type(name, spec, source), spec["dynamodb"], required=spec.get("required", False),
-                   description=spec.get("description", ""))
+                   description=spec.get("description", ""), long_text=spec["type"] == "json")
 
 
 def _as_key(field: S.Field) -> S.Field:
     return S.Field(field.name, field.spark_type, field.ddb_type, nullable=False, description=field.description,
-                   required=True)
+                   required=True, long_text=field.long_text)

@@ -186,9 +186,9 @@ def _typed(raw: Column, fld: S.Field, label: str, problems: _Problems) -> Column
     return raw  # BOOL, SS
 
 
-def _fits_the_warehouse(value: Column, column: str, label: str, problems: _Problems) -> None:
+def _fits_the_warehouse(value: Column, column: str, label: str, problems: _Problems, long_text: bool = False) -> None:
     """A text value longer (in UTF-8 bytes) than the warehouse column that stores it is a problem."""
-    limit = S.text_bytes(column)
+    limit = S.text_bytes(column, long_text)
     problems.add(F.octet_length(value) > F.lit(limit),
                  F.concat(F.lit(f"{label}: "), F.octet_length(value).cast("string"),
                           F.lit(f" bytes, more than the warehouse column holds (VARCHAR({limit}))")))
@@ -258,9 +258,11 @@ class _Stages:
             problems.add(_col(wrong_name),
                          F.concat(F.lit(f"{label}: expected DynamoDB type {fld.ddb_type}, got "), _col(tags_name)))
             value_name = _name(prefix, fld.name, "value")
-            self.typed[value_name] = _typed(_col(raw_name), fld, label, problems).cast(fld.spark_type)
-            if isinstance(fld.spark_type, T.StringType):
-                _fits_the_warehouse(_col(raw_name), fld.name, label, problems)
+            typed = _typed(_col(raw_name), fld, label, problems).cast(fld.spark_type)
+            self.typed[value_name] = typed
+            if isinstance(fld.spark_type, T.StringType):  # the text as stored: a json column's JSON, else the raw
+                stored = typed if fld.long_text else _col(raw_name)  # (the typed stage cannot read its own columns)
+                _fits_the_warehouse(stored, fld.name, label, problems, fld.long_text)
             self.values[prefix + fld.name] = _col(value_name)
 
         # Attributes the schema does not know (schema drift) are kept as DynamoDB typed JSON; one with no

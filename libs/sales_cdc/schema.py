@@ -53,6 +53,7 @@ class Field:
     nullable: bool = True
     description: str = ""
     required: bool = False  # an entity attribute every live row must have (data quality quarantines it)
+    long_text: bool = False  # a text column the warehouse holds as long text (JSON of a map, list or set)
 
     def __post_init__(self) -> None:
         check_identifier(self.name)
@@ -211,9 +212,9 @@ QUARANTINE_FIELDS: tuple[Field, ...] = (
 LONG_TEXT_COLUMNS = frozenset({UNMAPPED, PAYLOAD, QUARANTINE_REASON, "details", "docs_url"})
 
 
-def text_bytes(column: str) -> int:
+def text_bytes(column: str, long_text: bool = False) -> int:
     """The most bytes a warehouse text column holds."""
-    return LONG_TEXT_BYTES if column in LONG_TEXT_COLUMNS else TEXT_BYTES
+    return LONG_TEXT_BYTES if long_text or column in LONG_TEXT_COLUMNS else TEXT_BYTES
 
 
 def quarantine_schema() -> T.StructType:

@@ -75,7 +75,7 @@ def sql_type(field: S.Field, dialect: Dialect) -> str:
     if isinstance(t, T.StringType):
         if dialect is Dialect.POSTGRES:
             return "TEXT"
-        return f"VARCHAR({S.text_bytes(field.name)})"
+        return f"VARCHAR({S.text_bytes(field.name, field.long_text)})"
     if isinstance(t, T.DecimalType):
         return f"DECIMAL({t.precision},{t.scale})"
     simple = {

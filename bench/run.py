@@ -154,13 +154,13 @@ def typed_flatten_floor_rows(df: DataFrame, entity: S.EntitySchema = ORDERS) -> 
 
     images = [typed(name, f).alias(prefix + f.name)
               for name, prefix in (("NewImage", S.NEW_PREFIX), ("OldImage", S.OLD_PREFIX)) for f in entity.fields]
-    key = F.when(F.col("r.eventName") == "REMOVE", ddb["OldImage"][entity.key]["S"]) \
-        .otherwise(ddb["NewImage"][entity.key]["S"])
+    key = F.when(F.col("r.eventName") == "REMOVE", ddb["OldImage"][entity.keys[0]]["S"]) \
+        .otherwise(ddb["NewImage"][entity.keys[0]]["S"])
     return df.select(F.from_json(S.PAYLOAD, record).alias("r")).select(
         F.col("r.eventID").alias(S.CDC_EVENT_ID), F.col("r.eventName").alias(S.CDC_OP),
         F.lpad(ddb["SequenceNumber"], S.SEQUENCE_WIDTH, "0").alias(S.CDC_SEQUENCE),
         F.timestamp_seconds(ddb["ApproximateCreationDateTime"]).alias(S.CDC_EVENT_TIME),
-        key.alias(entity.key), *images)
+        key.alias(entity.keys[0]), *images)
 
 
 def udf_state_rows(df: DataFrame) -> DataFrame:
@@ -194,7 +194,7 @@ def udf_state_rows(df: DataFrame) -> DataFrame:
         ddb = record["dynamodb"]
         row = [record["eventID"], record["eventName"], ddb["SequenceNumber"].zfill(width),
                datetime.fromtimestamp(ddb["ApproximateCreationDateTime"], UTC),
-               deserializer.deserialize(ddb["Keys"][entity.key])]
+               deserializer.deserialize(ddb["Keys"][entity.keys[0]])]
         for image_name in ("NewImage", "OldImage"):
             image = ddb.get(image_name) or {}
             item = {k: deserializer.deserialize(v) for k, v in image.items() if k in names}
@@ -360,7 +360,7 @@ def _write_orders(endpoint: str, count: int, rate: float, out: str) -> None:
     dynamodb, serializer, written = aws_client("dynamodb", endpoint=endpoint, config=STAND_IN), TypeSerializer(), {}
     # typed before the clock starts: the application's own work is not what is measured, and on this
     # machine its CPU is taken from the job
-    batches = [([o.key for o in chunk], [{k: serializer.serialize(v) for k, v in G.dynamodb_item(o.item).items()}
+    batches = [([o.key[0] for o in chunk], [{k: serializer.serialize(v) for k, v in G.dynamodb_item(o.item).items()}
                                          for o in chunk])
                for chunk in (operations[start:start + 25] for start in range(0, count, 25))]
 

@@ -94,3 +94,11 @@ def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="glue-artifacts", Prefix="docs/")["Contents"]]
     assert "docs/index.html" in keys and any(k.startswith("docs/validations/orders/") for k in keys)
     assert list((tmp_path / "lake" / "silver" / "orders" / "_commits").glob("*.json"))
+
+
+def test_dq_params_are_a_json_object_of_suite_parameters():
+    assert glue.dq_params('{"price_ceiling": "5000", "max_quantity": 9}') == \
+        (("price_ceiling", "5000"), ("max_quantity", "9"))
+    assert glue.dq_params("") == glue.dq_params("{}") == ()
+    with pytest.raises(SystemExit, match="JSON object"):
+        glue.dq_params("price_ceiling=5000")

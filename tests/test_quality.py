@@ -15,7 +15,7 @@ from pyspark.sql import types as T
 
 from sales_cdc import generator as G
 from sales_cdc import schema as S
-from sales_cdc.config import DqConfig
+from sales_cdc.config import DqConfig, parse_params
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
@@ -369,3 +369,22 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
         len(restarted.gx.context.validation_results_store.list_keys()), sorted(on_s3())[:50])
     assert on_s3() >= {p.relative_to(restarted.gx.sync.local_dir).as_posix()
                        for p in restarted.gx.sync.local_dir.rglob("*") if p.is_file()}
+
+
+def test_a_suite_parameter_takes_its_suite_default_and_dq_param_overrides_it(spark):
+    """price_ceiling: 10000.00 from the orders suite's meta.parameters, 500 with --dq-param."""
+    rows = frame(spark, [state_row(1, price=Decimal("600.00")), state_row(2, price=Decimal("400.00"))])
+    by_default = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, result_format="BOOLEAN_ONLY"), ORDERS, "p1")
+    assert by_default.parameters(AT)["price_ceiling"] == Decimal("10000.00")
+    assert by_default.check(rows, batch_id=1).quarantined_rows == 0
+    lowered = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, params=parse_params(["price_ceiling=500"])),
+                          ORDERS, "p2")
+    outcome = lowered.check(rows, batch_id=1)
+    assert outcome.quarantined_rows == 1 and [r.rule.name for r in outcome.rules if not r.success] == \
+        ["orders.price.be_between"]
+
+
+@pytest.mark.parametrize("bad", ["price_ceiling", "=5", "Price=5"])
+def test_a_malformed_dq_param_is_refused(bad):
+    with pytest.raises(ValueError, match=r"price_ceiling=5000|invalid identifier"):
+        parse_params([bad])

@@ -1,4 +1,4 @@
-"""``sales-cdc``: run the pipeline locally, generate orders, emulate the Pipe, or run the demos."""
+"""``sales-cdc``: run the pipeline locally, generate a table's items, emulate the Pipe, or run the demos."""
 
 from __future__ import annotations
 
@@ -162,8 +162,11 @@ def _parser() -> argparse.ArgumentParser:
     infer.add_argument("--output", type=Path, default=None, help="write the draft here (default: print it)")
     fixtures = sub.add_parser("demo-fixtures", help="offline: the checked-in fixtures through the file source, "
                                                     "then compared with their expected state")
-    fixtures.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES)
-    fixtures.add_argument("--expected", type=Path, default=DEFAULT_EXPECTED)
+    fixtures.add_argument("--fixtures", type=Path, default=None,
+                          help=f"folder of Pipe payload files (default, with the default contract: {DEFAULT_FIXTURES})")
+    fixtures.add_argument("--expected", type=Path, default=None,
+                          help=f"JSON lines of the expected final rows (default, with the default contract: "
+                               f"{DEFAULT_EXPECTED})")
     fixtures.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     _add_contract_arg(fixtures)
     _add_dq_param_arg(fixtures)
@@ -339,6 +342,10 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     work = args.work_dir
     if work.exists():
         shutil.rmtree(work)
+    if args.contract != DEFAULT_CONTRACT and not (args.fixtures and args.expected):
+        raise JobError("demo-fixtures --contract needs --fixtures and --expected: the checked-in fixtures are "
+                       "the orders table's (make some with `sales-cdc generate --contract ... --fixtures-dir`)")
+    args.fixtures, args.expected = args.fixtures or DEFAULT_FIXTURES, args.expected or DEFAULT_EXPECTED
     files = stage_fixtures(args.fixtures, work / "inbox")
     console.print(f"[bold]demo[/]: {len(files)} fixture files from {args.fixtures} -> Spark (local) -> PostgreSQL")
     warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=work / "postgres", db_schema=args.db_schema,
@@ -400,7 +407,7 @@ def _generate(args: argparse.Namespace) -> int:
     operations = G.plan(args.count, entity=contract.entity, update_share=args.update_share,
                         delete_share=args.delete_share, seed=args.seed)
     if args.fixtures_dir:
-        paths = G.write_fixtures(operations, args.fixtures_dir, entity=contract.entity,
+        paths = G.write_fixtures(operations, args.fixtures_dir, entity=contract.entity, table=contract.table,
                                  records_per_file=args.records_per_file)
         counts = Counter(o.op for o in operations)
         console.print(f"{dict(counts)} written as {len(paths)} Pipe payload file(s) in {args.fixtures_dir}")

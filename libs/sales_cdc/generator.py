@@ -223,7 +223,8 @@ def final_state(operations: list[Operation]) -> dict[tuple, dict[str, Any]]:
 
 # --- fixture mode ----------------------------------------------------------------------------------
 def write_fixtures(operations: list[Operation], folder: Path, *, entity: S.EntitySchema, records_per_file: int = 1000,
-                   first_sequence: int = 10**20, start: datetime | None = None) -> list[Path]:
+                   first_sequence: int = 10**20, start: datetime | None = None,
+                   table: str | None = None) -> list[Path]:
     """The plan as Pipe payload JSON-lines files (what Kinesis would carry), sequence numbers increasing."""
     folder.mkdir(parents=True, exist_ok=True)
     start = start or DEFAULT_START
@@ -233,7 +234,7 @@ def write_fixtures(operations: list[Operation], folder: Path, *, entity: S.Entit
         path = folder / f"{entity.name}-{chunk_start // records_per_file:05d}.jsonl"
         lines = [
             to_json_line(stream_record(
-                o.op, first_sequence + chunk_start + i, entity=entity, key=o.key, new=o.item, old=o.old,
+                o.op, first_sequence + chunk_start + i, entity=entity, key=o.key, new=o.item, old=o.old, table=table,
                 event_time=int(start.timestamp()) + chunk_start + i))
             for i, o in enumerate(chunk)
         ]

@@ -249,7 +249,8 @@ def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) 
     if handler.lake is not None:
         handler.lake.check(glue_context.spark_session)
     frame = glue_context.create_data_frame.from_options(
-        connection_type="kinesis", connection_options=kinesis_connection_options(args), transformation_ctx="orders")
+        connection_type="kinesis", connection_options=kinesis_connection_options(args),
+        transformation_ctx=config.entity.name)
     log.info("starting: stream %s, checkpoint %s, window %s", args["stream_arn"], args["checkpoint_location"],
              args["window_size"])
     glue_context.forEachBatch(frame=to_source_rows(frame), batch_function=handler,

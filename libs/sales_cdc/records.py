@@ -18,7 +18,9 @@ from boto3.dynamodb.types import Binary, TypeSerializer
 from . import schema as S
 
 _serializer = TypeSerializer()
-STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/OrdersRawTable/stream/2026-11-25T00:00:00.000"
+def stream_arn(table: str) -> str:
+    """A stream ARN of ``table``, as records carry it in ``eventSourceARN``."""
+    return f"arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-25T00:00:00.000"
 
 
 def json_safe(value: Any, *, sort_sets: bool = False) -> Any:
@@ -72,9 +74,10 @@ def stream_record(
     old: Mapping[str, Any] | None = None,
     event_time: datetime | int | None = None,
     event_id: str | None = None,
+    table: str | None = None,
 ) -> dict[str, Any]:
     """One stream record as the Pipe puts it on Kinesis (INSERT: new only, REMOVE: old only); ``key`` as
-    :func:`item_key` takes it."""
+    :func:`item_key` takes it; ``table`` names the source table in ``eventSourceARN`` (default: the entity)."""
     if isinstance(event_time, datetime):
         event_time = int(event_time.timestamp())
     keys = item_key(entity, key)
@@ -95,7 +98,7 @@ def stream_record(
         "eventVersion": "1.1",
         "eventSource": "aws:dynamodb",
         "awsRegion": "us-east-1",
-        "eventSourceARN": STREAM_ARN,
+        "eventSourceARN": stream_arn(table or entity.name),
         "dynamodb": dynamodb,
     }
 

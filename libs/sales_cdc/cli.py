@@ -463,11 +463,7 @@ def _deploy(args: argparse.Namespace) -> int:
         parameters[key] = value
     wheel = D.build_wheel()
     region = args.region or "us-east-1"
-    contract = load_contract(args.contract)  # refused here, before the stack, if the job would refuse it
-    parameters.setdefault("TableName", contract.table)
-    for role, key in zip(("Key", "SortKey"), contract.entity.key_fields, strict=False):
-        parameters.setdefault(f"{role}AttributeName", key.name)
-        parameters.setdefault(f"{role}AttributeType", key.ddb_type)
+    load_contract(args.contract)  # refused here, before the wheel is uploaded, if the job would refuse it
     outputs = D.deploy(aws_client("cloudformation", region=region), aws_client("s3", region=region), args.stack,
                        parameters, wheel, contract=args.contract)
     user = D.create_job_user(aws_client("redshift-data", region=region),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from .contract import DEFAULT_CONTRACT, load_contract
+from .contract import DEFAULT_CONTRACT, Contract, load_contract
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,19 @@ def deploy_stack(cfn, stack: str, template_body: str, parameters: dict[str, str]
     return {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
 
 
+def contract_parameters(contract: Contract) -> dict[str, str]:
+    """The stack parameters a contract decides: the table, its partition key and its sort key (if any)."""
+    parameters = {"TableName": contract.table}
+    for role, key in zip(("Key", "SortKey"), contract.entity.key_fields, strict=False):
+        parameters[f"{role}AttributeName"], parameters[f"{role}AttributeType"] = key.name, key.ddb_type
+    return parameters
+
+
 def deploy(cfn, s3, stack: str, parameters: dict[str, str], wheel: Path, template: Path = TEMPLATE,
            prefix: str = "sales-cdc", contract: Path = DEFAULT_CONTRACT) -> dict[str, str]:
-    load_contract(contract)  # before the stack: a bad contract stops the deploy with its one line
-    outputs = deploy_stack(cfn, stack, template.read_text(),
-                           {"ArtifactsKeyPrefix": prefix, "WheelFileName": wheel.name, **parameters})
+    loaded = load_contract(contract)  # before the stack: a bad contract stops the deploy with its one line
+    outputs = deploy_stack(cfn, stack, template.read_text(), {"ArtifactsKeyPrefix": prefix, "WheelFileName": wheel.name,
+                                                              **contract_parameters(loaded), **parameters})
     upload_artifacts(s3, Artifacts(outputs["ArtifactsBucket"], prefix), wheel, contract)
     return outputs
 

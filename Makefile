@@ -60,7 +60,7 @@ bench: install ## benchmarks with baselines in one run -> bench/results/ (about 
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 wheel: install ## build dist/sales_cdc-*.whl (what the Glue job installs)
-	$(PY) -m pip wheel --no-deps -q -w dist .
+	SALES_CDC_WHEEL=job $(PY) -m pip wheel --no-deps -q -w dist .
 
 deploy: install ## deploy to AWS: make deploy SUBNETS=subnet-a,subnet-b,subnet-c SECURITY_GROUPS=sg-1 [ALERT_EMAIL=..] [STACK=..]
 	$(VENV)/bin/sales-cdc deploy --stack $(STACK) --subnets $(SUBNETS) --security-groups $(SECURITY_GROUPS) \

@@ -38,12 +38,10 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sales_cdc import generator as G
 from sales_cdc import schema as S
 from sales_cdc.config import DqConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.decode import decode_batch, decode_flagged, decode_pipe_records, split_decoded
-from sales_cdc.embedded import start_embedded_postgres
 from sales_cdc.job import build_spark
 from sales_cdc.lake import DeltaLake, LakeConfig
 from sales_cdc.pipeline import BatchHandler
@@ -51,6 +49,8 @@ from sales_cdc.quality import DataQuality
 from sales_cdc.sql import Dialect, MergeSql, quote
 from sales_cdc.transforms import latest_per_key, to_state_rows
 from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local import generator as G
+from sales_cdc_local.embedded import start_embedded_postgres
 
 REPO = Path(__file__).resolve().parent.parent
 ORDERS_CONTRACT = load_contract(DEFAULT_CONTRACT)  # the benchmarks run on the tutorial's table
@@ -354,7 +354,7 @@ def _write_orders(endpoint: str, count: int, rate: float, out: str) -> None:
 
     from boto3.dynamodb.types import TypeSerializer
 
-    from sales_cdc.local_aws import aws_client
+    from sales_cdc_local.local_aws import aws_client
 
     operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11, entity=ORDERS)
     dynamodb, serializer, written = aws_client("dynamodb", endpoint=endpoint, config=STAND_IN), TypeSerializer(), {}
@@ -383,8 +383,8 @@ def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path:
               counter) -> None:
     """The pipe emulator until ``stop`` is set; counts the records it puts in ``counter`` and writes
     ``{key: put on Kinesis at}`` to ``out`` at the end."""
-    from sales_cdc.local_aws import KINESIS_STREAM, aws_client
-    from sales_cdc.pipe_emulator import PipeEmulator
+    from sales_cdc_local.local_aws import KINESIS_STREAM, aws_client
+    from sales_cdc_local.pipe_emulator import PipeEmulator
 
     pipe = PipeEmulator(aws_client("dynamodbstreams", endpoint=endpoint, config=STAND_IN),
                         aws_client("kinesis", endpoint=kinesis_endpoint, config=STAND_IN), stream_arn=stream_arn,
@@ -466,7 +466,7 @@ class _EmulatedSource:
     def __init__(self, rate: float, total: int, workdir: Path, name: str) -> None:
         import multiprocessing
 
-        from sales_cdc.local_aws import MotoServer
+        from sales_cdc_local.local_aws import MotoServer
 
         self.rate, self.total, self.workdir, self.name = rate, total, workdir, name
         self._processes = multiprocessing.get_context("spawn")  # never fork a process that holds a JVM gateway
@@ -484,7 +484,7 @@ class _EmulatedSource:
             raise
 
     def _start(self) -> _EmulatedSource:
-        from sales_cdc.local_aws import create_kinesis_stream, create_source_table
+        from sales_cdc_local.local_aws import create_kinesis_stream, create_source_table
 
         for server in (self.dynamodb, self.kinesis, self.s3):
             server.start()

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sales_cdc.embedded import start_embedded_postgres
 from sales_cdc.job import build_spark
+from sales_cdc_local.embedded import start_embedded_postgres
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -45,7 +45,7 @@ def fixtures_dir() -> Path:
 @pytest.fixture(scope="session")
 def moto():
     """A real moto server in its own process, shared by the session (tests use their own resource names)."""
-    from sales_cdc.local_aws import MotoServer
+    from sales_cdc_local.local_aws import MotoServer
 
     with MotoServer() as server:
         yield server

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 
 from sales_cdc import schema as S
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
-from sales_cdc.records import to_json_line
+from sales_cdc_local.records import to_json_line
 
 # the default contract's entity: the tutorial's orders table, which most tests replicate
 ORDERS_CONTRACT = load_contract(DEFAULT_CONTRACT)

@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from sales_cdc import schema as S
-from sales_cdc.cli import main
 from sales_cdc.config import DqConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, ContractError, load_contract
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.quality import DataQuality, load_suites
-from sales_cdc.records import stream_record
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local.cli import main
+from sales_cdc_local.records import stream_record
 from tests.helpers import ORDERS, source_rows
 
 REPO = Path(__file__).parent.parent

@@ -12,7 +12,7 @@ from pyspark.sql import types as T
 
 from sales_cdc import schema as S
 from sales_cdc.decode import decode_batch, decode_pipe_records, split_decoded
-from sales_cdc.records import stream_record, to_json_line
+from sales_cdc_local.records import stream_record, to_json_line
 from tests.helpers import ORDERS
 
 ALL_TYPES = S.EntitySchema(

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import yaml
 
-from sales_cdc import deploy as D
+from sales_cdc_local import deploy as D
 from tests.test_infra import MOTO_TYPES, TEMPLATE, _without
 
 pytestmark = pytest.mark.slow

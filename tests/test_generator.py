@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pytest
 
-from sales_cdc import generator as G
 from sales_cdc import schema as S
 from sales_cdc.decode import decode_pipe_records, split_decoded
-from sales_cdc.local_aws import create_source_table
 from sales_cdc.sources import file_batch
 from sales_cdc.transforms import latest_per_key
-from sales_cdc.verify import scan_table, state_from_items
+from sales_cdc_local import generator as G
+from sales_cdc_local.local_aws import create_source_table
+from sales_cdc_local.verify import scan_table, state_from_items
 from tests.helpers import ORDERS
 
 

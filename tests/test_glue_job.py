@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from sales_cdc import glue
-from sales_cdc.cli import stage_fixtures
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.sql import Dialect, MergeSql
-from sales_cdc.verify import diff_rows, load_expected, read_state
+from sales_cdc_local.cli import stage_fixtures
+from sales_cdc_local.verify import diff_rows, load_expected, read_state
 from tests.helpers import ORDERS
 from tests.test_job import COLUMNS
 from tests.test_quality import EXPECTATIONS

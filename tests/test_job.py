@@ -12,13 +12,13 @@ import pytest
 from pyspark.errors import StreamingQueryException
 
 from sales_cdc import schema as S
-from sales_cdc.cli import main, stage_fixtures
 from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
 from sales_cdc.job import postgres_warehouse, run_stream, start_query
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sources import file_stream
 from sales_cdc.sql import Dialect, MergeSql
-from sales_cdc.verify import diff_rows, load_expected, read_state
+from sales_cdc_local.cli import main, stage_fixtures
+from sales_cdc_local.verify import diff_rows, load_expected, read_state
 from tests.helpers import ORDERS, ORDERS_CONTRACT
 
 pytestmark = pytest.mark.slow
@@ -115,7 +115,7 @@ def test_spark_submit_runs_the_local_entry_point(pg_url, db_schema, tmp_path, fi
 
 
 def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schema, tmp_path):
-    from sales_cdc.demo import DemoOptions, run_demo
+    from sales_cdc_local.demo import DemoOptions, run_demo
 
     result = run_demo(DemoOptions(ORDERS_CONTRACT, work_dir=tmp_path / "demo", count=300, warehouse_url=pg_url, db_schema=db_schema,
                                   max_records_per_shard=60, trigger_interval="1 second"))

@@ -11,7 +11,7 @@ import pytest
 from sales_cdc.config import JobConfig, KinesisConfig
 from sales_cdc.job import await_query, source_stream, start_query
 from sales_cdc.kinesis_source import KinesisStreamReader
-from sales_cdc.local_aws import create_kinesis_stream
+from sales_cdc_local.local_aws import create_kinesis_stream
 from tests.helpers import ORDERS
 
 

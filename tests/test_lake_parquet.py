@@ -11,9 +11,9 @@ from sales_cdc import schema as S
 from sales_cdc.lake import DeltaLake, LakeConfig, maintain
 from sales_cdc.lake_parquet import BATCH_PARTITION, latest_silver_path, silver_commits
 from sales_cdc.pipeline import BatchHandler
-from sales_cdc.records import to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local.records import to_json_line
 from tests.helpers import ORDERS
 from tests.test_warehouse_postgres import insert, modify, remove, source_rows
 
@@ -121,7 +121,7 @@ def test_parquet_needs_a_filesystem_spark_knows(spark):
 
 
 def test_run_command_writes_parquet_layers(pg_url, db_schema, tmp_path, fixtures_dir):
-    from sales_cdc.cli import main, stage_fixtures
+    from sales_cdc_local.cli import main, stage_fixtures
 
     stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
     lake = tmp_path / "lake"

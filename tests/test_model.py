@@ -37,9 +37,9 @@ from sales_cdc.contract import parse_contract
 from sales_cdc.lake import DeltaLake, LakeConfig
 from sales_cdc.lake_parquet import silver_commits
 from sales_cdc.pipeline import BatchHandler
-from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local.records import stream_record, to_json_line
 from tests.helpers import ORDERS, source_rows
 
 HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))

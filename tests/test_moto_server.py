@@ -5,8 +5,8 @@ from __future__ import annotations
 import boto3
 from moto import mock_aws
 
-from sales_cdc.local_aws import create_kinesis_stream, create_source_table
-from sales_cdc.moto_server import fast_record_reads
+from sales_cdc_local.local_aws import create_kinesis_stream, create_source_table
+from sales_cdc_local.moto_server import fast_record_reads
 from tests.helpers import ORDERS
 
 REGION = "us-east-1"

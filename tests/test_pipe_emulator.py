@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import uuid
 
-from sales_cdc import generator as G
-from sales_cdc.local_aws import create_kinesis_stream, create_source_table
-from sales_cdc.pipe_emulator import SHARD_LIST_SECONDS, PipeEmulator, PipeState
+from sales_cdc_local import generator as G
+from sales_cdc_local.local_aws import create_kinesis_stream, create_source_table
+from sales_cdc_local.pipe_emulator import SHARD_LIST_SECONDS, PipeEmulator, PipeState
 from tests.helpers import ORDERS
 
 

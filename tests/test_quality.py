@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from pyspark.sql import types as T
 
-from sales_cdc import generator as G
 from sales_cdc import schema as S
 from sales_cdc.config import DqConfig, parse_params
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
+from sales_cdc_local import generator as G
 from tests.helpers import ORDERS
 
 REPO = Path(__file__).parent.parent

@@ -18,15 +18,15 @@ from deltalake import DeltaTable
 
 from sales_cdc import schema as S
 from sales_cdc.alerts import SnsAlerter
-from sales_cdc.cli import main
 from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
 from sales_cdc.lake import DeltaLake, LakeConfig
-from sales_cdc.local_aws import create_alert_topic, read_alerts
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.quality import DataQuality, DataQualityHalt
-from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local.cli import main
+from sales_cdc_local.local_aws import create_alert_topic, read_alerts
+from sales_cdc_local.records import stream_record, to_json_line
 from tests.helpers import ORDERS
 from tests.test_quality import EXPECTATIONS, copy_project, edit_rule, is_quantity_between
 

@@ -23,11 +23,11 @@ import pytest
 from deltalake import DeltaTable
 
 from sales_cdc import schema as S
-from sales_cdc.cli import stage_fixtures
 from sales_cdc.faults import ENV, POINTS
-from sales_cdc.local_aws import create_kinesis_stream
 from sales_cdc.sql import Dialect, MergeSql
-from sales_cdc.verify import diff_rows, load_expected, read_state
+from sales_cdc_local.cli import stage_fixtures
+from sales_cdc_local.local_aws import create_kinesis_stream
+from sales_cdc_local.verify import diff_rows, load_expected, read_state
 from tests.helpers import ORDERS, Outage, postgres_socket
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ NOISE = ("Traceback", "\tat ", "ERROR", "Exception in thread", "StackOverflowErr
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sales_cdc.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sales_cdc_local.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, check=False)
 
 
@@ -62,7 +62,7 @@ class Run:
         self.sql = MergeSql(Dialect.POSTGRES, db_schema=schema, entity=ORDERS)
 
     def start(self, *extra: str, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "sales_cdc.cli", *self.args, *extra], text=True,
+        return subprocess.Popen([sys.executable, "-m", "sales_cdc_local.cli", *self.args, *extra], text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     def __call__(self, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -210,7 +210,7 @@ def test_a_kinesis_outage_stops_the_job_in_one_line_and_the_restart_resumes(tmp_
             "--no-dq", "--trigger-interval", "1 second", "--job-name", "kinesis-outage"]
 
     def start() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "sales_cdc.cli", *args], text=True, stdout=subprocess.PIPE,
+        return subprocess.Popen([sys.executable, "-m", "sales_cdc_local.cli", *args], text=True, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT)
 
     process = start()

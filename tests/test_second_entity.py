@@ -11,16 +11,16 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from sales_cdc import generator as G
-from sales_cdc.cli import main
 from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
 from sales_cdc.contract import load_contract
-from sales_cdc.demo import DemoOptions, run_demo
 from sales_cdc.job import run_stream
 from sales_cdc.lake import DeltaLake, LakeConfig
-from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
-from sales_cdc.verify import diff_rows, read_lake_state, read_state, state_from_items
+from sales_cdc_local import generator as G
+from sales_cdc_local.cli import main
+from sales_cdc_local.demo import DemoOptions, run_demo
+from sales_cdc_local.records import stream_record, to_json_line
+from sales_cdc_local.verify import diff_rows, read_lake_state, read_state, state_from_items
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ from pyspark.sql import functions as F
 
 from sales_cdc import schema as S
 from sales_cdc.pipeline import BatchHandler
-from sales_cdc.records import stream_record, to_json_line
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc.warehouse.base import RowsRefused
+from sales_cdc_local.records import stream_record, to_json_line
 from tests.helpers import ORDERS, source_rows
 
 

@@ -11,8 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 from pyspark import SparkConf
 from pyspark.errors import StreamingQueryException
@@ -22,13 +20,12 @@ from pyspark.sql.streaming import StreamingQuery
 from . import faults
 from . import schema as S
 from .alerts import LogAlerter, SnsAlerter
+from .aws import aws_client
 from .config import DqConfig, JobConfig, WarehouseConfig
-from .embedded import start_embedded_postgres
 from .errors import JobError, StopRequested
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import DeltaLake
-from .local_aws import aws_client
 from .pipeline import BatchHandler, RunSummary
 from .quality import DataQuality
 from .sources import file_stream
@@ -70,26 +67,6 @@ def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> Spa
     # the CLI sets OFF unless -v: an expected failure reaches the user as one line, not Java's stack frames
     spark.sparkContext.setLogLevel(os.environ.get(SPARK_LOG_LEVEL_ENV, "ERROR"))
     return spark
-
-
-@dataclass
-class WarehouseConnection:
-    url: str
-    server: object | None  # the embedded server handle, kept alive while in use
-
-
-@contextmanager
-def warehouse_connection(config: WarehouseConfig):
-    """The configured warehouse URL, or an embedded PostgreSQL started for the duration."""
-    if config.url:
-        yield WarehouseConnection(config.url, None)
-        return
-    url, server = start_embedded_postgres(config.embedded_data_dir)
-    log.info("embedded PostgreSQL started in %s", config.embedded_data_dir)
-    try:
-        yield WarehouseConnection(url, server)
-    finally:
-        server.cleanup()
 
 
 def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str, entity: S.EntitySchema) -> PostgresWarehouse:

@@ -72,7 +72,7 @@ class KinesisStreamReader(SimpleDataSourceStreamReader):
     @property
     def client(self):
         if self._client is None:
-            from .local_aws import aws_client  # boto3 is imported where the reader runs
+            from .aws import aws_client  # boto3 is imported where the reader runs
 
             self._client = aws_client("kinesis", endpoint=self.endpoint, region=self.region)
         return self._client

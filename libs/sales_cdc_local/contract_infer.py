@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from . import schema as S
+from sales_cdc import schema as S
 
 INT32 = 2**31 - 1
 DOMINANT_SHARE = 0.9  # an attribute seen with another type in fewer items gets the main one (the rest quarantine)

@@ -12,9 +12,10 @@ from typing import Any
 import psycopg
 from pyspark.sql import types as T
 
-from . import schema as S
+from sales_cdc import schema as S
+from sales_cdc.sql import MergeSql, quote
+
 from .records import to_typed_image
-from .sql import MergeSql, quote
 
 
 def normalise(value: Any) -> Any:

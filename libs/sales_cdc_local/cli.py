@@ -19,20 +19,22 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig, parse_params
+from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
+from sales_cdc.errors import JobError, one_line
+from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream
+from sales_cdc.lake import DeltaLake, LakeConfig, maintain, moto_storage_options
+from sales_cdc.pipeline import RunSummary
+from sales_cdc.quality import DataQualityHalt
+from sales_cdc.quality.gx_runner import DocsSite
+from sales_cdc.schema import CDC_SEQUENCE, UNMAPPED
+from sales_cdc.sql import Dialect, MergeSql
+
 from . import generator as G
-from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig, parse_params
-from .contract import DEFAULT_CONTRACT, load_contract
 from .demo import DemoOptions, run_demo
-from .errors import JobError, one_line
-from .job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream, warehouse_connection
-from .lake import DeltaLake, LakeConfig, maintain, moto_storage_options
+from .embedded import warehouse_connection
 from .local_aws import aws_client, aws_resource
 from .pipe_emulator import PipeEmulator
-from .pipeline import RunSummary
-from .quality import DataQualityHalt
-from .quality.gx_runner import DocsSite
-from .schema import CDC_SEQUENCE, UNMAPPED
-from .sql import Dialect, MergeSql
 from .verify import diff_rows, load_expected, read_state
 
 console = Console()

@@ -7,7 +7,6 @@ native library (delta-rs) holds the calling thread.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,16 +15,14 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import boto3
-from botocore.config import Config
+from sales_cdc.aws import aws_client, aws_resource
 
 if TYPE_CHECKING:
-    from .schema import EntitySchema
+    from sales_cdc.schema import EntitySchema
+
+__all__ = ["aws_client", "aws_resource"]  # the clients live in the job package; re-exported for the harness
 
 KINESIS_STREAM = "kinesis-for-sales-data"
-REGION = "us-east-1"
-# botocore retries throttling and transient errors with backoff; the callers never hand-roll this.
-RETRIES = Config(retries={"mode": "standard", "max_attempts": 10}, connect_timeout=5, read_timeout=30)
 
 
 def free_port() -> int:
@@ -48,7 +45,7 @@ class MotoServer:
     def start(self, timeout: float = 30.0) -> MotoServer:
         self.port = self.port or free_port()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "sales_cdc.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "sales_cdc_local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -82,24 +79,6 @@ class MotoServer:
 
     def resource(self, service: str):
         return aws_resource(service, endpoint=self.endpoint)
-
-
-def _local_credentials(endpoint: str | None) -> dict:
-    # moto accepts any credentials; real endpoints use the normal credential chain only.
-    if endpoint and "127.0.0.1" in endpoint and not os.environ.get("AWS_ACCESS_KEY_ID"):
-        return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    return {}
-
-
-def aws_client(service: str, *, endpoint: str | None = None, region: str = REGION, config: Config | None = None):
-    """A client with the project's retries (``config``, if given, is merged over them)."""
-    return boto3.client(service, endpoint_url=endpoint, region_name=region,
-                        config=RETRIES if config is None else RETRIES.merge(config), **_local_credentials(endpoint))
-
-
-def aws_resource(service: str, *, endpoint: str | None = None, region: str = REGION):
-    return boto3.resource(service, endpoint_url=endpoint, region_name=region, config=RETRIES,
-                          **_local_credentials(endpoint))
 
 
 def create_source_table(dynamodb_client, entity: EntitySchema, table_name: str) -> str:

@@ -18,11 +18,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
+from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from sales_cdc.contract import Contract
+from sales_cdc.job import build_spark, run_stream
+from sales_cdc.lake import DeltaLake, LakeConfig, moto_storage_options
+from sales_cdc.pipeline import RunSummary
+from sales_cdc.sql import Dialect, MergeSql
+
 from . import generator as G
-from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
-from .contract import Contract
-from .job import build_spark, run_stream, warehouse_connection
-from .lake import DeltaLake, LakeConfig, moto_storage_options
+from .embedded import warehouse_connection
 from .local_aws import (
     KINESIS_STREAM,
     MotoServer,
@@ -32,8 +36,6 @@ from .local_aws import (
     read_alerts,
 )
 from .pipe_emulator import PipeEmulator
-from .pipeline import RunSummary
-from .sql import Dialect, MergeSql
 from .verify import diff_rows, read_lake_state, read_state, scan_table, state_from_items
 
 LAKE_BUCKET = "sales-lake"

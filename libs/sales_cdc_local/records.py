@@ -15,7 +15,7 @@ from typing import Any
 
 from boto3.dynamodb.types import Binary, TypeSerializer
 
-from . import schema as S
+from sales_cdc import schema as S
 
 _serializer = TypeSerializer()
 def stream_arn(table: str) -> str:

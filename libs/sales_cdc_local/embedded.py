@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+
+from sales_cdc.config import WarehouseConfig
+
+log = logging.getLogger(__name__)
 
 
 def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
@@ -21,3 +28,23 @@ def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
     data_dir.mkdir(parents=True, exist_ok=True)
     server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode="stop")
     return server.get_uri(), server
+
+
+@dataclass
+class WarehouseConnection:
+    url: str
+    server: object | None  # the embedded server handle, kept alive while in use
+
+
+@contextmanager
+def warehouse_connection(config: WarehouseConfig):
+    """The configured warehouse URL, or an embedded PostgreSQL started for the duration."""
+    if config.url:
+        yield WarehouseConnection(config.url, None)
+        return
+    url, server = start_embedded_postgres(config.embedded_data_dir)
+    log.info("embedded PostgreSQL started in %s", config.embedded_data_dir)
+    try:
+        yield WarehouseConnection(url, server)
+    finally:
+        server.cleanup()

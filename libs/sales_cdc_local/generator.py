@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from faker import Faker
 from pyspark.sql import types as T
 
-from . import schema as S
+from sales_cdc import schema as S
+
 from .records import item_key, stream_record, to_json_line
 
 # Unit price range per catalogue product (the GX suite's catalogue check uses the same list).

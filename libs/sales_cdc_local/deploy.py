@@ -8,6 +8,7 @@ package does and is tested against a moto server.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
-from .contract import DEFAULT_CONTRACT, Contract, load_contract
+from sales_cdc.contract import DEFAULT_CONTRACT, Contract, load_contract
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ def build_wheel(dist: Path = REPO / "dist") -> Path:
     """``pip wheel`` of this project (no dependencies: Glue installs them from PyPI at start-up)."""
     dist.mkdir(parents=True, exist_ok=True)
     before = set(dist.glob("sales_cdc-*.whl"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], check=True)
+    # the job package alone, with the job's requirements (setup.py): Glue never installs the harness
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], check=True,
+                   env={**os.environ, "SALES_CDC_WHEEL": "job"})
     wheels = sorted(dist.glob("sales_cdc-*.whl"), key=lambda p: p.stat().st_mtime)
     if not wheels:
         raise RuntimeError(f"no wheel was built in {dist}")
@@ -108,8 +111,8 @@ def create_job_user(data_api, serverless, outputs: dict[str, str], db_schema: st
     """Create the Glue job's own Redshift user, ``IAMR:<job role>``, with rights on its schema only. The job
     reaches Redshift with its role's temporary credentials (no secret); this runs once per deploy, as the
     admin, whose password Redshift keeps (and rotates) in Secrets Manager. Returns the user's name."""
-    from .sql import Dialect, MergeSql, iam_role_user, job_user_grants
-    from .warehouse.redshift import RedshiftDataApiWarehouse, RedshiftTarget
+    from sales_cdc.sql import Dialect, MergeSql, iam_role_user, job_user_grants
+    from sales_cdc.warehouse.redshift import RedshiftDataApiWarehouse, RedshiftTarget
 
     namespace = serverless.get_namespace(namespaceName=outputs["RedshiftNamespace"])["namespace"]
     target = RedshiftTarget(database=outputs["RedshiftDatabase"], iam_role_arn="", staging_uri="",

@@ -44,7 +44,7 @@ from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.decode import decode_batch, decode_flagged, decode_pipe_records, split_decoded
 from sales_cdc.job import build_spark
 from sales_cdc.lake import DeltaLake, LakeConfig
-from sales_cdc.pipeline import BatchHandler
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality
 from sales_cdc.sql import Dialect, MergeSql, quote
 from sales_cdc.transforms import latest_per_key, to_state_rows
@@ -225,8 +225,9 @@ class Bench:
         warehouse = self._warehouse()
         sink = DeltaLake(LakeConfig(str(self.workdir / f"lake-{uuid.uuid4().hex[:8]}")), "bench", ORDERS) \
             if lake else None
-        handler = BatchHandler(warehouse=warehouse, lake=sink, quality=self.quality if gx else None,
-                               job_name="bench", alert_quarantine_share=1.0, default_stream_id="bench", entity=ORDERS)
+        handler = BatchHandler(entity=ORDERS, warehouse=warehouse, lake=sink, quality=self.quality if gx else None,
+                               options=HandlerOptions(job_name="bench", alert_quarantine_share=1.0,
+                                                      default_stream_id="bench"))
         started = time.perf_counter()
         result = handler(df, next(self.batch_ids))
         total = time.perf_counter() - started

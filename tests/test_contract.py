@@ -12,7 +12,7 @@ import yaml
 from sales_cdc import schema as S
 from sales_cdc.config import DqConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, ContractError, load_contract
-from sales_cdc.pipeline import BatchHandler
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality, load_suites
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
@@ -98,7 +98,7 @@ def test_tutorial_shaped_items_land_with_the_default_settings(spark, pg_url, db_
     warehouse = PostgresWarehouse(pg_url, sql, "tutorial")
     warehouse.ensure_tables()
     quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), ORDERS, "tutorial")
-    handler = BatchHandler(warehouse=warehouse, quality=quality, job_name="tutorial", default_stream_id="t", entity=ORDERS)
+    handler = BatchHandler(warehouse=warehouse, quality=quality, entity=ORDERS, options=HandlerOptions(job_name="tutorial", default_stream_id="t"))
     items = [{"orderid": f"order-{i}", "product_name": TUTORIAL_PRODUCTS[i % 5], "quantity": 1 + i % 5,
               "price": Decimal("19.99") + i} for i in range(9)]
     records = [stream_record("INSERT", 100 + i, key=item["orderid"], new=item, entity=ORDERS) for i, item in enumerate(items)]

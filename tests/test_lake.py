@@ -9,7 +9,7 @@ from deltalake import DeltaTable
 
 from sales_cdc import schema as S
 from sales_cdc.lake import DeltaLake, LakeConfig, moto_storage_options
-from sales_cdc.pipeline import BatchHandler
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from tests.helpers import ORDERS
@@ -25,7 +25,7 @@ class LakeHarness:
         sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="s1", entity=ORDERS)
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=ORDERS, options=HandlerOptions(default_stream_id="s1"))
         self.spark = spark
 
     def batch(self, batch_id, *records):

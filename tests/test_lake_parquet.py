@@ -10,7 +10,7 @@ import pytest
 from sales_cdc import schema as S
 from sales_cdc.lake import DeltaLake, LakeConfig, maintain
 from sales_cdc.lake_parquet import BATCH_PARTITION, latest_silver_path, silver_commits
-from sales_cdc.pipeline import BatchHandler
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.records import to_json_line
@@ -29,7 +29,7 @@ class ParquetHarness:
         self.warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS),
                                            job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="s1", entity=ORDERS)
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=ORDERS, options=HandlerOptions(default_stream_id="s1"))
         self.spark = spark
 
     def batch(self, batch_id, *records):
@@ -101,7 +101,7 @@ def test_parquet_silver_equals_delta_silver_and_maintenance_prunes_snapshots(par
     batches = [(insert("o1", 1), insert("o2", 2)), (modify("o1", 3, quantity=2), remove("o2", 4)),
                (insert("o3", 5, quantity=4),)]
     delta = DeltaLake(LakeConfig(str(tmp_path / "delta")), "test-job", ORDERS)
-    handler = BatchHandler(warehouse=parquet_lake.warehouse, lake=delta, default_stream_id="s2", entity=ORDERS)
+    handler = BatchHandler(warehouse=parquet_lake.warehouse, lake=delta, entity=ORDERS, options=HandlerOptions(default_stream_id="s2"))
     for batch_id, records in enumerate(batches):
         parquet_lake.batch(batch_id, *records)
         handler(spark.createDataFrame([(to_json_line(r), "f", None, None, None) for r in records], S.SOURCE_SCHEMA),

@@ -36,7 +36,7 @@ from sales_cdc import schema as S
 from sales_cdc.contract import parse_contract
 from sales_cdc.lake import DeltaLake, LakeConfig
 from sales_cdc.lake_parquet import silver_commits
-from sales_cdc.pipeline import BatchHandler
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.records import stream_record, to_json_line
@@ -205,7 +205,7 @@ class Sinks:
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
         self.lake = DeltaLake(LakeConfig(str(root), soft_delete=soft_delete, **formats), "model", entity)
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, default_stream_id="model", entity=entity)
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=entity, options=HandlerOptions(default_stream_id="model"))
 
     def run(self, histories: list[History], replayed: set[int]) -> None:
         for batch_id in range(MAX_BATCHES):

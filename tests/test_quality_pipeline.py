@@ -20,7 +20,7 @@ from sales_cdc import schema as S
 from sales_cdc.alerts import SnsAlerter
 from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
 from sales_cdc.lake import DeltaLake, LakeConfig
-from sales_cdc.pipeline import BatchHandler
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality, DataQualityHalt
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
@@ -62,8 +62,7 @@ def test_quarantine_batch_lands_good_rows_and_only_bad_rows_in_quarantine(spark,
     warehouse.ensure_tables()
     lake = DeltaLake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
     quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(tmp_path / "docs")), ORDERS, JOB)
-    handler = BatchHandler(warehouse=warehouse, lake=lake, quality=quality, job_name=JOB, default_stream_id="s1",
-                           alerter=SnsAlerter(moto.client("sns"), topic), alert_quarantine_share=0.05, entity=ORDERS)
+    handler = BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=SnsAlerter(moto.client("sns"), topic), entity=ORDERS, options=HandlerOptions(job_name=JOB, default_stream_id="s1", alert_quarantine_share=0.05))
     lines = [insert("o-1", 1), insert("o-2", 2, quantity=9), insert("o-3", 3, product_name="Toaster"),
              insert("o-4", 4, customer_id="legacy 17"), "not json"]
     batch = spark.createDataFrame([(x, "shard-0", str(i), None, None) for i, x in enumerate(lines)], S.SOURCE_SCHEMA)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import psycopg
@@ -10,7 +11,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from sales_cdc import schema as S
-from sales_cdc.pipeline import BatchHandler
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc.warehouse.base import RowsRefused
@@ -41,7 +42,7 @@ class Harness:
         self.sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(url, self.sql, job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, default_stream_id="stream-a", entity=ORDERS)
+        self.handler = BatchHandler(warehouse=self.warehouse, entity=ORDERS, options=HandlerOptions(default_stream_id="stream-a"))
 
     def batch(self, batch_id, *records):
         return self.handler(source_rows(self.spark, *records), batch_id)
@@ -94,7 +95,7 @@ def test_replaying_a_batch_changes_nothing(wh):
 
 def test_a_replay_after_a_restart_is_found_in_the_ledger_before_it_is_read(wh):
     first = wh.batch(0, insert("o1", 1))
-    restarted = BatchHandler(warehouse=wh.warehouse, default_stream_id="stream-a", entity=ORDERS)
+    restarted = BatchHandler(warehouse=wh.warehouse, entity=ORDERS, options=HandlerOptions(default_stream_id="stream-a"))
     unreadable = source_rows(wh.spark, insert("o1", 1)).select(*[  # reading any row of it fails
         F.raise_error(F.lit("the replayed batch was read")).cast(f.dataType).alias(f.name)
         for f in S.SOURCE_SCHEMA.fields])
@@ -108,7 +109,7 @@ def test_a_replay_after_a_restart_is_found_in_the_ledger_before_it_is_read(wh):
 def test_same_batch_id_from_a_new_checkpoint_is_not_skipped(spark, pg_url, db_schema):
     harness = Harness(spark, pg_url, db_schema)
     harness.batch(0, insert("o1", 1))
-    harness.handler.default_stream_id = "stream-b"  # a fresh checkpoint has a new query id
+    harness.handler.options = replace(harness.handler.options, default_stream_id="stream-b")  # a new query id
     result = harness.batch(0, insert("o2", 2))
     assert not result.merge.replayed
     assert set(harness.state()) == {"o1", "o2"}

@@ -26,7 +26,7 @@ from .errors import JobError, StopRequested
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import DeltaLake
-from .pipeline import BatchHandler, RunSummary
+from .pipeline import BatchHandler, HandlerOptions, RunSummary
 from .quality import DataQuality
 from .sources import file_stream
 from .sql import Dialect, MergeSql
@@ -164,9 +164,10 @@ def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
     lake = DeltaLake(config.lake, config.job_name, config.entity) if config.lake else None
     quality = DataQuality(config.dq, config.entity, config.job_name) if config.dq else None
-    return BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=alerter_for(config.dq),
-                        job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds, entity=config.entity,
-                        alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
+    options = HandlerOptions(job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds,
+                             alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
+    return BatchHandler(entity=config.entity, warehouse=warehouse, lake=lake, quality=quality,
+                        alerter=alerter_for(config.dq), options=options)
 
 
 def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,

@@ -20,16 +20,16 @@ from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import InheritableThread, StorageLevel
 from pyspark.sql import DataFrame
 
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
-from .decode import decode_batch, split_decoded
+from .decode import DecodedBatch, decode_batch, split_decoded
 from .errors import TRANSIENT, SinkUnavailable, StopRequested, first_line
 from .faults import crash_point
 from .lake import DeltaLake
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
+from .runtime import InBackground, Materialized, Stopwatch
 from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows, warehouse_quarantine_rows
 from .warehouse.base import MergeResult, RowsRefused, Warehouse
 
@@ -97,114 +97,50 @@ def _split_rows(rows: pa.Table, refused: dict[int, str]) -> tuple[pa.Table, pa.T
     return rows.filter(keep), rows.filter(pc.invert(keep))
 
 
-class _Stopwatch:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        now = time.perf_counter()
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
-        self._last = now
-
-    def paused(self, wait: Callable[[], object]) -> Callable[[], None]:
-        """``wait`` with the time spent in it left out of ``total()``."""
-        def run() -> None:
-            started = time.perf_counter()
-            try:
-                wait()
-            finally:
-                self._last += time.perf_counter() - started
-        return run
-
-    def total(self) -> float:
-        return time.perf_counter() - self._last + sum(self.seconds.values())
+@dataclass(frozen=True)
+class HandlerOptions:
+    job_name: str = "sales-cdc"  # the ledger's and the alerts' job name
+    alert_quarantine_share: float = 0.05  # alert when a batch quarantines more than this share of its events
+    sink_retry_seconds: float = 0.0  # how long an unreachable sink is retried, with backoff
+    default_stream_id: str = "static"  # the stream id outside a streaming query (a test calling the handler)
 
 
-class _InBackground:
-    """``work()`` on a thread that inherits the caller's Spark local properties (job group, query id);
-    ``result()`` waits and returns its value or raises its error."""
+@dataclass
+class _Batch:
+    """One batch on its way through the handler's steps."""
 
-    def __init__(self, work: Callable[[], object], name: str) -> None:
-        self.seconds = 0.0
-        self._value: object = None
-        self._error: BaseException | None = None
-
-        def run() -> None:
-            started = time.perf_counter()
-            try:
-                self._value = work()
-            except BaseException as exc:  # re-raised by result(), on the caller's thread
-                self._error = exc
-            finally:
-                self.seconds = time.perf_counter() - started
-
-        self._thread = InheritableThread(target=run, name=name, daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        self._thread.join()
-
-    @property
-    def failed(self) -> bool:
-        self._thread.join()
-        return self._error is not None
-
-    def result(self) -> object:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-class _Materialized:
-    """DataFrames a batch reads several times, computed once and with their lineage cut.
-
-    ``localCheckpoint``, not ``persist``: a persisted frame keeps its plan, and every job that reads it
-    ships that plan with each task — the decode's plan is large, so each of GX's dozen jobs over the
-    cached state cost 0.5 s whatever the row count (measured: 0.7 s vs 0.1 s per job at 70k rows).
-    The checkpoint blocks are released explicitly at the end of the batch, not left to the driver's GC.
-    """
-
-    def __init__(self, spark) -> None:
-        self._rdds = spark.sparkContext._jsc.getPersistentRDDs
-        self._ids: set[int] = set()
-
-    def __call__(self, df: DataFrame) -> DataFrame:
-        before = set(self._rdds().keySet())
-        # deserialized, as DataFrame.persist() keeps a frame: PySpark's MEMORY_AND_DISK is the serialized
-        # level (meant for Python objects), which costs a copy in and out for every job that reads it
-        checkpointed = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK_DESER)
-        self._ids |= set(self._rdds().keySet()) - before
-        return checkpointed
-
-    def release(self) -> None:
-        persisted = self._rdds()
-        for rdd_id in self._ids:
-            rdd = persisted.get(rdd_id)
-            if rdd is not None:
-                rdd.unpersist(False)
-        self._ids.clear()
+    id: int
+    stream_id: str
+    materialized: Materialized
+    clock: Stopwatch = field(default_factory=Stopwatch)
+    started: float = field(default_factory=time.perf_counter)
+    decoded: DecodedBatch | None = None
+    events: DataFrame | None = None  # valid events
+    quarantine: DataFrame | None = None  # rejected records, as quarantine rows
+    state: DataFrame | None = None  # latest event per key, as state rows (what data quality passed, after it)
+    outcome: DqOutcome | None = None
+    state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` collected for the sinks
+    quarantine_rows: pa.Table | None = None
+    starters: dict[str, Callable[[], object]] = field(default_factory=dict)  # work beside the warehouse merge
+    beside: dict[str, InBackground] = field(default_factory=dict)  # ... started (the docs, the lake)
+    merge: MergeResult | None = None
+    attempts: int = 0  # of the warehouse merge
 
 
 class BatchHandler:
     """decode -> quarantine split -> latest per key -> data quality -> lake + warehouse, for one micro-batch."""
 
-    def __init__(self, *, warehouse: Warehouse, lake: DeltaLake | None = None, quality: DataQuality | None = None,
-                 alerter: Alerter | None = None, job_name: str = "sales-cdc", alert_quarantine_share: float = 0.05,
-                 entity: S.EntitySchema, default_stream_id: str = "static",
-                 summary: RunSummary | None = None, sink_retry_seconds: float = 0.0):
+    def __init__(self, *, entity: S.EntitySchema, warehouse: Warehouse, lake: DeltaLake | None = None,
+                 quality: DataQuality | None = None, alerter: Alerter | None = None,
+                 options: HandlerOptions = HandlerOptions()):
+        self.entity = entity
         self.warehouse = warehouse
         self.lake = lake
         self.quality = quality
         self.alerter = alerter if alerter is not None else LogAlerter()
-        self.job_name = job_name
-        self.alert_quarantine_share = alert_quarantine_share
-        self.entity = entity
-        self.default_stream_id = default_stream_id
-        self.summary = summary if summary is not None else RunSummary()
-        self.summary.docs_url = quality.docs_index_url if quality else None
-        self.sink_retry_seconds = sink_retry_seconds  # how long an unreachable sink is retried, with backoff
+        self.options = options
+        self.job_name = options.job_name
+        self.summary = RunSummary(docs_url=quality.docs_index_url if quality else None)
         self.halt: DataQualityHalt | None = None  # set when a batch halted the job
         self.failure: Exception | None = None  # the error a batch raised (Spark reports it wrapped in Java's)
         # set to stop the job between batches: the next batch raises StopRequested before it writes anything
@@ -213,7 +149,7 @@ class BatchHandler:
 
     def _stream_id(self, batch_df: DataFrame) -> str:
         query_id = batch_df.sparkSession.sparkContext.getLocalProperty(QUERY_ID_PROPERTY)
-        return query_id or self.default_stream_id
+        return query_id or self.options.default_stream_id
 
     def _already_committed(self, batch_id: int, stream_id: str) -> MergeResult | None:
         """A replay comes as the first batch after a (re)start, or as a batch id not above the last one seen;
@@ -228,17 +164,18 @@ class BatchHandler:
         """``attempt()``, again with exponential backoff while it fails with a transient error (a connection,
         the network), for up to ``sink_retry_seconds``; then :class:`SinkUnavailable`. Every sink write is
         safe to repeat: the warehouse transaction rolled back, the lake skips what it committed."""
-        deadline = time.monotonic() + self.sink_retry_seconds
+        patience = self.options.sink_retry_seconds
+        deadline = time.monotonic() + patience
         delay = 1.0
         while True:
             try:
                 return attempt()
             except TRANSIENT as exc:
-                if self.sink_retry_seconds <= 0:
+                if patience <= 0:
                     raise
                 if time.monotonic() + delay > deadline:
                     raise SinkUnavailable(
-                        f"{what} failed for {self.sink_retry_seconds:.0f} s ({first_line(exc)}); check that it is "
+                        f"{what} failed for {patience:.0f} s ({first_line(exc)}); check that it is "
                         "reachable, then run the job again: the batch is replayed from the checkpoint") from exc
                 log.warning("%s failed (%s): retrying in %.0f s", what, first_line(exc), delay)
                 time.sleep(delay)
@@ -263,103 +200,119 @@ class BatchHandler:
             result = BatchResult(batch_id, 0, 0, 0, recorded, dq_outcome="replayed")
             self.summary.add(result)
             return result
-        clock = _Stopwatch()
-        started = time.perf_counter()
-        materialized = _Materialized(batch_df.sparkSession)
-        # work running beside the warehouse's merge (docs pages, the lake), all done before it commits
-        starters: dict[str, Callable[[], object]] = {}
-        beside: dict[str, _InBackground] = {}
+        batch = _Batch(batch_id, stream_id, Materialized(batch_df.sparkSession))
         try:
-            decoded = decode_batch(batch_df, materialized, self.entity)
-            events, quarantine = split_decoded(decoded.frame, batch_id, self.entity)
-            clock.lap("decode")
-            # the deduped state is read by GX, the collect and the lake: materialised here, so that the
-            # data-quality time is data quality only
-            state = materialized(to_state_rows(latest_per_key(events, self.entity.keys), batch_id, self.entity))
-            clock.lap("dedupe")
-            outcome = None
-            if self.quality is not None and decoded.valid:
-                # GX's queries are aggregates: over one partition each is a single stage (no shuffle, no
-                # adaptive re-planning), ~0.1 s less per query here; big batches keep a partition per
-                # DQ_ROWS_PER_PARTITION rows so they stay parallel
-                state = state.coalesce(max(1, math.ceil(decoded.valid / DQ_ROWS_PER_PARTITION)))
-                outcome = self.quality.check(state, batch_id, publish=False)
-                clock.lap("data_quality")
-                if outcome.halted:
-                    self.quality.publish(outcome)  # the halt's message and alert link to its pages
-                    self._halt(outcome, stream_id, decoded.read)
-                # GX renders the batch's Data Docs pages (pure Python) while the collect and the sinks run
-                starters["docs"] = partial(self.quality.publish, outcome)
-                beside["docs"] = _InBackground(starters["docs"], "sales-cdc-docs")
-                if outcome.rejected is not None:
-                    quarantine = quarantine.unionByName(dq_quarantine_rows(events, outcome.rejected, batch_id,
-                                                                           self.entity))
-                passed = outcome.passed
-            else:
-                passed = state
-            state_rows = passed.toArrow()
-            quarantine_rows = quarantine.toArrow()
-            clock.lap("collect")
-            if self.lake is not None:
-                # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
-                # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
-                # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
-                starters["lake"] = partial(
-                    self.lake.write_batch, batch_id=batch_id, stream_id=stream_id,
-                    raw=to_raw_rows(decoded.frame, batch_id, self.entity), state=state_rows,
-                    quarantine=quarantine_rows, state_df=passed, quarantine_df=quarantine)
-            history = outcome.history(self.job_name, stream_id) if outcome is not None else None
-            warehouse_clock = _Stopwatch()
-            attempts = 0
-
-            def write_sinks() -> MergeResult:
-                nonlocal attempts
-                attempts += 1
-                for name, start in starters.items():  # not started yet, or a retry of what failed
-                    if name not in beside or (attempts > 1 and beside[name].failed):
-                        beside[name] = _InBackground(start, f"sales-cdc-{name}")
-
-                def all_beside_done() -> None:
-                    for work in beside.values():
-                        work.result()  # raises its error: the warehouse then rolls the batch back
-                    crash_point("before-warehouse-commit")
-
-                merge = self.warehouse.merge_batch(
-                    batch_id=batch_id, stream_id=stream_id, state=state_rows, quarantine=quarantine_rows,
-                    dq_results=history, before_commit=warehouse_clock.paused(all_beside_done))
-                for work in beside.values():  # an error raises even when the warehouse had nothing to commit
-                    work.result()
-                return merge
-
-            try:
-                merge = self._retrying("writing the batch to the warehouse and the lake", write_sinks)
-            except RowsRefused as refused:
-                # quarantined, so that the stream moves on; the lake keeps what it accepted (docs/reliability.md)
-                log.warning("batch %s: %s; quarantined, the rest of the batch is merged", batch_id, refused)
-                state_rows, refused_rows = _split_rows(state_rows, refused.rows)
-                quarantine_rows = pa.concat_tables([quarantine_rows, warehouse_quarantine_rows(
-                    events, refused_rows, refused.rows, batch_id, self.entity).cast(quarantine_rows.schema)])
-                merge = self._retrying("writing the batch to the warehouse and the lake", write_sinks)
-            crash_point("after-warehouse-commit")
-            clock.seconds.update({name: work.seconds for name, work in beside.items()})
-            clock.seconds["warehouse"] = warehouse_clock.total()
-            clock.lap("sinks")
+            self._decode(batch, batch_df)
+            self._validate(batch)
+            self._collect(batch)
+            self._write_sinks(batch)
         finally:
-            for work in beside.values():  # none outlives its batch, nor the checkpoints it reads
+            for work in batch.beside.values():  # none outlives its batch, nor the checkpoints it reads
                 work.join()
-            materialized.release()
-        result = BatchResult(batch_id, decoded.read, decoded.valid, decoded.warned, merge,
+            batch.materialized.release()
+        return self._finish(batch)
+
+    def _decode(self, batch: _Batch, batch_df: DataFrame) -> None:
+        """Decode (quarantining what does not decode), then the latest event per key as state rows."""
+        batch.decoded = decode_batch(batch_df, batch.materialized, self.entity)
+        batch.events, batch.quarantine = split_decoded(batch.decoded.frame, batch.id, self.entity)
+        batch.clock.lap("decode")
+        # the deduped state is read by GX, the collect and the lake: materialised here, so that the
+        # data-quality time is data quality only
+        batch.state = batch.materialized(to_state_rows(latest_per_key(batch.events, self.entity.keys), batch.id,
+                                                       self.entity))
+        batch.clock.lap("dedupe")
+
+    def _validate(self, batch: _Batch) -> None:
+        """Data quality: halt (raises), or the rows it rejects join the quarantine; the Data Docs pages are
+        rendered on a thread while the batch goes on."""
+        if self.quality is None or not batch.decoded.valid:
+            return
+        # GX's queries are aggregates: over one partition each is a single stage (no shuffle, no adaptive
+        # re-planning), ~0.1 s less per query here; big batches keep a partition per DQ_ROWS_PER_PARTITION rows
+        state = batch.state.coalesce(max(1, math.ceil(batch.decoded.valid / DQ_ROWS_PER_PARTITION)))
+        outcome = batch.outcome = self.quality.check(state, batch.id, publish=False)
+        batch.clock.lap("data_quality")
+        if outcome.halted:
+            self.quality.publish(outcome)  # the halt's message and alert link to its pages
+            self._halt(outcome, batch.stream_id, batch.decoded.read)
+        batch.starters["docs"] = partial(self.quality.publish, outcome)
+        batch.beside["docs"] = InBackground(batch.starters["docs"], "sales-cdc-docs")
+        if outcome.rejected is not None:
+            batch.quarantine = batch.quarantine.unionByName(
+                dq_quarantine_rows(batch.events, outcome.rejected, batch.id, self.entity))
+        batch.state = outcome.passed
+
+    def _collect(self, batch: _Batch) -> None:
+        """The state and quarantine rows as Arrow, which both sinks take; the lake's write is prepared."""
+        batch.state_rows = batch.state.toArrow()
+        batch.quarantine_rows = batch.quarantine.toArrow()
+        batch.clock.lap("collect")
+        if self.lake is not None:
+            # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
+            # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
+            # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
+            batch.starters["lake"] = partial(
+                self.lake.write_batch, batch_id=batch.id, stream_id=batch.stream_id,
+                raw=to_raw_rows(batch.decoded.frame, batch.id, self.entity), state=batch.state_rows,
+                quarantine=batch.quarantine_rows, state_df=batch.state, quarantine_df=batch.quarantine)
+
+    def _write_sinks(self, batch: _Batch) -> None:
+        """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink
+        is unreachable; rows the warehouse refuses are quarantined and the rest merged."""
+        history = batch.outcome.history(self.job_name, batch.stream_id) if batch.outcome is not None else None
+        warehouse_clock = Stopwatch()
+        write = partial(self._merge_with_the_rest, batch, history, warehouse_clock)
+        what = "writing the batch to the warehouse and the lake"
+        try:
+            batch.merge = self._retrying(what, write)
+        except RowsRefused as refused:
+            # quarantined, so that the stream moves on; the lake keeps what it accepted (docs/reliability.md)
+            log.warning("batch %s: %s; quarantined, the rest of the batch is merged", batch.id, refused)
+            batch.state_rows, refused_rows = _split_rows(batch.state_rows, refused.rows)
+            batch.quarantine_rows = pa.concat_tables([batch.quarantine_rows, warehouse_quarantine_rows(
+                batch.events, refused_rows, refused.rows, batch.id, self.entity).cast(batch.quarantine_rows.schema)])
+            batch.merge = self._retrying(what, write)
+        crash_point("after-warehouse-commit")
+        batch.clock.seconds.update({name: work.seconds for name, work in batch.beside.items()})
+        batch.clock.seconds["warehouse"] = warehouse_clock.total()
+        batch.clock.lap("sinks")
+
+    def _merge_with_the_rest(self, batch: _Batch, history, warehouse_clock: Stopwatch) -> MergeResult:
+        """One attempt: start the work beside the merge that has not started (or failed, on a retry), merge,
+        and commit only after it is all done."""
+        batch.attempts += 1
+        for name, start in batch.starters.items():  # (``failed`` waits for the work: asked on a retry only)
+            if name not in batch.beside or (batch.attempts > 1 and batch.beside[name].failed):
+                batch.beside[name] = InBackground(start, f"sales-cdc-{name}")
+
+        def all_beside_done() -> None:
+            for work in batch.beside.values():
+                work.result()  # raises its error: the warehouse then rolls the batch back
+            crash_point("before-warehouse-commit")
+
+        merge = self.warehouse.merge_batch(
+            batch_id=batch.id, stream_id=batch.stream_id, state=batch.state_rows, quarantine=batch.quarantine_rows,
+            dq_results=history, before_commit=warehouse_clock.paused(all_beside_done))
+        for work in batch.beside.values():  # an error raises even when the warehouse had nothing to commit
+            work.result()
+        return merge
+
+    def _finish(self, batch: _Batch) -> BatchResult:
+        """The batch's result: counted in the summary, alerted on, logged."""
+        outcome, merge, decoded = batch.outcome, batch.merge, batch.decoded
+        result = BatchResult(batch.id, decoded.read, decoded.valid, decoded.warned, merge,
                              dq_quarantined=outcome.quarantined_rows if outcome else 0,
                              dq_outcome=outcome.outcome if outcome else "not checked",
                              dq_failed_rules=tuple(outcome.failed_rule_names()) if outcome else (),
-                             seconds=clock.seconds, elapsed_seconds=time.perf_counter() - started)
+                             seconds=batch.clock.seconds, elapsed_seconds=time.perf_counter() - batch.started)
         self.summary.add(result)
         if not merge.replayed:
             self._alert_on_quarantine_share(result, outcome)
         log.info("batch %s: read=%s valid=%s quarantined=%s upserted=%s deleted=%s stale=%s replayed=%s dq=%s %s",
-                 batch_id, result.events_read, result.events_valid, result.quarantined, merge.upserted_rows,
+                 batch.id, result.events_read, result.events_valid, result.quarantined, merge.upserted_rows,
                  merge.deleted_rows, merge.stale_rows, merge.replayed, result.dq_outcome,
-                 " ".join(f"{k}={v:.2f}s" for k, v in clock.seconds.items()))
+                 " ".join(f"{k}={v:.2f}s" for k, v in batch.clock.seconds.items()))
         return result
 
     def _halt(self, outcome: DqOutcome, stream_id: str, events_read: int) -> None:
@@ -378,7 +331,7 @@ class BatchHandler:
         raise self.halt
 
     def _alert_on_quarantine_share(self, result: BatchResult, outcome: DqOutcome | None) -> None:
-        if not result.events_read or result.quarantined / result.events_read <= self.alert_quarantine_share:
+        if not result.events_read or result.quarantined / result.events_read <= self.options.alert_quarantine_share:
             return
         share = result.quarantined / result.events_read
         docs = outcome.docs_url() if outcome else None

@@ -1,0 +1,100 @@
+"""What a batch needs while it runs: a stopwatch per stage, work on a thread beside the batch, and the frames
+it reads several times, computed once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pyspark import InheritableThread, StorageLevel
+from pyspark.sql import DataFrame
+
+
+class Stopwatch:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self._last
+        self._last = now
+
+    def paused(self, wait: Callable[[], object]) -> Callable[[], None]:
+        """``wait`` with the time spent in it left out of ``total()``."""
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                wait()
+            finally:
+                self._last += time.perf_counter() - started
+        return run
+
+    def total(self) -> float:
+        return time.perf_counter() - self._last + sum(self.seconds.values())
+
+
+class InBackground:
+    """``work()`` on a thread that inherits the caller's Spark local properties (job group, query id);
+    ``result()`` waits and returns its value or raises its error."""
+
+    def __init__(self, work: Callable[[], object], name: str) -> None:
+        self.seconds = 0.0
+        self._value: object = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            started = time.perf_counter()
+            try:
+                self._value = work()
+            except BaseException as exc:  # re-raised by result(), on the caller's thread
+                self._error = exc
+            finally:
+                self.seconds = time.perf_counter() - started
+
+        self._thread = InheritableThread(target=run, name=name, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    @property
+    def failed(self) -> bool:
+        self._thread.join()
+        return self._error is not None
+
+    def result(self) -> object:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class Materialized:
+    """DataFrames a batch reads several times, computed once and with their lineage cut.
+
+    ``localCheckpoint``, not ``persist``: a persisted frame keeps its plan, and every job that reads it
+    ships that plan with each task — the decode's plan is large, so each of GX's dozen jobs over the
+    cached state cost 0.5 s whatever the row count (measured: 0.7 s vs 0.1 s per job at 70k rows).
+    The checkpoint blocks are released explicitly at the end of the batch, not left to the driver's GC.
+    """
+
+    def __init__(self, spark) -> None:
+        self._rdds = spark.sparkContext._jsc.getPersistentRDDs
+        self._ids: set[int] = set()
+
+    def __call__(self, df: DataFrame) -> DataFrame:
+        before = set(self._rdds().keySet())
+        # deserialized, as DataFrame.persist() keeps a frame: PySpark's MEMORY_AND_DISK is the serialized
+        # level (meant for Python objects), which costs a copy in and out for every job that reads it
+        checkpointed = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK_DESER)
+        self._ids |= set(self._rdds().keySet()) - before
+        return checkpointed
+
+    def release(self) -> None:
+        persisted = self._rdds()
+        for rdd_id in self._ids:
+            rdd = persisted.get(rdd_id)
+            if rdd is not None:
+                rdd.unpersist(False)
+        self._ids.clear()

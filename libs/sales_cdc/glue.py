@@ -235,7 +235,7 @@ def warehouse_for(args: dict[str, str], config: JobConfig, clients: Callable[[st
 
 def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) -> None:
     """Build everything once, then hand the same batch handler to ``glueContext.forEachBatch``."""
-    from .job import batch_handler, tune_session
+    from .job import run_job, tune_session
 
     tune_session(glue_context.spark_session)
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-"))
@@ -244,19 +244,16 @@ def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) 
     entity = fetch_contract(clients("s3"), args["contract_uri"], workdir) if args["contract_uri"] \
         else load_contract(DEFAULT_CONTRACT).entity
     config = job_config(args, expectations, entity)
-    warehouse = warehouse_for(args, config, clients)
-    handler = batch_handler(config, warehouse)
-    if handler.lake is not None:
-        handler.lake.check(glue_context.spark_session)
-    frame = glue_context.create_data_frame.from_options(
-        connection_type="kinesis", connection_options=kinesis_connection_options(args),
-        transformation_ctx=config.entity.name)
-    log.info("starting: stream %s, checkpoint %s, window %s", args["stream_arn"], args["checkpoint_location"],
-             args["window_size"])
-    glue_context.forEachBatch(frame=to_source_rows(frame), batch_function=handler,
-                              options={"windowSize": args["window_size"],
-                                       "checkpointLocation": args["checkpoint_location"],
-                                       "batchMaxRetries": args["batch_max_retries"]})
-    warehouse.close()
-    if handler.halt is not None:
-        raise handler.halt
+
+    def run_query(handler) -> None:
+        frame = glue_context.create_data_frame.from_options(
+            connection_type="kinesis", connection_options=kinesis_connection_options(args),
+            transformation_ctx=config.entity.name)
+        log.info("starting: stream %s, checkpoint %s, window %s", args["stream_arn"], args["checkpoint_location"],
+                 args["window_size"])
+        glue_context.forEachBatch(frame=to_source_rows(frame), batch_function=handler,
+                                  options={"windowSize": args["window_size"],
+                                           "checkpointLocation": args["checkpoint_location"],
+                                           "batchMaxRetries": args["batch_max_retries"]})
+
+    run_job(glue_context.spark_session, config, warehouse_for(args, config, clients), run_query)

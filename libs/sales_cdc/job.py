@@ -22,7 +22,7 @@ from . import schema as S
 from .alerts import LogAlerter, SnsAlerter
 from .aws import aws_client
 from .config import DqConfig, JobConfig, WarehouseConfig
-from .errors import JobError, StopRequested
+from .errors import JobError
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import DeltaLake
@@ -170,37 +170,44 @@ def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
                         alerter=alerter_for(config.dq), options=options)
 
 
+def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
+            run_query: Callable[[BatchHandler], None]) -> RunSummary:
+    """The job's one lifecycle, local and on Glue: build the batch handler over ``warehouse`` and check it
+    is ready, run the query (``run_query(handler)`` returns when the query ends), close the warehouse. A
+    query that fails because of a batch raises what the batch raised (a data-quality halt, a stop, the
+    batch's own error), not Spark's wrapping of it; a halt also when the query itself ended quietly."""
+    try:
+        handler = batch_handler(config, warehouse)
+        handler.check_ready(spark)
+        try:
+            run_query(handler)
+        except StreamingQueryException as failed:
+            raise handler.cause_of(failed) from None
+        handler.raise_if_halted()
+    finally:
+        warehouse.close()
+    return handler.summary
+
+
 def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
                stop_when: Callable[[RunSummary], bool] | None = None) -> RunSummary:
-    """Run the streaming query until drained (files with ``available_now``), until ``stop_when(summary)``
-    is true between two batches, or until Ctrl-C. A data-quality halt raises :class:`DataQualityHalt`."""
+    """Run the local streaming query until drained (files with ``available_now``), until
+    ``stop_when(summary)`` is true between two batches, or until Ctrl-C. A data-quality halt raises
+    :class:`DataQualityHalt`."""
     faults.check_setting()
     check_paths(config)
     warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name, config.entity)
-    try:
-        handler = batch_handler(config, warehouse)
-        if handler.lake is not None:
-            handler.lake.check(spark)
-    except Exception:
-        warehouse.close()
-        raise
-    query = start_query(source_stream(spark, config), handler, config)
-    _HANDLERS.append(handler)
-    try:
-        await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)
-    except StreamingQueryException:
-        if handler.halt is not None:  # the query failed because a batch halted: say so plainly
-            raise handler.halt from None
-        if isinstance(handler.failure, StopRequested):
-            raise KeyboardInterrupt from None
-        if handler.failure is not None:  # the batch's own error, not Spark's wrapping of it
-            raise handler.failure from None
-        raise
-    except KeyboardInterrupt:
-        log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")
-        query.stop()
-        raise
-    finally:
-        _HANDLERS.remove(handler)
-        warehouse.close()
-    return handler.summary
+
+    def run_query(handler: BatchHandler) -> None:
+        query = start_query(source_stream(spark, config), handler, config)
+        _HANDLERS.append(handler)
+        try:
+            await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)
+        except KeyboardInterrupt:
+            log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")
+            query.stop()
+            raise
+        finally:
+            _HANDLERS.remove(handler)
+
+    return run_job(spark, config, warehouse, run_query)

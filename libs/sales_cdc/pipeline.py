@@ -147,6 +147,25 @@ class BatchHandler:
         self.stop_requested = threading.Event()
         self._last_batch_id: int | None = None  # None until this handler's first batch
 
+    def check_ready(self, spark) -> None:
+        """Before the first batch: the sinks can be written (the lake's layers on their file systems)."""
+        if self.lake is not None:
+            self.lake.check(spark)
+
+    def cause_of(self, failed: BaseException) -> BaseException:
+        """What to raise for a query that ``failed`` while this handler ran: the halt a batch raised, a stop
+        request (as KeyboardInterrupt), the batch's own error, else ``failed`` itself."""
+        if self.halt is not None:
+            return self.halt
+        if isinstance(self.failure, StopRequested):
+            return KeyboardInterrupt()
+        return self.failure if self.failure is not None else failed
+
+    def raise_if_halted(self) -> None:
+        """A query that ended after a halt (Glue's forEachBatch may return) still ends the job with it."""
+        if self.halt is not None:
+            raise self.halt
+
     def _stream_id(self, batch_df: DataFrame) -> str:
         query_id = batch_df.sparkSession.sparkContext.getLocalProperty(QUERY_ID_PROPERTY)
         return query_id or self.options.default_stream_id

@@ -30,9 +30,9 @@ def warehouse(data_api=None, s3=None, soft_delete=False, timeout=900.0) -> Redsh
     target = RedshiftTarget(database="dev", iam_role_arn=ROLE, staging_uri="s3://sales-cdc-staging/merge",
                             workgroup_name="sales-cdc", secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:"
                                                                    "secret:redshift-admin-AbCdEf",
-                            poll_timeout_seconds=timeout)
+                            poll_timeout_seconds=timeout, poll_initial_seconds=0.01)
     return RedshiftDataApiWarehouse(data_api, s3, MergeSql(Dialect.REDSHIFT, soft_delete=soft_delete, entity=ORDERS), "sales-cdc",
-                                    target, poll_initial=0.01)
+                                    target)
 
 
 @pytest.mark.parametrize("soft_delete", [False, True])

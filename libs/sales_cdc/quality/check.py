@@ -123,6 +123,32 @@ def _all_passed(runs: list) -> bool:
     return all(res.success for run in runs for res in run.result.results)
 
 
+class _TimedGx:
+    """GX's validation of one batch, timed."""
+
+    def __init__(self, gx: GxRunner, state: DataFrame, run_name: str, parameters: dict[str, Any], now: datetime):
+        self.gx, self.state, self.run_name, self.parameters, self.now = gx, state, run_name, parameters, now
+        self.seconds = 0.0
+
+    def validate(self, detailed: bool) -> list:
+        started = time.perf_counter()
+        try:
+            return self.gx.validate(self.state, self.run_name, self.parameters, detailed=detailed, run_time=self.now)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def _split(state: DataFrame, flags: _RowFlags) -> tuple[DataFrame, DataFrame | None, int]:
+    """(rows that pass, event id + reasons of the rows to quarantine or None, how many) by the row flags."""
+    if not flags.rejected:
+        return state, None, 0
+    reasons = F.array_compact(F.array(*[F.when(F.col(flags.columns[n]), F.lit(n)) for n in flags.quarantine_names]))
+    passed = flags.flagged.where(~F.col(DQ_REJECTED)).select(*state.columns)
+    rejected = flags.flagged.where(F.col(DQ_REJECTED)).select(
+        S.CDC_EVENT_ID, F.array_join(reasons, "; ").alias(S.QUARANTINE_REASON))
+    return passed, rejected, flags.rejected
+
+
 class DataQuality:
     """Built once per job: loads and checks the suites, sets up GX, compiles the row predicates."""
 
@@ -212,42 +238,31 @@ class DataQuality:
         now = validated_at or datetime.now(UTC)
         parameters = self.parameters(now)
         row_rules = [r for r in self.rules if rows.is_row_level(r) and r.severity is not Severity.HALT]
-        run_name = f"{self.job_name}-batch-{batch_id}"
-        gx_seconds = 0.0
-
-        def validate(detailed: bool) -> list:
-            nonlocal gx_seconds
-            started = time.perf_counter()
-            try:
-                return self.gx.validate(state, run_name, parameters, detailed=detailed, run_time=now)
-            finally:
-                gx_seconds += time.perf_counter() - started
-
+        gx = _TimedGx(self.gx, state, f"{self.job_name}-batch-{batch_id}", parameters, now)
         flags, detailed = None, False
-        runs = validate(detailed=False) if self._gx_first else None
+        runs = gx.validate(detailed=False) if self._gx_first else None
         if runs is None or not _all_passed(runs):
             flags = self._row_flags(state, row_rules, parameters) if row_rules else None
             if runs is None:  # predicates first: a rule they find failing asks for the detail up front
                 detailed = flags is not None and any(flags.counts.values())
-                runs = validate(detailed)
+                runs = gx.validate(detailed)
             if not detailed and self.config.result_format != "BOOLEAN_ONLY" and not _all_passed(runs):
-                runs = validate(detailed=True)
+                runs = gx.validate(detailed=True)
         self._gx_first = self._gx_first_allowed and _all_passed(runs)
-        counts = flags.counts if flags is not None else {r.name: 0 for r in row_rules}
-        rejected_total = flags.rejected if flags is not None else 0
         by_rule = {res.expectation_config.meta[RULE_META]: res for run in runs for res in run.result.results}
         halted = any(not by_rule[r.name].success for r in self.rules
                      if r.severity is Severity.HALT and r.name in by_rule)
+        passed, rejected, rejected_count = (state, None, 0) if halted or flags is None else _split(state, flags)
+        counts = flags.counts if flags is not None else {r.name: 0 for r in row_rules}
+        outcome = DqOutcome(batch_id, self._rule_outcomes(by_rule, counts, batch_id), passed, rejected,
+                            rejected_count, {r.suite: r.docs_url for r in runs if r.docs_url}, now, gx.seconds, runs)
+        if publish:
+            self.publish(outcome)
+        return outcome
 
-        passed, rejected, rejected_count = state, None, 0
-        if rejected_total and not halted:  # a halted batch writes nothing: no split needed
-            rejected_count = rejected_total
-            reasons = F.array_compact(F.array(*[F.when(F.col(flags.columns[n]), F.lit(n))
-                                                for n in flags.quarantine_names]))
-            passed = flags.flagged.where(~F.col(DQ_REJECTED)).select(*state.columns)
-            rejected = flags.flagged.where(F.col(DQ_REJECTED)).select(
-                S.CDC_EVENT_ID, F.array_join(reasons, "; ").alias(S.QUARANTINE_REASON))
-
+    def _rule_outcomes(self, by_rule: dict[str, Any], counts: dict[str, int], batch_id: int) -> list[RuleOutcome]:
+        """Each rule's verdict, GX's counts (a clean BOOLEAN_ONLY result has none: the predicates' then) and a
+        warning when GX and the row predicate disagree."""
         outcomes = []
         for rule in self.rules:
             result = by_rule.get(rule.name)
@@ -263,11 +278,7 @@ class DataQuality:
                 log.warning("batch %s: %s: GX counted %s unexpected rows, the row predicate %s", batch_id,
                             rule.name, unexpected, failed_rows)
             outcomes.append(RuleOutcome(rule, bool(result.success), element_count, unexpected, failed_rows, details))
-        outcome = DqOutcome(batch_id, outcomes, passed, rejected, rejected_count,
-                            {r.suite: r.docs_url for r in runs if r.docs_url}, now, gx_seconds, runs)
-        if publish:
-            self.publish(outcome)
-        return outcome
+        return outcomes
 
     def publish(self, outcome: DqOutcome) -> None:
         """The batch's Data Docs pages and the site index (the pages ``outcome.docs_urls`` names)."""

@@ -51,6 +51,8 @@ class RedshiftTarget:
     # db_user None: the caller's IAM identity (Serverless: the user "IAMR:<role>", the deployed job's way)
     db_user: str | None = None  # provisioned cluster with temporary IAM credentials instead of a secret
     poll_timeout_seconds: float = 900.0
+    poll_initial_seconds: float = 0.25  # a statement's status is polled after this, doubling up to poll_max
+    poll_max_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if (self.workgroup_name is None) == (self.cluster_identifier is None):
@@ -84,18 +86,16 @@ def _field_value(field: dict[str, Any]) -> Any:
 
 
 class RedshiftDataApiWarehouse:
-    def __init__(self, data_api, s3, sql: MergeSql, job_name: str, target: RedshiftTarget,
-                 poll_initial: float = 0.25, poll_max: float = 5.0):
+    def __init__(self, data_api, s3, sql: MergeSql, job_name: str, target: RedshiftTarget):
         if sql.dialect is not Dialect.REDSHIFT:
             raise ValueError("RedshiftDataApiWarehouse needs MergeSql(dialect=Dialect.REDSHIFT)")
         self.data_api, self.s3 = data_api, s3
         self.sql, self.job_name, self.target = sql, job_name, target
-        self.poll_initial, self.poll_max = poll_initial, poll_max
 
     # --- Data API plumbing ---------------------------------------------------------------------------
     def _wait(self, statement_id: str) -> dict[str, Any]:
         deadline = time.monotonic() + self.target.poll_timeout_seconds
-        delay = self.poll_initial
+        delay = self.target.poll_initial_seconds
         while True:
             description = self.data_api.describe_statement(Id=statement_id)
             status = description["Status"]
@@ -111,7 +111,7 @@ class RedshiftDataApiWarehouse:
                 raise RedshiftStatementError(f"statement {statement_id} still {status} after "
                                              f"{self.target.poll_timeout_seconds:.0f} s: cancelled")
             time.sleep(delay)
-            delay = min(delay * 1.6, self.poll_max)
+            delay = min(delay * 1.6, self.target.poll_max_seconds)
 
     def query(self, statement: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         """One statement with bound parameters (``:name``), waited for; rows when it returns any."""

@@ -39,11 +39,11 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sales_cdc import schema as S
-from sales_cdc.config import DqConfig
+from sales_cdc.config import DqConfig, LakeConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.decode import decode_batch, decode_flagged, decode_pipe_records, split_decoded
 from sales_cdc.job import build_spark
-from sales_cdc.lake import DeltaLake, LakeConfig
+from sales_cdc.lake import DeltaLake
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality
 from sales_cdc.sql import Dialect, MergeSql, quote

@@ -104,6 +104,18 @@ def _without(value, removed: set[str]):
     return value
 
 
+def test_the_template_s_job_defaults_are_the_job_s(template):
+    """A job argument the template takes from a stack parameter defaults to what the job defaults to."""
+    arguments = template["Resources"]["StreamingJob"]["Properties"]["DefaultArguments"]
+    checked = []
+    for name, value in arguments.items():
+        parameter = template["Parameters"].get(value.get("Ref")) if isinstance(value, dict) else None
+        if parameter is not None and "Default" in parameter and name[2:] in glue.DEFAULTS:
+            assert str(parameter["Default"]) == glue.DEFAULTS[name[2:]], name
+            checked.append(name)
+    assert {"--window_size", "--starting_position", "--raw_format", "--dq_params"} <= set(checked)
+
+
 def deploy_on_moto(template, moto, **parameters) -> tuple[dict[str, str], dict]:
     """The moto-modelled part of the template as a stack (names unique on the shared moto server):
     (logical -> physical ids, the resources sent)."""

@@ -8,7 +8,8 @@ import pytest
 from deltalake import DeltaTable
 
 from sales_cdc import schema as S
-from sales_cdc.lake import DeltaLake, LakeConfig, moto_storage_options
+from sales_cdc.config import LakeConfig
+from sales_cdc.lake import DeltaLake, moto_storage_options
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse

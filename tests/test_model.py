@@ -33,8 +33,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from sales_cdc import schema as S
+from sales_cdc.config import LakeConfig
 from sales_cdc.contract import parse_contract
-from sales_cdc.lake import DeltaLake, LakeConfig
+from sales_cdc.lake import DeltaLake
 from sales_cdc.lake_parquet import silver_commits
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql

@@ -14,9 +14,8 @@ import psycopg
 import pytest
 from deltalake import DeltaTable
 
-from sales_cdc.config import JobConfig, WarehouseConfig
+from sales_cdc.config import JobConfig, LakeConfig, WarehouseConfig
 from sales_cdc.job import run_stream
-from sales_cdc.lake import LakeConfig
 from sales_cdc.sql import Dialect, MergeSql
 from tests.helpers import ORDERS
 

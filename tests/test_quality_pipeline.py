@@ -18,8 +18,8 @@ from deltalake import DeltaTable
 
 from sales_cdc import schema as S
 from sales_cdc.alerts import SnsAlerter
-from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
-from sales_cdc.lake import DeltaLake, LakeConfig
+from sales_cdc.config import DqConfig, JobConfig, LakeConfig, WarehouseConfig
+from sales_cdc.lake import DeltaLake
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality, DataQualityHalt
 from sales_cdc.sql import Dialect, MergeSql

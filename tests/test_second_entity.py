@@ -11,10 +11,10 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
+from sales_cdc.config import DqConfig, JobConfig, LakeConfig, WarehouseConfig
 from sales_cdc.contract import load_contract
 from sales_cdc.job import run_stream
-from sales_cdc.lake import DeltaLake, LakeConfig
+from sales_cdc.lake import DeltaLake
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local import generator as G
 from sales_cdc_local.cli import main

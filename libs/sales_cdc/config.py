@@ -11,8 +11,30 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from .lake import LakeConfig
 from .schema import EntitySchema, check_identifier
+
+FORMATS = ("delta", "parquet")
+
+
+@dataclass(frozen=True)
+class LakeConfig:
+    root: str
+    storage_options: dict[str, str] = field(default_factory=dict)
+    soft_delete: bool = False
+    target_file_size: int = 128 * 1024 * 1024
+    # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake_parquet)
+    raw_format: str = "delta"
+    silver_format: str = "delta"
+    quarantine_format: str = "delta"
+
+    def __post_init__(self) -> None:
+        for layer in ("raw", "silver", "quarantine"):
+            if getattr(self, f"{layer}_format") not in FORMATS:
+                raise ValueError(f"{layer}_format must be one of {FORMATS}")
+
+    @property
+    def parquet_layers(self) -> list[str]:
+        return [layer for layer in ("raw", "silver", "quarantine") if getattr(self, f"{layer}_format") == "parquet"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +60,7 @@ class KinesisConfig:
     region: str = "us-east-1"
     starting_position: str = "TRIM_HORIZON"  # TRIM_HORIZON | LATEST | AT_TIMESTAMP
     starting_timestamp: str | None = None
-    max_records_per_shard: int = 10_000
+    max_records_per_shard: int = 100_000  # as Glue's own maxFetchRecordsPerShard, which this sets on Glue
 
     def __post_init__(self) -> None:
         if self.starting_position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):

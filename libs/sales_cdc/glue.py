@@ -19,9 +19,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
-from .config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from .config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
 from .contract import DEFAULT_CONTRACT, load_contract
-from .lake import LakeConfig
 from .sql import Dialect, MergeSql
 
 log = logging.getLogger(__name__)
@@ -37,20 +36,22 @@ class GlueParam:
 GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("stream_arn", None, "ARN of the Kinesis stream kinesis-for-sales-data"),
     GlueParam("checkpoint_location", None, "s3:// prefix of the Spark checkpoint (the resume point)"),
-    GlueParam("starting_position", "TRIM_HORIZON", "TRIM_HORIZON, LATEST or a UTC timestamp (first start only)"),
+    GlueParam("starting_position", KinesisConfig.starting_position,
+              "TRIM_HORIZON, LATEST or a UTC timestamp (first start only)"),
     GlueParam("window_size", "100 seconds", "micro-batch window of glueContext.forEachBatch"),
-    GlueParam("max_fetch_records_per_shard", "100000", "Kinesis records per shard per micro-batch"),
+    GlueParam("max_records_per_shard", str(KinesisConfig.max_records_per_shard),
+              "Kinesis records per shard per micro-batch (Glue's maxFetchRecordsPerShard)"),
     GlueParam("batch_max_retries", "3", "Glue retries of a failed micro-batch (replays are no-ops)"),
     GlueParam("sink_retry_seconds", str(int(JobConfig.sink_retry_seconds)),
               "an unreachable warehouse or lake is retried this long, with backoff, before the batch fails"),
     GlueParam("lake_root", "", "s3://bucket/prefix of the lake; empty: warehouse only"),
-    GlueParam("raw_format", "delta", "raw layer: delta or parquet"),
-    GlueParam("silver_format", "delta", "silver layer: delta or parquet"),
-    GlueParam("quarantine_format", "delta", "quarantine layer: delta or parquet"),
-    GlueParam("soft_delete", "false", "true: keep deleted orders with is_deleted / deleted_at"),
+    *(GlueParam(f"{layer}_format", getattr(LakeConfig, f"{layer}_format"), f"{layer} layer: delta or parquet")
+      for layer in ("raw", "silver", "quarantine")),
+    GlueParam("soft_delete", str(WarehouseConfig.soft_delete).lower(),
+              "true: keep deleted items with is_deleted / deleted_at"),
     GlueParam("warehouse", "redshift", "redshift (Data API) or postgres (e.g. RDS; URL from Secrets Manager)"),
     GlueParam("redshift_workgroup", "", "Redshift Serverless workgroup"),
-    GlueParam("redshift_database", "dev", "Redshift database"),
+    GlueParam("redshift_database", "sales", "Redshift database (the stack creates `sales`)"),
     GlueParam("redshift_secret_arn", "", "Secrets Manager secret with Redshift credentials; empty (the deployed "
               "job): the job role's own database user IAMR:<role>, created by the deploy"),
     GlueParam("redshift_copy_role_arn", "", "IAM role Redshift assumes to COPY the staged Parquet"),
@@ -58,7 +59,7 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("postgres_secret_arn", "", "warehouse=postgres: secret whose value is the PostgreSQL URL"),
     GlueParam("contract_uri", "", "s3:// URI of the table contract (deploy uploads it); empty: the packaged "
               "default, the tutorial's OrdersRawTable"),
-    GlueParam("db_schema", "sales", "warehouse schema"),
+    GlueParam("db_schema", WarehouseConfig.db_schema, "warehouse schema"),
     GlueParam("table", "", "current-state table; empty: the contract's entity (orders)"),
     GlueParam("dq", "true", "false: skip the Great Expectations validation"),
     GlueParam("expectations_uri", "", "s3:// prefix of the expectations/ project (deploy uploads it)"),
@@ -106,7 +107,7 @@ def kinesis_connection_options(args: dict[str, str]) -> dict[str, str]:
         "schema": "eventID STRING, eventName STRING, eventVersion STRING, eventSource STRING, "
                   "awsRegion STRING, eventSourceARN STRING, dynamodb STRING",
         "startingPosition": args["starting_position"],
-        "maxFetchRecordsPerShard": args["max_fetch_records_per_shard"],
+        "maxFetchRecordsPerShard": args["max_records_per_shard"],
         "addRecordTimestamp": "true",
         "emitConsumerLagMetrics": "true",
         "avoidEmptyBatches": "true",

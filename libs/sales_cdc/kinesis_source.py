@@ -15,7 +15,7 @@ laptop-sized stream, and Spark hands it the start offset of every batch, so rest
 
 Options: ``streamName`` (required), ``endpointUrl``, ``region``, ``startingPosition``
 (TRIM_HORIZON | LATEST | AT_TIMESTAMP), ``startingTimestamp`` (epoch seconds or ISO-8601, with
-AT_TIMESTAMP), ``maxRecordsPerShard`` (default 10000).
+AT_TIMESTAMP), ``maxRecordsPerShard`` (default ``KinesisConfig.max_records_per_shard``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
 from pyspark.sql.types import StructType
 
 from . import schema as S
+from .config import KinesisConfig
 
 FORMAT = "sales_cdc_kinesis"
 START = ""  # "seq" of a shard nothing has been read from yet
@@ -59,7 +60,7 @@ class KinesisStreamReader(SimpleDataSourceStreamReader):
         self.stream = options["streamName"]
         self.endpoint = options.get("endpointUrl")
         self.region = options.get("region", "us-east-1")
-        self.max_per_shard = int(options.get("maxRecordsPerShard", "10000"))
+        self.max_per_shard = int(options.get("maxRecordsPerShard", KinesisConfig.max_records_per_shard))
         position = options.get("startingPosition", "TRIM_HORIZON").upper()
         if position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):
             raise ValueError(f"{FORMAT}: startingPosition must be TRIM_HORIZON, LATEST or AT_TIMESTAMP")

@@ -14,7 +14,7 @@ a replayed batch (Spark retry, restart after a crash between two commits) change
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,34 +22,11 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from pyspark.sql import DataFrame
 
 from . import schema as S
+from .config import LakeConfig
 from .faults import crash_point
 from .lake_parquet import ParquetLayers, check_filesystem
 
 log = logging.getLogger(__name__)
-
-
-FORMATS = ("delta", "parquet")
-
-
-@dataclass(frozen=True)
-class LakeConfig:
-    root: str
-    storage_options: dict[str, str] = field(default_factory=dict)
-    soft_delete: bool = False
-    target_file_size: int = 128 * 1024 * 1024
-    # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake_parquet)
-    raw_format: str = "delta"
-    silver_format: str = "delta"
-    quarantine_format: str = "delta"
-
-    def __post_init__(self) -> None:
-        for layer in ("raw", "silver", "quarantine"):
-            if getattr(self, f"{layer}_format") not in FORMATS:
-                raise ValueError(f"{layer}_format must be one of {FORMATS}")
-
-    @property
-    def parquet_layers(self) -> list[str]:
-        return [layer for layer in ("raw", "silver", "quarantine") if getattr(self, f"{layer}_format") == "parquet"]
 
 
 @dataclass(frozen=True)

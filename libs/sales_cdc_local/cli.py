@@ -19,11 +19,11 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig, parse_params
+from sales_cdc.config import FORMATS, DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig, parse_params
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError, one_line
 from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream
-from sales_cdc.lake import DeltaLake, LakeConfig, maintain, moto_storage_options
+from sales_cdc.lake import DeltaLake, maintain, moto_storage_options
 from sales_cdc.pipeline import RunSummary
 from sales_cdc.quality import DataQualityHalt
 from sales_cdc.quality.gx_runner import DocsSite
@@ -45,7 +45,8 @@ DEFAULT_EXPECTED = Path("tests/fixtures/expected/orders.jsonl")
 def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse-url", default=os.environ.get("SALES_CDC_WAREHOUSE_URL"),
                         help="PostgreSQL URL (env SALES_CDC_WAREHOUSE_URL); default: an embedded PostgreSQL")
-    parser.add_argument("--db-schema", default="sales", help="warehouse schema (default: sales)")
+    parser.add_argument("--db-schema", default=WarehouseConfig.db_schema,
+                        help="warehouse schema (default: %(default)s)")
     parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity, orders)")
     parser.add_argument("--soft-delete", action="store_true",
                         help="keep deleted orders with is_deleted/deleted_at instead of removing them")
@@ -74,14 +75,15 @@ def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> N
     group = parser.add_argument_group("data quality (Great Expectations)")
     group.add_argument("--no-dq", action="store_true", help="skip data-quality validation")
     _add_dq_param_arg(group)
-    group.add_argument("--expectations-dir", type=Path, default=Path("expectations"),
+    group.add_argument("--expectations-dir", type=Path, default=DqConfig.expectations_dir,
                        help="GX project with the suites in <dir>/expectations/*.json (default: expectations)")
     group.add_argument("--docs-location", default=docs_default,
                        help=f"Data Docs site: a folder or s3://bucket/prefix (default: {docs_default})")
     group.add_argument("--docs-index-batches", type=int, default=DqConfig.docs_index_batches,
                        help="the Data Docs index lists this many latest batches (default %(default)s); "
                             "pages of older ones stay")
-    group.add_argument("--dq-result-format", default="SUMMARY", choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
+    group.add_argument("--dq-result-format", default=DqConfig.result_format,
+                       choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
                        help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
     group.add_argument("--alert-quarantine-share", type=float, default=DqConfig.alert_quarantine_share,
                        help="alert when a batch quarantines more than this share of its events (default 0.05)")
@@ -110,28 +112,30 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--source-dir", type=Path, help="folder of JSON-lines files the file source watches")
     source.add_argument("--kinesis-stream", help="Kinesis stream name (e.g. kinesis-for-sales-data)")
     run.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server) for the Kinesis source")
-    run.add_argument("--region", default="us-east-1")
-    run.add_argument("--starting-position", default="TRIM_HORIZON", choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])
+    run.add_argument("--region", default=KinesisConfig.region)
+    run.add_argument("--starting-position", default=KinesisConfig.starting_position,
+                     choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])
     run.add_argument("--starting-timestamp", default=None, help="with AT_TIMESTAMP: epoch seconds or ISO-8601")
-    run.add_argument("--max-records-per-shard", type=int, default=10_000, help="Kinesis records per shard per batch")
+    run.add_argument("--max-records-per-shard", type=int, default=KinesisConfig.max_records_per_shard,
+                     help="Kinesis records per shard per batch (default %(default)s)")
     run.add_argument("--checkpoint-dir", type=Path, required=True, help="Spark checkpoint folder (resume point)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", dest="available_now", action="store_true", default=True,
                       help="process what is there, then stop (default)")
     mode.add_argument("--continuous", dest="available_now", action="store_false",
                       help="keep running, one micro-batch per --trigger-interval, until Ctrl-C")
-    run.add_argument("--trigger-interval", default="10 seconds")
+    run.add_argument("--trigger-interval", default=JobConfig.trigger_interval)
     run.add_argument("--max-files-per-trigger", type=int, default=None)
-    run.add_argument("--job-name", default="sales-cdc")
+    run.add_argument("--job-name", default=JobConfig.job_name)
     run.add_argument("--sink-retry-seconds", type=float, default=JobConfig.sink_retry_seconds,
                      help="retry an unreachable warehouse or lake this long, with backoff, then stop with an error "
                           "(default %(default)s)")
     run.add_argument("--lake-root", default=None,
                      help="also write the Delta lake here (a folder or s3://bucket/prefix); default: warehouse only")
     for layer in ("raw", "silver", "quarantine"):
-        run.add_argument(f"--{layer}-format", choices=["delta", "parquet"], default="delta",
+        run.add_argument(f"--{layer}-format", choices=FORMATS, default=getattr(LakeConfig, f"{layer}_format"),
                          help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
-    run.add_argument("--pg-data-dir", type=Path, default=Path(".demo/postgres"),
+    run.add_argument("--pg-data-dir", type=Path, default=WarehouseConfig.embedded_data_dir,
                      help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(run)
     _add_dq_args(run, docs_default=".demo/data_docs")

@@ -18,10 +18,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, WarehouseConfig
+from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
 from sales_cdc.contract import Contract
 from sales_cdc.job import build_spark, run_stream
-from sales_cdc.lake import DeltaLake, LakeConfig, moto_storage_options
+from sales_cdc.lake import DeltaLake, moto_storage_options
 from sales_cdc.pipeline import RunSummary
 from sales_cdc.sql import Dialect, MergeSql
 

@@ -22,7 +22,7 @@ class LakeHarness:
         self.bucket = bucket = f"lake-{uuid.uuid4().hex[:8]}"
         moto.client("s3").create_bucket(Bucket=bucket)
         self.options = moto_storage_options(moto.endpoint)
-        self.lake = DeltaLake(LakeConfig(f"s3://{bucket}/lake", self.options, soft_delete=soft_delete), "test-job", ORDERS)
+        self.lake = DeltaLake(LakeConfig(f"s3://{bucket}/lake", self.options), "test-job", ORDERS, soft_delete=soft_delete)
         sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="test-job")
         self.warehouse.ensure_tables()
@@ -37,7 +37,7 @@ class LakeHarness:
 
     def silver(self) -> dict:
         rows = self.table(self.lake.silver_uri).to_pyarrow_table().to_pylist()
-        if self.lake.config.soft_delete:
+        if self.lake.soft_delete:
             rows = [r for r in rows if not r[S.IS_DELETED]]
         return {r["orderid"]: r["quantity"] for r in rows}
 

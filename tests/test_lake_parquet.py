@@ -23,9 +23,8 @@ pytestmark = pytest.mark.slow
 
 class ParquetHarness:
     def __init__(self, spark, pg_url, db_schema, root, soft_delete=False):
-        config = LakeConfig(str(root), soft_delete=soft_delete, raw_format="parquet", silver_format="parquet",
-                            quarantine_format="parquet")
-        self.lake = DeltaLake(config, "test-job", ORDERS)
+        config = LakeConfig(str(root), raw_format="parquet", silver_format="parquet", quarantine_format="parquet")
+        self.lake = DeltaLake(config, "test-job", ORDERS, soft_delete)
         self.lake.check(spark)
         self.warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS),
                                            job_name="test-job")
@@ -38,7 +37,7 @@ class ParquetHarness:
 
     def silver(self) -> dict:
         rows = self.spark.read.parquet(latest_silver_path(self.spark, self.lake.silver_uri)).collect()
-        if self.lake.config.soft_delete:
+        if self.lake.soft_delete:
             rows = [r for r in rows if not r[S.IS_DELETED]]
         return {r["orderid"]: r["quantity"] for r in rows}
 

@@ -205,7 +205,7 @@ class Sinks:
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="model")
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
-        self.lake = DeltaLake(LakeConfig(str(root), soft_delete=soft_delete, **formats), "model", entity)
+        self.lake = DeltaLake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)
         self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=entity, options=HandlerOptions(default_stream_id="model"))
 
     def run(self, histories: list[History], replayed: set[int]) -> None:

@@ -20,7 +20,6 @@ FORMATS = ("delta", "parquet")
 class LakeConfig:
     root: str
     storage_options: dict[str, str] = field(default_factory=dict)
-    soft_delete: bool = False
     target_file_size: int = 128 * 1024 * 1024
     # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake_parquet)
     raw_format: str = "delta"
@@ -43,7 +42,6 @@ class WarehouseConfig:
     embedded_data_dir: Path = Path(".demo/postgres")
     db_schema: str = "sales"
     table: str | None = None  # None: the entity's name (``orders`` for the default contract)
-    soft_delete: bool = False
 
     def __post_init__(self) -> None:
         check_identifier(self.db_schema)
@@ -155,6 +153,7 @@ class JobConfig:
     available_now: bool = True  # False: run continuously with ``trigger_interval``
     trigger_interval: str = "10 seconds"
     max_files_per_trigger: int | None = None
+    soft_delete: bool = False  # the delete mode of every sink: keep deleted items (is_deleted) or remove them
     sink_retry_seconds: float = 300.0  # an unreachable warehouse or lake is retried this long, with backoff
     shuffle_partitions: int = 4
 

@@ -47,7 +47,7 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("lake_root", "", "s3://bucket/prefix of the lake; empty: warehouse only"),
     *(GlueParam(f"{layer}_format", getattr(LakeConfig, f"{layer}_format"), f"{layer} layer: delta or parquet")
       for layer in ("raw", "silver", "quarantine")),
-    GlueParam("soft_delete", str(WarehouseConfig.soft_delete).lower(),
+    GlueParam("soft_delete", str(JobConfig.soft_delete).lower(),
               "true: keep deleted items with is_deleted / deleted_at"),
     GlueParam("warehouse", "redshift", "redshift (Data API) or postgres (e.g. RDS; URL from Secrets Manager)"),
     GlueParam("redshift_workgroup", "", "Redshift Serverless workgroup"),
@@ -182,7 +182,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
     lake = None
     if args["lake_root"]:
         # delta-rs on S3 with one writer (this job); the stream never runs two copies of itself
-        lake = LakeConfig(args["lake_root"], {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"}, soft_delete=soft_delete,
+        lake = LakeConfig(args["lake_root"], {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"},
                           raw_format=args["raw_format"], silver_format=args["silver_format"],
                           quarantine_format=args["quarantine_format"])
     dq = None
@@ -196,7 +196,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
     return JobConfig(checkpoint_dir=Path("/unused"),  # Glue's forEachBatch gets checkpoint_location instead
                      kinesis=KinesisConfig(stream_name=stream_name(args["stream_arn"])), lake=lake, dq=dq,
                      warehouse=WarehouseConfig(url="redshift-data-api", db_schema=args["db_schema"],
-                                               table=args["table"] or None, soft_delete=soft_delete),
+                                               table=args["table"] or None), soft_delete=soft_delete,
                      job_name=args["JOB_NAME"], sink_retry_seconds=float(args["sink_retry_seconds"]), entity=entity)
 
 
@@ -208,7 +208,7 @@ def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
                             secret_arn=args["redshift_secret_arn"] or None)
     sql = MergeSql(Dialect.REDSHIFT, db_schema=config.warehouse.db_schema, table=config.warehouse.table,
                    entity=config.entity,
-                   soft_delete=config.warehouse.soft_delete)
+                   soft_delete=config.soft_delete)
     return RedshiftDataApiWarehouse(data_api, s3, sql, config.job_name, target)
 
 
@@ -223,7 +223,8 @@ def warehouse_for(args: dict[str, str], config: JobConfig, clients: Callable[[st
             raise SystemExit("warehouse=postgres needs --postgres_secret_arn")
         secret = clients("secretsmanager").get_secret_value(SecretId=args["postgres_secret_arn"])["SecretString"]
         url = json.loads(secret)["url"] if secret.lstrip().startswith("{") else secret
-        return postgres_warehouse(url, config.warehouse, config.job_name, config.entity)  # creates the tables
+        return postgres_warehouse(url, config.warehouse, config.job_name, config.entity,
+                                  config.soft_delete)  # creates the tables
     if args["warehouse"] != "redshift":
         raise SystemExit(f"--warehouse must be redshift or postgres, not {args['warehouse']!r}")
     missing = [p for p in REDSHIFT_PARAMS if not args[p]]

@@ -69,9 +69,9 @@ def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> Spa
     return spark
 
 
-def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str, entity: S.EntitySchema) -> PostgresWarehouse:
-    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=config.db_schema, table=config.table,
-                   soft_delete=config.soft_delete)
+def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str, entity: S.EntitySchema,
+                       soft_delete: bool = False) -> PostgresWarehouse:
+    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=config.db_schema, table=config.table, soft_delete=soft_delete)
     warehouse = PostgresWarehouse(url, sql, job_name)
     warehouse.ensure_tables()
     return warehouse
@@ -162,7 +162,7 @@ def alerter_for(dq: DqConfig | None):
 
 def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
-    lake = DeltaLake(config.lake, config.job_name, config.entity) if config.lake else None
+    lake = DeltaLake(config.lake, config.job_name, config.entity, config.soft_delete) if config.lake else None
     quality = DataQuality(config.dq, config.entity, config.job_name) if config.dq else None
     options = HandlerOptions(job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds,
                              alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
@@ -196,7 +196,7 @@ def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
     :class:`DataQualityHalt`."""
     faults.check_setting()
     check_paths(config)
-    warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name, config.entity)
+    warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name, config.entity, config.soft_delete)
 
     def run_query(handler: BatchHandler) -> None:
         query = start_query(source_stream(spark, config), handler, config)

@@ -44,8 +44,9 @@ def moto_storage_options(endpoint: str, region: str = "us-east-1") -> dict[str, 
 
 
 class DeltaLake:
-    def __init__(self, config: LakeConfig, job_name: str, entity: S.EntitySchema):
+    def __init__(self, config: LakeConfig, job_name: str, entity: S.EntitySchema, soft_delete: bool = False):
         self.config = config
+        self.soft_delete = soft_delete
         self.job_name = job_name
         self.entity = entity
         root = config.root.rstrip("/")
@@ -53,7 +54,7 @@ class DeltaLake:
         self.silver_uri = f"{root}/silver/{entity.name}"
         self.tombstones_uri = f"{root}/silver/{entity.name}_tombstones"
         self.quarantine_uri = f"{root}/quarantine/{entity.name}"
-        self.parquet = ParquetLayers(config.root, entity, config.soft_delete) if config.parquet_layers else None
+        self.parquet = ParquetLayers(config.root, entity, soft_delete) if config.parquet_layers else None
         # uri -> the table as last read: loading a table reads its whole log since the last checkpoint
         # (up to 100 commits, a request each on S3) where bringing it up to date reads the new commits only
         self._tables: dict[str, DeltaTable] = {}
@@ -135,12 +136,12 @@ class DeltaLake:
     def _merge_silver(self, silver: DeltaTable | None, state: pa.Table, app_id: str, batch_id: int) -> None:
         newer = f"s.{S.CDC_SEQUENCE} > t.{S.CDC_SEQUENCE}"
         is_remove = f"s.{S.CDC_OP} = 'REMOVE'"
-        if self.config.soft_delete:
+        if self.soft_delete:
             state = self._with_soft_delete(state)
         silver = self._existing_or_created(self.silver_uri, silver, state)
         merge = silver.merge(state, predicate=self._key_match, source_alias="s",
                              target_alias="t", commit_properties=self._commit(app_id, batch_id))
-        if self.config.soft_delete:
+        if self.soft_delete:
             merge = merge.when_matched_update_all(predicate=newer).when_not_matched_insert_all()
         else:
             merge = (merge.when_matched_delete(predicate=f"{newer} AND {is_remove}")
@@ -195,7 +196,7 @@ class DeltaLake:
         def merge_silver(table: DeltaTable | None, app_id: str) -> None:
             nonlocal merged
             # tombstones are read here, so a replay that finds silver committed does not read them
-            live = state if cfg.soft_delete else self._newer_than(state, self.tombstones_uri)
+            live = state if self.soft_delete else self._newer_than(state, self.tombstones_uri)
             self._merge_silver(table, live, app_id, batch_id)
             merged = live.num_rows
 
@@ -221,7 +222,7 @@ class DeltaLake:
                     skipped.append(self.silver_uri)
             else:
                 once(self.silver_uri, merge_silver)
-                if not cfg.soft_delete:
+                if not self.soft_delete:
                     once(self.tombstones_uri, lambda table, app: self._merge_tombstones(
                         table, self._not_older_than_silver(state), app, batch_id))
         if skipped:

@@ -251,7 +251,7 @@ def print_summary(summary: RunSummary, seconds: float) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=args.pg_data_dir, db_schema=args.db_schema,
-                                table=args.table, soft_delete=args.soft_delete)
+                                table=args.table)
     kinesis = None
     if args.kinesis_stream:
         kinesis = KinesisConfig(stream_name=args.kinesis_stream, endpoint_url=args.endpoint_url, region=args.region,
@@ -260,9 +260,10 @@ def _run(args: argparse.Namespace) -> int:
     lake = None
     if args.lake_root:
         options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-        lake = LakeConfig(args.lake_root, options, soft_delete=args.soft_delete, raw_format=args.raw_format,
+        lake = LakeConfig(args.lake_root, options, raw_format=args.raw_format,
                           silver_format=args.silver_format, quarantine_format=args.quarantine_format)
-    config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, lake=lake, checkpoint_dir=args.checkpoint_dir,
+    config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, soft_delete=args.soft_delete, lake=lake,
+                       checkpoint_dir=args.checkpoint_dir,
                        warehouse=warehouse, dq=_dq_config(args, args.endpoint_url, args.region),
                        job_name=args.job_name, available_now=args.available_now,
                        trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger,
@@ -355,9 +356,10 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     files = stage_fixtures(args.fixtures, work / "inbox")
     console.print(f"[bold]demo[/]: {len(files)} fixture files from {args.fixtures} -> Spark (local) -> PostgreSQL")
     warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=work / "postgres", db_schema=args.db_schema,
-                                table=args.table, soft_delete=args.soft_delete)
+                                table=args.table)
     entity = load_contract(args.contract).entity
     config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", entity=entity,
+                       soft_delete=args.soft_delete,
                        warehouse=warehouse, job_name="sales-cdc-demo", max_files_per_trigger=1,
                        dq=DqConfig(docs_location=str(work / "data_docs"), params=_dq_params(args)))
     started = time.monotonic()
@@ -365,7 +367,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     with warehouse_connection(warehouse) as connection:
         summary = run_stream(spark, config, connection.url)
         sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, table=warehouse.table,
-                       soft_delete=warehouse.soft_delete)
+                       soft_delete=args.soft_delete)
         expected = load_expected(args.expected)
         columns = [*entity.names, UNMAPPED, CDC_SEQUENCE]
         actual = read_state(connection.url, sql, columns)

@@ -79,7 +79,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         shutil.rmtree(options.work_dir)
     options.work_dir.mkdir(parents=True)
     warehouse = WarehouseConfig(url=options.warehouse_url, embedded_data_dir=options.work_dir / "postgres",
-                                db_schema=options.db_schema, soft_delete=options.soft_delete)
+                                db_schema=options.db_schema)
     with MotoServer() as moto, warehouse_connection(warehouse) as connection:
         where = "embedded PostgreSQL" if connection.server else "PostgreSQL at --warehouse-url"
         console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
@@ -88,8 +88,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         create_kinesis_stream(moto.client("kinesis"), shards=options.shards)
         moto.client("s3").create_bucket(Bucket=LAKE_BUCKET)
         topic_arn, alert_queue = create_alert_topic(moto.client("sns"), moto.client("sqs"))
-        lake = LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint),
-                          soft_delete=options.soft_delete)
+        lake = LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint))
         console.print(f"created DynamoDB {table_name} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
                       f"({options.shards} shards)")
 
@@ -124,6 +123,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             return pipe_done.is_set() and read >= pipe.records_put
 
         config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", entity=entity, warehouse=warehouse,
+                           soft_delete=options.soft_delete,
                            lake=lake,
                            job_name="sales-cdc-demo", available_now=False, trigger_interval=options.trigger_interval,
                            dq=DqConfig(docs_location=str(options.work_dir / "data_docs"), sns_topic_arn=topic_arn,
@@ -134,15 +134,15 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
         console.print("streaming job running (local Spark, Kinesis source) while the pipe emulator feeds Kinesis…")
         summary = run_stream(spark, config, connection.url, stop_when=drained)
 
-        sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, soft_delete=warehouse.soft_delete)
+        sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, soft_delete=options.soft_delete)
         expected = state_from_items(scan_table(moto.resource("dynamodb").Table(table_name)), entity)
         actual = read_state(connection.url, sql, entity.names)
         mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, entity.keys)]
-        sink = DeltaLake(lake, config.job_name, entity)
+        sink = DeltaLake(lake, config.job_name, entity, options.soft_delete)
         silver = read_lake_state(sink, entity.names)
         mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
         tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
-        if not lake.soft_delete:
+        if not options.soft_delete:
             tables["tombstones"] = sink.tombstones_uri
         alerts = [m["Subject"] for m in read_alerts(moto.client("sqs"), alert_queue)]
     return DemoResult(summary, mismatches, len(expected), len(actual), pipe.records_put, time.monotonic() - started,

@@ -43,7 +43,7 @@ def read_lake_state(lake, columns: list[str]) -> list[dict[str, Any]]:
     if silver is None:
         return []
     rows = silver.to_pyarrow_table().to_pylist()
-    if lake.config.soft_delete:
+    if lake.soft_delete:
         rows = [r for r in rows if not r[S.IS_DELETED]]
     return sorted(({c: normalise(r[c]) for c in columns} for r in rows), key=_sort_key(lake.entity))
 

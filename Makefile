@@ -57,7 +57,7 @@ fixtures: install ## regenerate tests/fixtures from tests/fixtures/build_cdc_fix
 	$(PY) tests/fixtures/build_cdc_fixtures.py
 
 bench: install ## benchmarks with baselines in one run -> bench/results/ (about 12 minutes)
-	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 wheel: install ## build dist/sales_cdc-*.whl (what the Glue job installs)
 	SALES_CDC_WHEEL=job $(PY) -m pip wheel --no-deps -q -w dist .

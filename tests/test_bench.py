@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from bench.run import (
-    main,
+from bench.cases import (
     parse_dedupe_floor_rows,
     payload_lines,
     source_frame,
@@ -15,6 +14,7 @@ from bench.run import (
     typed_flatten_floor_rows,
     udf_state_rows,
 )
+from bench.run import main
 from chispa import assert_df_equality
 
 from sales_cdc.decode import decode_flagged

@@ -260,7 +260,7 @@ def paced(operations: list[Operation], rate: float | None) -> Iterator[Operation
         yield operation
 
 
-def _put_batch(dynamodb, table_name: str, items: list[dict[str, Any]], max_rounds: int = 10) -> None:
+def put_batch(dynamodb, table_name: str, items: list[dict[str, Any]], max_rounds: int = 10) -> None:
     """BatchWriteItem, re-sending UnprocessedItems with backoff (throttling inside a call is botocore's)."""
     requests = [{"PutRequest": {"Item": dynamodb_item(item)}} for item in items]
     for attempt in range(max_rounds):
@@ -284,7 +284,7 @@ def write_to_dynamodb(operations: list[Operation], dynamodb, table_name: str, *,
     pending_since = 0.0
 
     def flush() -> None:
-        _put_batch(dynamodb, table_name, pending)
+        put_batch(dynamodb, table_name, pending)
         pending.clear()
 
     for operation in paced(operations, rate):

@@ -63,15 +63,19 @@ class PipeState:
 
 
 class PipeEmulator:
+    """DynamoDB stream -> Kinesis as an EventBridge Pipe does it. ``put_records`` is the one step a subclass
+    may extend (the benchmarks time it)."""
+
+    MAX_RECORDS_PER_CALL = 1000  # GetRecords' Limit
+
     def __init__(self, streams, kinesis, *, stream_arn: str, kinesis_stream: str, partition_key: str,
-                 state_path: Path | None = None, max_records_per_call: int = 1000):
+                 state_path: Path | None = None):
         self.streams = streams
         self.kinesis = kinesis
         self.stream_arn = stream_arn
         self.kinesis_stream = kinesis_stream
         self.partition_key = partition_key  # the table's partition key attribute: the Kinesis partition key
         self.state = PipeState.load(state_path)
-        self.max_records_per_call = max_records_per_call
         self._iterators: dict[str, str | None] = {}
         self._listed: tuple[float, list[dict]] | None = None  # (when, shards)
         self.records_put = 0
@@ -113,10 +117,10 @@ class PipeEmulator:
         for shard in self._readable(self._shards()):
             shard_id = shard["ShardId"]
             while (iterator := self._iterator(shard_id)) is not None:
-                response = self.streams.get_records(ShardIterator=iterator, Limit=self.max_records_per_call)
+                response = self.streams.get_records(ShardIterator=iterator, Limit=self.MAX_RECORDS_PER_CALL)
                 records = response["Records"]
                 if records:
-                    self._put(records)
+                    self.put_records(records)
                     self.state.positions[shard_id] = records[-1]["dynamodb"]["SequenceNumber"]
                     moved += len(records)
                 next_iterator = response.get("NextShardIterator")
@@ -148,7 +152,7 @@ class PipeEmulator:
         data = json.dumps(pipe_payload(record, self.stream_arn), separators=(",", ":"))
         return {"Data": data.encode("utf-8"), "PartitionKey": str(partition_key)}
 
-    def _put(self, records: list[dict], max_rounds: int = 10) -> None:
+    def put_records(self, records: list[dict], max_rounds: int = 10) -> None:
         entries = [self._entry(r) for r in records]
         for start in range(0, len(entries), MAX_PUT_RECORDS):
             pending = entries[start:start + MAX_PUT_RECORDS]

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from sales_cdc.config import FORMATS, DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig, parse_params
+from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError, one_line
 from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream
@@ -34,210 +34,11 @@ from . import generator as G
 from .demo import DemoOptions, run_demo
 from .embedded import warehouse_connection
 from .local_aws import aws_client, aws_resource
+from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, build_parser, dq_config, dq_params
 from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, load_expected, read_state
 
 console = Console()
-DEFAULT_FIXTURES = Path("tests/fixtures/cdc")
-DEFAULT_EXPECTED = Path("tests/fixtures/expected/orders.jsonl")
-
-
-def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--warehouse-url", default=os.environ.get("SALES_CDC_WAREHOUSE_URL"),
-                        help="PostgreSQL URL (env SALES_CDC_WAREHOUSE_URL); default: an embedded PostgreSQL")
-    parser.add_argument("--db-schema", default=WarehouseConfig.db_schema,
-                        help="warehouse schema (default: %(default)s)")
-    parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity, orders)")
-    parser.add_argument("--soft-delete", action="store_true",
-                        help="keep deleted orders with is_deleted/deleted_at instead of removing them")
-
-
-def _add_contract_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--contract", type=Path, default=DEFAULT_CONTRACT,
-                        help="the table contract: table, key, attributes (default: the tutorial's OrdersRawTable, "
-                             "%(default)s)")
-
-
-def _add_dq_param_arg(parser) -> None:
-    parser.add_argument("--dq-param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a value for the suites' $PARAMETER NAME (repeatable), e.g. price_ceiling=5000; "
-                             "a parameter not given keeps the default in its suite file's meta.parameters")
-
-
-def _dq_params(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    try:
-        return parse_params(args.dq_param)
-    except ValueError as exc:
-        raise JobError(str(exc)) from None
-
-
-def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> None:
-    group = parser.add_argument_group("data quality (Great Expectations)")
-    group.add_argument("--no-dq", action="store_true", help="skip data-quality validation")
-    _add_dq_param_arg(group)
-    group.add_argument("--expectations-dir", type=Path, default=DqConfig.expectations_dir,
-                       help="GX project with the suites in <dir>/expectations/*.json (default: expectations)")
-    group.add_argument("--docs-location", default=docs_default,
-                       help=f"Data Docs site: a folder or s3://bucket/prefix (default: {docs_default})")
-    group.add_argument("--docs-index-batches", type=int, default=DqConfig.docs_index_batches,
-                       help="the Data Docs index lists this many latest batches (default %(default)s); "
-                            "pages of older ones stay")
-    group.add_argument("--dq-result-format", default=DqConfig.result_format,
-                       choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
-                       help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
-    group.add_argument("--alert-quarantine-share", type=float, default=DqConfig.alert_quarantine_share,
-                       help="alert when a batch quarantines more than this share of its events (default 0.05)")
-    group.add_argument("--sns-topic-arn", default=None, help="SNS topic for alerts (default: alerts go to the log)")
-
-
-def _dq_config(args: argparse.Namespace, endpoint_url: str | None = None, region: str = "us-east-1") -> DqConfig | None:
-    if args.no_dq:
-        return None
-    return DqConfig(expectations_dir=args.expectations_dir, docs_location=args.docs_location,
-                    docs_endpoint_url=endpoint_url, region=region, docs_index_batches=args.docs_index_batches,
-                    params=_dq_params(args),
-                    result_format=args.dq_result_format, alert_quarantine_share=args.alert_quarantine_share,
-                    sns_topic_arn=args.sns_topic_arn, sns_endpoint_url=endpoint_url)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sales-cdc", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log every batch, Spark's own errors and, on a failure, the traceback")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run the streaming job (source: a folder of Pipe payload files, or Kinesis)")
-    _add_contract_arg(run)
-    source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("--source-dir", type=Path, help="folder of JSON-lines files the file source watches")
-    source.add_argument("--kinesis-stream", help="Kinesis stream name (e.g. kinesis-for-sales-data)")
-    run.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server) for the Kinesis source")
-    run.add_argument("--region", default=KinesisConfig.region)
-    run.add_argument("--starting-position", default=KinesisConfig.starting_position,
-                     choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])
-    run.add_argument("--starting-timestamp", default=None, help="with AT_TIMESTAMP: epoch seconds or ISO-8601")
-    run.add_argument("--max-records-per-shard", type=int, default=KinesisConfig.max_records_per_shard,
-                     help="Kinesis records per shard per batch (default %(default)s)")
-    run.add_argument("--checkpoint-dir", type=Path, required=True, help="Spark checkpoint folder (resume point)")
-    mode = run.add_mutually_exclusive_group()
-    mode.add_argument("--once", dest="available_now", action="store_true", default=True,
-                      help="process what is there, then stop (default)")
-    mode.add_argument("--continuous", dest="available_now", action="store_false",
-                      help="keep running, one micro-batch per --trigger-interval, until Ctrl-C")
-    run.add_argument("--trigger-interval", default=JobConfig.trigger_interval)
-    run.add_argument("--max-files-per-trigger", type=int, default=None)
-    run.add_argument("--job-name", default=JobConfig.job_name)
-    run.add_argument("--sink-retry-seconds", type=float, default=JobConfig.sink_retry_seconds,
-                     help="retry an unreachable warehouse or lake this long, with backoff, then stop with an error "
-                          "(default %(default)s)")
-    run.add_argument("--lake-root", default=None,
-                     help="also write the Delta lake here (a folder or s3://bucket/prefix); default: warehouse only")
-    for layer in ("raw", "silver", "quarantine"):
-        run.add_argument(f"--{layer}-format", choices=FORMATS, default=getattr(LakeConfig, f"{layer}_format"),
-                         help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
-    run.add_argument("--pg-data-dir", type=Path, default=WarehouseConfig.embedded_data_dir,
-                     help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
-    _add_warehouse_args(run)
-    _add_dq_args(run, docs_default=".demo/data_docs")
-
-    demo = sub.add_parser("demo", help="the whole source side on moto: generator -> DynamoDB -> pipe -> Kinesis -> "
-                                       "Spark -> PostgreSQL, then warehouse == table, row for row")
-    demo.add_argument("--count", type=int, default=2000, help="generated events (default 2000)")
-    demo.add_argument("--update-share", type=float, default=0.2)
-    demo.add_argument("--delete-share", type=float, default=0.1)
-    demo.add_argument("--seed", type=int, default=42)
-    demo.add_argument("--rate", type=float, default=None, help="events/s written by the generator (default: max)")
-    demo.add_argument("--shards", type=int, default=2, help="Kinesis shards")
-    demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
-    _add_contract_arg(demo)
-    _add_dq_param_arg(demo)
-    _add_warehouse_args(demo)
-
-    contract = sub.add_parser("contract", help="table contracts: check one (docs/contracts.md)")
-    contract_commands = contract.add_subparsers(dest="contract_command", required=True)
-    check = contract_commands.add_parser("check", help="validate a contract file; print its columns")
-    check.add_argument("path", type=Path)
-    infer = contract_commands.add_parser("infer", help="draft a contract from a table sample or payload files")
-    infer_source = infer.add_mutually_exclusive_group(required=True)
-    infer_source.add_argument("--table", help="DynamoDB table to sample (a paginated Scan)")
-    infer_source.add_argument("--payloads", type=Path, help="folder of *.jsonl Pipe payload files")
-    infer.add_argument("--limit", type=int, default=1000, help="items to sample (default %(default)s)")
-    infer.add_argument("--entity", default=None, help="entity name (default: from the table name)")
-    infer.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server)")
-    infer.add_argument("--region", default="us-east-1")
-    infer.add_argument("--output", type=Path, default=None, help="write the draft here (default: print it)")
-    fixtures = sub.add_parser("demo-fixtures", help="offline: the checked-in fixtures through the file source, "
-                                                    "then compared with their expected state")
-    fixtures.add_argument("--fixtures", type=Path, default=None,
-                          help=f"folder of Pipe payload files (default, with the default contract: {DEFAULT_FIXTURES})")
-    fixtures.add_argument("--expected", type=Path, default=None,
-                          help=f"JSON lines of the expected final rows (default, with the default contract: "
-                               f"{DEFAULT_EXPECTED})")
-    fixtures.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
-    _add_contract_arg(fixtures)
-    _add_dq_param_arg(fixtures)
-    _add_warehouse_args(fixtures)
-
-    docs = sub.add_parser("dq-docs", help="print (or open) the location of the data-quality Data Docs site")
-    docs.add_argument("--docs-location", default=".demo/data_docs", help="folder or s3://bucket/prefix")
-    docs.add_argument("--website-url", default=None,
-                      help="the docs bucket's website endpoint (printed instead of the s3:// location)")
-    docs.add_argument("--open", action="store_true", help="open the index in a browser (local folders)")
-
-    generate = sub.add_parser("generate", help="Faker items of the contract's table (orders by default): to DynamoDB, "
-                                               "or to Pipe-format fixture files")
-    _add_contract_arg(generate)
-    generate.add_argument("--count", type=int, default=1000)
-    generate.add_argument("--update-share", type=float, default=0.2)
-    generate.add_argument("--delete-share", type=float, default=0.1)
-    generate.add_argument("--seed", type=int, default=42)
-    generate.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
-    target = generate.add_mutually_exclusive_group(required=True)
-    target.add_argument("--table", nargs="?", const="", help="write to this DynamoDB table (no value: the "
-                                                           "contract's table, e.g. OrdersRawTable)")
-    target.add_argument("--fixtures-dir", type=Path, help="write Pipe payload JSON-lines files here instead")
-    generate.add_argument("--records-per-file", type=int, default=1000)
-    generate.add_argument("--endpoint-url", default=None, help="AWS endpoint, e.g. a moto server")
-    generate.add_argument("--region", default="us-east-1")
-
-    maintain = sub.add_parser("lake-maintain", help="compact small files and vacuum old ones in the Delta lake")
-    maintain.add_argument("--lake-root", required=True, help="folder or s3://bucket/prefix")
-    _add_contract_arg(maintain)
-    maintain.add_argument("--retention-hours", type=int, default=168,
-                          help="keep files a reader of a version this recent may need (default 7 days)")
-    maintain.add_argument("--no-vacuum", action="store_true", help="compact only")
-    maintain.add_argument("--silver-format", choices=["delta", "parquet"], default="delta",
-                          help="parquet: prune old silver snapshots instead (starts a local Spark)")
-    maintain.add_argument("--keep-snapshots", type=int, default=10, help="Parquet silver snapshots to keep")
-    maintain.add_argument("--endpoint-url", default=None, help="S3 endpoint, e.g. a moto server")
-    maintain.add_argument("--region", default="us-east-1")
-
-    deploy = sub.add_parser("deploy", help="build the wheel, deploy the CloudFormation stack, upload job artifacts")
-    deploy.add_argument("--stack", default="sales-cdc")
-    deploy.add_argument("--subnets", required=True, help="comma-separated private subnet ids for Redshift Serverless")
-    deploy.add_argument("--security-groups", required=True, help="comma-separated security group ids")
-    deploy.add_argument("--alert-email", default="", help="e-mail subscribed to the alert topic")
-    deploy.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other stack parameter (repeatable), e.g. KinesisStreamMode=PROVISIONED")
-    deploy.add_argument("--start", action="store_true", help="start a job run after deploying")
-    _add_contract_arg(deploy)
-    deploy.add_argument("--region", default=None)
-    teardown = sub.add_parser("teardown", help="empty the artifacts/docs buckets and delete the stack "
-                                               "(table, lake bucket and Redshift namespace are retained)")
-    teardown.add_argument("--stack", default="sales-cdc")
-    teardown.add_argument("--region", default=None)
-
-    pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
-    _add_contract_arg(pipe)
-    pipe.add_argument("--table", default=None, help="the DynamoDB table (default: the contract's)")
-    pipe.add_argument("--kinesis-stream", default="kinesis-for-sales-data")
-    pipe.add_argument("--state-file", type=Path, default=Path(".demo/pipe-state.json"))
-    pipe.add_argument("--idle-seconds", type=float, default=10.0, help="stop after this long without new records")
-    pipe.add_argument("--endpoint-url", default=None)
-    pipe.add_argument("--region", default="us-east-1")
-    return parser
-
-
 def print_summary(summary: RunSummary, seconds: float) -> None:
     table = Table(title=f"sales-cdc run summary ({seconds:.1f} s)")
     table.add_column("metric")
@@ -264,7 +65,7 @@ def _run(args: argparse.Namespace) -> int:
                           silver_format=args.silver_format, quarantine_format=args.quarantine_format)
     config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, soft_delete=args.soft_delete, lake=lake,
                        checkpoint_dir=args.checkpoint_dir,
-                       warehouse=warehouse, dq=_dq_config(args, args.endpoint_url, args.region),
+                       warehouse=warehouse, dq=dq_config(args, args.endpoint_url, args.region),
                        job_name=args.job_name, available_now=args.available_now,
                        trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger,
                        sink_retry_seconds=args.sink_retry_seconds, entity=load_contract(args.contract).entity)
@@ -361,7 +162,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", entity=entity,
                        soft_delete=args.soft_delete,
                        warehouse=warehouse, job_name="sales-cdc-demo", max_files_per_trigger=1,
-                       dq=DqConfig(docs_location=str(work / "data_docs"), params=_dq_params(args)))
+                       dq=DqConfig(docs_location=str(work / "data_docs"), params=dq_params(args)))
     started = time.monotonic()
     spark = build_spark(config.job_name, config.shuffle_partitions)
     with warehouse_connection(warehouse) as connection:
@@ -387,7 +188,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    options = DemoOptions(load_contract(args.contract), dq_params=_dq_params(args), work_dir=args.work_dir,
+    options = DemoOptions(load_contract(args.contract), dq_params=dq_params(args), work_dir=args.work_dir,
                           count=args.count, update_share=args.update_share,
                           delete_share=args.delete_share, seed=args.seed, rate=args.rate, shards=args.shards,
                           warehouse_url=args.warehouse_url, db_schema=args.db_schema, soft_delete=args.soft_delete)
@@ -502,7 +303,7 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

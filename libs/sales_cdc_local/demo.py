@@ -80,70 +80,99 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     options.work_dir.mkdir(parents=True)
     warehouse = WarehouseConfig(url=options.warehouse_url, embedded_data_dir=options.work_dir / "postgres",
                                 db_schema=options.db_schema)
+    entity, table_name = options.contract.entity, options.contract.table
     with MotoServer() as moto, warehouse_connection(warehouse) as connection:
         where = "embedded PostgreSQL" if connection.server else "PostgreSQL at --warehouse-url"
         console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
-        entity, table_name = options.contract.entity, options.contract.table
         stream_arn = create_source_table(moto.client("dynamodb"), entity, table_name)
         create_kinesis_stream(moto.client("kinesis"), shards=options.shards)
         moto.client("s3").create_bucket(Bucket=LAKE_BUCKET)
         topic_arn, alert_queue = create_alert_topic(moto.client("sns"), moto.client("sqs"))
-        lake = LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint))
         console.print(f"created DynamoDB {table_name} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
                       f"({options.shards} shards)")
-
-        operations = G.plan(options.count, entity=entity, update_share=options.update_share,
-                            delete_share=options.delete_share, seed=options.seed)
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"generating {entity.name}", total=len(operations))
-            counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), table_name, entity=entity,
-                                         rate=options.rate, progress=lambda: progress.advance(task))
-        console.print(f"generator: {dict(counts)} written to {table_name}")
-
-        pipe = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
-                            kinesis_stream=KINESIS_STREAM, partition_key=entity.keys[0],
-                            state_path=options.work_dir / "pipe-state.json")
-        pipe_done = threading.Event()
-        pipe_error: list[BaseException] = []
-
-        def pump() -> None:
-            try:
-                pipe.run(idle_seconds=2.0)
-            except BaseException as error:  # surfaced by the main thread
-                pipe_error.append(error)
-            finally:
-                pipe_done.set()
-
-        threading.Thread(target=pump, name="pipe-emulator", daemon=True).start()
-
-        def drained(summary: RunSummary) -> bool:
-            if pipe_error:
-                raise RuntimeError("pipe emulator failed") from pipe_error[0]
-            read = sum(b.events_read for b in summary.batches)
-            return pipe_done.is_set() and read >= pipe.records_put
-
+        _generate(options, moto, console)
         config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", entity=entity, warehouse=warehouse,
                            soft_delete=options.soft_delete,
-                           lake=lake,
+                           lake=LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint)),
                            job_name="sales-cdc-demo", available_now=False, trigger_interval=options.trigger_interval,
                            dq=DqConfig(docs_location=str(options.work_dir / "data_docs"), sns_topic_arn=topic_arn,
                                        sns_endpoint_url=moto.endpoint, params=options.dq_params),
                            kinesis=KinesisConfig(endpoint_url=moto.endpoint,
                                                  max_records_per_shard=options.max_records_per_shard))
-        spark = build_spark(config.job_name, config.shuffle_partitions)
-        console.print("streaming job running (local Spark, Kinesis source) while the pipe emulator feeds Kinesis…")
-        summary = run_stream(spark, config, connection.url, stop_when=drained)
-
-        sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, soft_delete=options.soft_delete)
-        expected = state_from_items(scan_table(moto.resource("dynamodb").Table(table_name)), entity)
-        actual = read_state(connection.url, sql, entity.names)
-        mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, entity.keys)]
-        sink = DeltaLake(lake, config.job_name, entity, options.soft_delete)
-        silver = read_lake_state(sink, entity.names)
-        mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
-        tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
-        if not options.soft_delete:
-            tables["tombstones"] = sink.tombstones_uri
+        with _Pumping(moto, stream_arn, entity.keys[0], options.work_dir) as pipe:
+            spark = build_spark(config.job_name, config.shuffle_partitions)
+            console.print("streaming job running (local Spark, Kinesis source) while the pipe emulator feeds "
+                          "Kinesis…")
+            summary = run_stream(spark, config, connection.url, stop_when=pipe.drained)
+        result = _compare(options, config, connection.url, moto)
         alerts = [m["Subject"] for m in read_alerts(moto.client("sqs"), alert_queue)]
-    return DemoResult(summary, mismatches, len(expected), len(actual), pipe.records_put, time.monotonic() - started,
-                      len(silver), tables, alerts)
+    return DemoResult(summary, result.mismatches, result.table_rows, result.warehouse_rows, pipe.emulator.records_put,
+                      time.monotonic() - started, result.silver_rows, result.lake_tables, alerts)
+
+
+def _generate(options: DemoOptions, moto: MotoServer, console: Console) -> None:
+    entity, table_name = options.contract.entity, options.contract.table
+    operations = G.plan(options.count, entity=entity, update_share=options.update_share,
+                        delete_share=options.delete_share, seed=options.seed)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"generating {entity.name}", total=len(operations))
+        counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), table_name, entity=entity,
+                                     rate=options.rate, progress=lambda: progress.advance(task))
+    console.print(f"generator: {dict(counts)} written to {table_name}")
+
+
+class _Pumping:
+    """The pipe emulator on a thread while the job runs; ``drained`` tells the job when it has read all."""
+
+    def __init__(self, moto: MotoServer, stream_arn: str, partition_key: str, work_dir: Path) -> None:
+        self.emulator = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
+                                     kinesis_stream=KINESIS_STREAM, partition_key=partition_key,
+                                     state_path=work_dir / "pipe-state.json")
+        self.done = threading.Event()
+        self.error: list[BaseException] = []
+
+    def __enter__(self) -> _Pumping:
+        threading.Thread(target=self._pump, name="pipe-emulator", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def _pump(self) -> None:
+        try:
+            self.emulator.run(idle_seconds=2.0)
+        except BaseException as error:  # surfaced by the main thread
+            self.error.append(error)
+        finally:
+            self.done.set()
+
+    def drained(self, summary: RunSummary) -> bool:
+        if self.error:
+            raise RuntimeError("pipe emulator failed") from self.error[0]
+        read = sum(b.events_read for b in summary.batches)
+        return self.done.is_set() and read >= self.emulator.records_put
+
+
+@dataclass
+class _Comparison:
+    mismatches: list[str]
+    table_rows: int
+    warehouse_rows: int
+    silver_rows: int
+    lake_tables: dict[str, str]
+
+
+def _compare(options: DemoOptions, config: JobConfig, warehouse_url: str, moto: MotoServer) -> _Comparison:
+    """The warehouse and the lake's silver against a scan of the table, row for row."""
+    entity = options.contract.entity
+    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=config.warehouse.db_schema, soft_delete=options.soft_delete)
+    expected = state_from_items(scan_table(moto.resource("dynamodb").Table(options.contract.table)), entity)
+    actual = read_state(warehouse_url, sql, entity.names)
+    mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, entity.keys)]
+    sink = DeltaLake(config.lake, config.job_name, entity, options.soft_delete)
+    silver = read_lake_state(sink, entity.names)
+    mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
+    tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
+    if not options.soft_delete:
+        tables["tombstones"] = sink.tombstones_uri
+    return _Comparison(mismatches, len(expected), len(actual), len(silver), tables)

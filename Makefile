@@ -14,11 +14,11 @@ help: ## list the targets
 
 $(STAMP): setup.py
 	@command -v java >/dev/null || (apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless)
-	@# headless Chromium renders the Data Docs site in a test (skipped, with a note, where apt is unavailable)
+	@# headless Chromium renders the Data Docs site in a test (which fails without it)
 	@command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || \
 	  ( [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium-headless-shell \
-	    >/dev/null ) || echo "note: chromium not installed; the Data Docs render check will be skipped"
+	    >/dev/null ) || echo "note: chromium not installed (needs root and apt); the Data Docs render test will fail"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[local,dev]" 2>&1 | grep -v "^WARNING: Location" || true
 	@$(PY) -c "import sales_cdc, pyspark, psycopg, chispa, great_expectations" # fail here if the install did not work

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import re
+import shutil
 import socket
 import threading
+from decimal import Decimal
+from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from sales_cdc import schema as S
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
-from sales_cdc_local.records import to_json_line
+from sales_cdc_local.records import stream_record, to_json_line
+
+REPO = Path(__file__).parent.parent
 
 # the default contract's entity: the tutorial's orders table, which most tests replicate
 ORDERS_CONTRACT = load_contract(DEFAULT_CONTRACT)
@@ -91,3 +98,72 @@ def postgres_socket(url: str) -> str:
     """The unix socket of an embedded PostgreSQL URL (``...?host=<dir>``)."""
     parsed = urlparse(url)
     return f"{parse_qs(parsed.query)['host'][0]}/.s.PGSQL.{parsed.port or 5432}"
+
+
+def order(orderid: str, quantity: int = 1, price: str = "10.00", **extra) -> dict:
+    return {"orderid": orderid, "product_name": "Phone", "quantity": quantity, "price": Decimal(price),
+            "customer_id": "c1", **extra}
+
+
+def insert(orderid, seq, **kw):
+    return stream_record("INSERT", seq, key=orderid, new=order(orderid, **kw), entity=ORDERS)
+
+
+def modify(orderid, seq, **kw):
+    return stream_record("MODIFY", seq, key=orderid, new=order(orderid, **kw), old=order(orderid), entity=ORDERS)
+
+
+def remove(orderid, seq, **kw):
+    return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw), entity=ORDERS)
+
+
+EXPECTATIONS = REPO / "expectations"
+
+
+def copy_project(tmp_path: Path) -> Path:
+    target = tmp_path / "expectations"
+    shutil.copytree(EXPECTATIONS, target, ignore=shutil.ignore_patterns("uncommitted"))
+    return target
+
+
+def edit_rule(project: Path, suite: str, rule_check, change) -> None:
+    path = project / "expectations" / f"{suite}.json"
+    document = json.loads(path.read_text())
+    matched = [e for e in document["expectations"] if rule_check(e)]
+    assert matched, "no expectation matched"
+    for expectation in matched:
+        change(expectation)
+    path.write_text(json.dumps(document, indent=2))
+
+
+def is_quantity_between(e: dict) -> bool:
+    return e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "quantity"
+
+
+COLUMNS = [*ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
+
+
+TEMPLATE = REPO / "infra" / "cloudformation" / "sales-cdc.yaml"
+
+
+# What moto's CloudFormation can create (docs/design.md §3); Glue, Pipes, Secrets, alarms and Redshift
+# Serverless are checked statically here and by cfn-lint / checkov (make lint).
+MOTO_TYPES = {"AWS::KMS::Key", "AWS::DynamoDB::Table", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role",
+              "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::Logs::LogGroup"}
+
+
+def without_removed(value, removed: set[str]):
+    """``value`` with references to removed resources replaced by placeholder strings."""
+    if isinstance(value, dict):
+        if set(value) == {"Ref"} and value["Ref"] in removed:
+            return f"removed-{value['Ref']}"
+        if set(value) == {"Fn::GetAtt"} and value["Fn::GetAtt"][0] in removed:
+            return f"arn:aws:iam::123456789012:role/removed-{value['Fn::GetAtt'][0]}"
+        if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
+            text = re.sub(r"\$\{(\w+)(\.[\w.]+)?\}",
+                          lambda m: f"removed-{m.group(1)}" if m.group(1) in removed else m.group(0), value["Fn::Sub"])
+            return {"Fn::Sub": text}
+        return {k: without_removed(v, removed) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_removed(v, removed) for v in value]
+    return value

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sales_cdc_local import deploy as D
-from tests.test_infra import MOTO_TYPES, TEMPLATE, _without
+from tests.helpers import MOTO_TYPES, TEMPLATE, without_removed
 
 pytestmark = pytest.mark.slow
 
@@ -20,7 +20,7 @@ def moto_template(tmp_path):
     template = yaml.safe_load(TEMPLATE.read_text())
     removed = {n for n, r in template["Resources"].items() if r["Type"] not in MOTO_TYPES}
     suffix = uuid.uuid4().hex[:6]
-    resources = {n: _without(r, removed) for n, r in template["Resources"].items() if n not in removed}
+    resources = {n: without_removed(r, removed) for n, r in template["Resources"].items() if n not in removed}
     resources["OrdersRawTable"]["Properties"]["TableName"] = f"OrdersRawTable-{suffix}"
     resources["SalesStream"]["Properties"]["Name"] = f"kinesis-for-sales-data-{suffix}"
     outputs = {k: v for k, v in template["Outputs"].items() if k in ("ArtifactsBucket", "LakeRoot", "DocsLocation")}

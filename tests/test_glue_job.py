@@ -15,9 +15,7 @@ from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import stage_fixtures
 from sales_cdc_local.verify import diff_rows, load_expected, read_state
-from tests.helpers import ORDERS
-from tests.test_job import COLUMNS
-from tests.test_quality import EXPECTATIONS
+from tests.helpers import COLUMNS, EXPECTATIONS, ORDERS
 
 REPO = Path(__file__).parent.parent
 STUB = Path(__file__).parent / "glue_stub"

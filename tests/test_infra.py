@@ -7,18 +7,12 @@ import ast
 import json
 import re
 import uuid
-from pathlib import Path
 
 import pytest
 import yaml
 
 from sales_cdc import glue
-
-TEMPLATE = Path(__file__).parent.parent / "infra" / "cloudformation" / "sales-cdc.yaml"
-# What moto's CloudFormation can create (docs/design.md §3); Glue, Pipes, Secrets, alarms and Redshift
-# Serverless are checked statically here and by cfn-lint / checkov (make lint).
-MOTO_TYPES = {"AWS::KMS::Key", "AWS::DynamoDB::Table", "AWS::Kinesis::Stream", "AWS::SQS::Queue", "AWS::IAM::Role",
-              "AWS::S3::Bucket", "AWS::SNS::Topic", "AWS::Logs::LogGroup"}
+from tests.helpers import MOTO_TYPES, TEMPLATE, without_removed
 
 
 @pytest.fixture(scope="module")
@@ -87,21 +81,6 @@ def test_glue_job_arguments_are_the_entry_scripts_parameters(template):
     assert {p.name for p in glue.GLUE_PARAMS if p.default is None} <= ours
 
 
-def _without(value, removed: set[str]):
-    """``value`` with references to removed resources replaced by placeholder strings."""
-    if isinstance(value, dict):
-        if set(value) == {"Ref"} and value["Ref"] in removed:
-            return f"removed-{value['Ref']}"
-        if set(value) == {"Fn::GetAtt"} and value["Fn::GetAtt"][0] in removed:
-            return f"arn:aws:iam::123456789012:role/removed-{value['Fn::GetAtt'][0]}"
-        if set(value) == {"Fn::Sub"} and isinstance(value["Fn::Sub"], str):
-            text = re.sub(r"\$\{(\w+)(\.[\w.]+)?\}",
-                          lambda m: f"removed-{m.group(1)}" if m.group(1) in removed else m.group(0), value["Fn::Sub"])
-            return {"Fn::Sub": text}
-        return {k: _without(v, removed) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without(v, removed) for v in value]
-    return value
 
 
 def test_the_template_s_job_defaults_are_the_job_s(template):
@@ -120,7 +99,7 @@ def deploy_on_moto(template, moto, **parameters) -> tuple[dict[str, str], dict]:
     """The moto-modelled part of the template as a stack (names unique on the shared moto server):
     (logical -> physical ids, the resources sent)."""
     removed = {n for n, r in template["Resources"].items() if r["Type"] not in MOTO_TYPES}
-    kept = {n: _without(r, removed) for n, r in template["Resources"].items() if n not in removed}
+    kept = {n: without_removed(r, removed) for n, r in template["Resources"].items() if n not in removed}
     suffix = uuid.uuid4().hex[:6]
     values = {"TableName": f"OrdersRawTable-{suffix}", "StreamName": f"kinesis-for-sales-data-{suffix}", **parameters}
     body = {"AWSTemplateFormatVersion": "2010-09-09", "Conditions": template["Conditions"], "Resources": kept,

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 from pyspark.errors import StreamingQueryException
 
-from sales_cdc import schema as S
 from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
 from sales_cdc.job import postgres_warehouse, run_stream, start_query
 from sales_cdc.pipeline import BatchHandler
@@ -19,11 +18,10 @@ from sales_cdc.sources import file_stream
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import main, stage_fixtures
 from sales_cdc_local.verify import diff_rows, load_expected, read_state
-from tests.helpers import ORDERS, ORDERS_CONTRACT
+from tests.helpers import COLUMNS, ORDERS, ORDERS_CONTRACT
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parent.parent
-COLUMNS = [*ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
 
 
 def config_for(tmp_path: Path, pg_url: str, db_schema: str, dq: DqConfig | None = None) -> JobConfig:

@@ -156,7 +156,12 @@ def test_latest_skips_what_was_there_before_the_query_started(spark, moto, tmp_p
     job = config(tmp_path, moto, stream, starting_position="LATEST")
     query = start_query(source_stream(spark, job), capture, job)
     try:
-        time.sleep(2.5)
+        # the start positions are pinned once the first trigger has asked the source for its offsets: wait for
+        # that (the query then waits for data, or has run a batch), not for a guessed time
+        deadline = time.monotonic() + 60
+        while query.status["message"] != "Waiting for data to arrive" and not query.recentProgress:
+            assert time.monotonic() < deadline, f"the query did not start: {query.status}"
+            time.sleep(0.05)
         put(moto, stream, range(50, 80))
         deadline = time.monotonic() + 60
         await_query(query, lambda: len(capture.ids()) >= 30 or time.monotonic() > deadline, poll_seconds=0.2)

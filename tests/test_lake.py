@@ -13,8 +13,7 @@ from sales_cdc.lake import DeltaLake, moto_storage_options
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
-from tests.helpers import ORDERS
-from tests.test_warehouse_postgres import insert, modify, remove, source_rows
+from tests.helpers import ORDERS, insert, modify, remove, source_rows
 
 
 class LakeHarness:

@@ -15,8 +15,7 @@ from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.records import to_json_line
-from tests.helpers import ORDERS
-from tests.test_warehouse_postgres import insert, modify, remove, source_rows
+from tests.helpers import ORDERS, insert, modify, remove, source_rows
 
 pytestmark = pytest.mark.slow
 

@@ -4,7 +4,6 @@ halt, results history, Data Docs and SNS alerts."""
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,10 +18,9 @@ from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
 from sales_cdc_local import generator as G
-from tests.helpers import ORDERS
+from tests.helpers import EXPECTATIONS, ORDERS, copy_project, edit_rule, is_quantity_between
 
 REPO = Path(__file__).parent.parent
-EXPECTATIONS = REPO / "expectations"
 AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
@@ -66,24 +64,10 @@ def test_every_rule_has_a_severity_and_quarantine_rules_are_row_level():
                 assert rule.expectation_type in ROW_LEVEL_TYPES
 
 
-def copy_project(tmp_path: Path) -> Path:
-    target = tmp_path / "expectations"
-    shutil.copytree(EXPECTATIONS, target, ignore=shutil.ignore_patterns("uncommitted"))
-    return target
 
 
-def edit_rule(project: Path, suite: str, rule_check, change) -> None:
-    path = project / "expectations" / f"{suite}.json"
-    document = json.loads(path.read_text())
-    matched = [e for e in document["expectations"] if rule_check(e)]
-    assert matched, "no expectation matched"
-    for expectation in matched:
-        change(expectation)
-    path.write_text(json.dumps(document, indent=2))
 
 
-def is_quantity_between(e: dict) -> bool:
-    return e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "quantity"
 
 
 def test_a_rule_without_severity_is_refused_at_start_up(tmp_path):

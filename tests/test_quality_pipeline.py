@@ -27,8 +27,7 @@ from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.cli import main
 from sales_cdc_local.local_aws import create_alert_topic, read_alerts
 from sales_cdc_local.records import stream_record, to_json_line
-from tests.helpers import ORDERS
-from tests.test_quality import EXPECTATIONS, copy_project, edit_rule, is_quantity_between
+from tests.helpers import EXPECTATIONS, ORDERS, copy_project, edit_rule, is_quantity_between
 
 pytestmark = pytest.mark.slow
 JOB = "dq-pipeline-test"
@@ -125,8 +124,7 @@ CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium")
 
 def assert_renders(page: Path, texts: list[str]) -> None:
     """Open the page in headless Chromium (installed by ``make install`` from Debian) and check the DOM."""
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (make install adds chromium-headless-shell from Debian)")
+    assert CHROMIUM is not None, "chromium is not installed: `make install` adds chromium-headless-shell (Debian)"
     dom = subprocess.run([CHROMIUM, "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom",
                           page.as_uri()], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "<body" in dom

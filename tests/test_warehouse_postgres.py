@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from decimal import Decimal
 
 import psycopg
 import pyarrow as pa
@@ -16,24 +15,7 @@ from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc.warehouse.base import RowsRefused
 from sales_cdc_local.records import stream_record, to_json_line
-from tests.helpers import ORDERS, source_rows
-
-
-def order(orderid: str, quantity: int = 1, price: str = "10.00", **extra) -> dict:
-    return {"orderid": orderid, "product_name": "Phone", "quantity": quantity, "price": Decimal(price),
-            "customer_id": "c1", **extra}
-
-
-def insert(orderid, seq, **kw):
-    return stream_record("INSERT", seq, key=orderid, new=order(orderid, **kw), entity=ORDERS)
-
-
-def modify(orderid, seq, **kw):
-    return stream_record("MODIFY", seq, key=orderid, new=order(orderid, **kw), old=order(orderid), entity=ORDERS)
-
-
-def remove(orderid, seq, **kw):
-    return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw), entity=ORDERS)
+from tests.helpers import ORDERS, insert, modify, remove, source_rows
 
 
 class Harness:

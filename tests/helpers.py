@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from sales_cdc import schema as S
-from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
+from sales_cdc.contract import DEFAULT_CONTRACT, load_contract, parse_contract
 from sales_cdc_local.records import stream_record, to_json_line
 
 REPO = Path(__file__).parent.parent
@@ -21,6 +21,14 @@ REPO = Path(__file__).parent.parent
 # the default contract's entity: the tutorial's orders table, which most tests replicate
 ORDERS_CONTRACT = load_contract(DEFAULT_CONTRACT)
 ORDERS = ORDERS_CONTRACT.entity
+
+# a table with a partition and a sort key, whose items share partitions and sort values
+SORTED = parse_contract({
+    "table": "Sorted", "entity": "sorted", "key": {"partition": "pk", "sort": "sk"},
+    "attributes": {"pk": {"dynamodb": "S", "type": "string"}, "sk": {"dynamodb": "N", "type": "bigint"},
+                   "product_name": {"dynamodb": "S", "type": "string"}, "quantity": {"dynamodb": "N", "type": "integer"},
+                   "price": {"dynamodb": "N", "type": "decimal(10,2)"}, "customer_id": {"dynamodb": "S", "type": "string"}}},
+    "tests/helpers.py").entity
 
 
 def source_rows(spark, *records):

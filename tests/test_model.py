@@ -34,26 +34,18 @@ from hypothesis import strategies as st
 
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
-from sales_cdc.contract import parse_contract
 from sales_cdc.lake import DeltaLake
 from sales_cdc.lake_parquet import silver_commits
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.records import stream_record, to_json_line
-from tests.helpers import ORDERS, source_rows
+from tests.helpers import ORDERS, SORTED, source_rows
 
 HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
 MAX_BATCHES = 5
 # hypothesis' first example is its simplest (seed 0): mixed with fresh entropy, each test run sees new histories
 FRESH = random.SystemRandom().getrandbits(62)
-# a table with a partition and a sort key, whose items share partitions and sort values
-SORTED = parse_contract({
-    "table": "Sorted", "entity": "sorted", "key": {"partition": "pk", "sort": "sk"},
-    "attributes": {"pk": {"dynamodb": "S", "type": "string"}, "sk": {"dynamodb": "N", "type": "bigint"},
-                   "product_name": {"dynamodb": "S", "type": "string"}, "quantity": {"dynamodb": "N", "type": "integer"},
-                   "price": {"dynamodb": "N", "type": "decimal(10,2)"}, "customer_id": {"dynamodb": "S", "type": "string"}}},
-    "test_model.py").entity
 
 
 @dataclass(frozen=True)

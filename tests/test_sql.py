@@ -7,7 +7,7 @@ import sqlglot
 
 from sales_cdc.config import WarehouseConfig
 from sales_cdc.sql import Dialect, MergeSql
-from tests.helpers import ORDERS
+from tests.helpers import ORDERS, SORTED
 
 
 def all_statements(sql: MergeSql) -> list[str]:
@@ -89,3 +89,46 @@ def test_the_job_user_grants_reach_its_schema_only(pg_url):
         job.execute("CREATE TEMP TABLE stage (k int)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             job.execute(f'CREATE TABLE "{other}".t (k int)')
+
+
+ORDERS_REDSHIFT_DDL = """CREATE TABLE IF NOT EXISTS "sales"."orders" (
+  "orderid" VARCHAR(256) NOT NULL,
+  "product_name" VARCHAR(256),
+  "quantity" INTEGER,
+  "price" DECIMAL(10,2),
+  "customer_id" VARCHAR(256),
+  "customer_name" VARCHAR(256),
+  "created_at" TIMESTAMP,
+  "unmapped_attributes" VARCHAR(65535),
+  "cdc_event_id" VARCHAR(256) NOT NULL,
+  "cdc_op" VARCHAR(256) NOT NULL,
+  "cdc_sequence" VARCHAR(256) NOT NULL,
+  "cdc_event_time" TIMESTAMP,
+  "cdc_batch_id" BIGINT NOT NULL,
+  "loaded_at" TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+  PRIMARY KEY ("orderid")
+) DISTKEY("orderid") SORTKEY("orderid")"""
+
+SORTED_TOMBSTONES_REDSHIFT_DDL = """CREATE TABLE IF NOT EXISTS "sales"."sorted_tombstones" (
+  "pk" VARCHAR(256) NOT NULL,
+  "sk" BIGINT NOT NULL,
+  "cdc_sequence" VARCHAR(256) NOT NULL,
+  "cdc_event_time" TIMESTAMP,
+  "cdc_event_id" VARCHAR(256) NOT NULL,
+  "cdc_batch_id" BIGINT NOT NULL,
+  PRIMARY KEY ("pk", "sk")
+) DISTKEY("pk") SORTKEY("pk", "sk")"""
+
+
+def test_the_warehouse_ddl_of_the_orders_table_as_written_out():
+    assert MergeSql(Dialect.REDSHIFT, entity=ORDERS).create_statements()[1] == ORDERS_REDSHIFT_DDL
+
+
+def test_a_sort_key_is_part_of_every_key_and_join():
+    sql = MergeSql(Dialect.REDSHIFT, entity=SORTED)
+    assert sql.create_statements()[-1] == SORTED_TOMBSTONES_REDSHIFT_DDL
+    assert sql.prune_stale()[0] == (
+        'DELETE FROM "stage_sorted" USING "sales"."sorted" AS t\n'
+        'WHERE "stage_sorted"."pk" = t."pk" AND "stage_sorted"."sk" = t."sk" '
+        'AND "stage_sorted"."cdc_sequence" <= t."cdc_sequence"')
+

@@ -1,0 +1,110 @@
+"""Every sink at once (PostgreSQL warehouse, Delta or Parquet lake) behind one batch handler, fed histories of
+CDC events, and read back as comparable rows: the model test and the merge-rule cases share it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from deltalake import DeltaTable
+
+from sales_cdc import schema as S
+from sales_cdc.config import LakeConfig
+from sales_cdc.lake import DeltaLake
+from sales_cdc.lake_parquet import silver_commits
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
+from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local.records import stream_record
+from tests.helpers import ORDERS, source_rows
+
+
+@dataclass(frozen=True)
+class Event:
+    op: str
+    key: tuple  # the entity's key values
+    sequence: int
+    image: dict  # NewImage (INSERT/MODIFY) or OldImage (REMOVE): the values the state row carries
+    entity: S.EntitySchema = ORDERS
+
+    def record(self) -> dict:
+        image = {**dict(zip(self.entity.keys, self.key, strict=True)), **self.image}  # images hold the key too
+        other = {"new": image} if self.op != "REMOVE" else {"old": image}
+        return stream_record(self.op, self.sequence, key=self.key, **other, entity=self.entity)
+
+
+@dataclass
+class History:
+    events: list[Event]  # in delivery order, duplicates included
+    batches: list[list[Event]] = field(default_factory=list)
+
+
+def actual_rows(rows: list[dict], soft_delete: bool, entity: S.EntitySchema) -> dict:
+    def one(r: dict) -> tuple:
+        extra = json.loads(r[S.UNMAPPED]) if r[S.UNMAPPED] else None
+        row = (r["product_name"], r["quantity"], Decimal(r["price"]), r["customer_id"], extra,
+               int(r[S.CDC_SEQUENCE]), r[S.CDC_OP])
+        return (*row, r[S.IS_DELETED]) if soft_delete else row
+    return {tuple(r[k] for k in entity.keys): one(r) for r in rows}
+
+
+def tombstone_rows(rows: list[dict], entity: S.EntitySchema) -> dict:
+    return {tuple(r[k] for k in entity.keys): int(r[S.CDC_SEQUENCE]) for r in rows}
+
+
+# --- the sinks ----------------------------------------------------------------------------------------
+class Sinks:
+    def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str, entity: S.EntitySchema):
+        self.spark, self.soft_delete, self.lake_format, self.entity = spark, soft_delete, lake_format, entity
+        sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=entity)
+        self.warehouse = PostgresWarehouse(pg_url, sql, job_name="model")
+        self.warehouse.ensure_tables()
+        formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
+        self.lake = DeltaLake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=entity, options=HandlerOptions(default_stream_id="model"))
+
+    def run(self, histories: list[History], replayed: set[int]) -> None:
+        for batch_id in range(max(len(h.batches) for h in histories)):
+            records = [e.record() for h in histories if batch_id < len(h.batches) for e in h.batches[batch_id]]
+            frame = source_rows(self.spark, *records)
+            for _ in range(2 if batch_id in replayed else 1):
+                result = self.handler(frame, batch_id)
+                assert result.quarantined == 0, "every generated record is valid"
+
+    def _query(self, table: str) -> list[dict]:
+        cursor = self.warehouse.conn.execute(f"SELECT * FROM {table}")
+        columns = [c.name for c in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+    def warehouse_state(self) -> dict:
+        return actual_rows(self._query(self.warehouse.sql.target), self.soft_delete, self.entity)
+
+    def warehouse_tombstones(self) -> dict:
+        return {} if self.soft_delete else tombstone_rows(self._query(self.warehouse.sql.tombstones), self.entity)
+
+    def _parquet_silver(self) -> tuple[list[dict], list[dict]]:
+        commit = silver_commits(self.spark, self.lake.silver_uri)[-1]
+        state = [r.asDict() for r in self.spark.read.parquet(commit.state_path).collect()]
+        tombs = [r.asDict() for r in self.spark.read.parquet(commit.tombstones_path).collect()] \
+            if commit.tombstones_path else []
+        return state, tombs
+
+    def silver(self) -> tuple[dict, dict]:
+        if self.lake_format == "parquet":
+            state, tombs = self._parquet_silver()
+        else:
+            state = DeltaTable(self.lake.silver_uri).to_pyarrow_table().to_pylist()
+            tombs = [] if self.soft_delete else DeltaTable(self.lake.tombstones_uri).to_pyarrow_table().to_pylist()
+        return actual_rows(state, self.soft_delete, self.entity), tombstone_rows(tombs, self.entity)
+
+    def raw_payloads(self) -> list[str]:
+        if self.lake_format == "parquet":
+            return [r[0] for r in self.spark.read.parquet(self.lake.raw_uri).select(S.PAYLOAD).collect()]
+        return DeltaTable(self.lake.raw_uri).to_pyarrow_table(columns=[S.PAYLOAD])[S.PAYLOAD].to_pylist()
+
+
+def pg_connection(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)

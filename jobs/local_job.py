@@ -1,6 +1,7 @@
 """Local entry point: ``spark-submit jobs/local_job.py run --source-dir DIR --checkpoint-dir DIR [...]``.
 
-Thin on purpose: the job is the ``sales_cdc`` package, the CLI is ``sales_cdc_local`` (``sales-cdc --help`` lists the options).
+Thin on purpose: the job is the ``sales_cdc`` package, the CLI is ``sales_cdc_local``
+(``sales-cdc --help`` lists the options).
 """
 
 import sys

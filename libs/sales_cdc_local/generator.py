@@ -10,7 +10,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -50,19 +50,18 @@ class ItemFactory(Protocol):
     def change(self, item: dict[str, Any]) -> dict[str, Any]: ...
 
 
-@dataclass
-class OrderFactory:
-    """The orders flavour: deterministic fake orders for a seed, within the orders suite's business rules."""
+class _Seeded:
+    """A Faker and a random generator, both seeded: the same seed makes the same items."""
 
-    seed: int = 42
-    start: datetime = DEFAULT_START
-    _faker: Faker = field(init=False, repr=False)
-    _random: random.Random = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, seed: int = 42, start: datetime = DEFAULT_START) -> None:
+        self.seed, self.start = seed, start
         self._faker = Faker()
-        self._faker.seed_instance(self.seed)
-        self._random = random.Random(self.seed)
+        self._faker.seed_instance(seed)
+        self._random = random.Random(seed)
+
+
+class OrderFactory(_Seeded):
+    """The orders flavour: deterministic fake orders for a seed, within the orders suite's business rules."""
 
     def price(self, product: str) -> Decimal:
         low, high = CATALOGUE[product]
@@ -92,21 +91,13 @@ class OrderFactory:
         return changed
 
 
-@dataclass
-class ContractFactory:
+class ContractFactory(_Seeded):
     """Items of any contract: each attribute a random value of its type (optional ones absent one time in
     five), keys unique per item (with a sort key, several items share a partition)."""
 
-    entity: S.EntitySchema
-    seed: int = 42
-    start: datetime = DEFAULT_START
-    _faker: Faker = field(init=False, repr=False)
-    _random: random.Random = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self._faker = Faker()
-        self._faker.seed_instance(self.seed)
-        self._random = random.Random(self.seed)
+    def __init__(self, entity: S.EntitySchema, seed: int = 42, start: datetime = DEFAULT_START) -> None:
+        super().__init__(seed, start)
+        self.entity = entity
 
     def item(self, n: int) -> dict[str, Any]:
         item = {k: self._key_value(f, n) for k, f in zip(self.entity.keys, self.entity.key_fields, strict=True)}

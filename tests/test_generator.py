@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from sales_cdc import schema as S
+from sales_cdc.contract import load_contract
 from sales_cdc.decode import decode_pipe_records, split_decoded
 from sales_cdc.sources import file_batch
 from sales_cdc.transforms import latest_per_key
@@ -78,3 +79,20 @@ def test_writes_the_plan_to_dynamodb(moto):
     assert counts == Counter(o.op for o in operations) and len(ticks) == 300
     expected = state_from_items(G.final_state(operations).values(), ORDERS)
     assert state_from_items(scan_table(moto.resource("dynamodb").Table(table)), ORDERS) == expected
+
+
+def test_items_of_any_contract_change_on_every_update_and_an_empty_change_is_not_sent(moto, fixtures_dir):
+    """A boolean or a short set can be drawn again as it was: the factory draws again, and the writer sends
+    no UpdateItem without an action (DynamoDB refuses one)."""
+    entity = load_contract(fixtures_dir / "customers" / "contract.yaml").entity
+    factory = G.ContractFactory(entity, seed=5)
+    items = [factory.item(n) for n in range(200)]
+    assert all(factory.change(item) != item for item in items)
+    table = f"customers-{uuid.uuid4().hex[:8]}"
+    create_source_table(moto.client("dynamodb"), entity, table)
+    inserts = G.plan(5, entity=entity, update_share=0.0, delete_share=0.0, seed=6)
+    same = inserts[0].item
+    unchanged = G.Operation("MODIFY", inserts[0].key, dict(same), dict(same))
+    counts = G.write_to_dynamodb([*inserts, unchanged], moto.resource("dynamodb"), table, entity=entity)
+    assert counts == Counter({"INSERT": 5, "MODIFY": 1})
+    assert len(scan_table(moto.resource("dynamodb").Table(table))) == 5

@@ -110,8 +110,12 @@ class ContractFactory(_Seeded):
         candidates = [f for f in self.entity.fields if f.name not in self.entity.keys]
         if not candidates:
             return dict(item)
-        changed_field = self._random.choice(candidates)
-        return {**item, changed_field.name: self.value(changed_field, self._random.randint(0, 10**6))}
+        for _ in range(10):  # a boolean or a short set can come out the same: an update changes something
+            changed_field = self._random.choice(candidates)
+            value = self.value(changed_field, self._random.randint(0, 10**6))
+            if value != item.get(changed_field.name):
+                return {**item, changed_field.name: value}
+        return dict(item)
 
     def _key_value(self, key: S.Field, n: int) -> Any:
         # a sort key makes items share partitions: partition = n // 4, sort = n
@@ -288,18 +292,23 @@ def write_to_dynamodb(operations: list[Operation], dynamodb, table_name: str, *,
                 flush()
         else:
             flush()
-            if operation.op == "MODIFY":
-                changed = {k: v for k, v in operation.item.items()
-                           if k not in entity.keys and operation.old.get(k) != v}
-                table.update_item(
-                    Key=item_key(entity, operation.key),
-                    UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(changed))),
-                    ExpressionAttributeNames={f"#a{i}": k for i, k in enumerate(changed)},
-                    ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(changed.values())})
-            else:
-                table.delete_item(Key=item_key(entity, operation.key))
+            _apply_change(table, entity, operation)
         counts[operation.op] += 1
         if progress is not None:
             progress()
     flush()
     return counts
+
+
+def _apply_change(table, entity: S.EntitySchema, operation: Operation) -> None:
+    """A MODIFY as UpdateItem of the attributes it changes (none: nothing to send), a REMOVE as DeleteItem."""
+    key = item_key(entity, operation.key)
+    if operation.op == "REMOVE":
+        table.delete_item(Key=key)
+        return
+    changed = {k: v for k, v in operation.item.items() if k not in entity.keys and operation.old.get(k) != v}
+    if changed:  # an UpdateItem needs at least one action
+        table.update_item(
+            Key=key, UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(changed))),
+            ExpressionAttributeNames={f"#a{i}": k for i, k in enumerate(changed)},
+            ExpressionAttributeValues={f":v{i}": v for i, v in enumerate(changed.values())})

@@ -37,7 +37,7 @@ def _write_orders(endpoint: str, count: int, rate: float, out: str) -> None:
 
     from boto3.dynamodb.types import TypeSerializer
 
-    from sales_cdc_local.local_aws import aws_client
+    from sales_cdc.aws import aws_client
 
     operations = G.plan(count, update_share=0.0, delete_share=0.0, seed=11, entity=ORDERS)
     dynamodb, serializer, written = aws_client("dynamodb", endpoint=endpoint, config=STAND_IN), TypeSerializer(), {}
@@ -66,7 +66,8 @@ def _run_pipe(endpoint: str, kinesis_endpoint: str, stream_arn: str, state_path:
               counter) -> None:
     """The pipe emulator until ``stop`` is set; counts the records it puts in ``counter`` and writes
     ``{key: put on Kinesis at}`` to ``out`` at the end."""
-    from sales_cdc_local.local_aws import KINESIS_STREAM, aws_client
+    from sales_cdc.aws import aws_client
+    from sales_cdc_local.local_aws import KINESIS_STREAM
     from sales_cdc_local.pipe_emulator import PipeEmulator
 
     class TimedPipe(PipeEmulator):

@@ -1,7 +1,7 @@
 """The micro-batch handler: the same function for the local job and for Glue.
 
-``handler = BatchHandler(warehouse=..., job_name=...)`` is passed to ``foreachBatch`` /
-``glueContext.forEachBatch``; tests call ``handler(static_df, batch_id)`` directly.
+``handler = BatchHandler(entity=..., warehouse=..., options=HandlerOptions(job_name=...))`` is passed to
+``foreachBatch`` / ``glueContext.forEachBatch``; tests call ``handler(static_df, batch_id)`` directly.
 
 Every step is safe to repeat: Spark (and Glue's ``batchMaxRetries``) re-run a batch whose
 checkpoint commit did not happen; the warehouse ledger turns that replay into a no-op.
@@ -139,13 +139,16 @@ class BatchHandler:
         self.quality = quality
         self.alerter = alerter if alerter is not None else LogAlerter()
         self.options = options
-        self.job_name = options.job_name
         self.summary = RunSummary(docs_url=quality.docs_index_url if quality else None)
         self.halt: DataQualityHalt | None = None  # set when a batch halted the job
         self.failure: Exception | None = None  # the error a batch raised (Spark reports it wrapped in Java's)
         # set to stop the job between batches: the next batch raises StopRequested before it writes anything
         self.stop_requested = threading.Event()
         self._last_batch_id: int | None = None  # None until this handler's first batch
+
+    @property
+    def job_name(self) -> str:
+        return self.options.job_name
 
     def check_ready(self, spark) -> None:
         """Before the first batch: the sinks can be written (the lake's layers on their file systems)."""

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from sales_cdc.aws import aws_client, aws_resource
 from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError, one_line
@@ -33,7 +34,6 @@ from sales_cdc.sql import Dialect, MergeSql
 from . import generator as G
 from .demo import DemoOptions, run_demo
 from .embedded import warehouse_connection
-from .local_aws import aws_client, aws_resource
 from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, build_parser, dq_config, dq_params
 from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, load_expected, read_state

@@ -20,8 +20,6 @@ from sales_cdc.aws import aws_client, aws_resource
 if TYPE_CHECKING:
     from sales_cdc.schema import EntitySchema
 
-__all__ = ["aws_client", "aws_resource"]  # the clients live in the job package; re-exported for the harness
-
 KINESIS_STREAM = "kinesis-for-sales-data"
 
 

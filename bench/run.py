@@ -84,6 +84,7 @@ def _size_case(bench: Bench, spark: SparkSession, size: int, workdir: Path) -> d
                             "parse_dedupe_floor_s": partial(bench.parse_dedupe_floor, df),
                             "udf_type_deserializer_s": partial(bench.udf_type_deserializer, df),
                             "udf_one_image_s": partial(bench.udf_one_image, df)})
+    reuse = bench.plan_reuse(df)
     df.unpersist()
     full, no_gx, ceiling = batch["full"], batch["no_gx"], batch["ceiling"]
     return {"events": size,
@@ -91,7 +92,7 @@ def _size_case(bench: Bench, spark: SparkSession, size: int, workdir: Path) -> d
             "without_gx": {**no_gx, "events_per_s": size / no_gx["seconds"]},
             "ceiling_decode_dedupe_merge": {**ceiling, "events_per_s": size / ceiling["seconds"]},
             "gx_share": full["stages"].get("data_quality", 0.0) / full["seconds"],
-            **decode, **dedupe}
+            **decode, **dedupe, "reuse": reuse}
 
 
 def _checks(big: dict, naive_rate: float, merge_sizes: tuple[int, int], merge_small: float, merge_large: float,
@@ -113,7 +114,16 @@ def _checks(big: dict, naive_rate: float, merge_sizes: tuple[int, int], merge_sm
         check(f"merge into {merge_sizes[1]} rows vs into {merge_sizes[0]} rows", merge_large / merge_small, "<= 1.5",
               merge_large / merge_small <= 1.5),
         check(f"p95 freshness (s) at {rate:.0f} events/s, moto path", p95, "< 10", p95 < 10),
+        *_reuse_checks(big["reuse"]),
     ]
+
+
+def _reuse_checks(reuse: dict) -> list[dict]:
+    """What a later batch reuses: the decode's columns per entity, the Data Docs templates."""
+    decode = reuse["decode_build_later_s"] / reuse["decode_build_first_s"]
+    docs = reuse["docs_publish_later_s"] / reuse["docs_publish_first_s"]
+    return [check("decode columns built for a later batch vs the entity's first", decode, "<= 0.2", decode <= 0.2),
+            check("Data Docs render for a later batch vs the first", docs, "<= 0.8", docs <= 0.8)]
 
 
 def main(argv: list[str] | None = None) -> int:

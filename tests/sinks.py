@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
-from sales_cdc.lake import DeltaLake
+from sales_cdc.lake import Lake
 from sales_cdc.lake_parquet import silver_commits
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
@@ -61,8 +61,8 @@ class Sinks:
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="model")
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
-        self.lake = DeltaLake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=entity, options=HandlerOptions(default_stream_id="model"))
+        self.lake = Lake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, options=HandlerOptions(default_stream_id="model"))
 
     def run(self, histories: list[History], replayed: set[int]) -> None:
         for batch_id in range(max(len(h.batches) for h in histories)):

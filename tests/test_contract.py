@@ -98,7 +98,7 @@ def test_tutorial_shaped_items_land_with_the_default_settings(spark, pg_url, db_
     warehouse = PostgresWarehouse(pg_url, sql, "tutorial")
     warehouse.ensure_tables()
     quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), ORDERS, "tutorial")
-    handler = BatchHandler(warehouse=warehouse, quality=quality, entity=ORDERS, options=HandlerOptions(job_name="tutorial", default_stream_id="t"))
+    handler = BatchHandler(warehouse=warehouse, quality=quality, options=HandlerOptions(job_name="tutorial", default_stream_id="t"))
     items = [{"orderid": f"order-{i}", "product_name": TUTORIAL_PRODUCTS[i % 5], "quantity": 1 + i % 5,
               "price": Decimal("19.99") + i} for i in range(9)]
     records = [stream_record("INSERT", 100 + i, key=item["orderid"], new=item, entity=ORDERS) for i, item in enumerate(items)]

@@ -206,15 +206,6 @@ def test_non_canonical_numbers_that_are_exact_are_accepted(spark):
     assert (row["new_price"], row["new_quantity"], row[S.CDC_ERRORS]) == (Decimal("100.00"), 3, [])
 
 
-def test_decode_builds_its_columns_once_per_entity(spark):
-    """The projections are cached: building them costs more than decoding a large batch."""
-    first = decode_pipe_records(source_df(spark, _insert()), ORDERS)
-    second = decode_pipe_records(source_df(spark, _insert()), ORDERS)
-    assert first.columns == second.columns
-    from sales_cdc import decode
-    assert decode._projections.cache_info().hits >= 1
-
-
 def test_several_problems_are_all_reported(spark):
     record = _insert(eventID=None, dynamodb__NewImage__price={"N": "x"}, dynamodb__NewImage__quantity={"S": "1"})
     _, quarantine = split_decoded(decode_pipe_records(source_df(spark, record), ORDERS), 1, ORDERS)

@@ -65,7 +65,7 @@ def test_restart_after_a_crash_mid_way_gives_the_same_table_as_one_run(spark, pg
     config = config_for(tmp_path / "crash", pg_url, schema)
     files = sorted((fixtures_dir / "cdc").glob("*.jsonl"))
     warehouse = postgres_warehouse(pg_url, config.warehouse, config.job_name, ORDERS)
-    handler = BatchHandler(warehouse=warehouse, entity=ORDERS)
+    handler = BatchHandler(warehouse=warehouse)
 
     def crash_after_commit(df, batch_id):
         handler(df, batch_id)

@@ -9,7 +9,7 @@ from deltalake import DeltaTable
 
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
-from sales_cdc.lake import DeltaLake, moto_storage_options
+from sales_cdc.lake import Lake, moto_storage_options
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
@@ -21,11 +21,11 @@ class LakeHarness:
         self.bucket = bucket = f"lake-{uuid.uuid4().hex[:8]}"
         moto.client("s3").create_bucket(Bucket=bucket)
         self.options = moto_storage_options(moto.endpoint)
-        self.lake = DeltaLake(LakeConfig(f"s3://{bucket}/lake", self.options), "test-job", ORDERS, soft_delete=soft_delete)
+        self.lake = Lake(LakeConfig(f"s3://{bucket}/lake", self.options), "test-job", ORDERS, soft_delete=soft_delete)
         sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(pg_url, sql, job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=ORDERS, options=HandlerOptions(default_stream_id="s1"))
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, options=HandlerOptions(default_stream_id="s1"))
         self.spark = spark
 
     def batch(self, batch_id, *records):
@@ -151,7 +151,7 @@ def test_the_sink_keeps_its_tables_open_and_sees_commits_of_other_writers(lake):
     lake.batch(0, insert("o1", 1))
     lake.batch(1, modify("o1", 2, quantity=2))
     raw_table = lake.lake.table(lake.lake.raw_uri)
-    other_writer = DeltaLake(lake.lake.config, "maintenance", ORDERS)
+    other_writer = Lake(lake.lake.config, "maintenance", ORDERS)
     maintain(other_writer, retention_hours=0)
     compacted = other_writer.table(lake.lake.raw_uri).version()
     lake.batch(2, insert("o2", 3))

@@ -9,7 +9,7 @@ import pytest
 
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
-from sales_cdc.lake import DeltaLake, maintain
+from sales_cdc.lake import Lake, maintain
 from sales_cdc.lake_parquet import BATCH_PARTITION, latest_silver_path, silver_commits
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
@@ -23,12 +23,12 @@ pytestmark = pytest.mark.slow
 class ParquetHarness:
     def __init__(self, spark, pg_url, db_schema, root, soft_delete=False):
         config = LakeConfig(str(root), raw_format="parquet", silver_format="parquet", quarantine_format="parquet")
-        self.lake = DeltaLake(config, "test-job", ORDERS, soft_delete)
+        self.lake = Lake(config, "test-job", ORDERS, soft_delete)
         self.lake.check(spark)
         self.warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS),
                                            job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, entity=ORDERS, options=HandlerOptions(default_stream_id="s1"))
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, options=HandlerOptions(default_stream_id="s1"))
         self.spark = spark
 
     def batch(self, batch_id, *records):
@@ -99,8 +99,8 @@ def test_soft_delete_keeps_flagged_rows(spark, pg_url, db_schema, tmp_path):
 def test_parquet_silver_equals_delta_silver_and_maintenance_prunes_snapshots(parquet_lake, spark, tmp_path):
     batches = [(insert("o1", 1), insert("o2", 2)), (modify("o1", 3, quantity=2), remove("o2", 4)),
                (insert("o3", 5, quantity=4),)]
-    delta = DeltaLake(LakeConfig(str(tmp_path / "delta")), "test-job", ORDERS)
-    handler = BatchHandler(warehouse=parquet_lake.warehouse, lake=delta, entity=ORDERS, options=HandlerOptions(default_stream_id="s2"))
+    delta = Lake(LakeConfig(str(tmp_path / "delta")), "test-job", ORDERS)
+    handler = BatchHandler(warehouse=parquet_lake.warehouse, lake=delta, options=HandlerOptions(default_stream_id="s2"))
     for batch_id, records in enumerate(batches):
         parquet_lake.batch(batch_id, *records)
         handler(spark.createDataFrame([(to_json_line(r), "f", None, None, None) for r in records], S.SOURCE_SCHEMA),
@@ -114,7 +114,7 @@ def test_parquet_silver_equals_delta_silver_and_maintenance_prunes_snapshots(par
 
 
 def test_parquet_needs_a_filesystem_spark_knows(spark):
-    lake = DeltaLake(LakeConfig("s3://bucket/lake", silver_format="parquet"), "test-job", ORDERS)
+    lake = Lake(LakeConfig("s3://bucket/lake", silver_format="parquet"), "test-job", ORDERS)
     with pytest.raises(ValueError, match="Spark cannot write Parquet to s3://bucket/lake"):
         lake.check(spark)
 

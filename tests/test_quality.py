@@ -230,25 +230,28 @@ def test_validation_leaves_nothing_cached(spark, dq):
     assert set(persisted().keySet()) == before
 
 
-def test_row_predicates_run_when_gx_finds_a_failure_or_the_previous_batch_failed(spark, monkeypatch):
-    """Clean batches (the usual case) need no predicate job; after a failing batch the predicates run first."""
+def test_row_predicates_run_when_gx_finds_a_failure_or_the_previous_batch_failed(spark):
+    """Clean batches (the usual case) need no row-predicate job: a clean batch after a failing one runs more
+    Spark jobs (the predicates, run first) than a clean batch after a clean one."""
     dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), ORDERS, "order-of-checks")
-    predicate_jobs = []
-    row_flags = dq._row_flags
-    monkeypatch.setattr(dq, "_row_flags", lambda *args: predicate_jobs.append(args) or row_flags(*args))
     clean = [state_row(i) for i in range(3)]
     dirty = [*clean, state_row("bad", quantity=9)]
-    batches = [(clean, "passed", 0, 0), (dirty, "quarantined", 1, 1), (dirty, "quarantined", 1, 1),
-               (clean, "passed", 0, 1), (clean, "passed", 0, 0)]
-    for batch_id, (rows, verdict, quarantined, predicate_runs) in enumerate(batches):
-        predicate_jobs.clear()
-        outcome = dq.check(frame(spark, rows), batch_id)
-        assert (outcome.outcome, outcome.quarantined_rows, len(predicate_jobs)) == \
-            (verdict, quarantined, predicate_runs), batch_id
+    batches = [(clean, "passed", 0), (dirty, "quarantined", 1), (dirty, "quarantined", 1),
+               (clean, "passed", 0), (clean, "passed", 0)]
+    jobs = []
+    tracker = spark.sparkContext.statusTracker()
+    for batch_id, (rows, verdict, quarantined) in enumerate(batches):
+        data = frame(spark, rows).localCheckpoint()  # as the handler hands it over
+        spark.sparkContext.setJobGroup(f"dq-order-{batch_id}", "data quality")
+        outcome = dq.check(data, batch_id)
+        jobs.append(len(tracker.getJobIdsForGroup(f"dq-order-{batch_id}")))
+        assert (outcome.outcome, outcome.quarantined_rows) == (verdict, quarantined), batch_id
         quantity = next(r for r in outcome.rules if r.rule.name == "orders.quantity.be_between")
         assert (quantity.unexpected_count, quantity.failed_rows) == (quarantined, quarantined), batch_id
         if quarantined:
             assert [r[S.CDC_EVENT_ID] for r in outcome.rejected.collect()] == ["e-bad"]
+    spark.sparkContext.clearJobGroup()
+    assert jobs[3] > jobs[4] == jobs[0], jobs  # predicates after a failure only
 
 
 def test_the_next_batch_within_the_hour_compiles_no_new_code(spark, dq):
@@ -278,17 +281,10 @@ def test_results_history_has_one_row_per_rule(spark, dq):
     assert by_rule["orders.quantity.be_of_type"]["details"] == "observed: IntegerType"
 
 
-def test_docs_keep_every_batch_page_and_index_the_latest_batches_with_templates_compiled_once(spark, tmp_path):
-    from sales_cdc.quality.docs_site import CachedJinjaPageView
-
+def test_docs_keep_every_batch_page_and_index_the_latest_batches(spark, tmp_path):
     docs = tmp_path / "docs"
     dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=2), ORDERS, "idx")
-    outcomes = [dq.check(frame(spark, [state_row(1)]), batch_id=1)]
-    environments = dict(CachedJinjaPageView._environments)
-    compiled = {key: len(env.cache) for key, env in environments.items()}
-    outcomes += [dq.check(frame(spark, [state_row(i)]), batch_id=i) for i in (2, 3)]
-    assert compiled and CachedJinjaPageView._environments == environments  # the same environments, reused
-    assert {key: len(env.cache) for key, env in environments.items()} == compiled  # nothing compiled again
+    outcomes = [dq.check(frame(spark, [state_row(i)]), batch_id=i) for i in (1, 2, 3)]
 
     for batch_id, outcome in enumerate(outcomes, start=1):  # no page is deleted by a later batch
         for suite in ("cdc_envelope", "orders"):

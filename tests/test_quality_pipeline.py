@@ -19,7 +19,7 @@ from deltalake import DeltaTable
 from sales_cdc import schema as S
 from sales_cdc.alerts import SnsAlerter
 from sales_cdc.config import DqConfig, JobConfig, LakeConfig, WarehouseConfig
-from sales_cdc.lake import DeltaLake
+from sales_cdc.lake import Lake
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality, DataQualityHalt
 from sales_cdc.sql import Dialect, MergeSql
@@ -59,9 +59,9 @@ def test_quarantine_batch_lands_good_rows_and_only_bad_rows_in_quarantine(spark,
     sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
     warehouse = PostgresWarehouse(pg_url, sql, JOB)
     warehouse.ensure_tables()
-    lake = DeltaLake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
+    lake = Lake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
     quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(tmp_path / "docs")), ORDERS, JOB)
-    handler = BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=SnsAlerter(moto.client("sns"), topic), entity=ORDERS, options=HandlerOptions(job_name=JOB, default_stream_id="s1", alert_quarantine_share=0.05))
+    handler = BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=SnsAlerter(moto.client("sns"), topic), options=HandlerOptions(job_name=JOB, default_stream_id="s1", alert_quarantine_share=0.05))
     lines = [insert("o-1", 1), insert("o-2", 2, quantity=9), insert("o-3", 3, product_name="Toaster"),
              insert("o-4", 4, customer_id="legacy 17"), "not json"]
     batch = spark.createDataFrame([(x, "shard-0", str(i), None, None) for i, x in enumerate(lines)], S.SOURCE_SCHEMA)
@@ -168,7 +168,7 @@ def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_check
     assert "re-reads batch 1" in message
     assert sorted(r[0] for r in query(pg_url, f"SELECT orderid FROM {sql.target}")) == ["o-1", "o-2"]
     assert query(pg_url, f"SELECT batch_id FROM {sql.ledger}") == [(0,)]
-    lake = DeltaLake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
+    lake = Lake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
     assert DeltaTable(lake.raw_uri).to_pyarrow_table().num_rows == 2  # batch 1's raw events are not there either
     assert sorted(DeltaTable(lake.silver_uri).to_pyarrow_table().column("orderid").to_pylist()) == ["o-1", "o-2"]
     assert (tmp_path / "checkpoint" / "commits" / "0").exists()

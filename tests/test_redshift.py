@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import uuid
-from decimal import Decimal
 
 import psycopg
 import pyarrow as pa
@@ -100,14 +99,15 @@ def test_data_api_query_flow_and_parquet_staging_on_moto(moto):
     assert described["Status"] == "ABORTED"
     assert described["QueryString"] == wh.sql.ledger_lookup()
 
-    state = pa.Table.from_pylist([{"orderid": "o1", "product_name": "Phone", "quantity": 1,
-                                   "price": Decimal("199.00"), "cdc_op": "INSERT"}])
-    prefix = wh._batch_prefix(STREAM, 7)
-    uri = wh._stage_object(prefix, "state", state)
-    assert uri == f"s3://sales-cdc-staging/merge/sales-cdc/{STREAM}/7/state.parquet"
-    body = s3.get_object(Bucket="sales-cdc-staging", Key=uri.split("/", 3)[3])
+    # a halted batch's results are staged (encrypted, under the batch's prefix), then copied in
+    results = pa.Table.from_pylist([{"job_name": "sales-cdc", "stream_id": STREAM, "batch_id": 7,
+                                     "rule": "orders.price.be_between", "unexpected_count": 1}])
+    with pytest.raises(RedshiftStatementError, match="cancelled"):
+        wh.record_dq_results(results)
+    key = f"merge/sales-cdc/{STREAM}/7/halted/dq_results.parquet"
+    body = s3.get_object(Bucket="sales-cdc-staging", Key=key)
     assert body["ServerSideEncryption"] == "aws:kms"
-    assert pq.read_table(io.BytesIO(body["Body"].read())).to_pylist() == state.to_pylist()
+    assert pq.read_table(io.BytesIO(body["Body"].read())).to_pylist() == results.to_pylist()
 
 
 def test_a_failed_statement_surfaces_redshift_error_text():

@@ -14,7 +14,7 @@ import pytest
 from sales_cdc.config import DqConfig, JobConfig, LakeConfig, WarehouseConfig
 from sales_cdc.contract import load_contract
 from sales_cdc.job import run_stream
-from sales_cdc.lake import DeltaLake
+from sales_cdc.lake import Lake
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local import generator as G
 from sales_cdc_local.cli import main
@@ -78,7 +78,7 @@ def test_a_composite_key_entity_lands_with_only_its_contract(spark, pg_url, tmp_
                                 entity)
     sql = MergeSql(Dialect.POSTGRES, entity, db_schema=schema)
     assert diff_rows(read_state(pg_url, sql, entity.names), expected, entity.keys) == []
-    silver = read_lake_state(DeltaLake(lake, "customers", entity), entity.names)
+    silver = read_lake_state(Lake(lake, "customers", entity), entity.names)
     assert diff_rows(silver, expected, entity.keys) == []
     with psycopg.connect(pg_url) as conn:
         row = conn.execute(f"SELECT profile, tags, signed_up, unmapped_attributes FROM {sql.target} "

@@ -24,7 +24,7 @@ class Harness:
         self.sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
         self.warehouse = PostgresWarehouse(url, self.sql, job_name="test-job")
         self.warehouse.ensure_tables()
-        self.handler = BatchHandler(warehouse=self.warehouse, entity=ORDERS, options=HandlerOptions(default_stream_id="stream-a"))
+        self.handler = BatchHandler(warehouse=self.warehouse, options=HandlerOptions(default_stream_id="stream-a"))
 
     def batch(self, batch_id, *records):
         return self.handler(source_rows(self.spark, *records), batch_id)
@@ -77,7 +77,7 @@ def test_replaying_a_batch_changes_nothing(wh):
 
 def test_a_replay_after_a_restart_is_found_in_the_ledger_before_it_is_read(wh):
     first = wh.batch(0, insert("o1", 1))
-    restarted = BatchHandler(warehouse=wh.warehouse, entity=ORDERS, options=HandlerOptions(default_stream_id="stream-a"))
+    restarted = BatchHandler(warehouse=wh.warehouse, options=HandlerOptions(default_stream_id="stream-a"))
     unreadable = source_rows(wh.spark, insert("o1", 1)).select(*[  # reading any row of it fails
         F.raise_error(F.lit("the replayed batch was read")).cast(f.dataType).alias(f.name)
         for f in S.SOURCE_SCHEMA.fields])

@@ -38,8 +38,7 @@ class LakeConfig:
 
 @dataclass(frozen=True)
 class WarehouseConfig:
-    url: str | None = None  # None: start an embedded PostgreSQL in ``embedded_data_dir``
-    embedded_data_dir: Path = Path(".demo/postgres")
+    url: str | None = None  # None: the local harness starts an embedded PostgreSQL
     db_schema: str = "sales"
     table: str | None = None  # None: the entity's name (``orders`` for the default contract)
 

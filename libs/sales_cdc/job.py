@@ -25,7 +25,7 @@ from .config import DqConfig, JobConfig, WarehouseConfig
 from .errors import JobError
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
-from .lake import DeltaLake
+from .lake import Lake
 from .pipeline import BatchHandler, HandlerOptions, RunSummary
 from .quality import DataQuality
 from .sources import file_stream
@@ -162,11 +162,11 @@ def alerter_for(dq: DqConfig | None):
 
 def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
-    lake = DeltaLake(config.lake, config.job_name, config.entity, config.soft_delete) if config.lake else None
+    lake = Lake(config.lake, config.job_name, config.entity, config.soft_delete) if config.lake else None
     quality = DataQuality(config.dq, config.entity, config.job_name) if config.dq else None
     options = HandlerOptions(job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds,
                              alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
-    return BatchHandler(entity=config.entity, warehouse=warehouse, lake=lake, quality=quality,
+    return BatchHandler(warehouse=warehouse, lake=lake, quality=quality,
                         alerter=alerter_for(config.dq), options=options)
 
 

@@ -19,20 +19,18 @@ Rewriting silver costs O(table) per batch: fine for modest tables; Delta (the de
 from __future__ import annotations
 
 import json
-import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from . import schema as S
-
-log = logging.getLogger(__name__)
+from .lake_layers import LakeBatch, Written
+from .merge_rules import REMOVE, MergeRules
 
 BATCH_PARTITION = "cdc_batch"  # <stream id>-<batch id>: unique across checkpoints, so overwrite is safe
 COMMITS = "_commits"
-TOMBSTONE_COLUMNS = (S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID)
 
 
 @dataclass(frozen=True)
@@ -96,73 +94,75 @@ def latest_silver_path(spark: SparkSession, silver_uri: str) -> str | None:
     return commits[-1].state_path if commits else None
 
 
-class ParquetLayers:
-    def __init__(self, root: str, entity: S.EntitySchema, soft_delete: bool = False):
-        root = root.rstrip("/")
-        self.entity = entity
-        self.soft_delete = soft_delete
-        self.raw_uri = f"{root}/raw/{entity.name}_events"
-        self.silver_uri = f"{root}/silver/{entity.name}"
-        self.quarantine_uri = f"{root}/quarantine/{entity.name}"
+class ParquetAppend:
+    """An append-only layer: the batch's rows (``frame_of``) as its own partitions, rewritten on a replay."""
 
-    @staticmethod
-    def _append_batch(df: DataFrame, uri: str, stream_id: str, batch_id: int, partitions: list[str]) -> None:
-        (df.withColumn(BATCH_PARTITION, F.lit(f"{stream_id}-{batch_id}"))
+    delta_tables = ()
+
+    def __init__(self, uri: str, frame_of: Callable[[LakeBatch], DataFrame], partitions: list[str],
+                 count_of: Callable[[LakeBatch], int | None] = lambda _: None):
+        self.uri, self.frame_of, self.partitions, self.count_of = uri, frame_of, partitions, count_of
+
+    def write(self, batch: LakeBatch) -> Written:
+        rows = self.count_of(batch)
+        if rows == 0:
+            return Written(0)
+        (self.frame_of(batch).withColumn(BATCH_PARTITION, F.lit(f"{batch.stream_id}-{batch.id}"))
          .write.mode("overwrite").option("partitionOverwriteMode", "dynamic")
-         .partitionBy(*partitions, BATCH_PARTITION).parquet(uri))
+         .partitionBy(*self.partitions, BATCH_PARTITION).parquet(self.uri))
+        return Written(rows)
 
-    def write_raw(self, raw: DataFrame, stream_id: str, batch_id: int) -> None:
-        self._append_batch(raw, self.raw_uri, stream_id, batch_id, [S.EVENT_DATE])
 
-    def write_quarantine(self, quarantine: DataFrame, stream_id: str, batch_id: int) -> None:
-        self._append_batch(quarantine, self.quarantine_uri, stream_id, batch_id, [])
+class ParquetSilver:
+    """Current state as snapshots under the merge rules (tombstones beside each in hard-delete mode)."""
 
-    # --- silver ------------------------------------------------------------------------------------
-    def _with_soft_delete(self, state: DataFrame) -> DataFrame:
-        removed = F.col(S.CDC_OP) == F.lit("REMOVE")
-        return state.withColumn(S.IS_DELETED, removed).withColumn(
-            S.DELETED_AT, F.when(removed, F.col(S.CDC_EVENT_TIME)).cast(T.TimestampType()))
+    delta_tables = ()
 
-    def merge_silver(self, spark: SparkSession, state: DataFrame, stream_id: str, batch_id: int) -> bool:
-        """Write the next snapshot; False when this batch is already committed (replay)."""
-        commits = silver_commits(spark, self.silver_uri)
-        if any(c.stream_id == stream_id and c.batch_id == batch_id for c in commits):
-            log.info("batch %s: already in the Parquet silver snapshots (replay)", batch_id)
-            return False
+    def __init__(self, rules: MergeRules, uri: str):
+        self.rules, self.uri = rules, uri
+
+    def write(self, batch: LakeBatch) -> Written:
+        """The next snapshot; skipped when this batch is already committed (a replay)."""
+        if batch.state.arrow.num_rows == 0:
+            return Written(0)
+        spark = batch.state.frame.sparkSession
+        commits = silver_commits(spark, self.uri)
+        if any(c.stream_id == batch.stream_id and c.batch_id == batch.id for c in commits):
+            return Written(0, (self.uri,))
         previous = commits[-1] if commits else None
         version = previous.version + 1 if previous else 1
-        columns = [f.name for f in S.state_fields(self.entity)]
-        staged = state.select(*columns)
-        if self.soft_delete:
-            staged = self._with_soft_delete(staged)
-        candidates = staged.withColumn("_stored", F.lit(0))
-        if previous is not None:
-            stored = spark.read.parquet(previous.state_path)
-            if previous.tombstones_path:  # deleted keys compete as REMOVE rows, so they cannot come back
-                tombstones = spark.read.parquet(previous.tombstones_path).withColumn(S.CDC_OP, F.lit("REMOVE"))
-                stored = stored.unionByName(tombstones, allowMissingColumns=True)
-            candidates = candidates.unionByName(stored.withColumn("_stored", F.lit(1)))
-        # the sequence guard: the highest sequence wins; on a tie the stored row stays
-        newest = Window.partitionBy(*self.entity.keys).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col("_stored").desc())
-        current = (candidates.withColumn("_rank", F.row_number().over(newest)).where("_rank = 1")
-                   .drop("_rank", "_stored").localCheckpoint())  # computed once for both outputs
-        snapshot = f"{self.silver_uri}/snapshot={version:09d}"
+        current = self._current(spark, batch.state.frame, previous).alias("s")
+        snapshot = f"{self.uri}/snapshot={version:09d}"
         state_path, tombstones_path = f"{snapshot}/state", None
-        if self.soft_delete:
+        if not self.rules.keeps_tombstones:
             current.write.mode("overwrite").parquet(state_path)
         else:
-            is_remove = F.col(S.CDC_OP) == F.lit("REMOVE")
+            is_remove = F.expr(self.rules.is_remove("s"))
             current.where(~is_remove).write.mode("overwrite").parquet(state_path)
             tombstones_path = f"{snapshot}/tombstones"
-            (current.where(is_remove).select(*self.entity.keys, *TOMBSTONE_COLUMNS)
-             .write.mode("overwrite").parquet(tombstones_path))
-        commit = SilverCommit(version, stream_id, batch_id, state_path, tombstones_path)
-        _write_file_once(spark, f"{self.silver_uri}/{COMMITS}/{version:09d}.json", json.dumps(commit.__dict__))
-        return True
+            current.where(is_remove).select(*self.rules.tombstone_columns).write.mode("overwrite").parquet(
+                tombstones_path)
+        commit = SilverCommit(version, batch.stream_id, batch.id, state_path, tombstones_path)
+        _write_file_once(spark, f"{self.uri}/{COMMITS}/{version:09d}.json", json.dumps(commit.__dict__))
+        return Written(batch.state.arrow.num_rows)
+
+    def _current(self, spark: SparkSession, staged: DataFrame, previous: SilverCommit | None) -> DataFrame:
+        """Per key, the row that applies under the merge rules among the staged rows and the previous
+        snapshot's rows and tombstones (which compete as REMOVE rows, so deleted keys cannot come back)."""
+        candidates = staged.select(*self.rules.row_columns).withColumn("_stored", F.lit(False))
+        if previous is not None:
+            stored = spark.read.parquet(previous.state_path)
+            if previous.tombstones_path:
+                tombstones = spark.read.parquet(previous.tombstones_path).withColumn(S.CDC_OP, F.lit(REMOVE))
+                stored = stored.unionByName(tombstones, allowMissingColumns=True)
+            candidates = candidates.unionByName(stored.withColumn("_stored", F.lit(True)))
+        latest = Window.partitionBy(*self.rules.keys).orderBy(*self.rules.latest_first(F.col("_stored")))
+        return (candidates.withColumn("_rank", F.row_number().over(latest)).where("_rank = 1")
+                .drop("_rank", "_stored").localCheckpoint())  # computed once for both outputs
 
     def prune_snapshots(self, spark: SparkSession, keep: int = 10) -> int:
         """Delete silver snapshots older than the ``keep`` most recent commits; returns how many."""
-        commits = silver_commits(spark, self.silver_uri)
+        commits = silver_commits(spark, self.uri)
         removed = 0
         for commit in commits[:-keep] if keep > 0 else []:
             fs, path = _jvm_fs(spark, commit.state_path.rsplit("/", 1)[0])

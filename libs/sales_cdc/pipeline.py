@@ -1,6 +1,6 @@
 """The micro-batch handler: the same function for the local job and for Glue.
 
-``handler = BatchHandler(entity=..., warehouse=..., options=HandlerOptions(job_name=...))`` is passed to
+``handler = BatchHandler(warehouse=..., options=HandlerOptions(job_name=...))`` is passed to
 ``foreachBatch`` / ``glueContext.forEachBatch``; tests call ``handler(static_df, batch_id)`` directly.
 
 Every step is safe to repeat: Spark (and Glue's ``batchMaxRetries``) re-run a batch whose
@@ -22,12 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
-from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import DecodedBatch, decode_batch, split_decoded
 from .errors import TRANSIENT, SinkUnavailable, StopRequested, first_line
 from .faults import crash_point
-from .lake import DeltaLake
+from .lake import Lake, LakeBatch, Rows
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
 from .runtime import InBackground, Materialized, Stopwatch
 from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows, warehouse_quarantine_rows
@@ -130,10 +129,13 @@ class _Batch:
 class BatchHandler:
     """decode -> quarantine split -> latest per key -> data quality -> lake + warehouse, for one micro-batch."""
 
-    def __init__(self, *, entity: S.EntitySchema, warehouse: Warehouse, lake: DeltaLake | None = None,
-                 quality: DataQuality | None = None, alerter: Alerter | None = None,
-                 options: HandlerOptions = HandlerOptions()):
-        self.entity = entity
+    def __init__(self, *, warehouse: Warehouse, lake: Lake | None = None, quality: DataQuality | None = None,
+                 alerter: Alerter | None = None, options: HandlerOptions = HandlerOptions()):
+        if lake is not None and lake.rules != warehouse.rules:
+            raise ValueError("the lake and the warehouse were built for different entities or delete modes: "
+                             "build both from one JobConfig")
+        self.rules = warehouse.rules  # the entity and the delete mode every sink applies
+        self.entity = self.rules.entity
         self.warehouse = warehouse
         self.lake = lake
         self.quality = quality
@@ -266,7 +268,9 @@ class BatchHandler:
         batch.state = outcome.passed
 
     def _collect(self, batch: _Batch) -> None:
-        """The state and quarantine rows as Arrow, which both sinks take; the lake's write is prepared."""
+        """The rows as every sink stores them, collected to Arrow once for both sinks; the lake's write is
+        prepared."""
+        batch.state = self.rules.stored_rows(batch.state)
         batch.state_rows = batch.state.toArrow()
         batch.quarantine_rows = batch.quarantine.toArrow()
         batch.clock.lap("collect")
@@ -274,10 +278,9 @@ class BatchHandler:
             # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
             # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
             # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
-            batch.starters["lake"] = partial(
-                self.lake.write_batch, batch_id=batch.id, stream_id=batch.stream_id,
-                raw=to_raw_rows(batch.decoded.frame, batch.id, self.entity), state=batch.state_rows,
-                quarantine=batch.quarantine_rows, state_df=batch.state, quarantine_df=batch.quarantine)
+            batch.starters["lake"] = partial(self.lake.write_batch, LakeBatch(
+                batch.id, batch.stream_id, to_raw_rows(batch.decoded.frame, batch.id, self.entity),
+                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows)))
 
     def _write_sinks(self, batch: _Batch) -> None:
         """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink

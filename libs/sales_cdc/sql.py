@@ -4,13 +4,13 @@ Built from the schema module only. Identifiers are validated (``schema.check_ide
 double-quoted; values are always bound parameters (``%(name)s`` for psycopg, ``:name`` for the
 Redshift Data API), never formatted into the text.
 
-Merge contract per micro-batch (docs/reliability.md, docs/design.md §2), inside one transaction:
+The merge rules (``merge_rules``) per micro-batch, inside one transaction:
   1. drop staged rows that are not newer than the stored row or its delete tombstone (sequence guard);
   2. record the batch in the ledger, with counts computed from the stage;
   3. delete target rows that a staged row supersedes; insert the staged non-delete rows
-     (soft delete: insert every staged row with ``is_deleted``);
+     (soft delete: every staged row, already marked ``is_deleted``);
   4. hard delete: refresh the tombstones of deleted keys, so an older event arriving later cannot
-     resurrect a deleted order.
+     resurrect a deleted item.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from enum import StrEnum
 from pyspark.sql import types as T
 
 from . import schema as S
+from .merge_rules import MergeRules
 
 
 class Dialect(StrEnum):
@@ -108,7 +109,6 @@ BATCH_META_FIELDS: tuple[S.Field, ...] = (
     S.Field("staged_rows", T.LongType(), nullable=False),
     S.Field("quarantined_rows", T.LongType(), nullable=False),
 )
-TOMBSTONE_FIELDS_EXTRA = (S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID)
 
 
 @dataclass(frozen=True)
@@ -164,22 +164,21 @@ class MergeSql:
 
     # --- columns -------------------------------------------------------------------------------
     @property
-    def state_fields(self) -> tuple[S.Field, ...]:
+    def rules(self) -> MergeRules:
+        return MergeRules(self.entity, self.soft_delete)
+
+    @property
+    def stored_fields(self) -> tuple[S.Field, ...]:
         """Columns of the target table (also the stage, which is loaded with exactly these)."""
-        return S.state_fields(self.entity)
+        return self.rules.row_fields
 
     @property
     def stage_columns(self) -> list[str]:
-        return [f.name for f in self.state_fields]
+        return self.rules.row_columns
 
     @property
     def quarantine_columns(self) -> list[str]:
         return [f.name for f in S.QUARANTINE_FIELDS]
-
-    @property
-    def tombstone_fields(self) -> tuple[S.Field, ...]:
-        by_name = {f.name: f for f in self.state_fields}
-        return (*self.entity.key_fields, *[by_name[n] for n in TOMBSTONE_FIELDS_EXTRA])
 
     def _param(self, name: str) -> str:
         return f"%({name})s" if self.dialect is Dialect.POSTGRES else f":{name}"
@@ -197,10 +196,6 @@ class MergeSql:
         sort = ", ".join(quote(k) for k in self.entity.keys)
         return f" DISTKEY({quote(self.entity.keys[0])}) SORTKEY({sort})" if self.dialect is Dialect.REDSHIFT else ""
 
-    def _key_match(self, left: str, right: str) -> str:
-        """``left`` and ``right`` (aliases or tables) hold the same item: every key column equal."""
-        return " AND ".join(f"{left}.{quote(k)} = {right}.{quote(k)}" for k in self.entity.keys)
-
     # --- DDL -----------------------------------------------------------------------------------
     def _create_table(self, table: str, fields, extra: tuple[str, ...] = (), keyed: bool = False) -> str:
         suffix = self._table_suffix() if keyed else ""
@@ -208,7 +203,6 @@ class MergeSql:
 
     def create_statements(self) -> list[str]:
         key = list(self.entity.keys)
-        target_fields = self.state_fields + (S.SOFT_DELETE_FIELDS if self.soft_delete else ())
 
         def now_column(name: str) -> str:
             return f"{quote(name)} TIMESTAMP DEFAULT CURRENT_TIMESTAMP"
@@ -216,20 +210,20 @@ class MergeSql:
         ledger_key = self._key_clauses(["job_name", "stream_id", "batch_id"])
         statements = [
             f"CREATE SCHEMA IF NOT EXISTS {quote(self.db_schema)}",
-            self._create_table(self.target, target_fields, (now_column("loaded_at"), *self._key_clauses(key)),
+            self._create_table(self.target, self.stored_fields, (now_column("loaded_at"), *self._key_clauses(key)),
                                keyed=True),
             self._create_table(self.quarantine, S.QUARANTINE_FIELDS, (now_column("quarantined_at"),)),
             self._create_table(self.ledger, LEDGER_FIELDS, (now_column("committed_at"), *ledger_key)),
             self._create_table(self.dq_results, S.DQ_RESULT_FIELDS,
                                self._key_clauses(["job_name", "stream_id", "batch_id", "validated_at", "rule"])),
         ]
-        if not self.soft_delete:
-            statements.append(self._create_table(self.tombstones, self.tombstone_fields, self._key_clauses(key),
+        if self.rules.keeps_tombstones:
+            statements.append(self._create_table(self.tombstones, self.rules.tombstone_fields, self._key_clauses(key),
                                                  keyed=True))
         return statements
 
     def create_stage(self) -> str:
-        return self.temp_stage(self.table_name, self.state_fields)[1]
+        return self.temp_stage(self.table_name, self.stored_fields)[1]
 
     # --- ledger --------------------------------------------------------------------------------
     def ledger_lookup(self) -> str:
@@ -295,39 +289,38 @@ class MergeSql:
         return [*self.prune_stale(), self.ledger_insert_from_meta(meta), *self.apply()]
 
     # --- merge ---------------------------------------------------------------------------------
-    def _newer_than(self, table: str, alias: str) -> str:
-        seq = quote(S.CDC_SEQUENCE)
+    def _not_newer_than(self, table: str, alias: str) -> str:
+        """Rule 1: drop the staged rows that do not apply over ``table``'s rows."""
+        rules = self.rules
         return (f"DELETE FROM {self.stage} USING {table} AS {alias}\n"
-                f"WHERE {self._key_match(self.stage, alias)} AND {self.stage}.{seq} <= {alias}.{seq}")
+                f"WHERE {rules.same_item(self.stage, alias, quote)} AND NOT {rules.newer(alias, self.stage, quote)}")
 
     def _superseded(self, table: str, table_name: str) -> str:
-        return f"DELETE FROM {table} USING {self.stage} AS s\nWHERE {self._key_match(quote(table_name), 's')}"
+        same_item = self.rules.same_item(quote(table_name), "s", quote)
+        return f"DELETE FROM {table} USING {self.stage} AS s\nWHERE {same_item}"
 
     def prune_stale(self) -> list[str]:
-        statements = [self._newer_than(self.target, "t")]
-        if not self.soft_delete:
-            statements.append(self._newer_than(self.tombstones, "d"))
+        statements = [self._not_newer_than(self.target, "t")]
+        if self.rules.keeps_tombstones:
+            statements.append(self._not_newer_than(self.tombstones, "d"))
         return statements
 
     def apply(self) -> list[str]:
-        cols = self.stage_columns
-        col_list = ", ".join(quote(c) for c in cols)
-        op = quote(S.CDC_OP)
+        """Rules 2-4: staged rows replace the rows they supersede; with hard deletes a REMOVE is not inserted
+        but refreshes its key's tombstone, and an upsert clears it."""
+        rules = self.rules
+        col_list = ", ".join(quote(c) for c in self.stage_columns)
         statements = [self._superseded(self.target, self.table_name)]
-        if self.soft_delete:
-            soft = f"{quote(S.IS_DELETED)}, {quote(S.DELETED_AT)}"
-            statements.append(
-                f"INSERT INTO {self.target} ({col_list}, {soft})\n"
-                f"SELECT {col_list}, {op} = 'REMOVE',"
-                f" CASE WHEN {op} = 'REMOVE' THEN {quote(S.CDC_EVENT_TIME)} END\nFROM {self.stage}")
-            return statements
-        tomb_cols = ", ".join(quote(f.name) for f in self.tombstone_fields)
-        statements += [
-            f"INSERT INTO {self.target} ({col_list})\nSELECT {col_list} FROM {self.stage} WHERE {op} <> 'REMOVE'",
+        if not rules.keeps_tombstones:  # soft delete: every row, REMOVEs already marked deleted
+            return [*statements, self.insert_from(self.target, self.stage, self.stage_columns)]
+        is_remove = rules.is_remove(self.stage, quote)
+        tomb_cols = ", ".join(quote(c) for c in rules.tombstone_columns)
+        return [
+            *statements,
+            f"INSERT INTO {self.target} ({col_list})\nSELECT {col_list} FROM {self.stage} WHERE NOT {is_remove}",
             self._superseded(self.tombstones, self.table_name + "_tombstones"),
-            f"INSERT INTO {self.tombstones} ({tomb_cols})\nSELECT {tomb_cols} FROM {self.stage} WHERE {op} = 'REMOVE'",
+            f"INSERT INTO {self.tombstones} ({tomb_cols})\nSELECT {tomb_cols} FROM {self.stage} WHERE {is_remove}",
         ]
-        return statements
 
     def merge_statements(self) -> list[str]:
         """Everything after the stage is loaded, in order, for one transaction."""

@@ -24,7 +24,7 @@ from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, LakeConfig, War
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError, one_line
 from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream
-from sales_cdc.lake import DeltaLake, maintain, moto_storage_options
+from sales_cdc.lake import Lake, maintain, moto_storage_options
 from sales_cdc.pipeline import RunSummary
 from sales_cdc.quality import DataQualityHalt
 from sales_cdc.quality.gx_runner import DocsSite
@@ -51,8 +51,7 @@ def print_summary(summary: RunSummary, seconds: float) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=args.pg_data_dir, db_schema=args.db_schema,
-                                table=args.table)
+    warehouse = WarehouseConfig(url=args.warehouse_url, db_schema=args.db_schema, table=args.table)
     kinesis = None
     if args.kinesis_stream:
         kinesis = KinesisConfig(stream_name=args.kinesis_stream, endpoint_url=args.endpoint_url, region=args.region,
@@ -72,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     check_paths(config)  # before Spark and PostgreSQL start
     started = time.monotonic()
     spark = build_spark(config.job_name, config.shuffle_partitions)
-    with warehouse_connection(config.warehouse) as connection:
+    with warehouse_connection(config.warehouse, args.pg_data_dir) as connection:
         summary = run_stream(spark, config, connection.url)
     print_summary(summary, time.monotonic() - started)
     return 0
@@ -156,8 +155,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     args.fixtures, args.expected = args.fixtures or DEFAULT_FIXTURES, args.expected or DEFAULT_EXPECTED
     files = stage_fixtures(args.fixtures, work / "inbox")
     console.print(f"[bold]demo[/]: {len(files)} fixture files from {args.fixtures} -> Spark (local) -> PostgreSQL")
-    warehouse = WarehouseConfig(url=args.warehouse_url, embedded_data_dir=work / "postgres", db_schema=args.db_schema,
-                                table=args.table)
+    warehouse = WarehouseConfig(url=args.warehouse_url, db_schema=args.db_schema, table=args.table)
     entity = load_contract(args.contract).entity
     config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", entity=entity,
                        soft_delete=args.soft_delete,
@@ -165,7 +163,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
                        dq=DqConfig(docs_location=str(work / "data_docs"), params=dq_params(args)))
     started = time.monotonic()
     spark = build_spark(config.job_name, config.shuffle_partitions)
-    with warehouse_connection(warehouse) as connection:
+    with warehouse_connection(warehouse, work / "postgres") as connection:
         summary = run_stream(spark, config, connection.url)
         sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, table=warehouse.table,
                        soft_delete=args.soft_delete)
@@ -176,7 +174,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
         print_summary(summary, time.monotonic() - started)
         console.print(f"warehouse table {sql.target}: {len(actual)} rows; expected {len(expected)}")
         if connection.server is not None:
-            console.print(f"(embedded PostgreSQL data in {warehouse.embedded_data_dir};"
+            console.print(f"(embedded PostgreSQL data in {work / 'postgres'};"
                           " pass --warehouse-url to use your own)")
     if problems:
         console.print(f"[bold red]MISMATCH[/]: {len(problems)} difference(s)")
@@ -249,7 +247,7 @@ def _pipe(args: argparse.Namespace) -> int:
 
 def _lake_maintain(args: argparse.Namespace) -> int:
     options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-    lake = DeltaLake(LakeConfig(args.lake_root, options, silver_format=args.silver_format), "maintenance",
+    lake = Lake(LakeConfig(args.lake_root, options, silver_format=args.silver_format), "maintenance",
                      load_contract(args.contract).entity)
     spark = build_spark("sales-cdc-maintenance") if args.silver_format == "parquet" else None
     table = Table(title=f"lake maintenance of {args.lake_root}")

@@ -21,7 +21,7 @@ from rich.progress import Progress
 from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
 from sales_cdc.contract import Contract
 from sales_cdc.job import build_spark, run_stream
-from sales_cdc.lake import DeltaLake, moto_storage_options
+from sales_cdc.lake import Lake, moto_storage_options
 from sales_cdc.pipeline import RunSummary
 from sales_cdc.sql import Dialect, MergeSql
 
@@ -78,10 +78,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     if options.work_dir.exists():
         shutil.rmtree(options.work_dir)
     options.work_dir.mkdir(parents=True)
-    warehouse = WarehouseConfig(url=options.warehouse_url, embedded_data_dir=options.work_dir / "postgres",
-                                db_schema=options.db_schema)
+    warehouse = WarehouseConfig(url=options.warehouse_url, db_schema=options.db_schema)
     entity, table_name = options.contract.entity, options.contract.table
-    with MotoServer() as moto, warehouse_connection(warehouse) as connection:
+    with MotoServer() as moto, warehouse_connection(warehouse, options.work_dir / "postgres") as connection:
         where = "embedded PostgreSQL" if connection.server else "PostgreSQL at --warehouse-url"
         console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
         stream_arn = create_source_table(moto.client("dynamodb"), entity, table_name)
@@ -169,7 +168,7 @@ def _compare(options: DemoOptions, config: JobConfig, warehouse_url: str, moto: 
     expected = state_from_items(scan_table(moto.resource("dynamodb").Table(options.contract.table)), entity)
     actual = read_state(warehouse_url, sql, entity.names)
     mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, entity.keys)]
-    sink = DeltaLake(config.lake, config.job_name, entity, options.soft_delete)
+    sink = Lake(config.lake, config.job_name, entity, options.soft_delete)
     silver = read_lake_state(sink, entity.names)
     mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
     tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}

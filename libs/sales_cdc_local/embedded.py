@@ -13,6 +13,8 @@ from sales_cdc.config import WarehouseConfig
 
 log = logging.getLogger(__name__)
 
+DEFAULT_DATA_DIR = Path(".demo/postgres")  # the embedded PostgreSQL of `sales-cdc run` without --warehouse-url
+
 
 def start_embedded_postgres(data_dir: Path) -> tuple[str, object]:
     """Start (or reuse) a PostgreSQL server with its data in ``data_dir``; return (url, server handle).
@@ -37,13 +39,13 @@ class WarehouseConnection:
 
 
 @contextmanager
-def warehouse_connection(config: WarehouseConfig):
-    """The configured warehouse URL, or an embedded PostgreSQL started for the duration."""
+def warehouse_connection(config: WarehouseConfig, data_dir: Path = DEFAULT_DATA_DIR):
+    """The configured warehouse URL, or an embedded PostgreSQL started in ``data_dir`` for the duration."""
     if config.url:
         yield WarehouseConnection(config.url, None)
         return
-    url, server = start_embedded_postgres(config.embedded_data_dir)
-    log.info("embedded PostgreSQL started in %s", config.embedded_data_dir)
+    url, server = start_embedded_postgres(data_dir)
+    log.info("embedded PostgreSQL started in %s", data_dir)
     try:
         yield WarehouseConnection(url, server)
     finally:

@@ -10,6 +10,8 @@ from sales_cdc.config import FORMATS, DqConfig, JobConfig, KinesisConfig, LakeCo
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.errors import JobError
 
+from .embedded import DEFAULT_DATA_DIR
+
 DEFAULT_FIXTURES = Path("tests/fixtures/cdc")
 DEFAULT_EXPECTED = Path("tests/fixtures/expected/orders.jsonl")
 
@@ -115,7 +117,7 @@ def _add_run(sub) -> None:
     for layer in ("raw", "silver", "quarantine"):
         run.add_argument(f"--{layer}-format", choices=FORMATS, default=getattr(LakeConfig, f"{layer}_format"),
                          help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
-    run.add_argument("--pg-data-dir", type=Path, default=WarehouseConfig.embedded_data_dir,
+    run.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
                      help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(run)
     _add_dq_args(run, docs_default=".demo/data_docs")

@@ -8,6 +8,8 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from ..merge_rules import MergeRules
+
 
 @dataclass(frozen=True)
 class MergeResult:
@@ -32,6 +34,8 @@ class RowsRefused(Exception):
 
 
 class Warehouse(Protocol):
+    rules: MergeRules  # the entity and the delete mode it was built for
+
     def ensure_tables(self) -> None: ...
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,

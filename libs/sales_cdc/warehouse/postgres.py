@@ -16,6 +16,7 @@ import pyarrow.csv as pa_csv
 
 from ..errors import first_line
 from ..faults import crash_point
+from ..merge_rules import MergeRules
 from ..sql import Dialect, MergeSql, quote
 from .base import MergeResult, RowsRefused
 
@@ -169,6 +170,10 @@ class PostgresWarehouse:
         except psycopg.OperationalError:
             self.close()
             raise
+
+    @property
+    def rules(self) -> MergeRules:
+        return self.sql.rules
 
     def close(self) -> None:
         if self._conn is not None:

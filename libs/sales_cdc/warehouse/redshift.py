@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schema as S
+from ..merge_rules import MergeRules
 from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, check_s3_uri
 from .base import MergeResult
 
@@ -207,6 +208,10 @@ class RedshiftDataApiWarehouse:
         stage, create = self.sql.temp_stage("dq_results", S.DQ_RESULT_FIELDS)
         self.run_transaction([create, self.sql.copy_parquet(stage, uri, self.target.iam_role_arn),
                               self.sql.insert_from(self.sql.dq_results, stage, self.sql.dq_result_columns)])
+
+    @property
+    def rules(self) -> MergeRules:
+        return self.sql.rules
 
     def close(self) -> None:
         """Nothing to close: the Data API is stateless HTTP."""

@@ -1,0 +1,180 @@
+"""Delta lake layers, written by delta-rs: append-only layers (raw, quarantine) and silver (a MERGE, with
+tombstones in hard-delete mode).
+
+Every commit carries a Delta app transaction ``(job/stream/table, batch id)``. Before writing a table the
+writer reads that table's last committed batch id and skips the batch when it is already there, so a
+replayed batch (Spark retry, restart after a crash between two commits) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from . import schema as S
+from .config import LakeConfig
+from .lake_layers import LakeBatch, Written
+from .merge_rules import REMOVE, MergeRules
+
+Write = Callable[[DeltaTable | None, CommitProperties], None]
+
+
+class DeltaTables:
+    """The lake's Delta tables, each loaded once and then brought up to date; writes tagged with their batch."""
+
+    def __init__(self, config: LakeConfig, job_name: str):
+        self.config = config
+        self.job_name = job_name
+        # uri -> the table as last read: loading a table reads its whole log since the last checkpoint
+        # (up to 100 commits, a request each on S3) where bringing it up to date reads the new commits only
+        self._tables: dict[str, DeltaTable] = {}
+
+    def table(self, uri: str) -> DeltaTable | None:
+        """The Delta table at ``uri`` at its latest version, or None before its first commit (by this job or
+        another)."""
+        table = self._tables.get(uri)
+        if table is not None:
+            table.update_incremental()
+            return table
+        if not DeltaTable.is_deltatable(uri, storage_options=self.config.storage_options):
+            return None
+        table = self._tables[uri] = DeltaTable(uri, storage_options=self.config.storage_options)
+        return table
+
+    def once(self, uri: str, batch: LakeBatch, write: Write) -> bool:
+        """``write(table, commit)`` unless ``batch`` is already committed to ``uri`` (then False); the table
+        is loaded once, for the check and the write."""
+        table = self.table(uri)
+        app_id = f"{self.job_name}/{batch.stream_id}/{uri.rsplit('/', 2)[-2]}/{uri.rsplit('/', 1)[-1]}"
+        version = table.transaction_version(app_id) if table is not None else None
+        if version is not None and version >= batch.id:
+            return False
+        write(table, CommitProperties(app_transactions=[Transaction(app_id, batch.id)]))
+        return True
+
+    def append(self, uri: str, data: pa.Table, commit: CommitProperties, partition_by=None) -> None:
+        write_deltalake(uri, data, mode="append", partition_by=partition_by, schema_mode="merge",
+                        storage_options=self.config.storage_options, target_file_size=self.config.target_file_size,
+                        commit_properties=commit)
+
+    def existing_or_created(self, uri: str, table: DeltaTable | None, like: pa.Table) -> DeltaTable:
+        """A MERGE needs a target: on the first batch, create the table empty with ``like``'s schema."""
+        if table is not None:
+            return table
+        write_deltalake(uri, like.slice(0, 0), mode="append", storage_options=self.config.storage_options)
+        return self.table(uri)
+
+
+class DeltaAppend:
+    """An append-only layer: the batch's rows (``rows_of``) added once."""
+
+    def __init__(self, tables: DeltaTables, uri: str, rows_of: Callable[[LakeBatch], pa.Table],
+                 partition_by: list[str] | None = None):
+        self.tables, self.uri, self.rows_of, self.partition_by = tables, uri, rows_of, partition_by
+        self.delta_tables = (uri,)
+
+    def write(self, batch: LakeBatch) -> Written:
+        rows = self.rows_of(batch)
+        if rows.num_rows == 0:
+            return Written(0)
+        if not self.tables.once(self.uri, batch, lambda _, commit: self.tables.append(
+                self.uri, rows, commit, self.partition_by)):
+            return Written(0, (self.uri,))
+        return Written(rows.num_rows)
+
+
+class DeltaSilver:
+    """Current state as a Delta MERGE under the merge rules, with a tombstones table in hard-delete mode."""
+
+    def __init__(self, tables: DeltaTables, rules: MergeRules, uri: str):
+        self.tables, self.rules, self.uri = tables, rules, uri
+        self.tombstones_uri = f"{uri}_tombstones"
+        self.delta_tables = (uri, self.tombstones_uri) if rules.keeps_tombstones else (uri,)
+
+    def write(self, batch: LakeBatch) -> Written:
+        state = batch.state.arrow
+        if state.num_rows == 0:
+            return Written(0)
+        merged = 0
+
+        def merge(table: DeltaTable | None, commit: CommitProperties) -> None:
+            nonlocal merged
+            # tombstones are read here, so a replay that finds silver committed does not read them
+            live = self._newer_than(state, self.tombstones_uri) if self.rules.keeps_tombstones else state
+            self._merge_rows(table, live, commit)
+            merged = live.num_rows
+
+        def tombstones(table: DeltaTable | None, commit: CommitProperties) -> None:
+            self._merge_tombstones(table, self._not_older_than_silver(state), commit)
+
+        skipped = () if self.tables.once(self.uri, batch, merge) else (self.uri,)
+        if self.rules.keeps_tombstones and not self.tables.once(self.tombstones_uri, batch, tombstones):
+            skipped += (self.tombstones_uri,)
+        return Written(merged, skipped)
+
+    def _key_sequences(self, uri: str, like: pa.Schema) -> pa.Table | None:
+        """Key + sequence of every row of the Delta table at ``uri``, the key typed as in ``like`` (None: no
+        table). Read whole and joined by the caller: pyarrow's dataset filter fails on delta-rs' string_view
+        statistics. Short columns; compaction keeps the tables' files few."""
+        table = self.tables.table(uri)
+        if table is None:
+            return None
+        keys = self.rules.keys
+        rows = table.to_pyarrow_table(columns=[*keys, S.CDC_SEQUENCE])
+        return rows.cast(pa.schema([like.field(k) for k in keys] + [(S.CDC_SEQUENCE, pa.string())]))
+
+    def _newer_than(self, state: pa.Table, uri: str) -> pa.Table:
+        """Rule 1 against one stored table: ``state``'s rows whose key has no row at ``uri`` or an older one."""
+        if state.num_rows == 0:
+            return state
+        stored = self._key_sequences(uri, state.schema)
+        if stored is None or stored.num_rows == 0:
+            return state
+        keys = list(self.rules.keys)
+        joined = state.join(stored.rename_columns([*keys, "_stored_seq"]), keys=keys, join_type="left outer")
+        # Kleene logic: "no stored row (null) OR newer" must be true for a key without a stored row;
+        # plain or_ gives null there, and a null filter drops the row
+        keep = pc.or_kleene(pc.is_null(joined["_stored_seq"]),
+                            pc.greater(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))
+        return joined.filter(keep).select(state.column_names).cast(state.schema)
+
+    def _merge_rows(self, silver: DeltaTable | None, state: pa.Table, commit: CommitProperties) -> None:
+        rules = self.rules
+        newer, is_remove = rules.newer(), rules.is_remove()
+        silver = self.tables.existing_or_created(self.uri, silver, state)
+        merge = silver.merge(state, predicate=rules.same_item(), source_alias="s", target_alias="t",
+                             commit_properties=commit)
+        if not rules.keeps_tombstones:  # soft delete: a REMOVE is a row like any other, marked deleted
+            merge = merge.when_matched_update_all(predicate=newer).when_not_matched_insert_all()
+        else:
+            merge = (merge.when_matched_delete(predicate=f"{newer} AND {is_remove}")
+                     .when_matched_update_all(predicate=f"{newer} AND NOT {is_remove}")
+                     .when_not_matched_insert_all(predicate=f"NOT {is_remove}"))
+        merge.execute()
+
+    def _not_older_than_silver(self, state: pa.Table) -> pa.Table:
+        """``state`` without the REMOVE rows that a live silver row outranks: a late, older REMOVE deletes
+        nothing and leaves no tombstone. Read after the silver merge (so also on a replay that finds
+        silver committed): a REMOVE that applied has taken its key's row out of silver."""
+        removes = state.filter(pc.equal(state[S.CDC_OP], REMOVE))
+        if removes.num_rows == 0:
+            return state
+        fresh = self._newer_than(removes, self.uri)
+        return pa.concat_tables([state.filter(pc.not_equal(state[S.CDC_OP], REMOVE)), fresh])
+
+    def _merge_tombstones(self, tombstones: DeltaTable | None, state: pa.Table, commit: CommitProperties) -> None:
+        rules = self.rules
+        columns = rules.tombstone_columns
+        source = state.select(columns)
+        tombstones = self.tables.existing_or_created(self.tombstones_uri, tombstones, source)
+        source = source.append_column("_is_remove", pc.equal(state[S.CDC_OP], REMOVE))
+        newer = rules.newer()
+        (tombstones.merge(source, predicate=rules.same_item(), source_alias="s", target_alias="t",
+                          commit_properties=commit)
+         .when_matched_update({c: f"s.{c}" for c in columns}, predicate=f"{newer} AND s._is_remove")
+         .when_matched_delete(predicate=f"{newer} AND NOT s._is_remove")  # re-inserted: no longer deleted
+         .when_not_matched_insert({c: f"s.{c}" for c in columns}, predicate="s._is_remove")
+         .execute())

@@ -1,0 +1,45 @@
+"""What every lake layer writer takes and gives: one batch, once; what it wrote or skipped.
+
+A layer (raw, silver, quarantine) is written in one format, chosen when the lake is built (``lake.Lake``):
+Delta through delta-rs (``lake_delta``) or Parquet through Spark (``lake_parquet``). Each writer takes the
+whole :class:`LakeBatch` and reads the form it writes: delta-rs the Arrow rows, Spark the DataFrame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+from pyspark.sql import DataFrame
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The same rows twice: as Spark has them and as collected to Arrow (collected once, for every sink)."""
+
+    frame: DataFrame
+    arrow: pa.Table
+
+
+@dataclass(frozen=True)
+class LakeBatch:
+    id: int
+    stream_id: str
+    raw: DataFrame  # raw rows (``schema.raw_fields``): every record of the batch, collected only by Delta
+    state: Rows  # stored rows (``merge_rules.MergeRules.stored_rows``): the latest event per key
+    quarantine: Rows  # quarantine rows (``schema.QUARANTINE_FIELDS``)
+
+
+@dataclass(frozen=True)
+class Written:
+    """One layer's part of a batch."""
+
+    rows: int | None  # rows written (None: written by Spark without counting); 0 when skipped
+    skipped: tuple[str, ...] = ()  # tables that already held this batch (a replay)
+
+
+class LayerWriter(Protocol):
+    delta_tables: tuple[str, ...]  # the Delta tables it writes (for maintenance)
+
+    def write(self, batch: LakeBatch) -> Written: ...

@@ -1,0 +1,104 @@
+"""The merge rules: how an event changes what a sink stores for its key. Stated once, here; the warehouse
+(``sql.MergeSql``), Delta silver (``lake.DeltaSilver``) and Parquet silver (``lake_parquet.ParquetSilver``)
+apply them through this module, and tests/test_merge_rules.py runs the same cases on each of them.
+
+Per key, a sink stores a *row* (the latest event's values) and, with hard deletes, a *tombstone* (the key
+and sequence of its delete).
+
+1. **Sequence guard**: an incoming row applies only if its sequence is higher than the stored row's and the
+   stored tombstone's; on a tie the stored row stays (a replay changes nothing). Sequences are zero-padded
+   text (``schema.CDC_SEQUENCE``), so text order is numeric order in every engine.
+2. **Upsert**: an INSERT or MODIFY that applies replaces the stored row (or adds it); with hard deletes it
+   also clears the key's tombstone (the item was re-inserted).
+3. **Hard delete**: a REMOVE that applies removes the stored row and leaves a tombstone, also for a key
+   never stored (so an older event of that key, arriving late, cannot resurrect it).
+4. **Soft delete**: a REMOVE that applies is stored like an upsert, as a row marked ``is_deleted`` with
+   ``deleted_at`` = the REMOVE's event time (:meth:`MergeRules.stored_rows`, computed once per batch, before
+   any sink); there are no tombstones.
+5. A batch already committed to a sink (its ledger, a Delta app transaction, a Parquet commit file) is
+   skipped there.
+
+The predicates below are SQL expression text over a stored row ``t`` and an incoming row ``s``: PostgreSQL,
+Redshift, delta-rs (DataFusion) and Spark all read them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from . import schema as S
+
+REMOVE = "REMOVE"
+TOMBSTONE_EXTRA = (S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID)
+
+
+def _plain(name: str) -> str:
+    return S.check_identifier(name)
+
+
+@dataclass(frozen=True)
+class MergeRules:
+    entity: S.EntitySchema
+    soft_delete: bool = False  # the delete mode: rule 4 (soft) or rule 3 (hard, with tombstones)
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.entity.keys
+
+    @property
+    def keeps_tombstones(self) -> bool:
+        return not self.soft_delete
+
+    # --- what a sink stores ------------------------------------------------------------------------
+    @property
+    def row_fields(self) -> tuple[S.Field, ...]:
+        """The columns of a stored row: the state row, plus ``is_deleted`` and ``deleted_at`` (rule 4)."""
+        return S.state_fields(self.entity) + (S.SOFT_DELETE_FIELDS if self.soft_delete else ())
+
+    @property
+    def row_columns(self) -> list[str]:
+        return [f.name for f in self.row_fields]
+
+    @property
+    def tombstone_fields(self) -> tuple[S.Field, ...]:
+        by_name = {f.name: f for f in S.state_fields(self.entity)}
+        return (*self.entity.key_fields, *[by_name[n] for n in TOMBSTONE_EXTRA])
+
+    @property
+    def tombstone_columns(self) -> list[str]:
+        return [f.name for f in self.tombstone_fields]
+
+    def stored_rows(self, state: DataFrame) -> DataFrame:
+        """State rows (``schema.state_fields``) as every sink stores them: with soft deletes, a REMOVE is a
+        row marked deleted at its event time (rule 4)."""
+        rows = state.select(*[f.name for f in S.state_fields(self.entity)])
+        if not self.soft_delete:
+            return rows
+        removed = F.col(S.CDC_OP) == F.lit(REMOVE)
+        return rows.withColumns({S.IS_DELETED: removed,
+                                 S.DELETED_AT: F.when(removed, F.col(S.CDC_EVENT_TIME)).cast(T.TimestampType())})
+
+    # --- the rules as predicates ---------------------------------------------------------------------
+    def same_item(self, t: str = "t", s: str = "s", quote: Callable[[str], str] = _plain) -> str:
+        """``t`` and ``s`` hold the same item: every key column equal."""
+        return " AND ".join(f"{t}.{quote(k)} = {s}.{quote(k)}" for k in self.keys)
+
+    @staticmethod
+    def newer(t: str = "t", s: str = "s", quote: Callable[[str], str] = _plain) -> str:
+        """Rule 1: ``s`` applies over ``t`` (a tie keeps ``t``)."""
+        return f"{s}.{quote(S.CDC_SEQUENCE)} > {t}.{quote(S.CDC_SEQUENCE)}"
+
+    @staticmethod
+    def is_remove(s: str = "s", quote: Callable[[str], str] = _plain) -> str:
+        return f"{s}.{quote(S.CDC_OP)} = '{REMOVE}'"
+
+    @staticmethod
+    def latest_first(stored: Column) -> list[Column]:
+        """Rule 1 as an ordering of the candidates for one key (incoming and ``stored`` rows): the first
+        applies; on equal sequences the stored row (``stored`` true) comes first."""
+        return [F.col(S.CDC_SEQUENCE).desc(), stored.desc()]

@@ -291,7 +291,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
     streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's first
     appearance is its write. Writes run for ``warmup + seconds``; only those after the warm-up are measured
     (a stream runs for days: its first batches pay the JVM's and Spark's one-off costs)."""
-    from sales_cdc.config import JobConfig, KinesisConfig, WarehouseConfig
+    from sales_cdc.config import JobConfig, KinesisConfig, SinkConfig, StreamConfig, WarehouseConfig
     from sales_cdc.job import run_stream
     from sales_cdc.lake import moto_storage_options
 
@@ -301,16 +301,15 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
         source.s3.client("s3").create_bucket(Bucket="fresh-lake")
         visible = _Visible(pg_url, db_schema, total)
         started = time.monotonic()
-        config = JobConfig(checkpoint_dir=workdir / "fresh-checkpoint", job_name="bench-freshness",
-                           available_now=False, trigger_interval="1 second",
-                           kinesis=KinesisConfig(endpoint_url=source.kinesis.endpoint, max_records_per_shard=50_000),
-                           warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema),
-                           lake=LakeConfig("s3://fresh-lake/lake", moto_storage_options(source.s3.endpoint)),
-                           dq=DqConfig(expectations_dir=REPO / "expectations"), entity=ORDERS)
+        sinks = SinkConfig(WarehouseConfig(db_schema=db_schema),
+                           LakeConfig("s3://fresh-lake/lake", moto_storage_options(source.s3.endpoint)))
+        config = JobConfig(ORDERS, "bench-freshness", sinks, DqConfig(expectations_dir=REPO / "expectations"))
+        stream = StreamConfig(KinesisConfig(endpoint_url=source.kinesis.endpoint, max_records_per_shard=50_000),
+                              workdir / "fresh-checkpoint", available_now=False, trigger_interval="1 second")
         deadline = time.monotonic() + warmup + seconds + 120
         try:
             with source.start_writing() as cpu:
-                summary = run_stream(spark, config, pg_url, stop_when=lambda _: (
+                summary = run_stream(spark, config, stream, pg_url, stop_when=lambda _: (
                     not source.writer.is_alive() and len(visible.at) >= total) or time.monotonic() > deadline)
         finally:
             visible.stop()

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from pyspark.errors import StreamingQueryException
 
-from sales_cdc.config import DqConfig, JobConfig, WarehouseConfig
+from sales_cdc.config import DqConfig, FileSource, JobConfig, SinkConfig, StreamConfig, WarehouseConfig
 from sales_cdc.job import postgres_warehouse, run_stream, start_query
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sources import file_stream
@@ -24,11 +24,13 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).parent.parent
 
 
-def config_for(tmp_path: Path, pg_url: str, db_schema: str, dq: DqConfig | None = None) -> JobConfig:
+def config_for(db_schema: str, dq: DqConfig | None = None) -> JobConfig:
     """Data quality is off unless asked for: these tests are about the stream, and GX adds seconds per batch."""
-    return JobConfig(source_dir=tmp_path / "inbox", checkpoint_dir=tmp_path / "checkpoint",
-                     warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema), job_name="job-test",
-                     max_files_per_trigger=1, dq=dq, entity=ORDERS)
+    return JobConfig(ORDERS, "job-test", SinkConfig(WarehouseConfig(db_schema=db_schema)), dq)
+
+
+def stream_for(tmp_path: Path) -> StreamConfig:
+    return StreamConfig(FileSource(tmp_path / "inbox", max_files_per_trigger=1), tmp_path / "checkpoint")
 
 
 def full_table(pg_url: str, db_schema: str) -> list[tuple]:
@@ -43,7 +45,7 @@ def without_loaded_at(rows: list[tuple]) -> list[tuple]:
 
 def test_fixtures_end_to_end_equal_the_expected_state(spark, pg_url, db_schema, tmp_path, fixtures_dir):
     stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
-    summary = run_stream(spark, config_for(tmp_path, pg_url, db_schema, DqConfig()), pg_url)
+    summary = run_stream(spark, config_for(db_schema, DqConfig()), stream_for(tmp_path), pg_url)
     actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
     assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
     totals = summary.totals()
@@ -58,13 +60,13 @@ def test_restart_after_a_crash_mid_way_gives_the_same_table_as_one_run(spark, pg
     # reference: one uninterrupted run
     one_run_schema = "t_job_one_run"
     stage_fixtures(fixtures_dir / "cdc", tmp_path / "one" / "inbox")
-    run_stream(spark, config_for(tmp_path / "one", pg_url, one_run_schema), pg_url)
+    run_stream(spark, config_for(one_run_schema), stream_for(tmp_path / "one"), pg_url)
 
     # crash: batch 2 is merged into the warehouse, then the process dies before Spark commits the batch
     schema = "t_job_crash"
-    config = config_for(tmp_path / "crash", pg_url, schema)
+    config, stream = config_for(schema), stream_for(tmp_path / "crash")
     files = sorted((fixtures_dir / "cdc").glob("*.jsonl"))
-    warehouse = postgres_warehouse(pg_url, config.warehouse, config.job_name, ORDERS)
+    warehouse = postgres_warehouse(pg_url, config)
     handler = BatchHandler(warehouse=warehouse)
 
     def crash_after_commit(df, batch_id):
@@ -72,14 +74,14 @@ def test_restart_after_a_crash_mid_way_gives_the_same_table_as_one_run(spark, pg
         if batch_id == 2:
             raise RuntimeError("simulated crash after the warehouse commit")
 
-    stage_fixtures(fixtures_dir / "cdc", config.source_dir)
-    query = start_query(file_stream(spark, str(config.source_dir), 1), crash_after_commit, config)
+    stage_fixtures(fixtures_dir / "cdc", stream.source.directory)
+    query = start_query(file_stream(spark, str(stream.source.directory), 1), crash_after_commit, stream)
     with pytest.raises(StreamingQueryException, match="simulated crash"):
         query.awaitTermination()
     assert [b.batch_id for b in handler.summary.batches] == [0, 1, 2]
 
     # restart from the same checkpoint: batch 2 comes again, is found in the ledger, then the rest runs
-    summary = run_stream(spark, config, pg_url)
+    summary = run_stream(spark, config, stream, pg_url)
     assert [(b.batch_id, b.merge.replayed) for b in summary.batches] == [
         (2, True), *[(i, False) for i in range(3, len(files))]]
     assert without_loaded_at(full_table(pg_url, schema)) == without_loaded_at(full_table(pg_url, one_run_schema))
@@ -113,10 +115,11 @@ def test_spark_submit_runs_the_local_entry_point(pg_url, db_schema, tmp_path, fi
 
 
 def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schema, tmp_path):
-    from sales_cdc_local.demo import DemoOptions, run_demo
+    from sales_cdc_local.demo import DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
 
-    result = run_demo(DemoOptions(ORDERS_CONTRACT, work_dir=tmp_path / "demo", count=300, warehouse_url=pg_url, db_schema=db_schema,
-                                  max_records_per_shard=60, trigger_interval="1 second"))
+    result = run_demo(DemoOptions(ORDERS_CONTRACT, tmp_path / "demo", Workload(count=300),
+                                  DemoStream(trigger_interval="1 second", max_records_per_shard=60),
+                                  DemoWarehouse(pg_url, db_schema)))
     assert result.mismatches == []
     assert result.records_on_kinesis == 300
     assert result.warehouse_rows == result.table_rows > 0

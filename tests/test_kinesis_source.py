@@ -8,11 +8,10 @@ import uuid
 
 import pytest
 
-from sales_cdc.config import JobConfig, KinesisConfig
+from sales_cdc.config import KinesisConfig, StreamConfig
 from sales_cdc.job import await_query, source_stream, start_query
 from sales_cdc.kinesis_source import KinesisStreamReader
 from sales_cdc_local.local_aws import create_kinesis_stream
-from tests.helpers import ORDERS
 
 
 class Capture:
@@ -46,12 +45,12 @@ def put(moto, stream: str, numbers) -> None:
         moto.client("kinesis").put_records(StreamName=stream, Records=records[i:i + 500])
 
 
-def config(tmp_path, moto, stream, **kinesis) -> JobConfig:
-    return JobConfig(checkpoint_dir=tmp_path / "checkpoint", available_now=False, trigger_interval="0 seconds",
-                     kinesis=KinesisConfig(stream_name=stream, endpoint_url=moto.endpoint, **kinesis), entity=ORDERS)
+def config(tmp_path, moto, stream, **kinesis) -> StreamConfig:
+    return StreamConfig(KinesisConfig(stream_name=stream, endpoint_url=moto.endpoint, **kinesis),
+                        tmp_path / "checkpoint", available_now=False, trigger_interval="0 seconds")
 
 
-def run(spark, job: JobConfig, handler, until, timeout=90):
+def run(spark, job: StreamConfig, handler, until, timeout=90):
     query = start_query(source_stream(spark, job), handler, job)
     deadline = time.monotonic() + timeout
     try:

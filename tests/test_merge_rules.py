@@ -9,6 +9,11 @@ from decimal import Decimal
 
 import pytest
 
+from sales_cdc.config import LakeConfig
+from sales_cdc.lake import Lake
+from sales_cdc.pipeline import BatchHandler
+from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.warehouse import PostgresWarehouse
 from tests.helpers import ORDERS
 from tests.sinks import Event, History, Sinks, pg_connection
 
@@ -83,3 +88,15 @@ def test_every_sink_applies_the_merge_rules(spark, pg_url, tmp_path, soft_delete
             assert not wrong, f"{sink} breaks: {sorted(set(wrong))}"
     finally:
         sinks.warehouse.close()
+
+
+def test_sinks_built_for_different_delete_modes_are_refused(pg_url, tmp_path):
+    """One delete mode for every sink: a handler over a hard-delete warehouse and a soft-delete lake would
+    leave them disagreeing, so it is not built."""
+    warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, ORDERS, db_schema="rules_mismatch"), "rules")
+    try:
+        with pytest.raises(ValueError, match="different entities or delete modes"):
+            BatchHandler(warehouse=warehouse, lake=Lake(LakeConfig(str(tmp_path / "lake")), "rules", ORDERS,
+                                                        soft_delete=True))
+    finally:
+        warehouse.close()

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from deltalake import DeltaTable
 
-from sales_cdc.config import JobConfig, LakeConfig, WarehouseConfig
+from sales_cdc.config import FileSource, JobConfig, LakeConfig, SinkConfig, StreamConfig, WarehouseConfig
 from sales_cdc.job import run_stream
 from sales_cdc.sql import Dialect, MergeSql
 from tests.helpers import ORDERS
@@ -35,10 +35,9 @@ def poisoned(spark, pg_url, tmp_path_factory, fixtures_dir):
     schema = "poison"
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", dq=None, job_name="poison",
-                       warehouse=WarehouseConfig(url=pg_url, db_schema=schema),
-                       lake=LakeConfig(str(work / "lake")), entity=ORDERS)
-    summary = run_stream(spark, config, pg_url)
+    config = JobConfig(ORDERS, "poison", SinkConfig(WarehouseConfig(db_schema=schema), LakeConfig(str(work / "lake"))),
+                       dq=None)
+    summary = run_stream(spark, config, StreamConfig(FileSource(work / "inbox"), work / "checkpoint"), pg_url)
     sql = MergeSql(Dialect.POSTGRES, db_schema=schema, entity=ORDERS)
     with psycopg.connect(pg_url) as conn:
         state = {r[0]: r for r in conn.execute(f"SELECT orderid, product_name, quantity FROM {sql.target}")}

@@ -13,7 +13,7 @@ import pytest
 from pyspark.sql import types as T
 
 from sales_cdc import schema as S
-from sales_cdc.config import DqConfig, parse_params
+from sales_cdc.config import DocsConfig, DqConfig, parse_params
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
@@ -143,7 +143,7 @@ HALT_ROWS = {
 @pytest.fixture(scope="module")
 def dq(tmp_path_factory):
     docs = tmp_path_factory.mktemp("docs")
-    return DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs)), ORDERS, job_name="dq-test")
+    return DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(str(docs))), ORDERS, job_name="dq-test")
 
 
 def nullable(schema: T.StructType) -> T.StructType:
@@ -250,7 +250,7 @@ def test_row_predicates_run_when_gx_finds_a_failure_or_the_previous_batch_failed
         assert (quantity.unexpected_count, quantity.failed_rows) == (quarantined, quarantined), batch_id
         if quarantined:
             assert [r[S.CDC_EVENT_ID] for r in outcome.rejected.collect()] == ["e-bad"]
-    spark.sparkContext.clearJobGroup()
+    spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)  # this thread's later jobs: no group
     assert jobs[3] > jobs[4] == jobs[0], jobs  # predicates after a failure only
 
 
@@ -283,7 +283,7 @@ def test_results_history_has_one_row_per_rule(spark, dq):
 
 def test_docs_keep_every_batch_page_and_index_the_latest_batches(spark, tmp_path):
     docs = tmp_path / "docs"
-    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=2), ORDERS, "idx")
+    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(str(docs), index_batches=2)), ORDERS, "idx")
     outcomes = [dq.check(frame(spark, [state_row(i)]), batch_id=i) for i in (1, 2, 3)]
 
     for batch_id, outcome in enumerate(outcomes, start=1):  # no page is deleted by a later batch
@@ -298,7 +298,7 @@ def test_docs_keep_every_batch_page_and_index_the_latest_batches(spark, tmp_path
 
 def test_a_restarted_job_indexes_the_batches_before_the_restart(spark, tmp_path):
     docs = tmp_path / "docs"
-    config = DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(docs), docs_index_batches=3)
+    config = DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(str(docs), index_batches=3))
     first = DataQuality(config, ORDERS, "rs")
     for batch_id in (1, 2):
         first.check(frame(spark, [state_row(batch_id)]), batch_id=batch_id)
@@ -322,8 +322,7 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
     bucket = f"docs-{uuid.uuid4().hex[:8]}"
     s3 = moto.client("s3")
     s3.create_bucket(Bucket=bucket)
-    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=f"s3://{bucket}/dq",
-                              docs_endpoint_url=moto.endpoint), ORDERS, "s3docs")
+    dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(f"s3://{bucket}/dq", moto.endpoint)), ORDERS, "s3docs")
     site = dq.gx.sync
 
     def on_s3() -> set[str]:
@@ -341,8 +340,7 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
     page = outcome.docs_urls["orders"].removeprefix(f"s3://{bucket}/")
     assert "s3docs-batch-2" in s3.get_object(Bucket=bucket, Key=page)["Body"].read().decode()
 
-    restarted = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=f"s3://{bucket}/dq",
-                                     docs_endpoint_url=moto.endpoint), ORDERS, "s3docs")  # a new local folder
+    restarted = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(f"s3://{bucket}/dq", moto.endpoint)), ORDERS, "s3docs")  # a new local folder
     restarted.check(frame(spark, [state_row(3)]), batch_id=3)
     index = s3.get_object(Bucket=bucket, Key="dq/index.html")["Body"].read().decode()
     assert [b for b in (1, 2, 3) if f"s3docs-batch-{b}" not in index] == [], (

@@ -16,9 +16,9 @@ import psycopg
 import pytest
 from deltalake import DeltaTable
 
+from sales_cdc import config as C
 from sales_cdc import schema as S
 from sales_cdc.alerts import SnsAlerter
-from sales_cdc.config import DqConfig, JobConfig, LakeConfig, WarehouseConfig
 from sales_cdc.lake import Lake
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality, DataQualityHalt
@@ -59,8 +59,8 @@ def test_quarantine_batch_lands_good_rows_and_only_bad_rows_in_quarantine(spark,
     sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
     warehouse = PostgresWarehouse(pg_url, sql, JOB)
     warehouse.ensure_tables()
-    lake = Lake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
-    quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs_location=str(tmp_path / "docs")), ORDERS, JOB)
+    lake = Lake(C.LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
+    quality = DataQuality(C.DqConfig(expectations_dir=EXPECTATIONS, docs=C.DocsConfig(str(tmp_path / "docs"))), ORDERS, JOB)
     handler = BatchHandler(warehouse=warehouse, lake=lake, quality=quality, alerter=SnsAlerter(moto.client("sns"), topic), options=HandlerOptions(job_name=JOB, default_stream_id="s1", alert_quarantine_share=0.05))
     lines = [insert("o-1", 1), insert("o-2", 2, quantity=9), insert("o-3", 3, product_name="Toaster"),
              insert("o-4", 4, customer_id="legacy 17"), "not json"]
@@ -150,25 +150,25 @@ def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_check
     write_batch_file(inbox, "001.jsonl", [insert("o-1", 1), insert("o-2", 2)], now - 20)
     write_batch_file(inbox, "002.jsonl", [insert("o-3", 3), insert("o-4", 4, quantity=50)], now - 10)
 
-    def config(expectations: Path) -> JobConfig:
-        return JobConfig(source_dir=inbox, checkpoint_dir=tmp_path / "checkpoint", lake=LakeConfig(str(tmp_path / "lake")),
-                         warehouse=WarehouseConfig(url=pg_url, db_schema=db_schema), job_name=JOB,
-                         max_files_per_trigger=1,
-                         dq=DqConfig(expectations_dir=expectations, docs_location=str(tmp_path / "docs"),
-                                     sns_topic_arn=topic, sns_endpoint_url=moto.endpoint), entity=ORDERS)
+    def config(expectations: Path) -> C.JobConfig:
+        sinks = C.SinkConfig(C.WarehouseConfig(db_schema=db_schema), C.LakeConfig(str(tmp_path / "lake")))
+        return C.JobConfig(ORDERS, JOB, sinks, C.DqConfig(expectations_dir=expectations, docs=C.DocsConfig(str(tmp_path / "docs"))),
+                           C.AlertConfig(topic, moto.endpoint))
+
+    stream = C.StreamConfig(C.FileSource(inbox, max_files_per_trigger=1), tmp_path / "checkpoint")
 
     from sales_cdc.job import run_stream
 
     sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
     with pytest.raises(DataQualityHalt) as halt:
-        run_stream(spark, config(project), pg_url)
+        run_stream(spark, config(project), stream, pg_url)
 
     message = str(halt.value)
     assert "batch 1" in message and "orders.quantity.be_between" in message and "1 of 2 rows" in message
     assert "re-reads batch 1" in message
     assert sorted(r[0] for r in query(pg_url, f"SELECT orderid FROM {sql.target}")) == ["o-1", "o-2"]
     assert query(pg_url, f"SELECT batch_id FROM {sql.ledger}") == [(0,)]
-    lake = Lake(LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
+    lake = Lake(C.LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
     assert DeltaTable(lake.raw_uri).to_pyarrow_table().num_rows == 2  # batch 1's raw events are not there either
     assert sorted(DeltaTable(lake.silver_uri).to_pyarrow_table().column("orderid").to_pylist()) == ["o-1", "o-2"]
     assert (tmp_path / "checkpoint" / "commits" / "0").exists()
@@ -182,7 +182,7 @@ def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_check
     assert json.loads(alert["Message"])["kind"] == "halt"
 
     # resume as the message says: after review the rule goes back to quarantine; the same checkpoint re-reads batch 1
-    run_stream(spark, config(EXPECTATIONS), pg_url)
+    run_stream(spark, config(EXPECTATIONS), stream, pg_url)
     assert sorted(r[0] for r in query(pg_url, f"SELECT orderid FROM {sql.target}")) == ["o-1", "o-2", "o-3"]
     assert query(pg_url, f"SELECT record_key, reason FROM {sql.quarantine}") == [("o-4", "orders.quantity.be_between")]
     assert sorted(query(pg_url, f"SELECT batch_id FROM {sql.ledger}")) == [(0,), (1,)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from decimal import Decimal
 
 import psycopg
 import pyarrow as pa
@@ -13,8 +14,14 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
-from sales_cdc.sql import BATCH_META_FIELDS, Dialect, MergeSql, check_role_arn, check_s3_uri
-from sales_cdc.warehouse import RedshiftDataApiWarehouse, RedshiftStatementError, RedshiftTarget
+from sales_cdc.sql import BATCH_META_FIELDS, Dialect, MergeSql, check_role_arn, check_s3_uri, job_user_grants
+from sales_cdc.warehouse.redshift import (
+    DataApiConnection,
+    Polling,
+    RedshiftDataApiWarehouse,
+    RedshiftStatementError,
+    RedshiftTarget,
+)
 from tests.helpers import ORDERS
 
 ROLE = "arn:aws:iam::123456789012:role/sales-cdc-redshift-copy"
@@ -26,10 +33,9 @@ OBJECTS = {"state": "s3://sales-cdc-staging/merge/job/s/7/state.parquet",
 
 
 def warehouse(data_api=None, s3=None, soft_delete=False, timeout=900.0) -> RedshiftDataApiWarehouse:
-    target = RedshiftTarget(database="dev", iam_role_arn=ROLE, staging_uri="s3://sales-cdc-staging/merge",
-                            workgroup_name="sales-cdc", secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:"
-                                                                   "secret:redshift-admin-AbCdEf",
-                            poll_timeout_seconds=timeout, poll_initial_seconds=0.01)
+    connection = DataApiConnection("dev", workgroup_name="sales-cdc",
+                                   secret_arn="arn:aws:secretsmanager:us-east-1:123456789012:secret:redshift-admin-AbCdEf")
+    target = RedshiftTarget(connection, ROLE, "s3://sales-cdc-staging/merge", Polling(timeout, initial_seconds=0.01))
     return RedshiftDataApiWarehouse(data_api, s3, MergeSql(Dialect.REDSHIFT, soft_delete=soft_delete, entity=ORDERS), "sales-cdc",
                                     target)
 
@@ -99,15 +105,16 @@ def test_data_api_query_flow_and_parquet_staging_on_moto(moto):
     assert described["Status"] == "ABORTED"
     assert described["QueryString"] == wh.sql.ledger_lookup()
 
-    # a halted batch's results are staged (encrypted, under the batch's prefix), then copied in
-    results = pa.Table.from_pylist([{"job_name": "sales-cdc", "stream_id": STREAM, "batch_id": 7,
-                                     "rule": "orders.price.be_between", "unexpected_count": 1}])
-    with pytest.raises(RedshiftStatementError, match="cancelled"):
-        wh.record_dq_results(results)
-    key = f"merge/sales-cdc/{STREAM}/7/halted/dq_results.parquet"
-    body = s3.get_object(Bucket="sales-cdc-staging", Key=key)
+    # the batch's rows are staged for COPY: encrypted, under the batch's own prefix
+    state = pa.Table.from_pylist([{column: None for column in wh.sql.stage_columns}
+                                  | {"orderid": "o1", "quantity": 1, "price": Decimal("199.00"), "cdc_op": "INSERT"}])
+    quarantine = pa.Table.from_pylist([], schema=pa.schema([(c, pa.string()) for c in wh.sql.quarantine_columns]))
+    objects = wh.stage_batch(batch_id=7, stream_id=STREAM, state=state, quarantine=quarantine)
+    assert objects == {name: f"s3://sales-cdc-staging/merge/sales-cdc/{STREAM}/7/{name}.parquet"
+                       for name in ("state", "batch")}  # no quarantine object for no quarantined rows
+    body = s3.get_object(Bucket="sales-cdc-staging", Key=objects["state"].split("/", 3)[3])
     assert body["ServerSideEncryption"] == "aws:kms"
-    assert pq.read_table(io.BytesIO(body["Body"].read())).to_pylist() == results.to_pylist()
+    assert pq.read_table(io.BytesIO(body["Body"].read())).to_pylist() == state.to_pylist()
 
 
 def test_a_failed_statement_surfaces_redshift_error_text():
@@ -121,3 +128,37 @@ def test_a_failed_statement_surfaces_redshift_error_text():
 
     with pytest.raises(Exception, match=r'relation "sales\.orders" does not exist'):
         warehouse(FailingDataApi()).query("SELECT 1")
+
+
+def test_the_deploy_creates_the_job_user_with_rights_on_its_schema_only():
+    # moto has no Redshift Serverless namespaces and keeps Data API statements STARTED: stand-ins at the clients
+    class RecordingDataApi:
+        def __init__(self):
+            self.statements = []
+
+        def execute_statement(self, **request):
+            self.statements.append((request["Sql"], request.get("Parameters"), request["SecretArn"]))
+            return {"Id": str(len(self.statements))}
+
+        def describe_statement(self, Id):
+            return {"Id": Id, "Status": "FINISHED", "HasResultSet": self.statements[int(Id) - 1][0].startswith("SELECT")}
+
+        def get_statement_result(self, Id):
+            return {"Records": []}  # no such user yet
+
+    class Serverless:
+        def get_namespace(self, namespaceName):
+            return {"namespace": {"adminPasswordSecretArn": f"arn:aws:secretsmanager:us-east-1:1:secret:{namespaceName}"}}
+
+    from sales_cdc_local.deploy import create_job_user
+
+    data_api = RecordingDataApi()
+    outputs = {"RedshiftNamespace": "sales-ns", "RedshiftDatabase": "sales", "RedshiftWorkgroup": "sales-wg",
+               "GlueJobRoleName": "sales-cdc-job"}
+    assert create_job_user(data_api, Serverless(), outputs, db_schema="sales") == '"IAMR:sales-cdc-job"'
+    sql = [statement for statement, _, _ in data_api.statements]
+    assert sql[0].startswith("SELECT 1 FROM pg_user") and data_api.statements[0][1] == [
+        {"name": "name", "value": "IAMR:sales-cdc-job"}]
+    assert sql[1] == 'CREATE USER "IAMR:sales-cdc-job" PASSWORD DISABLE'
+    assert sql[2:] == job_user_grants("sales", "sales", '"IAMR:sales-cdc-job"')
+    assert {secret for _, _, secret in data_api.statements} == {"arn:aws:secretsmanager:us-east-1:1:secret:sales-ns"}

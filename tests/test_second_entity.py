@@ -11,14 +11,14 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from sales_cdc.config import DqConfig, JobConfig, LakeConfig, WarehouseConfig
+from sales_cdc import config as C
 from sales_cdc.contract import load_contract
 from sales_cdc.job import run_stream
 from sales_cdc.lake import Lake
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local import generator as G
 from sales_cdc_local.cli import main
-from sales_cdc_local.demo import DemoOptions, run_demo
+from sales_cdc_local.demo import DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
 from sales_cdc_local.records import stream_record, to_json_line
 from sales_cdc_local.verify import diff_rows, read_lake_state, read_state, state_from_items
 
@@ -67,11 +67,11 @@ def test_a_composite_key_entity_lands_with_only_its_contract(spark, pg_url, tmp_
         lines = [r if isinstance(r, str) else to_json_line(r) for r in batch]
         (inbox / f"{i:03d}.jsonl").write_text("\n".join(lines) + "\n")
     schema = fresh_schema(pg_url, "second_entity")
-    lake = LakeConfig(str(tmp_path / "lake"))
-    config = JobConfig(source_dir=inbox, checkpoint_dir=tmp_path / "ck", entity=entity, job_name="customers",
-                       warehouse=WarehouseConfig(url=pg_url, db_schema=schema), max_files_per_trigger=1,
-                       lake=lake, dq=DqConfig(docs_location=str(tmp_path / "docs")))
-    totals = run_stream(spark, config, pg_url).totals()
+    lake = C.LakeConfig(str(tmp_path / "lake"))
+    config = C.JobConfig(entity, "customers", C.SinkConfig(C.WarehouseConfig(db_schema=schema), lake),
+                         C.DqConfig(docs=C.DocsConfig(str(tmp_path / "docs"))))
+    stream = C.StreamConfig(C.FileSource(inbox, max_files_per_trigger=1), tmp_path / "ck")
+    totals = run_stream(spark, config, stream, pg_url).totals()
     assert totals["events read"] == 9 and totals["events quarantined (decode)"] == 2
 
     expected = state_from_items([customer("a", 1, 2**40, active=False), customer("a", 2, 6), customer("b", 1, 7)],
@@ -111,8 +111,9 @@ def test_the_moto_demo_of_a_second_entity(pg_url, tmp_path, customers):
     """`sales-cdc demo --contract`: the table created with its partition and sort key, filled by the generator,
     replicated through the pipe and Kinesis; warehouse == lake silver == DynamoDB scan."""
     schema = fresh_schema(pg_url, "second_entity_demo")
-    result = run_demo(DemoOptions(customers, work_dir=tmp_path / "demo", count=250, warehouse_url=pg_url,
-                                  db_schema=schema, max_records_per_shard=60, trigger_interval="1 second"))
+    result = run_demo(DemoOptions(customers, tmp_path / "demo", Workload(count=250),
+                                  DemoStream(trigger_interval="1 second", max_records_per_shard=60),
+                                  DemoWarehouse(pg_url, schema)))
     assert result.mismatches == []
     assert result.warehouse_rows == result.silver_rows == result.table_rows > 0
     totals = result.summary.totals()

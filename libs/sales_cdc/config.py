@@ -1,7 +1,8 @@
 """Job configuration: every parameter, its type and its default, in one place.
 
-The local CLI and (later) the Glue entry script both build a :class:`JobConfig`; library code takes
-only the values it needs from it.
+:class:`JobConfig` is what the batch handler needs, built the same way by the local CLI and by Glue
+(``glue.job_config``); the local streaming query adds a :class:`StreamConfig`. Library code takes only the
+values it needs from them; the connection to the warehouse is the caller's (a URL, Redshift's Data API).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class LakeConfig:
 
 @dataclass(frozen=True)
 class WarehouseConfig:
-    url: str | None = None  # None: the local harness starts an embedded PostgreSQL
+    """Where the merge lands; the connection itself (a URL, Redshift's Data API) is the caller's."""
+
     db_schema: str = "sales"
     table: str | None = None  # None: the entity's name (``orders`` for the default contract)
 
@@ -76,31 +78,35 @@ class KinesisConfig:
 
 
 @dataclass(frozen=True)
+class DocsConfig:
+    """The Data Docs site."""
+
+    location: str | None = None  # a folder or s3://bucket/prefix; None: no Data Docs site
+    endpoint_url: str | None = None  # S3 endpoint for the docs (a moto server locally)
+    region: str = "us-east-1"
+    index_batches: int = 100  # the docs index lists this many latest batches; every page stays
+
+    def __post_init__(self) -> None:
+        if self.index_batches < 1:
+            raise ValueError("docs index_batches must be at least 1")
+
+
+@dataclass(frozen=True)
 class DqConfig:
-    """Data quality: the GX project, the values its ``$PARAMETER`` placeholders take, docs and alerts."""
+    """Data quality: the GX project, the values its ``$PARAMETER`` placeholders take, the docs site."""
 
     expectations_dir: Path = Path("expectations")  # a GX project; suites in <dir>/expectations/*.json
-    docs_location: str | None = None  # a folder or s3://bucket/prefix; None: no Data Docs site
-    docs_endpoint_url: str | None = None  # S3 endpoint for the docs (a moto server locally)
-    docs_index_batches: int = 100  # the docs index lists this many latest batches; every page stays
-    region: str = "us-east-1"
+    docs: DocsConfig = field(default_factory=DocsConfig)
     # values of the suites' business $PARAMETERs, as (name, text): each overrides the default the suite file
     # gives in meta.parameters; a number is used as a Decimal
     params: tuple[tuple[str, str], ...] = ()
     min_event_time: datetime = datetime(2015, 1, 1, tzinfo=UTC)  # before DynamoDB Streams existed
     max_clock_skew: timedelta = timedelta(hours=1)  # max_event_time = validation time, up to the hour, + this
     result_format: str = "SUMMARY"  # GX result format: BOOLEAN_ONLY is faster, SUMMARY shows failing values
-    alert_quarantine_share: float = 0.05  # alert when more than this share of a batch is quarantined
-    sns_topic_arn: str | None = None  # alerts; None: log only
-    sns_endpoint_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.result_format not in ("BOOLEAN_ONLY", "BASIC", "SUMMARY"):
             raise ValueError("result_format must be BOOLEAN_ONLY, BASIC or SUMMARY (COMPLETE collects every row)")
-        if not 0 <= self.alert_quarantine_share <= 1:
-            raise ValueError("alert_quarantine_share must be between 0 and 1")
-        if self.docs_index_batches < 1:
-            raise ValueError("docs_index_batches must be at least 1")
         for name, _ in self.params:
             check_identifier(name)
 
@@ -138,28 +144,63 @@ def parse_params(pairs: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 @dataclass(frozen=True)
-class JobConfig:
-    """Exactly one source: ``source_dir`` (JSON-lines files) or ``kinesis``."""
+class AlertConfig:
+    """Alerts (a halt, a batch quarantining too much): to an SNS topic, else to the log only."""
 
-    checkpoint_dir: Path
-    entity: EntitySchema  # the replicated table, from its contract (``contract.load_contract``)
-    source_dir: Path | None = None
-    kinesis: KinesisConfig | None = None
-    lake: LakeConfig | None = None  # None: warehouse only
-    dq: DqConfig | None = field(default_factory=DqConfig)  # None: no data-quality checks
-    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
-    job_name: str = "sales-cdc"
-    available_now: bool = True  # False: run continuously with ``trigger_interval``
-    trigger_interval: str = "10 seconds"
-    max_files_per_trigger: int | None = None
-    soft_delete: bool = False  # the delete mode of every sink: keep deleted items (is_deleted) or remove them
-    sink_retry_seconds: float = 300.0  # an unreachable warehouse or lake is retried this long, with backoff
-    shuffle_partitions: int = 4
+    sns_topic_arn: str | None = None
+    sns_endpoint_url: str | None = None  # a moto server locally
+    region: str = "us-east-1"
+    quarantine_share: float = 0.05  # alert when more than this share of a batch's events is quarantined
 
     def __post_init__(self) -> None:
-        if (self.source_dir is None) == (self.kinesis is None):
-            raise ValueError("configure exactly one source: source_dir or kinesis")
-        if self.max_files_per_trigger is not None and self.max_files_per_trigger < 1:
-            raise ValueError("max_files_per_trigger must be >= 1")
+        if not 0 <= self.quarantine_share <= 1:
+            raise ValueError("alert quarantine_share must be between 0 and 1")
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """Where each batch is written, and how."""
+
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    lake: LakeConfig | None = None  # None: warehouse only
+    soft_delete: bool = False  # the delete mode of every sink: keep deleted items (is_deleted) or remove them
+    retry_seconds: float = 300.0  # an unreachable warehouse or lake is retried this long, with backoff
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """What the batch handler needs: the same on Glue and locally (where the query's source, trigger and
+    checkpoint are a :class:`StreamConfig`; Glue takes those from its own parameters)."""
+
+    entity: EntitySchema  # the replicated table, from its contract (``contract.load_contract``)
+    job_name: str = "sales-cdc"
+    sinks: SinkConfig = field(default_factory=SinkConfig)
+    dq: DqConfig | None = field(default_factory=DqConfig)  # None: no data-quality checks
+    alerts: AlertConfig = field(default_factory=AlertConfig)
+
+    def __post_init__(self) -> None:
         if not self.job_name.strip():
             raise ValueError("job_name must not be empty")
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """JSON-lines files of source records arriving in a folder (the local file source)."""
+
+    directory: Path
+    max_files_per_trigger: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_files_per_trigger is not None and self.max_files_per_trigger < 1:
+            raise ValueError("max_files_per_trigger must be >= 1")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """The local streaming query: its source, checkpoint and trigger."""
+
+    source: FileSource | KinesisConfig
+    checkpoint_dir: Path
+    available_now: bool = True  # False: run continuously with ``trigger_interval``
+    trigger_interval: str = "10 seconds"
+    shuffle_partitions: int = 4

@@ -19,9 +19,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
-from .config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
+from .config import AlertConfig, DocsConfig, DqConfig, JobConfig, KinesisConfig, LakeConfig, SinkConfig, WarehouseConfig
 from .contract import DEFAULT_CONTRACT, load_contract
-from .sql import Dialect, MergeSql
+from .sql import Dialect
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,12 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("max_records_per_shard", str(KinesisConfig.max_records_per_shard),
               "Kinesis records per shard per micro-batch (Glue's maxFetchRecordsPerShard)"),
     GlueParam("batch_max_retries", "3", "Glue retries of a failed micro-batch (replays are no-ops)"),
-    GlueParam("sink_retry_seconds", str(int(JobConfig.sink_retry_seconds)),
+    GlueParam("sink_retry_seconds", str(int(SinkConfig.retry_seconds)),
               "an unreachable warehouse or lake is retried this long, with backoff, before the batch fails"),
     GlueParam("lake_root", "", "s3://bucket/prefix of the lake; empty: warehouse only"),
     *(GlueParam(f"{layer}_format", getattr(LakeConfig, f"{layer}_format"), f"{layer} layer: delta or parquet")
       for layer in ("raw", "silver", "quarantine")),
-    GlueParam("soft_delete", str(JobConfig.soft_delete).lower(),
+    GlueParam("soft_delete", str(SinkConfig.soft_delete).lower(),
               "true: keep deleted items with is_deleted / deleted_at"),
     GlueParam("warehouse", "redshift", "redshift (Data API) or postgres (e.g. RDS; URL from Secrets Manager)"),
     GlueParam("redshift_workgroup", "", "Redshift Serverless workgroup"),
@@ -64,11 +64,11 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("dq", "true", "false: skip the Great Expectations validation"),
     GlueParam("expectations_uri", "", "s3:// prefix of the expectations/ project (deploy uploads it)"),
     GlueParam("docs_location", "", "s3://bucket/prefix of the Data Docs site; empty: no docs"),
-    GlueParam("docs_index_batches", str(DqConfig.docs_index_batches), "the Data Docs index lists this many batches"),
+    GlueParam("docs_index_batches", str(DocsConfig.index_batches), "the Data Docs index lists this many batches"),
     GlueParam("dq_params", "{}", "values of the suites' $PARAMETERs as a JSON object, e.g. "
               '{"price_ceiling": "5000"}; a parameter not given keeps its suite\'s default'),
     GlueParam("dq_result_format", DqConfig.result_format, "GX result format: SUMMARY or BOOLEAN_ONLY"),
-    GlueParam("alert_quarantine_share", str(DqConfig.alert_quarantine_share),
+    GlueParam("alert_quarantine_share", str(AlertConfig.quarantine_share),
               "alert when a batch quarantines more than this share"),
     GlueParam("sns_topic_arn", "", "SNS topic for alerts; empty: log only"),
 )
@@ -178,38 +178,32 @@ def dq_params(text: str) -> tuple[tuple[str, str], ...]:
 
 
 def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.EntitySchema) -> JobConfig:
-    soft_delete = _flag(args["soft_delete"])
     lake = None
     if args["lake_root"]:
         # delta-rs on S3 with one writer (this job); the stream never runs two copies of itself
         lake = LakeConfig(args["lake_root"], {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"},
                           raw_format=args["raw_format"], silver_format=args["silver_format"],
                           quarantine_format=args["quarantine_format"])
+    sinks = SinkConfig(WarehouseConfig(db_schema=args["db_schema"], table=args["table"] or None), lake,
+                       soft_delete=_flag(args["soft_delete"]), retry_seconds=float(args["sink_retry_seconds"]))
     dq = None
     if _flag(args["dq"]):
         dq = DqConfig(expectations_dir=expectations_dir or Path("expectations"),
-                      docs_location=args["docs_location"] or None,
-                      docs_index_batches=int(args["docs_index_batches"]), params=dq_params(args["dq_params"]),
-                      result_format=args["dq_result_format"],
-                      alert_quarantine_share=float(args["alert_quarantine_share"]),
-                      sns_topic_arn=args["sns_topic_arn"] or None)
-    return JobConfig(checkpoint_dir=Path("/unused"),  # Glue's forEachBatch gets checkpoint_location instead
-                     kinesis=KinesisConfig(stream_name=stream_name(args["stream_arn"])), lake=lake, dq=dq,
-                     warehouse=WarehouseConfig(url="redshift-data-api", db_schema=args["db_schema"],
-                                               table=args["table"] or None), soft_delete=soft_delete,
-                     job_name=args["JOB_NAME"], sink_retry_seconds=float(args["sink_retry_seconds"]), entity=entity)
+                      docs=DocsConfig(args["docs_location"] or None, index_batches=int(args["docs_index_batches"])),
+                      params=dq_params(args["dq_params"]), result_format=args["dq_result_format"])
+    alerts = AlertConfig(args["sns_topic_arn"] or None, quarantine_share=float(args["alert_quarantine_share"]))
+    return JobConfig(entity, args["JOB_NAME"], sinks, dq, alerts)
 
 
 def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
-    from .warehouse.redshift import RedshiftDataApiWarehouse, RedshiftTarget
+    from .job import merge_sql
+    from .warehouse.redshift import DataApiConnection, RedshiftDataApiWarehouse, RedshiftTarget
 
-    target = RedshiftTarget(database=args["redshift_database"], iam_role_arn=args["redshift_copy_role_arn"],
-                            staging_uri=args["redshift_staging_uri"], workgroup_name=args["redshift_workgroup"],
-                            secret_arn=args["redshift_secret_arn"] or None)
-    sql = MergeSql(Dialect.REDSHIFT, db_schema=config.warehouse.db_schema, table=config.warehouse.table,
-                   entity=config.entity,
-                   soft_delete=config.soft_delete)
-    return RedshiftDataApiWarehouse(data_api, s3, sql, config.job_name, target)
+    connection = DataApiConnection(args["redshift_database"], workgroup_name=args["redshift_workgroup"],
+                                   secret_arn=args["redshift_secret_arn"] or None)
+    target = RedshiftTarget(connection, args["redshift_copy_role_arn"], args["redshift_staging_uri"])
+
+    return RedshiftDataApiWarehouse(data_api, s3, merge_sql(Dialect.REDSHIFT, config), config.job_name, target)
 
 
 REDSHIFT_PARAMS = ("redshift_workgroup", "redshift_copy_role_arn", "redshift_staging_uri")
@@ -223,8 +217,7 @@ def warehouse_for(args: dict[str, str], config: JobConfig, clients: Callable[[st
             raise SystemExit("warehouse=postgres needs --postgres_secret_arn")
         secret = clients("secretsmanager").get_secret_value(SecretId=args["postgres_secret_arn"])["SecretString"]
         url = json.loads(secret)["url"] if secret.lstrip().startswith("{") else secret
-        return postgres_warehouse(url, config.warehouse, config.job_name, config.entity,
-                                  config.soft_delete)  # creates the tables
+        return postgres_warehouse(url, config)  # creates the tables
     if args["warehouse"] != "redshift":
         raise SystemExit(f"--warehouse must be redshift or postgres, not {args['warehouse']!r}")
     missing = [p for p in REDSHIFT_PARAMS if not args[p]]

@@ -18,10 +18,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
 from . import faults
-from . import schema as S
 from .alerts import LogAlerter, SnsAlerter
 from .aws import aws_client
-from .config import DqConfig, JobConfig, WarehouseConfig
+from .config import AlertConfig, JobConfig, KinesisConfig, StreamConfig, WarehouseConfig
 from .errors import JobError
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
@@ -69,47 +68,54 @@ def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> Spa
     return spark
 
 
-def postgres_warehouse(url: str, config: WarehouseConfig, job_name: str, entity: S.EntitySchema,
-                       soft_delete: bool = False) -> PostgresWarehouse:
-    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=config.db_schema, table=config.table, soft_delete=soft_delete)
-    warehouse = PostgresWarehouse(url, sql, job_name)
+def merge_sql(dialect: Dialect, config: JobConfig) -> MergeSql:
+    """The warehouse's SQL for ``config``'s entity, schema, table and delete mode."""
+    warehouse: WarehouseConfig = config.sinks.warehouse
+    return MergeSql(dialect, config.entity, db_schema=warehouse.db_schema, table=warehouse.table,
+                    soft_delete=config.sinks.soft_delete)
+
+
+def postgres_warehouse(url: str, config: JobConfig) -> PostgresWarehouse:
+    warehouse = PostgresWarehouse(url, merge_sql(Dialect.POSTGRES, config), config.job_name)
     warehouse.ensure_tables()
     return warehouse
 
 
-def source_stream(spark: SparkSession, config: JobConfig) -> DataFrame:
+def source_stream(spark: SparkSession, stream: StreamConfig) -> DataFrame:
     """The configured streaming source, as ``schema.SOURCE_FIELDS`` columns."""
-    if config.kinesis is not None:
+    source = stream.source
+    if isinstance(source, KinesisConfig):
         spark.dataSource.register(KinesisDataSource)
-        return spark.readStream.format(KINESIS_FORMAT).options(**config.kinesis.spark_options()).load()
-    return file_stream(spark, str(config.source_dir), config.max_files_per_trigger)
+        return spark.readStream.format(KINESIS_FORMAT).options(**source.spark_options()).load()
+    return file_stream(spark, str(source.directory), source.max_files_per_trigger)
 
 
-def start_query(source: DataFrame, handler, config: JobConfig) -> StreamingQuery:
+def start_query(source: DataFrame, handler, stream: StreamConfig) -> StreamingQuery:
     """Start ``source`` -> ``foreachBatch(handler)`` with the configured trigger and checkpoint.
 
     The Kinesis source is a Python data source, which Spark 4.1 does not drain under ``availableNow``
     (it runs one batch): it always runs on a processing-time trigger and is stopped by ``run_stream``.
     """
-    config.checkpoint_dir.mkdir(exist_ok=True)  # its parent was checked (check_paths)
-    writer = source.writeStream.foreachBatch(handler).option("checkpointLocation", str(config.checkpoint_dir))
-    if config.available_now and config.kinesis is None:
+    stream.checkpoint_dir.mkdir(exist_ok=True)  # its parent was checked (check_paths)
+    writer = source.writeStream.foreachBatch(handler).option("checkpointLocation", str(stream.checkpoint_dir))
+    if stream.available_now and not isinstance(stream.source, KinesisConfig):
         writer = writer.trigger(availableNow=True)
     else:
-        writer = writer.trigger(processingTime=config.trigger_interval)
+        writer = writer.trigger(processingTime=stream.trigger_interval)
     return writer.start()
 
 
-def check_paths(config: JobConfig) -> None:
+def check_paths(stream: StreamConfig) -> None:
     """Refuse, before anything starts, a source folder that is not one, and a checkpoint whose parent does
     not exist: a mistyped checkpoint path would otherwise start the stream over, silently, somewhere else."""
-    source = config.source_dir
+    source = getattr(stream.source, "directory", None)
     if source is not None and not source.is_dir():
         what = "is a file" if source.exists() else "does not exist"
         raise JobError(f"source folder {source} {what}; --source-dir takes the folder the JSON-lines files "
                        "arrive in (create it, or point at it)")
-    if not config.checkpoint_dir.parent.is_dir():
-        raise JobError(f"checkpoint folder {config.checkpoint_dir}: its parent {config.checkpoint_dir.parent} does "
+    checkpoint = stream.checkpoint_dir
+    if not checkpoint.parent.is_dir():
+        raise JobError(f"checkpoint folder {checkpoint}: its parent {checkpoint.parent} does "
                        "not exist; fix the path, or create the parent folder for a new checkpoint")
 
 
@@ -152,22 +158,24 @@ def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = No
         query.awaitTermination()
     finally:
         _AWAITING.clear()
+        _STOP_REQUESTED.clear()  # asked of this query: a later one in the same process starts afresh
 
 
-def alerter_for(dq: DqConfig | None):
-    if dq is None or not dq.sns_topic_arn:
+def alerter_for(alerts: AlertConfig):
+    if not alerts.sns_topic_arn:
         return LogAlerter()
-    return SnsAlerter(aws_client("sns", endpoint=dq.sns_endpoint_url, region=dq.region), dq.sns_topic_arn)
+    return SnsAlerter(aws_client("sns", endpoint=alerts.sns_endpoint_url, region=alerts.region), alerts.sns_topic_arn)
 
 
 def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
-    lake = Lake(config.lake, config.job_name, config.entity, config.soft_delete) if config.lake else None
+    sinks = config.sinks
+    lake = Lake(sinks.lake, config.job_name, config.entity, sinks.soft_delete) if sinks.lake else None
     quality = DataQuality(config.dq, config.entity, config.job_name) if config.dq else None
-    options = HandlerOptions(job_name=config.job_name, sink_retry_seconds=config.sink_retry_seconds,
-                             alert_quarantine_share=config.dq.alert_quarantine_share if config.dq else 1.0)
+    options = HandlerOptions(job_name=config.job_name, sink_retry_seconds=sinks.retry_seconds,
+                             alert_quarantine_share=config.alerts.quarantine_share)
     return BatchHandler(warehouse=warehouse, lake=lake, quality=quality,
-                        alerter=alerter_for(config.dq), options=options)
+                        alerter=alerter_for(config.alerts), options=options)
 
 
 def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
@@ -189,17 +197,17 @@ def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
     return handler.summary
 
 
-def run_stream(spark: SparkSession, config: JobConfig, warehouse_url: str,
+def run_stream(spark: SparkSession, config: JobConfig, stream: StreamConfig, warehouse_url: str,
                stop_when: Callable[[RunSummary], bool] | None = None) -> RunSummary:
-    """Run the local streaming query until drained (files with ``available_now``), until
+    """Run the local streaming query (``stream``) until drained (files with ``available_now``), until
     ``stop_when(summary)`` is true between two batches, or until Ctrl-C. A data-quality halt raises
     :class:`DataQualityHalt`."""
     faults.check_setting()
-    check_paths(config)
-    warehouse = postgres_warehouse(warehouse_url, config.warehouse, config.job_name, config.entity, config.soft_delete)
+    check_paths(stream)
+    warehouse = postgres_warehouse(warehouse_url, config)
 
     def run_query(handler: BatchHandler) -> None:
-        query = start_query(source_stream(spark, config), handler, config)
+        query = start_query(source_stream(spark, stream), handler, stream)
         _HANDLERS.append(handler)
         try:
             await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)

@@ -7,8 +7,9 @@ Layout under the lake root (a local path or ``s3://bucket/prefix``):
   quarantine/<entity>      rejected records with reasons
 
 Each layer has one writer, chosen when the lake is built from its format: Delta (``lake_delta``, delta-rs:
-transactional, the default) or Parquet (``lake_parquet``, Spark's own writer). Every writer skips a batch it
-already holds, so a replayed batch changes nothing.
+transactional, the default) or Parquet (``lake_parquet``, Spark's own writer). A replayed batch changes
+nothing: a Delta table or the Parquet silver skips a batch it already holds; Parquet raw and quarantine
+rewrite exactly that batch's own partition.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ __all__ = ["Lake", "LakeBatch", "LakeResult", "MaintenanceResult", "Rows", "main
 
 @dataclass(frozen=True)
 class LakeResult:
-    raw_rows: int | None  # None: a Parquet raw layer, written by Spark without collecting the rows
-    silver_rows: int  # staged rows merged into silver by this call (0 when it was already committed)
-    quarantine_rows: int
+    """Rows each layer wrote in this call: 0 for a layer that already held the batch (a replay), None for a
+    Parquet layer Spark wrote without counting."""
+
+    raw_rows: int | None
+    silver_rows: int | None
+    quarantine_rows: int | None
     skipped_tables: tuple[str, ...]  # already committed for this batch (replay)
 
 
@@ -96,7 +100,7 @@ class Lake:
         skipped = raw.skipped + quarantine.skipped + silver.skipped
         if skipped:
             log.info("batch %s: already in the lake for %s (replay)", batch.id, ", ".join(skipped))
-        return LakeResult(raw.rows, silver.rows or 0, batch.quarantine.arrow.num_rows, skipped)
+        return LakeResult(raw.rows, silver.rows, quarantine.rows, skipped)
 
 
 @dataclass(frozen=True)

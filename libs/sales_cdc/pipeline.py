@@ -104,26 +104,24 @@ class HandlerOptions:
     default_stream_id: str = "static"  # the stream id outside a streaming query (a test calling the handler)
 
 
-@dataclass
 class _Batch:
-    """One batch on its way through the handler's steps."""
+    """One batch on its way through the handler's steps: what each step leaves for the next."""
 
-    id: int
-    stream_id: str
-    materialized: Materialized
-    clock: Stopwatch = field(default_factory=Stopwatch)
-    started: float = field(default_factory=time.perf_counter)
-    decoded: DecodedBatch | None = None
-    events: DataFrame | None = None  # valid events
-    quarantine: DataFrame | None = None  # rejected records, as quarantine rows
-    state: DataFrame | None = None  # latest event per key, as state rows (what data quality passed, after it)
-    outcome: DqOutcome | None = None
-    state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` collected for the sinks
-    quarantine_rows: pa.Table | None = None
-    starters: dict[str, Callable[[], object]] = field(default_factory=dict)  # work beside the warehouse merge
-    beside: dict[str, InBackground] = field(default_factory=dict)  # ... started (the docs, the lake)
-    merge: MergeResult | None = None
-    attempts: int = 0  # of the warehouse merge
+    def __init__(self, batch_id: int, stream_id: str, materialized: Materialized):
+        self.id, self.stream_id, self.materialized = batch_id, stream_id, materialized
+        self.clock, self.started = Stopwatch(), time.perf_counter()
+        self.decoded: DecodedBatch | None = None
+        self.events: DataFrame | None = None  # valid events
+        self.quarantine: DataFrame | None = None  # rejected records, as quarantine rows
+        # latest event per key as state rows: what data quality passed, after it; as stored, after the collect
+        self.state: DataFrame | None = None
+        self.outcome: DqOutcome | None = None
+        self.state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` collected for the sinks
+        self.quarantine_rows: pa.Table | None = None
+        self.starters: dict[str, Callable[[], object]] = {}  # work beside the warehouse merge
+        self.beside: dict[str, InBackground] = {}  # ... started (the docs, the lake)
+        self.merge: MergeResult | None = None
+        self.attempts = 0  # of the warehouse merge
 
 
 class BatchHandler:

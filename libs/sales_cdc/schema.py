@@ -168,7 +168,7 @@ SOFT_DELETE_FIELDS: tuple[Field, ...] = (
 
 
 def state_fields(entity: EntitySchema) -> tuple[Field, ...]:
-    """Columns of a current-state row (soft-delete columns are added by the sink when enabled)."""
+    """Columns of a current-state row (``merge_rules.MergeRules.stored_rows`` adds the soft-delete columns)."""
     unmapped = Field(UNMAPPED, T.StringType(), description="Attributes not in the schema, DynamoDB typed JSON")
     return (*entity.fields, unmapped, *STATE_CDC_FIELDS)
 

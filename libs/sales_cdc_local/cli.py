@@ -19,22 +19,22 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from sales_cdc import config as C
 from sales_cdc.aws import aws_client, aws_resource
-from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError, one_line
-from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, request_stop, run_stream
+from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, merge_sql, request_stop, run_stream
 from sales_cdc.lake import Lake, maintain, moto_storage_options
 from sales_cdc.pipeline import RunSummary
 from sales_cdc.quality import DataQualityHalt
 from sales_cdc.quality.gx_runner import DocsSite
 from sales_cdc.schema import CDC_SEQUENCE, UNMAPPED
-from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.sql import Dialect
 
 from . import generator as G
-from .demo import DemoOptions, run_demo
+from .demo import DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
 from .embedded import warehouse_connection
-from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, build_parser, dq_config, dq_params
+from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, alert_config, build_parser, dq_config, dq_params
 from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, load_expected, read_state
 
@@ -50,29 +50,36 @@ def print_summary(summary: RunSummary, seconds: float) -> None:
         console.print(f"data-quality docs: {summary.docs_url}")
 
 
-def _run(args: argparse.Namespace) -> int:
-    warehouse = WarehouseConfig(url=args.warehouse_url, db_schema=args.db_schema, table=args.table)
-    kinesis = None
+def _stream_config(args: argparse.Namespace) -> C.StreamConfig:
+    source: C.FileSource | C.KinesisConfig = C.FileSource(args.source_dir, args.max_files_per_trigger)
     if args.kinesis_stream:
-        kinesis = KinesisConfig(stream_name=args.kinesis_stream, endpoint_url=args.endpoint_url, region=args.region,
-                                starting_position=args.starting_position, starting_timestamp=args.starting_timestamp,
-                                max_records_per_shard=args.max_records_per_shard)
+        source = C.KinesisConfig(stream_name=args.kinesis_stream, endpoint_url=args.endpoint_url, region=args.region,
+                                 starting_position=args.starting_position, starting_timestamp=args.starting_timestamp,
+                                 max_records_per_shard=args.max_records_per_shard)
+    return C.StreamConfig(source, args.checkpoint_dir, available_now=args.available_now,
+                          trigger_interval=args.trigger_interval)
+
+
+def _job_config(args: argparse.Namespace) -> C.JobConfig:
     lake = None
     if args.lake_root:
         options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-        lake = LakeConfig(args.lake_root, options, raw_format=args.raw_format,
-                          silver_format=args.silver_format, quarantine_format=args.quarantine_format)
-    config = JobConfig(source_dir=args.source_dir, kinesis=kinesis, soft_delete=args.soft_delete, lake=lake,
-                       checkpoint_dir=args.checkpoint_dir,
-                       warehouse=warehouse, dq=dq_config(args, args.endpoint_url, args.region),
-                       job_name=args.job_name, available_now=args.available_now,
-                       trigger_interval=args.trigger_interval, max_files_per_trigger=args.max_files_per_trigger,
-                       sink_retry_seconds=args.sink_retry_seconds, entity=load_contract(args.contract).entity)
-    check_paths(config)  # before Spark and PostgreSQL start
+        lake = C.LakeConfig(args.lake_root, options, raw_format=args.raw_format,
+                            silver_format=args.silver_format, quarantine_format=args.quarantine_format)
+    sinks = C.SinkConfig(C.WarehouseConfig(db_schema=args.db_schema, table=args.table), lake,
+                         soft_delete=args.soft_delete, retry_seconds=args.sink_retry_seconds)
+    endpoint, region = args.endpoint_url, args.region
+    return C.JobConfig(load_contract(args.contract).entity, args.job_name, sinks, dq_config(args, endpoint, region),
+                       alert_config(args, endpoint, region))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config, stream = _job_config(args), _stream_config(args)
+    check_paths(stream)  # before Spark and PostgreSQL start
     started = time.monotonic()
-    spark = build_spark(config.job_name, config.shuffle_partitions)
-    with warehouse_connection(config.warehouse, args.pg_data_dir) as connection:
-        summary = run_stream(spark, config, connection.url)
+    spark = build_spark(config.job_name, stream.shuffle_partitions)
+    with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
+        summary = run_stream(spark, config, stream, connection.url)
     print_summary(summary, time.monotonic() - started)
     return 0
 
@@ -155,18 +162,16 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     args.fixtures, args.expected = args.fixtures or DEFAULT_FIXTURES, args.expected or DEFAULT_EXPECTED
     files = stage_fixtures(args.fixtures, work / "inbox")
     console.print(f"[bold]demo[/]: {len(files)} fixture files from {args.fixtures} -> Spark (local) -> PostgreSQL")
-    warehouse = WarehouseConfig(url=args.warehouse_url, db_schema=args.db_schema, table=args.table)
     entity = load_contract(args.contract).entity
-    config = JobConfig(source_dir=work / "inbox", checkpoint_dir=work / "checkpoint", entity=entity,
-                       soft_delete=args.soft_delete,
-                       warehouse=warehouse, job_name="sales-cdc-demo", max_files_per_trigger=1,
-                       dq=DqConfig(docs_location=str(work / "data_docs"), params=dq_params(args)))
+    sinks = C.SinkConfig(C.WarehouseConfig(db_schema=args.db_schema, table=args.table), soft_delete=args.soft_delete)
+    config = C.JobConfig(entity, "sales-cdc-demo", sinks,
+                         C.DqConfig(docs=C.DocsConfig(str(work / "data_docs")), params=dq_params(args)))
+    stream = C.StreamConfig(C.FileSource(work / "inbox", max_files_per_trigger=1), work / "checkpoint")
     started = time.monotonic()
-    spark = build_spark(config.job_name, config.shuffle_partitions)
-    with warehouse_connection(warehouse, work / "postgres") as connection:
-        summary = run_stream(spark, config, connection.url)
-        sql = MergeSql(Dialect.POSTGRES, entity, db_schema=warehouse.db_schema, table=warehouse.table,
-                       soft_delete=args.soft_delete)
+    spark = build_spark(config.job_name, stream.shuffle_partitions)
+    with warehouse_connection(args.warehouse_url, work / "postgres") as connection:
+        summary = run_stream(spark, config, stream, connection.url)
+        sql = merge_sql(Dialect.POSTGRES, config)
         expected = load_expected(args.expected)
         columns = [*entity.names, UNMAPPED, CDC_SEQUENCE]
         actual = read_state(connection.url, sql, columns)
@@ -186,10 +191,10 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    options = DemoOptions(load_contract(args.contract), dq_params=dq_params(args), work_dir=args.work_dir,
-                          count=args.count, update_share=args.update_share,
-                          delete_share=args.delete_share, seed=args.seed, rate=args.rate, shards=args.shards,
-                          warehouse_url=args.warehouse_url, db_schema=args.db_schema, soft_delete=args.soft_delete)
+    workload = Workload(args.count, args.update_share, args.delete_share, args.seed, args.rate)
+    warehouse = DemoWarehouse(args.warehouse_url, args.db_schema, args.soft_delete)
+    options = DemoOptions(load_contract(args.contract), args.work_dir, workload, DemoStream(shards=args.shards),
+                          warehouse, dq_params(args))
     result = run_demo(options, console)
     print_summary(result.summary, result.seconds)
     console.print(f"records put on Kinesis: {result.records_on_kinesis}; DynamoDB table: {result.table_rows} items; "
@@ -247,8 +252,8 @@ def _pipe(args: argparse.Namespace) -> int:
 
 def _lake_maintain(args: argparse.Namespace) -> int:
     options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-    lake = Lake(LakeConfig(args.lake_root, options, silver_format=args.silver_format), "maintenance",
-                     load_contract(args.contract).entity)
+    lake = Lake(C.LakeConfig(args.lake_root, options, silver_format=args.silver_format), "maintenance",
+                load_contract(args.contract).entity)
     spark = build_spark("sales-cdc-maintenance") if args.silver_format == "parquet" else None
     table = Table(title=f"lake maintenance of {args.lake_root}")
     for column in ("table", "files before", "files after", "files vacuumed"):

@@ -18,12 +18,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 
-from sales_cdc.config import DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig
+from sales_cdc import config as C
 from sales_cdc.contract import Contract
-from sales_cdc.job import build_spark, run_stream
+from sales_cdc.job import build_spark, merge_sql, run_stream
 from sales_cdc.lake import Lake, moto_storage_options
 from sales_cdc.pipeline import RunSummary
-from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.sql import Dialect
 
 from . import generator as G
 from .embedded import warehouse_connection
@@ -42,20 +42,39 @@ LAKE_BUCKET = "sales-lake"
 
 
 @dataclass(frozen=True)
-class DemoOptions:
-    contract: Contract  # the table the demo creates, fills and replicates
-    work_dir: Path = Path(".demo")
+class Workload:
+    """What the generator writes to the table."""
+
     count: int = 2000
     update_share: float = 0.2
     delete_share: float = 0.1
     seed: int = 42
-    rate: float | None = None
+    rate: float | None = None  # writes per second; None: as fast as the table takes them
+
+
+@dataclass(frozen=True)
+class DemoStream:
+    """Kinesis and the job's trigger: small batches, so the demo shows several micro-batches."""
+
     shards: int = 2
-    warehouse_url: str | None = None
+    trigger_interval: str = "2 seconds"
+    max_records_per_shard: int = 500
+
+
+@dataclass(frozen=True)
+class DemoWarehouse:
+    url: str | None = None  # None: an embedded PostgreSQL in the work folder
     db_schema: str = "sales"
     soft_delete: bool = False
-    trigger_interval: str = "2 seconds"
-    max_records_per_shard: int = 500  # small batches, so the demo shows several micro-batches
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    contract: Contract  # the table the demo creates, fills and replicates
+    work_dir: Path = Path(".demo")
+    workload: Workload = field(default_factory=Workload)
+    stream: DemoStream = field(default_factory=DemoStream)
+    warehouse: DemoWarehouse = field(default_factory=DemoWarehouse)
     dq_params: tuple[tuple[str, str], ...] = ()  # values of the suites' $PARAMETERs (``DqConfig.params``)
 
 
@@ -78,45 +97,50 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     if options.work_dir.exists():
         shutil.rmtree(options.work_dir)
     options.work_dir.mkdir(parents=True)
-    warehouse = WarehouseConfig(url=options.warehouse_url, db_schema=options.db_schema)
     entity, table_name = options.contract.entity, options.contract.table
-    with MotoServer() as moto, warehouse_connection(warehouse, options.work_dir / "postgres") as connection:
+    with MotoServer() as moto, warehouse_connection(options.warehouse.url, options.work_dir / "postgres") as connection:
         where = "embedded PostgreSQL" if connection.server else "PostgreSQL at --warehouse-url"
         console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
         stream_arn = create_source_table(moto.client("dynamodb"), entity, table_name)
-        create_kinesis_stream(moto.client("kinesis"), shards=options.shards)
+        create_kinesis_stream(moto.client("kinesis"), shards=options.stream.shards)
         moto.client("s3").create_bucket(Bucket=LAKE_BUCKET)
         topic_arn, alert_queue = create_alert_topic(moto.client("sns"), moto.client("sqs"))
         console.print(f"created DynamoDB {table_name} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
-                      f"({options.shards} shards)")
+                      f"({options.stream.shards} shards)")
         _generate(options, moto, console)
-        config = JobConfig(checkpoint_dir=options.work_dir / "checkpoint", entity=entity, warehouse=warehouse,
-                           soft_delete=options.soft_delete,
-                           lake=LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(moto.endpoint)),
-                           job_name="sales-cdc-demo", available_now=False, trigger_interval=options.trigger_interval,
-                           dq=DqConfig(docs_location=str(options.work_dir / "data_docs"), sns_topic_arn=topic_arn,
-                                       sns_endpoint_url=moto.endpoint, params=options.dq_params),
-                           kinesis=KinesisConfig(endpoint_url=moto.endpoint,
-                                                 max_records_per_shard=options.max_records_per_shard))
+        config = _job_config(options, moto.endpoint, topic_arn)
+        demo = options.stream
+        kinesis = C.KinesisConfig(endpoint_url=moto.endpoint, max_records_per_shard=demo.max_records_per_shard)
+        stream = C.StreamConfig(kinesis, options.work_dir / "checkpoint", available_now=False,
+                                trigger_interval=demo.trigger_interval)
         with _Pumping(moto, stream_arn, entity.keys[0], options.work_dir) as pipe:
-            spark = build_spark(config.job_name, config.shuffle_partitions)
+            spark = build_spark(config.job_name, stream.shuffle_partitions)
             console.print("streaming job running (local Spark, Kinesis source) while the pipe emulator feeds "
                           "Kinesis…")
-            summary = run_stream(spark, config, connection.url, stop_when=pipe.drained)
+            summary = run_stream(spark, config, stream, connection.url, stop_when=pipe.drained)
         result = _compare(options, config, connection.url, moto)
         alerts = [m["Subject"] for m in read_alerts(moto.client("sqs"), alert_queue)]
     return DemoResult(summary, result.mismatches, result.table_rows, result.warehouse_rows, pipe.emulator.records_put,
                       time.monotonic() - started, result.silver_rows, result.lake_tables, alerts)
 
 
+def _job_config(options: DemoOptions, endpoint: str, topic_arn: str) -> C.JobConfig:
+    """The job the demo runs: the lake on moto's S3, alerts to moto's SNS."""
+    lake = C.LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(endpoint))
+    warehouse = options.warehouse
+    sinks = C.SinkConfig(C.WarehouseConfig(db_schema=warehouse.db_schema), lake, soft_delete=warehouse.soft_delete)
+    dq = C.DqConfig(docs=C.DocsConfig(str(options.work_dir / "data_docs")), params=options.dq_params)
+    return C.JobConfig(options.contract.entity, "sales-cdc-demo", sinks, dq, C.AlertConfig(topic_arn, endpoint))
+
+
 def _generate(options: DemoOptions, moto: MotoServer, console: Console) -> None:
     entity, table_name = options.contract.entity, options.contract.table
-    operations = G.plan(options.count, entity=entity, update_share=options.update_share,
-                        delete_share=options.delete_share, seed=options.seed)
+    operations = G.plan(options.workload.count, entity=entity, update_share=options.workload.update_share,
+                        delete_share=options.workload.delete_share, seed=options.workload.seed)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"generating {entity.name}", total=len(operations))
         counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), table_name, entity=entity,
-                                     rate=options.rate, progress=lambda: progress.advance(task))
+                                     rate=options.workload.rate, progress=lambda: progress.advance(task))
     console.print(f"generator: {dict(counts)} written to {table_name}")
 
 
@@ -161,17 +185,17 @@ class _Comparison:
     lake_tables: dict[str, str]
 
 
-def _compare(options: DemoOptions, config: JobConfig, warehouse_url: str, moto: MotoServer) -> _Comparison:
+def _compare(options: DemoOptions, config: C.JobConfig, warehouse_url: str, moto: MotoServer) -> _Comparison:
     """The warehouse and the lake's silver against a scan of the table, row for row."""
     entity = options.contract.entity
-    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=config.warehouse.db_schema, soft_delete=options.soft_delete)
+    sql = merge_sql(Dialect.POSTGRES, config)
     expected = state_from_items(scan_table(moto.resource("dynamodb").Table(options.contract.table)), entity)
     actual = read_state(warehouse_url, sql, entity.names)
     mismatches = [f"warehouse: {m}" for m in diff_rows(actual, expected, entity.keys)]
-    sink = Lake(config.lake, config.job_name, entity, options.soft_delete)
+    sink = Lake(config.sinks.lake, config.job_name, entity, config.sinks.soft_delete)
     silver = read_lake_state(sink, entity.names)
     mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
     tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
-    if not options.soft_delete:
+    if sink.rules.keeps_tombstones:
         tables["tombstones"] = sink.tombstones_uri
     return _Comparison(mismatches, len(expected), len(actual), len(silver), tables)

@@ -111,13 +111,13 @@ def create_job_user(data_api, serverless, outputs: dict[str, str], db_schema: st
     """Create the Glue job's own Redshift user, ``IAMR:<job role>``, with rights on its schema only. The job
     reaches Redshift with its role's temporary credentials (no secret); this runs once per deploy, as the
     admin, whose password Redshift keeps (and rotates) in Secrets Manager. Returns the user's name."""
-    from sales_cdc.sql import Dialect, MergeSql, iam_role_user, job_user_grants
-    from sales_cdc.warehouse.redshift import RedshiftDataApiWarehouse, RedshiftTarget
+    from sales_cdc.sql import iam_role_user, job_user_grants
+    from sales_cdc.warehouse.redshift import DataApi, DataApiConnection
 
     namespace = serverless.get_namespace(namespaceName=outputs["RedshiftNamespace"])["namespace"]
-    target = RedshiftTarget(database=outputs["RedshiftDatabase"], iam_role_arn="", staging_uri="",
-                            workgroup_name=outputs["RedshiftWorkgroup"], secret_arn=namespace["adminPasswordSecretArn"])
-    admin = RedshiftDataApiWarehouse(data_api, None, MergeSql(Dialect.REDSHIFT, db_schema=db_schema), "deploy", target)
+    connection = DataApiConnection(outputs["RedshiftDatabase"], workgroup_name=outputs["RedshiftWorkgroup"],
+                                   secret_arn=namespace["adminPasswordSecretArn"])
+    admin = DataApi(data_api, connection, statement_name="deploy")
     role = outputs["GlueJobRoleName"]
     user = iam_role_user(role)
     if not admin.query("SELECT 1 FROM pg_user WHERE usename = :name", {"name": f"IAMR:{role}"}):

@@ -9,8 +9,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sales_cdc.config import WarehouseConfig
-
 log = logging.getLogger(__name__)
 
 DEFAULT_DATA_DIR = Path(".demo/postgres")  # the embedded PostgreSQL of `sales-cdc run` without --warehouse-url
@@ -39,10 +37,10 @@ class WarehouseConnection:
 
 
 @contextmanager
-def warehouse_connection(config: WarehouseConfig, data_dir: Path = DEFAULT_DATA_DIR):
-    """The configured warehouse URL, or an embedded PostgreSQL started in ``data_dir`` for the duration."""
-    if config.url:
-        yield WarehouseConnection(config.url, None)
+def warehouse_connection(url: str | None, data_dir: Path = DEFAULT_DATA_DIR):
+    """The warehouse at ``url``, or (None) an embedded PostgreSQL started in ``data_dir`` for the duration."""
+    if url:
+        yield WarehouseConnection(url, None)
         return
     url, server = start_embedded_postgres(data_dir)
     log.info("embedded PostgreSQL started in %s", data_dir)

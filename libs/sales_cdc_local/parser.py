@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from sales_cdc.config import FORMATS, DqConfig, JobConfig, KinesisConfig, LakeConfig, WarehouseConfig, parse_params
+from sales_cdc import config as C
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.errors import JobError
 
@@ -19,7 +19,7 @@ DEFAULT_EXPECTED = Path("tests/fixtures/expected/orders.jsonl")
 def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse-url", default=os.environ.get("SALES_CDC_WAREHOUSE_URL"),
                         help="PostgreSQL URL (env SALES_CDC_WAREHOUSE_URL); default: an embedded PostgreSQL")
-    parser.add_argument("--db-schema", default=WarehouseConfig.db_schema,
+    parser.add_argument("--db-schema", default=C.WarehouseConfig.db_schema,
                         help="warehouse schema (default: %(default)s)")
     parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity, orders)")
     parser.add_argument("--soft-delete", action="store_true",
@@ -40,7 +40,7 @@ def _add_dq_param_arg(parser) -> None:
 
 def dq_params(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     try:
-        return parse_params(args.dq_param)
+        return C.parse_params(args.dq_param)
     except ValueError as exc:
         raise JobError(str(exc)) from None
 
@@ -49,29 +49,32 @@ def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> N
     group = parser.add_argument_group("data quality (Great Expectations)")
     group.add_argument("--no-dq", action="store_true", help="skip data-quality validation")
     _add_dq_param_arg(group)
-    group.add_argument("--expectations-dir", type=Path, default=DqConfig.expectations_dir,
+    group.add_argument("--expectations-dir", type=Path, default=C.DqConfig.expectations_dir,
                        help="GX project with the suites in <dir>/expectations/*.json (default: expectations)")
     group.add_argument("--docs-location", default=docs_default,
                        help=f"Data Docs site: a folder or s3://bucket/prefix (default: {docs_default})")
-    group.add_argument("--docs-index-batches", type=int, default=DqConfig.docs_index_batches,
+    group.add_argument("--docs-index-batches", type=int, default=C.DocsConfig.index_batches,
                        help="the Data Docs index lists this many latest batches (default %(default)s); "
                             "pages of older ones stay")
-    group.add_argument("--dq-result-format", default=DqConfig.result_format,
+    group.add_argument("--dq-result-format", default=C.DqConfig.result_format,
                        choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
                        help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
-    group.add_argument("--alert-quarantine-share", type=float, default=DqConfig.alert_quarantine_share,
+    group.add_argument("--alert-quarantine-share", type=float, default=C.AlertConfig.quarantine_share,
                        help="alert when a batch quarantines more than this share of its events (default 0.05)")
     group.add_argument("--sns-topic-arn", default=None, help="SNS topic for alerts (default: alerts go to the log)")
 
 
-def dq_config(args: argparse.Namespace, endpoint_url: str | None = None, region: str = "us-east-1") -> DqConfig | None:
+def dq_config(args: argparse.Namespace, endpoint_url: str | None = None,
+              region: str = "us-east-1") -> C.DqConfig | None:
     if args.no_dq:
         return None
-    return DqConfig(expectations_dir=args.expectations_dir, docs_location=args.docs_location,
-                    docs_endpoint_url=endpoint_url, region=region, docs_index_batches=args.docs_index_batches,
-                    params=dq_params(args),
-                    result_format=args.dq_result_format, alert_quarantine_share=args.alert_quarantine_share,
-                    sns_topic_arn=args.sns_topic_arn, sns_endpoint_url=endpoint_url)
+    docs = C.DocsConfig(args.docs_location, endpoint_url, region, index_batches=args.docs_index_batches)
+    return C.DqConfig(expectations_dir=args.expectations_dir, docs=docs, params=dq_params(args),
+                      result_format=args.dq_result_format)
+
+
+def alert_config(args: argparse.Namespace, endpoint_url: str | None = None, region: str = "us-east-1") -> C.AlertConfig:
+    return C.AlertConfig(args.sns_topic_arn, endpoint_url, region, quarantine_share=args.alert_quarantine_share)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,11 +97,11 @@ def _add_run(sub) -> None:
     source.add_argument("--source-dir", type=Path, help="folder of JSON-lines files the file source watches")
     source.add_argument("--kinesis-stream", help="Kinesis stream name (e.g. kinesis-for-sales-data)")
     run.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server) for the Kinesis source")
-    run.add_argument("--region", default=KinesisConfig.region)
-    run.add_argument("--starting-position", default=KinesisConfig.starting_position,
+    run.add_argument("--region", default=C.KinesisConfig.region)
+    run.add_argument("--starting-position", default=C.KinesisConfig.starting_position,
                      choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])
     run.add_argument("--starting-timestamp", default=None, help="with AT_TIMESTAMP: epoch seconds or ISO-8601")
-    run.add_argument("--max-records-per-shard", type=int, default=KinesisConfig.max_records_per_shard,
+    run.add_argument("--max-records-per-shard", type=int, default=C.KinesisConfig.max_records_per_shard,
                      help="Kinesis records per shard per batch (default %(default)s)")
     run.add_argument("--checkpoint-dir", type=Path, required=True, help="Spark checkpoint folder (resume point)")
     mode = run.add_mutually_exclusive_group()
@@ -106,16 +109,16 @@ def _add_run(sub) -> None:
                       help="process what is there, then stop (default)")
     mode.add_argument("--continuous", dest="available_now", action="store_false",
                       help="keep running, one micro-batch per --trigger-interval, until Ctrl-C")
-    run.add_argument("--trigger-interval", default=JobConfig.trigger_interval)
+    run.add_argument("--trigger-interval", default=C.StreamConfig.trigger_interval)
     run.add_argument("--max-files-per-trigger", type=int, default=None)
-    run.add_argument("--job-name", default=JobConfig.job_name)
-    run.add_argument("--sink-retry-seconds", type=float, default=JobConfig.sink_retry_seconds,
+    run.add_argument("--job-name", default=C.JobConfig.job_name)
+    run.add_argument("--sink-retry-seconds", type=float, default=C.SinkConfig.retry_seconds,
                      help="retry an unreachable warehouse or lake this long, with backoff, then stop with an error "
                           "(default %(default)s)")
     run.add_argument("--lake-root", default=None,
                      help="also write the Delta lake here (a folder or s3://bucket/prefix); default: warehouse only")
     for layer in ("raw", "silver", "quarantine"):
-        run.add_argument(f"--{layer}-format", choices=FORMATS, default=getattr(LakeConfig, f"{layer}_format"),
+        run.add_argument(f"--{layer}-format", choices=C.FORMATS, default=getattr(C.LakeConfig, f"{layer}_format"),
                          help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
     run.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
                      help="data folder of the embedded PostgreSQL (when no --warehouse-url)")

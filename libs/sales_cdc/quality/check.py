@@ -163,11 +163,11 @@ class DataQuality:
         if missing:
             raise SuiteError(f"the suites use $PARAMETER values nothing supplies: {', '.join(sorted(missing))}; give "
                              "each a default in its suite's meta.parameters or pass --dq-param name=value")
-        docs = DocsSite(config.docs_location, config.docs_endpoint_url, config.region) \
-            if config.docs_location else None
+        docs = DocsSite(config.docs.location, config.docs.endpoint_url, config.docs.region) \
+            if config.docs.location else None
         self.docs = docs
         self.gx = GxRunner(self.suites, docs, config.result_format, name=job_name.replace("-", "_"),
-                           index_batches=config.docs_index_batches)
+                           index_batches=config.docs.index_batches)
         self.job_name = job_name
         # rule name -> (the parameter values it was built with, its predicate): building the ~15 predicates
         # costs hundreds of py4j calls (0.1-0.2 s per batch); only rules whose parameters changed are rebuilt

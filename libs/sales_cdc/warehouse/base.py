@@ -34,7 +34,10 @@ class RowsRefused(Exception):
 
 
 class Warehouse(Protocol):
-    rules: MergeRules  # the entity and the delete mode it was built for
+    @property
+    def rules(self) -> MergeRules:
+        """The entity and the delete mode it was built for."""
+        ...
 
     def ensure_tables(self) -> None: ...
 
@@ -42,6 +45,7 @@ class Warehouse(Protocol):
                     dq_results: pa.Table | None = None,
                     before_commit: Callable[[], None] | None = None) -> MergeResult:
         """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, record the batch: one transaction.
+        ``state`` holds the rows as stored (``rules.row_columns``: ``MergeRules.stored_rows`` of the state rows).
 
         ``before_commit`` is called once all the batch's work is done and before it is committed (not for a
         replay): if it raises, nothing of the batch is committed. The batch handler waits there for the

@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -42,26 +42,22 @@ class RedshiftStatementError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RedshiftTarget:
+class DataApiConnection:
+    """Which Redshift the Data API reaches, and as whom."""
+
     database: str
-    iam_role_arn: str  # role Redshift assumes to read the staged Parquet (COPY ... IAM_ROLE)
-    staging_uri: str  # s3://bucket/prefix for staged batches (lifecycle-expire it)
     workgroup_name: str | None = None  # Redshift Serverless …
     cluster_identifier: str | None = None  # … or a provisioned cluster
     secret_arn: str | None = None  # Secrets Manager secret with the database credentials; None with
     # db_user None: the caller's IAM identity (Serverless: the user "IAMR:<role>", the deployed job's way)
     db_user: str | None = None  # provisioned cluster with temporary IAM credentials instead of a secret
-    poll_timeout_seconds: float = 900.0
-    poll_initial_seconds: float = 0.25  # a statement's status is polled after this, doubling up to poll_max
-    poll_max_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         if (self.workgroup_name is None) == (self.cluster_identifier is None):
             raise ValueError("set exactly one of workgroup_name (Serverless) or cluster_identifier")
-        if self.staging_uri:  # empty for a connection that only runs SQL (the deploy's grants)
-            check_s3_uri(self.staging_uri.rstrip("/") + "/x")
 
-    def connection(self) -> dict[str, str]:
+    def params(self) -> dict[str, str]:
+        """The Data API request parameters that name the database and the credentials."""
         params = {"Database": self.database}
         if self.workgroup_name:
             params["WorkgroupName"] = self.workgroup_name
@@ -72,6 +68,28 @@ class RedshiftTarget:
         elif self.db_user:
             params["DbUser"] = self.db_user
         return params
+
+
+@dataclass(frozen=True)
+class Polling:
+    """How a statement's status is polled: after ``initial_seconds``, growing up to ``max_seconds``; a
+    statement still running after ``timeout_seconds`` is cancelled."""
+
+    timeout_seconds: float = 900.0
+    initial_seconds: float = 0.25
+    max_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class RedshiftTarget:
+    connection: DataApiConnection
+    iam_role_arn: str  # role Redshift assumes to read the staged Parquet (COPY ... IAM_ROLE)
+    staging_uri: str  # s3://bucket/prefix for staged batches (lifecycle-expire it)
+    polling: Polling = field(default_factory=Polling)
+
+    def __post_init__(self) -> None:
+        if self.staging_uri:  # empty for a connection that only runs SQL (the deploy's grants)
+            check_s3_uri(self.staging_uri.rstrip("/") + "/x")
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
@@ -86,17 +104,18 @@ def _field_value(field: dict[str, Any]) -> Any:
     return next(iter(field.values()))
 
 
-class RedshiftDataApiWarehouse:
-    def __init__(self, data_api, s3, sql: MergeSql, job_name: str, target: RedshiftTarget):
-        if sql.dialect is not Dialect.REDSHIFT:
-            raise ValueError("RedshiftDataApiWarehouse needs MergeSql(dialect=Dialect.REDSHIFT)")
-        self.data_api, self.s3 = data_api, s3
-        self.sql, self.job_name, self.target = sql, job_name, target
+class DataApi:
+    """Statements through the Redshift Data API: one with bound parameters, or a list in one transaction;
+    each waited for (polled), and cancelled when it runs past the polling timeout."""
 
-    # --- Data API plumbing ---------------------------------------------------------------------------
+    def __init__(self, data_api, connection: DataApiConnection, polling: Polling = Polling(),
+                 statement_name: str = "sales-cdc"):
+        self.data_api, self.connection, self.polling = data_api, connection, polling
+        self.statement_name = statement_name
+
     def _wait(self, statement_id: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.target.poll_timeout_seconds
-        delay = self.target.poll_initial_seconds
+        deadline = time.monotonic() + self.polling.timeout_seconds
+        delay = self.polling.initial_seconds
         while True:
             description = self.data_api.describe_statement(Id=statement_id)
             status = description["Status"]
@@ -110,13 +129,13 @@ class RedshiftDataApiWarehouse:
             if time.monotonic() > deadline:
                 self.data_api.cancel_statement(Id=statement_id)
                 raise RedshiftStatementError(f"statement {statement_id} still {status} after "
-                                             f"{self.target.poll_timeout_seconds:.0f} s: cancelled")
+                                             f"{self.polling.timeout_seconds:.0f} s: cancelled")
             time.sleep(delay)
-            delay = min(delay * 1.6, self.target.poll_max_seconds)
+            delay = min(delay * 1.6, self.polling.max_seconds)
 
     def query(self, statement: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
         """One statement with bound parameters (``:name``), waited for; rows when it returns any."""
-        request: dict[str, Any] = {**self.target.connection(), "Sql": statement}
+        request: dict[str, Any] = {**self.connection.params(), "Sql": statement}
         if parameters:
             request["Parameters"] = [{"name": k, "value": str(v)} for k, v in parameters.items()]
         description = self._wait(self.data_api.execute_statement(**request)["Id"])
@@ -132,9 +151,23 @@ class RedshiftDataApiWarehouse:
 
     def run_transaction(self, statements: list[str]) -> None:
         """``batch_execute_statement``: Redshift runs the statements in order, in one transaction."""
-        response = self.data_api.batch_execute_statement(**self.target.connection(), Sqls=statements,
-                                                         StatementName=f"{self.job_name}-merge"[:500])
+        response = self.data_api.batch_execute_statement(**self.connection.params(), Sqls=statements,
+                                                         StatementName=self.statement_name[:500])
         self._wait(response["Id"])
+
+
+class RedshiftDataApiWarehouse:
+    def __init__(self, data_api, s3, sql: MergeSql, job_name: str, target: RedshiftTarget):
+        if sql.dialect is not Dialect.REDSHIFT:
+            raise ValueError("RedshiftDataApiWarehouse needs MergeSql(dialect=Dialect.REDSHIFT)")
+        self.api = DataApi(data_api, target.connection, target.polling, f"{job_name}-merge")
+        self.s3, self.sql, self.job_name, self.target = s3, sql, job_name, target
+
+    def query(self, statement: str, parameters: dict[str, Any] | None = None) -> list[tuple]:
+        return self.api.query(statement, parameters)
+
+    def run_transaction(self, statements: list[str]) -> None:
+        self.api.run_transaction(statements)
 
     # --- the Warehouse interface ----------------------------------------------------------------------
     def ensure_tables(self) -> None:
@@ -174,16 +207,13 @@ class RedshiftDataApiWarehouse:
         recorded = self._ledger_counts({"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id})
         return MergeResult(batch_id, *recorded, replayed=True) if recorded is not None else None
 
-    def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None,
-                    before_commit: Callable[[], None] | None = None) -> MergeResult:
-        key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
-        recorded = self.committed(batch_id=batch_id, stream_id=stream_id)
-        if recorded is not None:
-            log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
-            return recorded
+    def stage_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
+                    dq_results: pa.Table | None = None) -> dict[str, str]:
+        """Upload the batch's rows for COPY: Parquet objects under the batch's own prefix (so a retry
+        overwrites them), KMS-encrypted; their s3:// URIs by name (state, batch, quarantine, dq_results)."""
         prefix = self._batch_prefix(stream_id, batch_id)
-        meta = pa.Table.from_pylist([{**key, "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}],
+        meta = pa.Table.from_pylist([{"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
+                                      "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}],
                                     schema=pa.schema([("job_name", pa.string()), ("stream_id", pa.string()),
                                                       ("batch_id", pa.int64()), ("staged_rows", pa.int64()),
                                                       ("quarantined_rows", pa.int64())]))
@@ -194,6 +224,18 @@ class RedshiftDataApiWarehouse:
             objects["quarantine"] = self._stage_object(prefix, "quarantine", rows)
         if dq_results is not None and dq_results.num_rows:
             objects["dq_results"] = self._stage_object(prefix, "dq_results", dq_results)
+        return objects
+
+    def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
+                    dq_results: pa.Table | None = None,
+                    before_commit: Callable[[], None] | None = None) -> MergeResult:
+        key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
+        recorded = self.committed(batch_id=batch_id, stream_id=stream_id)
+        if recorded is not None:
+            log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
+            return recorded
+        objects = self.stage_batch(batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine,
+                                   dq_results=dq_results)
         if before_commit is not None:  # the Data API runs the transaction in one call: nothing to roll back yet
             before_commit()
         self.run_transaction(self.staged_batch_statements(objects))

@@ -49,6 +49,15 @@ def test_redshift_needs_its_parameters():
         glue.warehouse_for(args, glue.job_config(args, None, ORDERS), clients=lambda name: None)
 
 
+def test_alerts_publish_in_the_topic_s_region_and_the_settings_match_the_cli_s():
+    args = {**glue.DEFAULTS, "JOB_NAME": "j", "stream_arn": STREAM_ARN, "checkpoint_location": "s3://c/x",
+            "sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:sales-cdc-alerts", "soft_delete": "true"}
+    config = glue.job_config(args, None, ORDERS)
+    assert (config.alerts.sns_topic_arn, config.alerts.region) == (args["sns_topic_arn"], "eu-west-1")
+    assert (config.job_name, config.sinks.soft_delete, config.sinks.retry_seconds) == ("j", True, 300.0)
+    assert config.dq.docs.index_batches == 100 and config.sinks.lake is None
+
+
 @pytest.mark.slow
 def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema, fixtures_dir, tmp_path,
                                                   monkeypatch):

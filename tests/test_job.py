@@ -11,8 +11,9 @@ import psycopg
 import pytest
 from pyspark.errors import StreamingQueryException
 
-from sales_cdc.config import DqConfig, FileSource, JobConfig, SinkConfig, StreamConfig, WarehouseConfig
-from sales_cdc.job import postgres_warehouse, run_stream, start_query
+from sales_cdc.config import DqConfig, FileSource, JobConfig, KinesisConfig, SinkConfig, StreamConfig, WarehouseConfig
+from sales_cdc.errors import JobError
+from sales_cdc.job import check_paths, postgres_warehouse, run_stream, start_query
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sources import file_stream
 from sales_cdc.sql import Dialect, MergeSql
@@ -130,3 +131,13 @@ def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schem
     assert result.alerts == []  # clean generated data: no SNS alert reached the SQS subscription
     assert (tmp_path / "demo" / "data_docs" / "index.html").exists()
     assert result.summary.docs_url.endswith("data_docs/index.html")
+
+
+def test_a_missing_source_folder_or_checkpoint_parent_is_refused_before_anything_starts(tmp_path):
+    with pytest.raises(JobError, match=r"source folder .*nope does not exist"):
+        check_paths(StreamConfig(FileSource(tmp_path / "nope"), tmp_path / "checkpoint"))
+    (tmp_path / "inbox").mkdir()
+    with pytest.raises(JobError, match=r"checkpoint folder .*: its parent .* does not exist"):
+        check_paths(StreamConfig(FileSource(tmp_path / "inbox"), tmp_path / "missing" / "checkpoint"))
+    check_paths(StreamConfig(FileSource(tmp_path / "inbox"), tmp_path / "checkpoint"))
+    check_paths(StreamConfig(KinesisConfig(), tmp_path / "checkpoint"))  # no folder to look for

@@ -93,10 +93,6 @@ def _flag(value: str) -> bool:
     return value.lower() == "true"
 
 
-def stream_name(stream_arn: str) -> str:
-    return stream_arn.rsplit("/", 1)[-1]
-
-
 def kinesis_connection_options(args: dict[str, str]) -> dict[str, str]:
     """Glue's native Kinesis source (docs/design.md §4). ``dynamodb`` is read as text, so every attribute of
     the images reaches the decoder unchanged, whatever schema the first records suggested."""
@@ -191,7 +187,9 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
         dq = DqConfig(expectations_dir=expectations_dir or Path("expectations"),
                       docs=DocsConfig(args["docs_location"] or None, index_batches=int(args["docs_index_batches"])),
                       params=dq_params(args["dq_params"]), result_format=args["dq_result_format"])
-    alerts = AlertConfig(args["sns_topic_arn"] or None, quarantine_share=float(args["alert_quarantine_share"]))
+    topic = args["sns_topic_arn"] or None  # arn:aws:sns:<region>:<account>:<name>: published in its own region
+    alerts = AlertConfig(topic, region=topic.split(":")[3] if topic else AlertConfig.region,
+                         quarantine_share=float(args["alert_quarantine_share"]))
     return JobConfig(entity, args["JOB_NAME"], sinks, dq, alerts)
 
 
@@ -199,7 +197,7 @@ def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):
     from .job import merge_sql
     from .warehouse.redshift import DataApiConnection, RedshiftDataApiWarehouse, RedshiftTarget
 
-    connection = DataApiConnection(args["redshift_database"], workgroup_name=args["redshift_workgroup"],
+    connection = DataApiConnection(args["redshift_database"], workgroup_name=args["redshift_workgroup"] or None,
                                    secret_arn=args["redshift_secret_arn"] or None)
     target = RedshiftTarget(connection, args["redshift_copy_role_arn"], args["redshift_staging_uri"])
 

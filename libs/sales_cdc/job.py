@@ -20,7 +20,7 @@ from pyspark.sql.streaming import StreamingQuery
 from . import faults
 from .alerts import LogAlerter, SnsAlerter
 from .aws import aws_client
-from .config import AlertConfig, JobConfig, KinesisConfig, StreamConfig, WarehouseConfig
+from .config import AlertConfig, FileSource, JobConfig, KinesisConfig, StreamConfig, WarehouseConfig
 from .errors import JobError
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
@@ -108,7 +108,7 @@ def start_query(source: DataFrame, handler, stream: StreamConfig) -> StreamingQu
 def check_paths(stream: StreamConfig) -> None:
     """Refuse, before anything starts, a source folder that is not one, and a checkpoint whose parent does
     not exist: a mistyped checkpoint path would otherwise start the stream over, silently, somewhere else."""
-    source = getattr(stream.source, "directory", None)
+    source = stream.source.directory if isinstance(stream.source, FileSource) else None
     if source is not None and not source.is_dir():
         what = "is a file" if source.exists() else "does not exist"
         raise JobError(f"source folder {source} {what}; --source-dir takes the folder the JSON-lines files "
@@ -141,8 +141,8 @@ def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = No
     or a stop was requested (it raises KeyboardInterrupt). Stopping between batches, not in one, keeps
     Spark from interrupting a batch's thread while it calls into Python."""
     _AWAITING.set()
+    stop_requested_at = None
     try:
-        stop_requested_at = None
         while query.isActive:
             query.awaitTermination(poll_seconds)
             between_batches = not query.status["isTriggerActive"]
@@ -158,7 +158,8 @@ def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = No
         query.awaitTermination()
     finally:
         _AWAITING.clear()
-        _STOP_REQUESTED.clear()  # asked of this query: a later one in the same process starts afresh
+        if stop_requested_at is not None:  # this query stopped for it: a later one in the process starts afresh
+            _STOP_REQUESTED.clear()
 
 
 def alerter_for(alerts: AlertConfig):
@@ -173,7 +174,8 @@ def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     lake = Lake(sinks.lake, config.job_name, config.entity, sinks.soft_delete) if sinks.lake else None
     quality = DataQuality(config.dq, config.entity, config.job_name) if config.dq else None
     options = HandlerOptions(job_name=config.job_name, sink_retry_seconds=sinks.retry_seconds,
-                             alert_quarantine_share=config.alerts.quarantine_share)
+                             # without data quality, no share alerts (as before alerts had their own settings)
+                             alert_quarantine_share=config.alerts.quarantine_share if config.dq else 1.0)
     return BatchHandler(warehouse=warehouse, lake=lake, quality=quality,
                         alerter=alerter_for(config.alerts), options=options)
 

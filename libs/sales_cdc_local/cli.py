@@ -51,8 +51,10 @@ def print_summary(summary: RunSummary, seconds: float) -> None:
 
 
 def _stream_config(args: argparse.Namespace) -> C.StreamConfig:
-    source: C.FileSource | C.KinesisConfig = C.FileSource(args.source_dir, args.max_files_per_trigger)
-    if args.kinesis_stream:
+    source: C.FileSource | C.KinesisConfig
+    if not args.kinesis_stream:
+        source = C.FileSource(args.source_dir, args.max_files_per_trigger)
+    else:
         source = C.KinesisConfig(stream_name=args.kinesis_stream, endpoint_url=args.endpoint_url, region=args.region,
                                  starting_position=args.starting_position, starting_timestamp=args.starting_timestamp,
                                  max_records_per_shard=args.max_records_per_shard)

@@ -184,7 +184,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
                        soft_delete=_flag(args["soft_delete"]), retry_seconds=float(args["sink_retry_seconds"]))
     dq = None
     if _flag(args["dq"]):
-        dq = DqConfig(expectations_dir=expectations_dir or Path("expectations"),
+        dq = DqConfig(expectations_dir=expectations_dir or DqConfig.expectations_dir,
                       docs=DocsConfig(args["docs_location"] or None, index_batches=int(args["docs_index_batches"])),
                       params=dq_params(args["dq_params"]), result_format=args["dq_result_format"])
     topic = args["sns_topic_arn"] or None  # arn:aws:sns:<region>:<account>:<name>: published in its own region

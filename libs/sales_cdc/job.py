@@ -174,7 +174,7 @@ def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     lake = Lake(sinks.lake, config.job_name, config.entity, sinks.soft_delete) if sinks.lake else None
     quality = DataQuality(config.dq, config.entity, config.job_name) if config.dq else None
     options = HandlerOptions(job_name=config.job_name, sink_retry_seconds=sinks.retry_seconds,
-                             # without data quality, no share alerts (as before alerts had their own settings)
+                             # the share alert belongs to data quality: none without it (the behaviour kept)
                              alert_quarantine_share=config.alerts.quarantine_share if config.dq else 1.0)
     return BatchHandler(warehouse=warehouse, lake=lake, quality=quality,
                         alerter=alerter_for(config.alerts), options=options)

@@ -66,7 +66,7 @@ def source_df(spark, *records):
 
 def typed_record(image: dict, op: str = "INSERT", sequence: str = "100") -> dict:
     return {
-        "eventID": f"e-{sequence}", "eventName": op,
+        "eventID": f"e-{sequence}", "eventName": op, "eventSource": "aws:dynamodb",
         "dynamodb": {"ApproximateCreationDateTime": 1795597200, "Keys": {"id": {"S": "k1"}},
                      "SequenceNumber": sequence, "NewImage" if op != "REMOVE" else "OldImage": image},
     }
@@ -185,6 +185,12 @@ MALFORMED = [
      "NewImage: attribute(s) gift have no known DynamoDB type tag"),
     ("N with too many decimals", _insert(dynamodb__NewImage__price={"N": "9.990001"}),
      "not exactly representable as DECIMAL(10,2)"),
+    ("two type tags", _insert(dynamodb__NewImage__quantity={"N": "3", "S": "3"}),
+     "NewImage: attribute(s) quantity have more than one DynamoDB type tag"),
+    ("two type tags, unmapped", _insert(dynamodb__NewImage__gift={"BOOL": True, "S": "yes"}),
+     "NewImage: attribute(s) gift have more than one DynamoDB type tag"),
+    ("another event source", _insert(eventSource="aws:kinesis"), "eventSource 'aws:kinesis' is not aws:dynamodb"),
+    ("no event source", _insert(eventSource=None), "eventSource '(missing)' is not aws:dynamodb"),
 ]
 
 

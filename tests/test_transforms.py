@@ -9,10 +9,10 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from sales_cdc import schema as S
-from sales_cdc.transforms import latest_per_key, to_state_rows
+from sales_cdc.transforms import CONFLICT, latest_per_key, ranked, to_state_rows
 from tests.helpers import ORDERS
 
-EVENT_COLUMNS = "orderid string, cdc_event_id string, cdc_sequence string, expected_winner boolean"
+EVENT_COLUMNS = "orderid string, cdc_event_id string, cdc_sequence string, expected_winner boolean, payload string"
 
 
 def pad(sequence: str) -> str:
@@ -27,23 +27,26 @@ def test_latest_per_key_compares_sequences_numerically(spark):
         ("o2", "e4", pad("40"), True),
         ("o3", "e5", pad("7"), True),             # single event
     ]
-    events = spark.createDataFrame(rows, EVENT_COLUMNS)
+    events = spark.createDataFrame([(*r, f"record {r[1]}") for r in rows], EVENT_COLUMNS)
     actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
     expected = events.where("expected_winner").select("orderid", "cdc_event_id")
     assert_df_equality(actual, expected, ignore_row_order=True)
 
 
-def test_latest_per_key_redelivery_and_ties_give_one_deterministic_row(spark):
+def test_a_redelivery_gives_one_row_and_two_records_with_one_sequence_give_none(spark):
     rows = [
-        ("o1", "e1", pad("10"), True),
-        ("o1", "e1", pad("10"), True),  # the same event delivered twice
-        ("o2", "a", pad("10"), False),
-        ("o2", "b", pad("10"), True),   # equal sequences: highest event id wins, every time
+        ("o1", "e1", pad("10"), True, "record e1"),
+        ("o1", "e1", pad("10"), True, "record e1"),  # the same record delivered twice
+        ("o2", "a", pad("10"), False, "record a"),
+        ("o2", "b", pad("10"), False, "record b"),   # two records, one sequence: no order, neither applies
+        ("o2", "c", pad("9"), False, "record c"),    # an older one does not take their place
     ]
     events = spark.createDataFrame(rows, EVENT_COLUMNS)
     actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
-    expected = spark.createDataFrame([("o1", "e1"), ("o2", "b")], "orderid string, cdc_event_id string")
+    expected = spark.createDataFrame([("o1", "e1")], "orderid string, cdc_event_id string")
     assert_df_equality(actual, expected, ignore_row_order=True)
+    flagged = ranked(events, ORDERS.keys).where(CONFLICT).select("cdc_event_id").distinct()
+    assert sorted(r[0] for r in flagged.collect()) == ["a", "b"]
 
 
 def test_state_rows_take_new_image_for_upserts_and_old_image_for_removes(spark):

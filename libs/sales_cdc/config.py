@@ -177,6 +177,7 @@ class JobConfig:
     sinks: SinkConfig = field(default_factory=SinkConfig)
     dq: DqConfig | None = field(default_factory=DqConfig)  # None: no data-quality checks
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    contract_source: str = ""  # where the contract was read (a file, an s3:// URI): the schema history says so
 
     def __post_init__(self) -> None:
         if not self.job_name.strip():

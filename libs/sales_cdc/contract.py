@@ -11,33 +11,20 @@ field and the fix (:class:`ContractError`).
 
 from __future__ import annotations
 
-import re
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
-from pyspark.sql import types as T
 
+from . import column_types as CT
 from . import schema as S
 from .errors import JobError
 
 DEFAULT_CONTRACT = Path(__file__).parent / "contracts" / "orders.yaml"
 
-# column type -> (Spark type, the DynamoDB types it is decoded from)
-_DECIMAL = re.compile(r"^decimal\((\d{1,2}),(\d{1,2})\)$")
-COLUMN_TYPES: dict[str, tuple[T.DataType, tuple[str, ...]]] = {
-    "string": (T.StringType(), ("S",)),
-    "integer": (T.IntegerType(), ("N",)),
-    "bigint": (T.LongType(), ("N",)),
-    "double": (T.DoubleType(), ("N",)),
-    "boolean": (T.BooleanType(), ("BOOL",)),
-    "timestamp": (T.TimestampType(), ("S", "N")),  # ISO-8601 text, or epoch seconds
-    "date": (T.DateType(), ("S",)),
-    # kept as JSON text: a map or list as DynamoDB typed JSON, a set as a sorted JSON array of its members
-    "json": (T.StringType(), ("M", "L", "SS", "NS", "BS")),
-}
 KEY_DYNAMODB_TYPES = ("S", "N", "B")
 
 _SCHEMA: dict[str, Any] = {
@@ -50,6 +37,7 @@ _SCHEMA: dict[str, Any] = {
         "key": {"type": "object", "required": ["partition"], "additionalProperties": False,
                 "properties": {"partition": {"type": "string"}, "sort": {"type": "string"}}},
         "unmapped": {"enum": ["keep"]},
+        "on_new_attribute": {"enum": list(S.NEW_ATTRIBUTE_POLICIES)},
         "attributes": {"type": "object", "minProperties": 1, "additionalProperties": {
             "type": "object", "required": ["dynamodb", "type"], "additionalProperties": False,
             "properties": {"dynamodb": {"enum": list(S.DDB_TYPES)}, "type": {"type": "string"},
@@ -103,7 +91,8 @@ def parse_contract(document: Any, source: str) -> Contract:
             raise ContractError(f"{source}: attributes.{key}.dynamodb: a key is S, N or B, not "
                                 f"{by_name[key].ddb_type}")
     fields = tuple(_as_key(f) if f.name in keys else f for f in fields)
-    return Contract(source, document["table"], S.EntitySchema(entity_name, keys, fields))
+    policy = document.get("on_new_attribute", "keep_json")
+    return Contract(source, document["table"], S.EntitySchema(entity_name, keys, fields, policy))
 
 
 def _identifier(name: str, source: str, field: str, why: str = "it names the column") -> str:
@@ -114,23 +103,15 @@ def _identifier(name: str, source: str, field: str, why: str = "it names the col
                             f"at most 63 ({why}; an attribute with another name can stay unmapped)") from None
 
 
-def _column_type(name: str, spec: dict[str, Any], source: str) -> T.DataType:
-    text = spec["type"].replace(" ", "")
-    decimal = _DECIMAL.match(text)
-    if decimal:
-        precision, scale = int(decimal.group(1)), int(decimal.group(2))
-        if not 1 <= precision <= 38 or scale > precision:
-            raise ContractError(f"{source}: attributes.{name}.type: {text} needs 1 <= p <= 38 and s <= p")
-        spark_type, tags = T.DecimalType(precision, scale), ("N",)
-    elif text in COLUMN_TYPES:
-        spark_type, tags = COLUMN_TYPES[text]
-    else:
-        raise ContractError(f"{source}: attributes.{name}.type: unknown type {spec['type']!r}; use one of "
-                            f"{', '.join([*COLUMN_TYPES, 'decimal(p,s)'])}")
-    if spec["dynamodb"] not in tags:
-        raise ContractError(f"{source}: attributes.{name}: a {text} column is decoded from DynamoDB "
-                            f"{' or '.join(tags)}, not {spec['dynamodb']}; fix dynamodb or type")
-    return spark_type
+def _column_type(name: str, spec: dict[str, Any], source: str) -> CT.ColumnType:
+    try:
+        column_type = CT.parse(spec["type"])
+    except ValueError as exc:
+        raise ContractError(f"{source}: attributes.{name}.type: {exc}") from None
+    if spec["dynamodb"] not in column_type.tags:
+        raise ContractError(f"{source}: attributes.{name}: a {column_type.name} column is decoded from DynamoDB "
+                            f"{' or '.join(column_type.tags)}, not {spec['dynamodb']}; fix dynamodb or type")
+    return column_type
 
 
 def _field(name: str, spec: dict[str, Any], source: str) -> S.Field:
@@ -138,10 +119,18 @@ def _field(name: str, spec: dict[str, Any], source: str) -> S.Field:
     if column in S.RESERVED_COLUMNS:
         raise ContractError(f"{source}: attributes.{name}: the pipeline uses this column name itself; rename the "
                             "attribute's column")
-    return S.Field(column, _column_type(name, spec, source), spec["dynamodb"], required=spec.get("required", False),
-                   description=spec.get("description", ""), long_text=spec["type"] == "json")
+    return S.Field.of(column, _column_type(name, spec, source), spec["dynamodb"], required=spec.get("required", False),
+                      description=spec.get("description", ""))
 
 
 def _as_key(field: S.Field) -> S.Field:
     return S.Field(field.name, field.spark_type, field.ddb_type, nullable=False, description=field.description,
                    required=True, long_text=field.long_text)
+
+
+def read_recorded(text: str, source: str) -> tuple[S.EntitySchema, frozenset[str]]:
+    """A contract a sink recorded in its schema history (``evolution.contract_document`` as JSON): its entity, and
+    the attributes the job added on its own (``on_new_attribute: add_column``)."""
+    document = json.loads(text)
+    automatic = frozenset(n for n, spec in document["attributes"].items() if spec.pop("automatic", False))
+    return parse_contract(document, source).entity, automatic

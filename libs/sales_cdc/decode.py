@@ -49,6 +49,7 @@ STREAM_RECORD = T.StructType([
     T.StructField(_CORRUPT, T.StringType()),
     T.StructField("eventID", T.StringType()),
     T.StructField("eventName", T.StringType()),
+    T.StructField("eventSource", T.StringType()),
     T.StructField("dynamodb", T.StructType([
         # epoch seconds (AWS) or ISO text (moto): a VARIANT keeps either exactly
         T.StructField("ApproximateCreationDateTime", T.VariantType()),
@@ -58,6 +59,7 @@ STREAM_RECORD = T.StructType([
         T.StructField("SequenceNumber", T.StringType()),
     ])),
 ])
+EVENT_SOURCE = "aws:dynamodb"  # what every DynamoDB stream record says it comes from
 _PARSE_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
 
 class _Stages:
@@ -111,15 +113,24 @@ class _Stages:
         has_extra = F.size(image) > known_present
         extra = F.map_filter(image, lambda k, _v: ~F.array_contains(known, k))
         untagged = F.array_join(F.map_keys(F.map_filter(extra, lambda _k, v: V.untagged(v))), ", ")
+        # a value with two type tags ({"N": "3", "S": "3"}) has no one meaning: whichever the decode read, the
+        # other would be lost; any attribute of the image, named or not
+        tagged_twice = F.array_join(F.map_keys(F.map_filter(image, lambda _k, v: V.tag_count(v) > 1)), ", ")
         unmapped_name, untagged_name = prefix + S.UNMAPPED, V.name(prefix, "untagged")
+        twice_name = V.name(prefix, "tagged_twice")
         self.drift[unmapped_name] = F.when(has_extra, F.to_json(extra))
         self.drift[untagged_name] = F.when(has_extra, F.nullif(untagged, F.lit("")))
+        self.drift[twice_name] = F.nullif(tagged_twice, F.lit(""))
         self.lookups[unmapped_name], self.lookups[untagged_name] = V.col(unmapped_name), V.col(untagged_name)
+        self.lookups[twice_name] = V.col(twice_name)
         self.values[unmapped_name] = V.col(unmapped_name)
         V.fits_the_warehouse(V.col(unmapped_name), S.UNMAPPED, f"{image_name} unmapped attributes (JSON)", problems)
         problems.add(V.col(untagged_name).isNotNull(),
                      F.concat(F.lit(f"{image_name}: attribute(s) "), V.col(untagged_name),
                               F.lit(" have no known DynamoDB type tag (their value would be lost)")))
+        problems.add(V.col(twice_name).isNotNull(),
+                     F.concat(F.lit(f"{image_name}: attribute(s) "), V.col(twice_name),
+                              F.lit(" have more than one DynamoDB type tag (which one holds the value is undefined)")))
         return problems
 
 
@@ -182,8 +193,23 @@ class DecodedBatch:
 
     frame: DataFrame
     read: int
-    valid: int  # no errors
+    valid: int  # no errors (and, with ``on_new_attribute: quarantine``, no attribute the contract lacks)
     warned: int  # no errors, some warnings
+    unmapped: int = 0  # valid, with attributes the contract does not name in the image that becomes the state
+
+
+def _state_unmapped() -> Column:
+    """The unmapped attributes of the image that becomes the state (the OldImage of a REMOVE)."""
+    return F.when(F.col(S.CDC_OP) == F.lit("REMOVE"), F.col(S.OLD_PREFIX + S.UNMAPPED)) \
+        .otherwise(F.col(S.NEW_PREFIX + S.UNMAPPED))
+
+
+def _unknown_attributes(entity: S.EntitySchema) -> Column:
+    """True for an upsert whose item has an attribute the contract lacks, when the contract quarantines it
+    (``on_new_attribute: quarantine``). A REMOVE passes: deleting an item must not depend on what it held."""
+    if entity.on_new_attribute != "quarantine":
+        return F.lit(False)
+    return (F.col(S.CDC_OP) != F.lit("REMOVE")) & F.col(S.NEW_PREFIX + S.UNMAPPED).isNotNull()
 
 
 def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
@@ -203,6 +229,8 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
         F.count_if(~F.col(HAS_ERRORS)).alias("valid"),
         F.count_if(~F.col(HAS_ERRORS) & F.col(HAS_WARNINGS)).alias("warned"),
         F.count_if(flags).alias("flagged"),
+        F.count_if(~F.col(HAS_ERRORS) & _state_unmapped().isNotNull()).alias("unmapped"),
+        F.count_if(~F.col(HAS_ERRORS) & _unknown_attributes(entity)).alias("unknown"),
     ))
     counts = observed.get
     columns = [f.name for f in S.event_fields(entity)]
@@ -210,7 +238,8 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
     if counts["flagged"]:
         flagged = first.where(flags).select(*[f.name for f in S.SOURCE_FIELDS])
         clean = clean.where(~flags).unionByName(materialize(decode_pipe_records(flagged, entity)))
-    return DecodedBatch(clean, counts["read"], counts["valid"], counts["warned"])
+    return DecodedBatch(clean, counts["read"], counts["valid"] - counts["unknown"], counts["warned"],
+                        counts["unmapped"])
 
 
 @functools.lru_cache(maxsize=16)
@@ -274,6 +303,7 @@ def _read_the_record(stages: _Stages, record: Column, entity: S.EntitySchema) ->
     payload_problems = V.payload_problems(F.col(S.PAYLOAD))
     lookups.update({name: condition for name, (condition, _) in payload_problems.items()})
     lookups["_op"] = record["eventName"]
+    lookups["_event_source"] = record["eventSource"]
     lookups["_event_id"] = record["eventID"]
     lookups["_raw_sequence"] = ddb["SequenceNumber"]
     lookups["_raw_event_time"] = ddb["ApproximateCreationDateTime"]
@@ -299,6 +329,10 @@ def _envelope_problems(payload_problems: dict[str, tuple[Column, str]]) -> V.Pro
     envelope.add(op.isNotNull() & ~op.isin(*S.CDC_OPS),
                  F.concat(F.lit("unknown eventName '"), op, F.lit(f"' (expected one of {', '.join(S.CDC_OPS)})")))
     envelope.add(is_json & event_id.isNull(), "missing eventID")
+    source = V.col("_event_source")
+    envelope.add(is_json & (source.isNull() | (source != F.lit(EVENT_SOURCE))),
+                 F.concat(F.lit("eventSource '"), F.coalesce(source, F.lit("(missing)")),
+                          F.lit(f"' is not {EVENT_SOURCE}: not a DynamoDB stream record")))
     envelope.add(is_json & raw_sequence.isNull(), "missing dynamodb.SequenceNumber")
     envelope.add(raw_sequence.isNotNull() & ~raw_sequence.rlike(f"^[0-9]{{1,{S.SEQUENCE_WIDTH}}}$"),
                  F.concat(F.lit("dynamodb.SequenceNumber '"), raw_sequence,
@@ -339,7 +373,10 @@ def split_decoded(decoded: DataFrame, batch_id: int, entity: S.EntitySchema) -> 
     through the decode's projections by inlining their expressions, which would parse each payload
     once per reference of the record (measured: 2x the decode time)."""
     has_errors = F.size(S.CDC_ERRORS) > 0
-    events = decoded.where(~has_errors).drop(S.CDC_ERRORS)
-    quarantine = to_quarantine_rows(decoded.where(has_errors), F.array_join(S.CDC_ERRORS, "; "), batch_id, "decode",
-                                    entity)
+    rejected = has_errors | _unknown_attributes(entity)
+    events = decoded.where(~rejected).drop(S.CDC_ERRORS)
+    reason = F.when(has_errors, F.array_join(S.CDC_ERRORS, "; ")).otherwise(F.concat(
+        F.lit("attribute(s) "), F.array_join(F.json_object_keys(S.NEW_PREFIX + S.UNMAPPED), ", "),
+        F.lit(" not in the contract (on_new_attribute: quarantine): name them in the contract to load them")))
+    quarantine = to_quarantine_rows(decoded.where(rejected), reason, batch_id, "decode", entity)
     return events, quarantine

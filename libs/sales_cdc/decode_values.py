@@ -170,6 +170,14 @@ def type_tags(attr: Column) -> Column:
     return F.when(tags != F.lit(""), tags).otherwise(F.lit("no known type tag"))
 
 
+def tag_count(attr: Column) -> Column:
+    """How many type tags an attribute carries (a DynamoDB value has exactly one)."""
+    count = F.lit(0)
+    for tag in S.DDB_TYPES:
+        count = count + F.when(attr[tag].isNotNull(), F.lit(1)).otherwise(F.lit(0))
+    return count
+
+
 def untagged(attr: Column) -> Column:
     untagged = F.lit(True)
     for tag in S.DDB_TYPES:

@@ -190,7 +190,8 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
     topic = args["sns_topic_arn"] or None  # arn:aws:sns:<region>:<account>:<name>: published in its own region
     alerts = AlertConfig(topic, region=topic.split(":")[3] if topic else AlertConfig.region,
                          quarantine_share=float(args["alert_quarantine_share"]))
-    return JobConfig(entity, args["JOB_NAME"], sinks, dq, alerts)
+    return JobConfig(entity, args["JOB_NAME"], sinks, dq, alerts,
+                     contract_source=args["contract_uri"] or "the packaged default contract")
 
 
 def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from pyspark import SparkConf
 from pyspark.errors import StreamingQueryException
@@ -25,6 +26,7 @@ from .errors import JobError
 from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import Lake
+from .migration import Migration
 from .pipeline import BatchHandler, HandlerOptions, RunSummary
 from .quality import DataQuality
 from .sources import file_stream
@@ -168,6 +170,18 @@ def alerter_for(alerts: AlertConfig):
     return SnsAlerter(aws_client("sns", endpoint=alerts.sns_endpoint_url, region=alerts.region), alerts.sns_topic_arn)
 
 
+def migrate(spark: SparkSession, config: JobConfig, warehouse: Warehouse) -> JobConfig:
+    """Bring every sink to the contract's columns before the first batch (docs/schema-evolution.md); the config
+    with the contract they hold (the file's, plus attributes the job added on its own before)."""
+    sinks = config.sinks
+    lake = Lake(sinks.lake, config.job_name, config.entity, sinks.soft_delete) if sinks.lake else None
+    if lake is not None:
+        lake.check(spark)
+    entity = Migration(spark, warehouse, lake, config.job_name).run(config.entity, config.contract_source)
+    warehouse.use(entity)
+    return replace(config, entity=entity)
+
+
 def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
     """The foreachBatch function for ``config``: built once per job (GX context and suites included)."""
     sinks = config.sinks
@@ -187,7 +201,7 @@ def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
     query that fails because of a batch raises what the batch raised (a data-quality halt, a stop, the
     batch's own error), not Spark's wrapping of it; a halt also when the query itself ended quietly."""
     try:
-        handler = batch_handler(config, warehouse)
+        handler = batch_handler(migrate(spark, config, warehouse), warehouse)
         handler.check_ready(spark)
         try:
             run_query(handler)

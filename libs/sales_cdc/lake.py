@@ -5,6 +5,7 @@ Layout under the lake root (a local path or ``s3://bucket/prefix``):
   silver/<entity>          current state under the merge rules (``merge_rules``), like the warehouse
   silver/<entity>_tombstones   hard-delete mode: key + sequence of deleted keys (no resurrection)
   quarantine/<entity>      rejected records with reasons
+  meta/<entity>_schema_changes   the schema history of silver (docs/schema-evolution.md), a Delta table
 
 Each layer has one writer, chosen when the lake is built from its format: Delta (``lake_delta``, delta-rs:
 transactional, the default) or Parquet (``lake_parquet``, Spark's own writer). A replayed batch changes
@@ -16,6 +17,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+
+import pyarrow as pa
+from deltalake import CommitProperties
 
 from . import schema as S
 from .config import LakeConfig
@@ -49,9 +53,10 @@ def moto_storage_options(endpoint: str, region: str = "us-east-1") -> dict[str, 
 
 class Lake:
     def __init__(self, config: LakeConfig, job_name: str, entity: S.EntitySchema, soft_delete: bool = False):
-        self.config = config
+        self.config, self.job_name = config, job_name
         self.rules = MergeRules(entity, soft_delete)
         root = config.root.rstrip("/")
+        self.history_uri = f"{root}/meta/{entity.name}_schema_changes"
         self.raw_uri = f"{root}/raw/{entity.name}_events"
         self.silver_uri = f"{root}/silver/{entity.name}"
         self.tombstones_uri = f"{self.silver_uri}_tombstones"
@@ -72,6 +77,25 @@ class Lake:
     @property
     def entity(self) -> S.EntitySchema:
         return self.rules.entity
+
+    def with_entity(self, entity: S.EntitySchema) -> Lake:
+        """The same lake, writing ``entity``'s columns (after a migration gave silver them)."""
+        return Lake(self.config, self.job_name, entity, self.soft_delete)
+
+    # --- the schema history (``migration``) ---------------------------------------------------------------
+    def record_changes(self, history: pa.Table) -> None:
+        """Append rows to the lake's schema history (``schema.SCHEMA_CHANGE_FIELDS``)."""
+        if history.num_rows:
+            self.delta.append(self.history_uri, history, CommitProperties())
+
+    def recorded_contract(self, sink: str) -> str | None:
+        """The contract ``sink`` last recorded in the lake's schema history, as its JSON text."""
+        table = self.delta.table(self.history_uri)
+        if table is None:
+            return None
+        rows = table.to_pyarrow_table(columns=["changed_at", "change", "sink", "statement"]).to_pylist()
+        recorded = [r for r in rows if r["change"] == "contract" and r["sink"] == sink]
+        return max(recorded, key=lambda r: r["changed_at"])["statement"] if recorded else None
 
     @property
     def soft_delete(self) -> bool:

@@ -14,11 +14,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
+from . import column_types as CT
 from . import schema as S
 from .config import LakeConfig
+from .errors import JobError
 from .lake_layers import LakeBatch, Written
 from .merge_rules import REMOVE, MergeRules
 
+CONTRACT_VERSION = "sales_cdc.contract_version"  # commit metadata: the contract a commit was written with
 Write = Callable[[DeltaTable | None, CommitProperties], None]
 
 
@@ -52,7 +55,8 @@ class DeltaTables:
         version = table.transaction_version(app_id) if table is not None else None
         if version is not None and version >= batch.id:
             return False
-        write(table, CommitProperties(app_transactions=[Transaction(app_id, batch.id)]))
+        write(table, CommitProperties(app_transactions=[Transaction(app_id, batch.id)],
+                                      custom_metadata={CONTRACT_VERSION: batch.contract_version}))
         return True
 
     def append(self, uri: str, data: pa.Table, commit: CommitProperties, partition_by=None) -> None:
@@ -98,6 +102,7 @@ class DeltaSilver:
         state = batch.state.arrow
         if state.num_rows == 0:
             return Written(0)
+        self._check_columns(state)
         merged = 0
 
         def merge(table: DeltaTable | None, commit: CommitProperties) -> None:
@@ -114,6 +119,68 @@ class DeltaSilver:
         if self.rules.keeps_tombstones and not self.tables.once(self.tombstones_uri, batch, tombstones):
             skipped += (self.tombstones_uri,)
         return Written(merged, skipped)
+
+    def _check_columns(self, state: pa.Table) -> None:
+        """A MERGE drops source columns its target lacks, silently: a batch with a column silver does not have
+        (a contract changed, and silver was not migrated) is refused before anything is written."""
+        table = self.tables.table(self.uri)
+        missing = sorted(set(state.column_names) - set(table.schema().to_arrow().names)) if table is not None else []
+        if missing:
+            raise JobError(f"lake silver {self.uri} has no column(s) {', '.join(missing)} that the contract names: "
+                           "the contract changed without a migration; start the job again (it migrates every sink "
+                           "at start-up), or run `sales-cdc migrate`")
+
+    # --- schema migration (``migration``; docs/schema-evolution.md) ------------------------------------------
+    def stored_columns(self) -> dict[str, CT.ColumnType | None] | None:
+        table = self.tables.table(self.uri)
+        if table is None:
+            return None
+        return {f.name: CT.of_lake(getattr(f.type, "type", str(f.type))) for f in table.schema().fields}
+
+    def unmapped_rows(self) -> pa.Table:
+        """Key, sequence and JSON of the rows that keep attributes in ``unmapped_attributes``."""
+        table = self.tables.table(self.uri)
+        rows = table.to_pyarrow_table(columns=[*self.rules.keys, S.CDC_SEQUENCE, S.UNMAPPED])
+        return rows.filter(pc.is_valid(rows[S.UNMAPPED]))
+
+    def migrate(self, target: pa.Schema, changed: pa.Table, widened: bool, metadata: dict[str, str]) -> None:
+        """One commit that gives silver the ``target`` columns and the promoted values (``changed``: key, sequence,
+        promoted columns, JSON left): a MERGE that adds columns, or, when a column widens, a rewrite of the table
+        with the columns converted (delta-rs cannot change a column's type in place). Nothing when there is no
+        table yet: the first batch creates it with the target columns."""
+        table = self.tables.table(self.uri)
+        if table is None:
+            return
+        commit = CommitProperties(custom_metadata=metadata)
+        if widened:
+            self._rewrite(table, target, changed, commit)
+            return
+        stored = set(table.schema().to_arrow().names)
+        values = {c: f"s.{c}" if c not in stored else f"COALESCE(s.{c}, t.{c})" for c in changed.column_names
+                  if c not in (*self.rules.keys, S.CDC_SEQUENCE)}
+        source = changed.cast(pa.schema([target.field(c) for c in changed.column_names]))
+        (table.merge(source, predicate=self._same_row(), source_alias="s", target_alias="t", merge_schema=True,
+                     commit_properties=commit)
+         .when_matched_update(values).execute())
+
+    def _same_row(self) -> str:
+        return f"{self.rules.same_item()} AND t.{S.CDC_SEQUENCE} = s.{S.CDC_SEQUENCE}"
+
+    def _rewrite(self, table: DeltaTable, target: pa.Schema, changed: pa.Table, commit: CommitProperties) -> None:
+        """Overwrite silver with its rows converted to ``target`` and ``changed`` applied, streamed batch by batch
+        (one commit: readers see the old table or the new one)."""
+        keys = [*self.rules.keys, S.CDC_SEQUENCE]
+
+        def converted():
+            for batch in table.to_pyarrow_dataset().to_batches():
+                rows = pa.Table.from_batches([batch])
+                rows = pa.table({f.name: rows[f.name].cast(f.type) if f.name in rows.column_names
+                                 else pa.nulls(rows.num_rows, f.type) for f in target}, schema=target)
+                yield from _with_changes(rows, changed, keys).to_batches()
+
+        write_deltalake(self.uri, pa.RecordBatchReader.from_batches(target, converted()), mode="overwrite",
+                        schema_mode="overwrite", storage_options=self.tables.config.storage_options,
+                        target_file_size=self.tables.config.target_file_size, commit_properties=commit)
 
     def _key_sequences(self, uri: str, like: pa.Schema) -> pa.Table | None:
         """Key + sequence of every row of the Delta table at ``uri``, the key typed as in ``like`` (None: no
@@ -178,3 +245,25 @@ class DeltaSilver:
          .when_matched_delete(predicate=f"{newer} AND NOT s._is_remove")  # re-inserted: no longer deleted
          .when_not_matched_insert({c: f"s.{c}" for c in columns}, predicate="s._is_remove")
          .execute())
+
+
+def _with_changes(rows: pa.Table, changed: pa.Table, keys: list[str]) -> pa.Table:
+    """``rows`` with the values of ``changed`` (matched on ``keys``: the item's key and its sequence) set where
+    ``changed`` has one, and its JSON."""
+    if changed.num_rows == 0 or rows.num_rows == 0:
+        return rows
+    values = [c for c in changed.column_names if c not in keys]
+    renamed = changed.rename_columns([c if c in keys else f"_new_{c}" for c in changed.column_names])
+    joined = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64())).join(
+        renamed.append_column("_hit", pa.array([True] * changed.num_rows)), keys=keys,
+        join_type="left outer").sort_by("_row")
+    matched = pc.is_valid(joined["_hit"])
+    columns = {}
+    for name in rows.column_names:
+        if name not in values:
+            columns[name] = joined[name]
+        elif name == S.UNMAPPED:
+            columns[name] = pc.if_else(matched, joined["_new_" + name], joined[name])
+        else:
+            columns[name] = pc.coalesce(joined["_new_" + name], joined[name])
+    return pa.table(columns, schema=rows.schema)

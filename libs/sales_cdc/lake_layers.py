@@ -29,6 +29,7 @@ class LakeBatch:
     raw: DataFrame  # raw rows (``schema.raw_fields``): every record of the batch, collected only by Delta
     state: Rows  # stored rows (``merge_rules.MergeRules.stored_rows``): the latest event per key
     quarantine: Rows  # quarantine rows (``schema.QUARANTINE_FIELDS``)
+    contract_version: str = ""  # of the contract the batch is written with: every commit records it
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from . import column_types as CT
 from . import schema as S
 from .lake_layers import LakeBatch, Written
 from .merge_rules import REMOVE, MergeRules
 
+MIGRATION_STREAM = "schema-migration"  # the stream id of a snapshot a migration commits (no stream has it)
 BATCH_PARTITION = "cdc_batch"  # <stream id>-<batch id>: unique across checkpoints, so overwrite is safe
 COMMITS = "_commits"
 
@@ -40,6 +43,7 @@ class SilverCommit:
     batch_id: int
     state_path: str
     tombstones_path: str | None
+    contract_version: str | None = None  # of the contract the snapshot was written with (absent before 2026-12)
 
 
 def _jvm_fs(spark: SparkSession, uri: str):
@@ -142,9 +146,40 @@ class ParquetSilver:
             tombstones_path = f"{snapshot}/tombstones"
             current.where(is_remove).select(*self.rules.tombstone_columns).write.mode("overwrite").parquet(
                 tombstones_path)
-        commit = SilverCommit(version, batch.stream_id, batch.id, state_path, tombstones_path)
-        _write_file_once(spark, f"{self.uri}/{COMMITS}/{version:09d}.json", json.dumps(commit.__dict__))
+        self._commit(spark, SilverCommit(version, batch.stream_id, batch.id, state_path, tombstones_path,
+                                         self.rules.entity.version))
         return Written(batch.state.arrow.num_rows)
+
+    def _commit(self, spark: SparkSession, commit: SilverCommit) -> None:
+        _write_file_once(spark, f"{self.uri}/{COMMITS}/{commit.version:09d}.json", json.dumps(commit.__dict__))
+
+    # --- schema migration (``migration``; docs/schema-evolution.md) ----------------------------------------
+    def stored_columns(self, spark: SparkSession) -> dict[str, CT.ColumnType | None] | None:
+        commits = silver_commits(spark, self.uri)
+        if not commits:
+            return None
+        return {f.name: CT.of_lake(f.dataType.simpleString())
+                for f in spark.read.parquet(commits[-1].state_path).schema.fields}
+
+    def migrate(self, spark: SparkSession, target: T.StructType, promote: Callable[[DataFrame], DataFrame]) -> None:
+        """A new snapshot: the latest one with the ``target`` columns (added null, widened by a cast), then
+        ``promote``d; its commit names the previous tombstones (unchanged). Nothing before the first batch."""
+        commits = silver_commits(spark, self.uri)
+        if not commits:
+            return
+        previous = commits[-1]
+        stored = spark.read.parquet(previous.state_path)
+        converted = stored.select(*[(F.col(f.name) if f.name in stored.columns else F.lit(None))
+                                    .cast(f.dataType).alias(f.name) for f in target.fields])
+        version = previous.version + 1
+        snapshot = f"{self.uri}/snapshot={version:09d}"
+        promote(converted).select(*target.fieldNames()).write.mode("overwrite").parquet(f"{snapshot}/state")
+        tombstones = None
+        if previous.tombstones_path:  # copied: each snapshot stands alone (pruning deletes whole snapshots)
+            tombstones = f"{snapshot}/tombstones"
+            spark.read.parquet(previous.tombstones_path).write.mode("overwrite").parquet(tombstones)
+        self._commit(spark, SilverCommit(version, MIGRATION_STREAM, version, f"{snapshot}/state", tombstones,
+                                         self.rules.entity.version))
 
     def _current(self, spark: SparkSession, staged: DataFrame, previous: SilverCommit | None) -> DataFrame:
         """Per key, the row that applies under the merge rules among the staged rows and the previous

@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -20,16 +21,32 @@ from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Observation
+from pyspark.sql import functions as F
 
+from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import DecodedBatch, decode_batch, split_decoded
 from .errors import TRANSIENT, SinkUnavailable, StopRequested, first_line
+from .evolution import with_fields
 from .faults import crash_point
 from .lake import Lake, LakeBatch, Rows
+from .merge_rules import MergeRules
+from .migration import Migration
+from .new_attributes import new_fields
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
 from .runtime import InBackground, Materialized, Stopwatch
-from .transforms import dq_quarantine_rows, latest_per_key, to_raw_rows, to_state_rows, warehouse_quarantine_rows
+from .transforms import (
+    CONFLICT,
+    CONFLICT_REASON,
+    RANK,
+    dq_quarantine_rows,
+    ranked,
+    to_quarantine_rows,
+    to_raw_rows,
+    to_state_rows,
+    warehouse_quarantine_rows,
+)
 from .warehouse.base import MergeResult, RowsRefused, Warehouse
 
 Alerter = SnsAlerter | LogAlerter
@@ -122,6 +139,7 @@ class _Batch:
         self.beside: dict[str, InBackground] = {}  # ... started (the docs, the lake)
         self.merge: MergeResult | None = None
         self.attempts = 0  # of the warehouse merge
+        self.conflicts = 0  # valid events quarantined: another record has their key and sequence
 
 
 class BatchHandler:
@@ -133,7 +151,6 @@ class BatchHandler:
             raise ValueError("the lake and the warehouse were built for different entities or delete modes: "
                              "build both from one JobConfig")
         self.rules = warehouse.rules  # the entity and the delete mode every sink applies
-        self.entity = self.rules.entity
         self.warehouse = warehouse
         self.lake = lake
         self.quality = quality
@@ -149,6 +166,20 @@ class BatchHandler:
     @property
     def job_name(self) -> str:
         return self.options.job_name
+
+    @property
+    def entity(self) -> S.EntitySchema:
+        return self.rules.entity
+
+    def use(self, entity: S.EntitySchema) -> None:
+        """Write ``entity``'s columns from now on, in every sink (after a migration gave them the columns): the
+        decode, the data-quality rules and every sink follow."""
+        self.rules = MergeRules(entity, self.rules.soft_delete)
+        self.warehouse.use(entity)
+        if self.lake is not None:
+            self.lake = self.lake.with_entity(entity)
+        if self.quality is not None:
+            self.quality = self.quality.for_entity(entity)
 
     def check_ready(self, spark) -> None:
         """Before the first batch: the sinks can be written (the lake's layers on their file systems)."""
@@ -222,9 +253,16 @@ class BatchHandler:
             result = BatchResult(batch_id, 0, 0, 0, recorded, dq_outcome="replayed")
             self.summary.add(result)
             return result
+        while (result := self._attempt(batch_df, batch_id, stream_id)) is None:
+            pass  # the contract gained columns for the batch's new attributes: decoded again with them
+        return result
+
+    def _attempt(self, batch_df: DataFrame, batch_id: int, stream_id: str) -> BatchResult | None:
         batch = _Batch(batch_id, stream_id, Materialized(batch_df.sparkSession))
         try:
             self._decode(batch, batch_df)
+            if self._added_columns(batch):
+                return None
             self._validate(batch)
             self._collect(batch)
             self._write_sinks(batch)
@@ -241,9 +279,31 @@ class BatchHandler:
         batch.clock.lap("decode")
         # the deduped state is read by GX, the collect and the lake: materialised here, so that the
         # data-quality time is data quality only
-        batch.state = batch.materialized(to_state_rows(latest_per_key(batch.events, self.entity.keys), batch.id,
+        observed = Observation(f"dedupe_{uuid.uuid4().hex}")
+        latest = ranked(batch.events, self.entity.keys).observe(observed, F.count_if(CONFLICT).alias("conflicts"))
+        batch.state = batch.materialized(to_state_rows(latest.where(f"{RANK} = 1 AND NOT {CONFLICT}"), batch.id,
                                                        self.entity))
+        if observed.get["conflicts"]:  # rare: the records are found again, each quarantined once
+            conflicts = ranked(batch.events, self.entity.keys).where(CONFLICT).dropDuplicates([S.PAYLOAD])
+            rows = batch.materialized(to_quarantine_rows(conflicts, F.lit(CONFLICT_REASON), batch.id, "decode",
+                                                         self.entity))
+            batch.conflicts = rows.count()
+            batch.quarantine = batch.quarantine.unionByName(rows)
         batch.clock.lap("dedupe")
+
+    def _added_columns(self, batch: _Batch) -> bool:
+        """With ``on_new_attribute: add_column``, attributes the contract lacks in the batch's state rows get
+        columns (every sink migrated) before the batch is written: then True, and the batch is decoded again."""
+        if self.entity.on_new_attribute != "add_column" or not batch.decoded.unmapped:
+            return False
+        fields = new_fields(batch.state, self.entity)
+        if not fields:
+            return False
+        migration = Migration(batch.state.sparkSession, self.warehouse, self.lake, self.job_name)
+        self.use(migration.run(with_fields(self.entity, fields),
+                               f"automatic (on_new_attribute: add_column, batch {batch.id})",
+                               frozenset(f.name for f in fields)))
+        return True
 
     def _validate(self, batch: _Batch) -> None:
         """Data quality: halt (raises), or the rows it rejects join the quarantine; the Data Docs pages are
@@ -278,7 +338,7 @@ class BatchHandler:
             # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
             batch.starters["lake"] = partial(self.lake.write_batch, LakeBatch(
                 batch.id, batch.stream_id, to_raw_rows(batch.decoded.frame, batch.id, self.entity),
-                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows)))
+                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows), self.entity.version))
 
     def _write_sinks(self, batch: _Batch) -> None:
         """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink
@@ -324,7 +384,7 @@ class BatchHandler:
     def _finish(self, batch: _Batch) -> BatchResult:
         """The batch's result: counted in the summary, alerted on, logged."""
         outcome, merge, decoded = batch.outcome, batch.merge, batch.decoded
-        result = BatchResult(batch.id, decoded.read, decoded.valid, decoded.warned, merge,
+        result = BatchResult(batch.id, decoded.read, decoded.valid - batch.conflicts, decoded.warned, merge,
                              dq_quarantined=outcome.quarantined_rows if outcome else 0,
                              dq_outcome=outcome.outcome if outcome else "not checked",
                              dq_failed_rules=tuple(outcome.failed_rule_names()) if outcome else (),

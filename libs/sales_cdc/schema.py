@@ -12,10 +12,15 @@ Layers (see docs/architecture.md):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 
 from pyspark.sql import types as T
+
+from . import column_types as CT
+from .column_types import LONG_TEXT_BYTES, TEXT_BYTES
 
 # DynamoDB attribute type tags (typed JSON): https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_AttributeValue.html
 DDB_TYPES = ("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS")
@@ -25,13 +30,11 @@ DDB_TYPES = ("S", "N", "B", "BOOL", "NULL", "M", "L", "SS", "NS", "BS")
 SEQUENCE_WIDTH = 40
 
 CDC_OPS = ("INSERT", "MODIFY", "REMOVE")
+NEW_ATTRIBUTE_POLICIES = ("keep_json", "add_column", "quarantine")
 
-# What the warehouse can store (Redshift; PostgreSQL stands in locally and is laxer): text columns are
-# VARCHAR(256), long-text columns VARCHAR(65535), both in bytes, and no text may hold U+0000 (NUL).
-# The decode quarantines values that do not fit, and quarantine rows are made to fit (transforms), so
-# that a COPY never discovers them (docs/reliability.md).
-TEXT_BYTES = 256
-LONG_TEXT_BYTES = 65535
+# What the warehouse can store (``column_types``: TEXT_BYTES and LONG_TEXT_BYTES per text column), and no
+# text may hold U+0000 (NUL). The decode quarantines values that do not fit, and quarantine rows are made to
+# fit (transforms), so that a COPY never discovers them (docs/reliability.md).
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -60,6 +63,25 @@ class Field:
         if self.ddb_type is not None and self.ddb_type not in DDB_TYPES:
             raise ValueError(f"{self.name}: unknown DynamoDB type {self.ddb_type!r}")
 
+    @classmethod
+    def of(cls, name: str, column_type: CT.ColumnType, ddb_type: str, **kwargs) -> Field:
+        """A field of a contract's column type."""
+        return cls(name, column_type.spark, ddb_type, long_text=column_type.long_text, **kwargs)
+
+    @property
+    def column_type(self) -> CT.ColumnType | None:
+        """Its record in ``column_types`` (None for the pipeline's array columns)."""
+        if isinstance(self.spark_type, T.StringType) and self.ddb_type in CT.SIMPLE["json"].tags:
+            return CT.SIMPLE["json"]
+        return CT.of_spark(self.spark_type, self.long_text or self.name in LONG_TEXT_COLUMNS)
+
+    @property
+    def arrow_type(self):
+        """The Arrow type of its values (what Spark's ``toArrow`` gives for the column)."""
+        from pyspark.sql.pandas.types import to_arrow_type
+
+        return to_arrow_type(self.spark_type)
+
     def struct_field(self, prefix: str = "") -> T.StructField:
         return T.StructField(prefix + self.name, self.spark_type, self.nullable)
 
@@ -74,9 +96,14 @@ class EntitySchema:
     name: str
     keys: tuple[str, ...]
     fields: tuple[Field, ...]
+    # what becomes of an attribute the fields do not name (docs/schema-evolution.md): kept as typed JSON in
+    # unmapped_attributes, given a column of its own, or its event quarantined
+    on_new_attribute: str = "keep_json"
 
     def __post_init__(self) -> None:
         check_identifier(self.name)
+        if self.on_new_attribute not in NEW_ATTRIBUTE_POLICIES:
+            raise ValueError(f"{self.name}: on_new_attribute must be one of {', '.join(NEW_ATTRIBUTE_POLICIES)}")
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"{self.name}: duplicate field names")
@@ -96,6 +123,13 @@ class EntitySchema:
 
     def field(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
+
+    @property
+    def version(self) -> str:
+        """A short fingerprint of the key and the typed columns (name, DynamoDB type, column type, required):
+        the contract version each sink records with a batch and a schema change."""
+        described = [list(self.keys), *[[f.name, f.ddb_type, f.column_type.name, f.required] for f in self.fields]]
+        return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:12]
 
 
 # --- columns every source provides to the batch handler ------------------------------------------
@@ -239,4 +273,27 @@ DQ_RESULT_FIELDS: tuple[Field, ...] = (
     Field("quarantined_rows", T.LongType(), nullable=False, description="Rows this rule sent to quarantine"),
     Field("details", T.StringType(), description="Exception or observed value when there is no row count"),
     Field("docs_url", T.StringType(), description="The Data Docs page of this validation"),
+)
+
+
+# --- schema history (one row per schema change per sink; docs/schema-evolution.md) -----------------------
+SCHEMA_CHANGE_FIELDS: tuple[Field, ...] = (
+    Field("changed_at", T.TimestampType(), nullable=False, description="When the change was applied (UTC)"),
+    Field("job_name", T.StringType(), nullable=False),
+    Field("table_name", T.StringType(), nullable=False,
+          description="The warehouse table, or the entity of the lake's silver table, the change applies to"),
+    Field("contract_version", T.StringType(), nullable=False, description="The contract's version after the change"),
+    Field("sink", T.StringType(), nullable=False,
+          description="warehouse, lake silver (delta) or lake silver (parquet)"),
+    Field("change", T.StringType(), nullable=False,
+          description="add_column, widen, dynamodb_type, optional, required, or contract (the contract now held)"),
+    Field("column_name", T.StringType(), description="The attribute's column (null for a contract row)"),
+    Field("before_type", T.StringType()),
+    Field("after_type", T.StringType()),
+    Field("source", T.StringType(), nullable=False,
+          description="Where the change came from: the contract file, or automatic (on_new_attribute: add_column)"),
+    Field("statement", T.StringType(), long_text=True,
+          description="What the sink ran (its DDL), or the contract as JSON for a contract row"),
+    Field("values_promoted", T.LongType(), description="Values moved from unmapped_attributes into the column"),
+    Field("values_kept", T.LongType(), description="Values left in unmapped_attributes: they do not fit the column"),
 )

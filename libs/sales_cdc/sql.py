@@ -17,18 +17,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 
 from pyspark.sql import types as T
 
 from . import schema as S
+from .column_types import Dialect
 from .merge_rules import MergeRules
-
-
-class Dialect(StrEnum):
-    POSTGRES = "postgres"
-    REDSHIFT = "redshift"
-
 
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9_.=\-]+)+$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/\-]{1,512}$")
@@ -72,23 +66,10 @@ def job_user_grants(db_schema: str, database: str, user: str) -> list[str]:
 
 
 def sql_type(field: S.Field, dialect: Dialect) -> str:
-    t = field.spark_type
-    if isinstance(t, T.StringType):
-        if dialect is Dialect.POSTGRES:
-            return "TEXT"
-        return f"VARCHAR({S.text_bytes(field.name, field.long_text)})"
-    if isinstance(t, T.DecimalType):
-        return f"DECIMAL({t.precision},{t.scale})"
-    simple = {
-        T.IntegerType: "INTEGER", T.LongType: "BIGINT", T.ShortType: "SMALLINT", T.BooleanType: "BOOLEAN",
-        T.TimestampType: "TIMESTAMP", T.DateType: "DATE", T.DoubleType: "DOUBLE PRECISION", T.FloatType: "REAL",
-    }
-    for spark_class, name in simple.items():
-        if isinstance(t, spark_class):
-            return name
-    if isinstance(t, T.BinaryType):
-        return "BYTEA" if dialect is Dialect.POSTGRES else "VARBYTE(65535)"
-    raise ValueError(f"column {field.name}: no warehouse type for {t.simpleString()} (store it as JSON text)")
+    column_type = field.column_type
+    if column_type is None:
+        raise ValueError(f"column {field.name}: no warehouse type for {field.spark_type.simpleString()}")
+    return column_type.sql(dialect)
 
 
 LEDGER_FIELDS: tuple[S.Field, ...] = (
@@ -100,7 +81,11 @@ LEDGER_FIELDS: tuple[S.Field, ...] = (
     S.Field("deleted_rows", T.LongType(), nullable=False),
     S.Field("stale_rows", T.LongType(), nullable=False, description="Staged rows older than the stored state"),
     S.Field("quarantined_rows", T.LongType(), nullable=False),
+    S.Field("contract_version", T.StringType(), description="The contract's version the batch was written with"),
 )
+# Columns added to the pipeline's own tables after their first release: an existing table gets them at start-up
+LEDGER_TABLE = "cdc_batch_ledger"
+ADDED_COLUMNS = {LEDGER_TABLE: ("contract_version",)}
 # One-row stage with the batch's ledger values (Redshift Data API batches take no bound parameters).
 BATCH_META_FIELDS: tuple[S.Field, ...] = (
     S.Field("job_name", T.StringType(), nullable=False),
@@ -108,6 +93,7 @@ BATCH_META_FIELDS: tuple[S.Field, ...] = (
     S.Field("batch_id", T.LongType(), nullable=False),
     S.Field("staged_rows", T.LongType(), nullable=False),
     S.Field("quarantined_rows", T.LongType(), nullable=False),
+    S.Field("contract_version", T.StringType()),
 )
 
 
@@ -130,29 +116,34 @@ class MergeSql:
     def table_name(self) -> str:
         return self.entity.name if self.table is None else self.table
 
-    def _qualified(self, table: str) -> str:
+    def qualified(self, table: str) -> str:
         return f"{quote(self.db_schema)}.{quote(table)}"
 
     @property
     def target(self) -> str:
-        return self._qualified(self.table_name)
+        return self.qualified(self.table_name)
 
     @property
     def tombstones(self) -> str:
-        return self._qualified(self.table_name + "_tombstones")
+        return self.qualified(self.table_name + "_tombstones")
 
     @property
     def quarantine(self) -> str:
-        return self._qualified(self.table_name + "_quarantine")
+        return self.qualified(self.table_name + "_quarantine")
 
     @property
     def ledger(self) -> str:
-        return self._qualified("cdc_batch_ledger")
+        return self.qualified(LEDGER_TABLE)
 
     @property
     def dq_results(self) -> str:
         """Data-quality results history: one row per rule per validated batch (``schema.DQ_RESULT_FIELDS``)."""
-        return self._qualified("dq_results")
+        return self.qualified("dq_results")
+
+    @property
+    def schema_changes(self) -> str:
+        """Schema history: one row per schema change per sink (``schema.SCHEMA_CHANGE_FIELDS``)."""
+        return self.qualified("schema_changes")
 
     @property
     def dq_result_columns(self) -> list[str]:
@@ -216,11 +207,17 @@ class MergeSql:
             self._create_table(self.ledger, LEDGER_FIELDS, (now_column("committed_at"), *ledger_key)),
             self._create_table(self.dq_results, S.DQ_RESULT_FIELDS,
                                self._key_clauses(["job_name", "stream_id", "batch_id", "validated_at", "rule"])),
+            self._create_table(self.schema_changes, S.SCHEMA_CHANGE_FIELDS),
         ]
         if self.rules.keeps_tombstones:
             statements.append(self._create_table(self.tombstones, self.rules.tombstone_fields, self._key_clauses(key),
                                                  keyed=True))
         return statements
+
+    def added_columns(self) -> dict[str, tuple[S.Field, ...]]:
+        """Per table (its name in the schema): the columns a table created by an earlier release may lack."""
+        fields = {LEDGER_TABLE: LEDGER_FIELDS}
+        return {table: tuple(f for f in fields[table] if f.name in columns) for table, columns in ADDED_COLUMNS.items()}
 
     def create_stage(self) -> str:
         return self.temp_stage(self.table_name, self.stored_fields)[1]
@@ -248,7 +245,8 @@ class MergeSql:
             f" {self._param('staged_rows')},\n"
             f"  COALESCE(SUM(CASE WHEN {op} <> 'REMOVE' THEN 1 ELSE 0 END), 0),\n"
             f"  COALESCE(SUM(CASE WHEN {op} = 'REMOVE' THEN 1 ELSE 0 END), 0),\n"
-            f"  {self._param('staged_rows')} - COUNT({k}), {self._param('quarantined_rows')}\n"
+            f"  {self._param('staged_rows')} - COUNT({k}), {self._param('quarantined_rows')},"
+            f" {self._param('contract_version')}\n"
             f"FROM {self.stage}"
         )
 
@@ -280,7 +278,8 @@ class MergeSql:
             f"SELECT {m['job_name']}, {m['stream_id']}, {m['batch_id']}, {m['staged_rows']},\n"
             f"  (SELECT COALESCE(SUM(CASE WHEN {op} <> 'REMOVE' THEN 1 ELSE 0 END), 0) FROM {self.stage}),\n"
             f"  (SELECT COALESCE(SUM(CASE WHEN {op} = 'REMOVE' THEN 1 ELSE 0 END), 0) FROM {self.stage}),\n"
-            f"  {m['staged_rows']} - (SELECT COUNT({k}) FROM {self.stage}), {m['quarantined_rows']}\n"
+            f"  {m['staged_rows']} - (SELECT COUNT({k}) FROM {self.stage}), {m['quarantined_rows']},"
+            f" {m['contract_version']}\n"
             f"FROM {meta} AS m"
         )
 

@@ -9,15 +9,29 @@ from pyspark.sql import types as T
 
 from . import schema as S
 
+RANK, CONFLICT = "_rank", "_conflict"
+CONFLICT_REASON = ("another record of this item has the same sequence number and other content: no order between "
+                   "them can be decided, so neither is applied")
 
-def latest_per_key(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
-    """Keep one event per key (``keys``: the entity's key columns): the highest sequence (ties, i.e.
-    redeliveries, broken by event id).
 
-    ``cdc_sequence`` is zero-padded, so string order is numeric order.
+def ranked(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
+    """``events`` with ``_rank`` (1: the latest event of its key, by sequence; ties, i.e. redeliveries, broken by
+    event id) and ``_conflict``: another record of the key has the same sequence and another payload (DynamoDB
+    never gives two changes one sequence number, so one of them is not what it claims to be).
+
+    ``cdc_sequence`` is zero-padded, so string order is numeric order. Both windows partition by the key
+    first, so Spark shuffles the batch once for them.
     """
     by_recency = Window.partitionBy(*keys).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col(S.CDC_EVENT_ID).desc())
-    return events.withColumn("_rank", F.row_number().over(by_recency)).where("_rank = 1").drop("_rank")
+    same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
+    content = F.xxhash64(S.PAYLOAD)
+    return events.withColumns({RANK: F.row_number().over(by_recency),
+                               CONFLICT: F.min(content).over(same_sequence) != F.max(content).over(same_sequence)})
+
+
+def latest_per_key(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
+    """One event per key, the latest (:func:`ranked`); a key whose latest sequence conflicts keeps none."""
+    return ranked(events, keys).where(f"{RANK} = 1 AND NOT {CONFLICT}").drop(RANK, CONFLICT)
 
 
 def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:

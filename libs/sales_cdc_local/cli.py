@@ -72,7 +72,7 @@ def _job_config(args: argparse.Namespace) -> C.JobConfig:
                          soft_delete=args.soft_delete, retry_seconds=args.sink_retry_seconds)
     endpoint, region = args.endpoint_url, args.region
     return C.JobConfig(load_contract(args.contract).entity, args.job_name, sinks, dq_config(args, endpoint, region),
-                       alert_config(args, endpoint, region))
+                       alert_config(args, endpoint, region), contract_source=str(args.contract))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -167,7 +167,8 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     entity = load_contract(args.contract).entity
     sinks = C.SinkConfig(C.WarehouseConfig(db_schema=args.db_schema, table=args.table), soft_delete=args.soft_delete)
     config = C.JobConfig(entity, "sales-cdc-demo", sinks,
-                         C.DqConfig(docs=C.DocsConfig(str(work / "data_docs")), params=dq_params(args)))
+                         C.DqConfig(docs=C.DocsConfig(str(work / "data_docs")), params=dq_params(args)),
+                         contract_source=str(args.contract))
     stream = C.StreamConfig(C.FileSource(work / "inbox", max_files_per_trigger=1), work / "checkpoint")
     started = time.monotonic()
     spark = build_spark(config.job_name, stream.shuffle_partitions)

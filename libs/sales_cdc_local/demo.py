@@ -130,7 +130,8 @@ def _job_config(options: DemoOptions, endpoint: str, topic_arn: str) -> C.JobCon
     warehouse = options.warehouse
     sinks = C.SinkConfig(C.WarehouseConfig(db_schema=warehouse.db_schema), lake, soft_delete=warehouse.soft_delete)
     dq = C.DqConfig(docs=C.DocsConfig(str(options.work_dir / "data_docs")), params=options.dq_params)
-    return C.JobConfig(options.contract.entity, "sales-cdc-demo", sinks, dq, C.AlertConfig(topic_arn, endpoint))
+    return C.JobConfig(options.contract.entity, "sales-cdc-demo", sinks, dq, C.AlertConfig(topic_arn, endpoint),
+                       contract_source=options.contract.source)
 
 
 def _generate(options: DemoOptions, moto: MotoServer, console: Console) -> None:

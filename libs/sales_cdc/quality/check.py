@@ -153,7 +153,7 @@ class DataQuality:
     """Built once per job: loads and checks the suites, sets up GX, compiles the row predicates."""
 
     def __init__(self, config: DqConfig, entity: S.EntitySchema, job_name: str = "sales-cdc"):
-        self.config = config
+        self.config, self.entity = config, entity
         self.suites: list[Suite] = load_suites(config.expectations_dir, entity)
         self.rules: list[Rule] = [r for s in self.suites for r in s.rules]
         rows.check_quarantine_rules(self.rules)
@@ -176,6 +176,10 @@ class DataQuality:
         self._gx_first_allowed = not any("mostly" in r.kwargs for r in self.rules
                                          if rows.is_row_level(r) and r.severity is not Severity.HALT)
         self._gx_first = self._gx_first_allowed
+
+    def for_entity(self, entity: S.EntitySchema) -> DataQuality:
+        """The same suites over ``entity``'s columns (after a migration): the contract's rules follow them."""
+        return DataQuality(self.config, entity, self.job_name)
 
     def parameters(self, now: datetime) -> dict[str, Any]:
         """The $PARAMETER values for a batch validated at ``now``: the suites' defaults, then the job's."""
@@ -292,6 +296,8 @@ class DataQuality:
             count = f"{r.unexpected_count} of {r.element_count} rows" if r.unexpected_count is not None else \
                 (r.details or "failed")
             lines.append(f"  - {r.rule.name} ({r.rule.expectation_type}): {count}. {r.rule.why}".rstrip())
+            if "column_set" in r.rule.kwargs:
+                lines.append(_column_set_fix(set(outcome.passed.columns), set(r.rule.kwargs["column_set"])))
         for suite, url in outcome.docs_urls.items():
             lines.append(f"Details ({suite}): {url}")
         lines.append(
@@ -299,3 +305,16 @@ class DataQuality:
             f"meta.severity in {self.config.expectations_dir}/expectations/<suite>.json; then restart the job with "
             f"the same checkpoint: it re-reads batch {outcome.batch_id}.")
         return "\n".join(lines)
+
+
+def _column_set_fix(have: set[str], want: set[str]) -> str:
+    """Which contract change makes the rows' columns and the contract's agree."""
+    extra, missing = sorted(have - want), sorted(want - have)
+    fixes = []
+    if extra:
+        fixes.append(f"the rows have {', '.join(extra)}, which the contract does not name: add the attribute(s) to "
+                     "the contract's attributes (docs/schema-evolution.md), or keep them unmapped")
+    if missing:
+        fixes.append(f"the rows lack {', '.join(missing)}, which the contract names: the decode and the contract "
+                     "disagree; restart the job so that it migrates every sink to the contract")
+    return "    " + "; ".join(fixes)

@@ -14,6 +14,7 @@ row-level quarantine (``quality.rows``) reads its predicates from the same expec
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -23,6 +24,8 @@ from typing import Any
 from pyspark.sql import types as T
 
 from .. import schema as S
+
+log = logging.getLogger(__name__)
 
 SUITES_SUBDIR = "expectations"  # inside the GX project: <project>/expectations/<suite>.json
 ENVELOPE_SUITE = "cdc_envelope"  # rules of the CDC columns every entity's rows have
@@ -51,6 +54,17 @@ class Rule:
     @property
     def column(self) -> str | None:
         return self.kwargs.get("column")
+
+    def columns(self) -> list[str]:
+        """Every column the rule reads: its column(s), and the one its row condition compares."""
+        named = [self.kwargs["column"]] if "column" in self.kwargs else list(self.kwargs.get("column_list", []))
+        for key in ("column_A", "column_B"):
+            if key in self.kwargs:
+                named.append(self.kwargs[key])
+        condition = self.kwargs.get("row_condition")
+        if isinstance(condition, dict) and isinstance(condition.get("column"), dict):
+            named.append(condition["column"]["name"])
+        return named
 
     def parameters(self) -> set[str]:
         """Names of the ``{"$PARAMETER": name}`` values the job must supply at validation time."""
@@ -149,6 +163,27 @@ def _unique_key(entity: S.EntitySchema) -> dict[str, Any]:
     return _expectation("expect_compound_columns_to_be_unique", Severity.HALT, why, column_list=list(entity.keys))
 
 
+def _on_contract_columns(suite: Suite, entity: S.EntitySchema) -> Suite:
+    """The suite without the rules on columns the contract does not have, each skipped with a warning: a business
+    suite may check optional attributes a table lacks (the orders suite's customer_id, for the tutorial's
+    four-attribute table); a rule GX could not evaluate would otherwise fail the first batch."""
+    columns = {f.name for f in S.state_fields(entity)} | {f.name for f in S.SOFT_DELETE_FIELDS}
+    kept = []
+    for rule in suite.rules:
+        missing = [c for c in rule.columns() if c not in columns]
+        if missing:
+            log.warning("suite %s: rule %s skipped: the contract has no column %s (add the attribute to the contract "
+                        "to check it, or remove the rule)", suite.name, rule.name, ", ".join(missing))
+            continue
+        kept.append(rule)
+    if len(kept) == len(suite.rules):
+        return suite
+    document = dict(suite.document)
+    document["expectations"] = [e for e in document.get("expectations", [])
+                                if _rule(suite.name, e).name in {r.name for r in kept}]
+    return Suite(suite.name, tuple(kept), document)
+
+
 def _with_contract(suites: list[Suite], entity: S.EntitySchema) -> list[Suite]:
     """The suite named after the entity gets the contract's rules first (a new suite when there is none)."""
     generated = contract_expectations(entity)
@@ -168,7 +203,7 @@ def load_suites(project_dir: Path, entity: S.EntitySchema) -> list[Suite]:
         raise SuiteError(f"no expectation suites in {suite_dir} (expected <suite>.json files of a GX project)")
     # the envelope suite checks what every stream record has; any other suite is one entity's business rules
     paths = [p for p in paths if p.stem in (ENVELOPE_SUITE, entity.name)]
-    suites = _with_contract([load_suite(p, allow_empty=True) for p in paths], entity)
+    suites = _with_contract([_on_contract_columns(load_suite(p, allow_empty=True), entity) for p in paths], entity)
     names = [r.name for s in suites for r in s.rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -8,7 +8,10 @@ from typing import Protocol
 
 import pyarrow as pa
 
+from ..column_types import ColumnType
 from ..merge_rules import MergeRules
+from ..schema import EntitySchema
+from ..sql import MergeSql
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,30 @@ class Warehouse(Protocol):
 
     def record_dq_results(self, dq_results: pa.Table) -> None:
         """Append a halted batch's results on their own (nothing else of that batch is written)."""
+        ...
+
+    # --- schema migration (``migration.Migration``; docs/schema-evolution.md) -----------------------------
+    sql: MergeSql  # the statements of the entity it writes
+
+    def use(self, entity: EntitySchema) -> None:
+        """Write ``entity``'s columns from now on."""
+        ...
+
+    def stored_columns(self) -> dict[str, ColumnType | None] | None:
+        """The current-state table's columns as column types (None: not one of ours); None: no table."""
+        ...
+
+    def unmapped_rows(self) -> pa.Table:
+        """Key, sequence and ``unmapped_attributes`` of every row that keeps attributes there."""
+        ...
+
+    def recorded_contract(self, sink: str) -> str | None:
+        """The contract ``sink`` last recorded in the warehouse's schema history (its JSON), if any."""
+        ...
+
+    def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:
+        """In one transaction: the DDL, the promoted values (``promoted``: key, sequence, the columns, the JSON
+        left), the history rows."""
         ...
 
     def close(self) -> None: ...

@@ -9,15 +9,19 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from .. import column_types as CT
+from .. import schema as S
 from ..errors import first_line
 from ..faults import crash_point
 from ..merge_rules import MergeRules
 from ..sql import Dialect, MergeSql, quote
+from ..sql_migrate import MigrationSql
 from .base import MergeResult, RowsRefused
 
 log = logging.getLogger(__name__)
@@ -56,9 +60,62 @@ class PostgresWarehouse:
         return self._conn
 
     def ensure_tables(self) -> None:
+        """The tables, created if missing; a table of an earlier release gets the columns added since."""
+        migration = MigrationSql(self.sql)
         with self.conn.transaction():
             for statement in self.sql.create_statements():
                 self.conn.execute(statement)
+            for table, fields in self.sql.added_columns().items():
+                for field in fields:
+                    self.conn.execute(migration.add_column(field, self.sql.qualified(table)))
+
+    # --- schema migration (``migration.Migration`` drives it) --------------------------------------------
+    def use(self, entity: S.EntitySchema) -> None:
+        """Write ``entity``'s columns from now on (after a migration gave the table them)."""
+        self.sql = replace(self.sql, entity=entity)
+
+    def stored_columns(self) -> dict[str, CT.ColumnType | None] | None:
+        """The current-state table's columns as column types (None: no such table)."""
+        params = {"db_schema": self.sql.db_schema, "table": self.sql.table_name}
+        with self.conn.transaction():
+            rows = self.conn.execute(MigrationSql(self.sql).columns_query(), params).fetchall()
+        return {name: CT.of_sql(*described) for name, *described in rows} or None
+
+    def unmapped_rows(self) -> pa.Table:
+        """Key, sequence and JSON of the rows that keep attributes in ``unmapped_attributes``."""
+        fields = MigrationSql(self.sql).promotion_fields([])
+        with self.conn.transaction():
+            rows = self.conn.execute(MigrationSql(self.sql).unmapped_rows_query()).fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in fields]
+        return pa.table({f.name: pa.array(list(values), f.arrow_type) for f, values in zip(fields, columns,
+                                                                                              strict=True)})
+
+    def recorded_contract(self, sink: str) -> str | None:
+        """The contract ``sink`` last recorded in the schema history, as its JSON text."""
+        params = {"table_name": self.sql.table_name, "change": "contract", "sink": sink}
+        with self.conn.transaction():
+            row = self.conn.execute(MigrationSql(self.sql).recorded_contract_query(), params).fetchone()
+        return row[0] if row else None
+
+    def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:
+        """One transaction: ``statements`` (the DDL), the promoted values (``promoted``: the stage's rows, as
+        ``MigrationSql.promotion_fields`` of its value columns), and the history rows."""
+        migration = MigrationSql(self.sql)
+        try:
+            with self.conn.transaction():
+                for statement in statements:
+                    self.conn.execute(statement)
+                if promoted is not None and promoted.num_rows:
+                    columns = [c for c in promoted.column_names
+                               if c not in (*self.sql.entity.keys, S.CDC_SEQUENCE, S.UNMAPPED)]
+                    stage, create = self.sql.temp_stage("promotion", migration.promotion_fields(columns))
+                    self.conn.execute(create)
+                    self._copy(stage, promoted.column_names, promoted)
+                    self.conn.execute(migration.promote(stage, columns))
+                self._copy(self.sql.schema_changes, history.column_names, history)
+        except psycopg.OperationalError:
+            self.close()
+            raise
 
     def _copy(self, table_sql: str, columns: list[str], data: pa.Table) -> None:
         if data.num_rows == 0:
@@ -117,7 +174,7 @@ class PostgresWarehouse:
 
     def _probe(self, stream_id: str, batch_id: int, rows: pa.Table) -> str | None:
         params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
-                  "staged_rows": rows.num_rows, "quarantined_rows": 0}
+                  "staged_rows": rows.num_rows, "quarantined_rows": 0, "contract_version": self.sql.entity.version}
         try:
             with self.conn.transaction():
                 self.conn.execute(self.sql.create_stage())
@@ -133,7 +190,8 @@ class PostgresWarehouse:
     def _merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                      dq_results: pa.Table | None, before_commit: Callable[[], None] | None) -> MergeResult:
         params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
-                  "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}
+                  "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows,
+                  "contract_version": self.sql.entity.version}
         try:
             with self.conn.transaction():
                 if self.conn.execute(self.sql.ledger_lookup(), params).fetchone():

@@ -21,15 +21,17 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .. import column_types as CT
 from .. import schema as S
 from ..merge_rules import MergeRules
-from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, check_s3_uri
+from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, check_role_arn, check_s3_uri
+from ..sql_migrate import MigrationSql
 from .base import MergeResult
 
 log = logging.getLogger(__name__)
@@ -171,7 +173,70 @@ class RedshiftDataApiWarehouse:
 
     # --- the Warehouse interface ----------------------------------------------------------------------
     def ensure_tables(self) -> None:
+        """The tables, created if missing; a table of an earlier release gets the columns added since (Redshift
+        has no ADD COLUMN IF NOT EXISTS: the columns are looked up first)."""
         self.run_transaction(self.sql.create_statements())
+        migration = MigrationSql(self.sql)
+        for table, fields in self.sql.added_columns().items():
+            present = {row[0] for row in self.query(migration.columns_query(),
+                                                    {"db_schema": self.sql.db_schema, "table": table})}
+            missing = [migration.add_column(f, self.sql.qualified(table)) for f in fields if f.name not in present]
+            if missing:
+                self.run_transaction(missing)
+
+    # --- schema migration (``migration.Migration`` drives it) --------------------------------------------
+    def use(self, entity: S.EntitySchema) -> None:
+        """Write ``entity``'s columns from now on (after a migration gave the table them)."""
+        self.sql = replace(self.sql, entity=entity)
+
+    def stored_columns(self) -> dict[str, CT.ColumnType | None] | None:
+        rows = self.query(MigrationSql(self.sql).columns_query(),
+                          {"db_schema": self.sql.db_schema, "table": self.sql.table_name})
+        return {name: CT.of_sql(kind, *[None if v is None else int(v) for v in sizes])
+                for name, kind, *sizes in rows} or None
+
+    def _migration_prefix(self) -> str:
+        parts = [_SAFE_KEY_PART.sub("_", p) for p in (self.job_name, "migration", self.sql.entity.version)]
+        return "/".join([self.target.staging_uri.rstrip("/"), *parts])
+
+    def unmapped_rows(self) -> pa.Table:
+        """UNLOADed to the staging prefix as Parquet, then read: a table's rows do not travel through the Data
+        API's result pages."""
+        prefix = f"{self._migration_prefix()}/unmapped/"
+        select = MigrationSql(self.sql).unmapped_rows_query()  # identifiers only: no quote to escape
+        self.query(f"UNLOAD ('{select}')\nTO '{check_s3_uri(prefix + 'part')}'\n"
+                   f"IAM_ROLE '{check_role_arn(self.target.iam_role_arn)}'\nFORMAT AS PARQUET ALLOWOVERWRITE")
+        bucket, _, key = prefix.removeprefix("s3://").partition("/")
+        parts = [pq.read_table(io.BytesIO(self.s3.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()))
+                 for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+                 for o in page.get("Contents", [])]
+        fields = MigrationSql(self.sql).promotion_fields([])
+        schema = pa.schema([(f.name, f.arrow_type) for f in fields])
+        return pa.concat_tables([t.select(schema.names).cast(schema) for t in parts]) if parts \
+            else schema.empty_table()
+
+    def recorded_contract(self, sink: str) -> str | None:
+        rows = self.query(MigrationSql(self.sql).recorded_contract_query(),
+                          {"table_name": self.sql.table_name, "change": "contract", "sink": sink})
+        return rows[0][0] if rows else None
+
+    def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:
+        """One ``batch_execute_statement`` (one transaction): the DDL, the promotion from a staged stage, the
+        history rows (staged too: no value is placed in SQL text)."""
+        migration, sql, role = MigrationSql(self.sql), self.sql, self.target.iam_role_arn
+        prefix = self._migration_prefix()
+        transaction = list(statements)
+        if promoted is not None and promoted.num_rows:
+            columns = [c for c in promoted.column_names if c not in (*sql.entity.keys, S.CDC_SEQUENCE, S.UNMAPPED)]
+            fields = migration.promotion_fields(columns)
+            stage, create = sql.temp_stage("promotion", fields)
+            uri = self._stage_object(prefix, "promotion", promoted.select([f.name for f in fields]))
+            transaction += [create, sql.copy_parquet(stage, uri, role), migration.promote(stage, columns)]
+        stage, create = sql.temp_stage("schema_changes", S.SCHEMA_CHANGE_FIELDS)
+        uri = self._stage_object(prefix, f"schema_changes_{int(time.time() * 1000)}", history)
+        names = [f.name for f in S.SCHEMA_CHANGE_FIELDS]
+        transaction += [create, sql.copy_parquet(stage, uri, role), sql.insert_from(sql.schema_changes, stage, names)]
+        self.run_transaction(transaction)
 
     def _stage_object(self, prefix: str, name: str, table: pa.Table) -> str:
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
@@ -213,10 +278,9 @@ class RedshiftDataApiWarehouse:
         overwrites them), KMS-encrypted; their s3:// URIs by name (state, batch, quarantine, dq_results)."""
         prefix = self._batch_prefix(stream_id, batch_id)
         meta = pa.Table.from_pylist([{"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
-                                      "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows}],
-                                    schema=pa.schema([("job_name", pa.string()), ("stream_id", pa.string()),
-                                                      ("batch_id", pa.int64()), ("staged_rows", pa.int64()),
-                                                      ("quarantined_rows", pa.int64())]))
+                                      "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows,
+                                      "contract_version": self.sql.entity.version}],
+                                    schema=pa.schema([(f.name, f.arrow_type) for f in BATCH_META_FIELDS]))
         objects = {"state": self._stage_object(prefix, "state", state.select(self.sql.stage_columns)),
                    "batch": self._stage_object(prefix, "batch", meta)}
         if quarantine.num_rows:

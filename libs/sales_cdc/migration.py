@@ -1,0 +1,159 @@
+"""Schema migration: every sink holds the contract's columns before a batch is written (docs/schema-evolution.md).
+
+It runs at start-up (the local job, Glue, ``sales-cdc migrate``) and, with ``on_new_attribute: add_column``,
+before a batch that brings a new attribute. Per sink: compare the contract with what the sink holds (its real
+columns, so a sink left behind by a crash is caught up), refuse a change that would lose values, then, in one
+transaction or commit of the sink's own: add and widen columns, move the values that sat in
+``unmapped_attributes`` into their new columns, record the change in the sink's schema history. A second run
+finds nothing to do: migrations are idempotent, and one that died half-way is finished by the next start.
+
+The contract a job applies is its file's, plus the attributes it added on its own earlier (recorded as
+``automatic`` in the sinks' histories): a restart with the same file keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pyarrow as pa
+from pyspark.sql import SparkSession
+
+from . import schema as S
+from .contract import read_recorded
+from .evolution import Change, ChangeKind, contract_changes, contract_document, sink_changes, with_fields
+from .lake import Lake
+from .promotion import Counts
+from .schema_sinks import SchemaSink, schema_sinks
+from .warehouse.base import Warehouse
+
+log = logging.getLogger(__name__)
+
+_DDL_KINDS = (ChangeKind.ADD, ChangeKind.WIDEN)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One sink's part: its own changes (columns to add or widen), what it runs, the contract it held."""
+
+    sink: SchemaSink
+    changes: tuple[Change, ...]
+    statements: tuple[str, ...]
+    recorded: S.EntitySchema | None  # the contract the sink last recorded (None: no history yet)
+
+    def promoted(self, contract: tuple[Change, ...]) -> list[str]:
+        """The columns whose values in ``unmapped_attributes`` may now fit: added, widened or re-tagged."""
+        names = [c.column for c in (*self.changes, *contract) if c.kind in (*_DDL_KINDS, ChangeKind.RETAG)]
+        return list(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class Plan:
+    entity: S.EntitySchema  # the contract every sink will hold
+    source: str  # where it came from: the contract file, or automatic
+    automatic: frozenset[str]  # its attributes the job added on its own (on_new_attribute: add_column)
+    contract: tuple[Change, ...]  # against the contract the sinks recorded last (the history's view)
+    steps: tuple[Step, ...]  # the sinks that change, or that have not recorded this contract yet
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.steps)
+
+    def describe(self) -> list[str]:
+        """What the plan does, per sink, for people (``migrate --dry-run``, the log)."""
+        if not self.steps:
+            return [f"{self.entity.name}: every sink holds contract {self.entity.version}; nothing to migrate"]
+        lines = [f"{self.entity.name}: contract {self.entity.version} from {self.source}"]
+        lines += [f"  contract: {c}" for c in self.contract]
+        for step in self.steps:
+            lines.append(f"  {step.sink.name} ({step.sink.table_name}):"
+                         f" {', '.join(map(str, step.changes)) or 'records the contract'}")
+            lines += [f"    {s}" for s in step.statements]
+        return lines
+
+
+@dataclass
+class Applied:
+    sink: str
+    moved: dict[str, int] = field(default_factory=dict)  # per column: values moved out of the JSON
+    kept: dict[str, int] = field(default_factory=dict)  # per column: values left there (they do not fit)
+
+
+class Migration:
+    def __init__(self, spark: SparkSession, warehouse: Warehouse, lake: Lake | None, job_name: str):
+        self.spark, self.job_name = spark, job_name
+        self.sinks = schema_sinks(spark, warehouse, lake)
+
+    def _recorded(self) -> list[tuple[S.EntitySchema, frozenset[str]] | None]:
+        return [read_recorded(text, f"the schema history of the {sink.name}") if (text := sink.recorded_contract())
+                else None for sink in self.sinks]
+
+    def effective(self, contract: S.EntitySchema) -> tuple[S.EntitySchema, frozenset[str]]:
+        """``contract`` with the attributes the job added on its own before (any sink's history) that the
+        contract does not name, and their names."""
+        added: dict[str, S.Field] = {}
+        for recorded in filter(None, self._recorded()):
+            entity, automatic = recorded
+            for name in sorted(automatic - set(contract.names) - set(added)):
+                added[name] = entity.field(name)
+        return with_fields(contract, list(added.values())), frozenset(added)
+
+    def plan(self, contract: S.EntitySchema, source: str, automatic: frozenset[str] = frozenset()) -> Plan:
+        """What each sink must do to hold ``contract`` (and the attributes added automatically before; those of
+        ``contract`` that the job adds now are ``automatic``); a change that would lose values raises
+        SchemaChangeRefused before any sink is touched."""
+        entity, added = self.effective(contract)
+        recorded = self._recorded()
+        latest = next((r[0] for r in recorded if r is not None), None)
+        contract_level = tuple(contract_changes(latest, entity)) if latest is not None else ()
+        steps = []
+        for sink, held in zip(self.sinks, recorded, strict=True):
+            stored = sink.stored_columns()
+            changes = tuple(sink_changes(entity, stored, sink.storage, sink.name)) if stored is not None else ()
+            if changes or held is None or held[0].version != entity.version:
+                steps.append(Step(sink, changes, tuple(sink.statements(entity, list(changes))),
+                                  held[0] if held else None))
+        return Plan(entity, source, automatic | added, contract_level, tuple(steps))
+
+    def apply(self, plan: Plan) -> list[Applied]:
+        """Each step in its own transaction or commit: the warehouse first, then the lake."""
+        done = []
+        for step in plan.steps:
+            fields = [plan.entity.field(name) for name in step.promoted(plan.contract)]
+            counts = step.sink.apply(plan.entity, list(step.changes), fields,
+                                     lambda c, statements, s=step: self._history(plan, s, c, statements))
+            done.append(Applied(step.sink.name, counts.moved, counts.kept))
+            kept = {k: v for k, v in counts.kept.items() if v}
+            log.warning("%s %s migrated to contract %s: %s%s", step.sink.name, step.sink.table_name,
+                        plan.entity.version, ", ".join(map(str, step.changes)) or "contract recorded",
+                        f"; values that do not fit their new column, kept in {S.UNMAPPED}: {kept}" if kept else "")
+        return done
+
+    def _history(self, plan: Plan, step: Step, counts: Counts, statements: list[str]) -> pa.Table:
+        """The sink's history rows: one per change (with the statements it ran), then the contract it holds."""
+        now = datetime.now(UTC)
+        rows = []
+        own = {c.column for c in step.changes}
+        for change in (*step.changes, *[c for c in plan.contract if c.column not in own]):
+            rows.append(self._row(now, plan, step, change.kind, change.column, change.before, change.after,
+                                  "; ".join(statements) if change.kind in _DDL_KINDS else None,
+                                  counts.moved.get(change.column), counts.kept.get(change.column)))
+        document = contract_document(plan.entity, automatic=plan.automatic)
+        rows.append(self._row(now, plan, step, ChangeKind.CONTRACT, None, None, plan.entity.version,
+                              json.dumps(document, sort_keys=True), None, None))
+        return pa.Table.from_pylist(rows, schema=pa.schema([(f.name, f.arrow_type) for f in S.SCHEMA_CHANGE_FIELDS]))
+
+    def _row(self, now, plan: Plan, step: Step, kind: ChangeKind, column, before, after, statement, moved, kept):
+        return {"changed_at": now, "job_name": self.job_name, "table_name": step.sink.table_name,
+                "contract_version": plan.entity.version, "sink": step.sink.name, "change": kind.value,
+                "column_name": column, "before_type": before, "after_type": after, "source": plan.source,
+                "statement": statement, "values_promoted": moved, "values_kept": kept}
+
+    def run(self, contract: S.EntitySchema, source: str, automatic: frozenset[str] = frozenset()) -> S.EntitySchema:
+        """Plan and apply; the contract every sink now holds."""
+        plan = self.plan(contract, source, automatic)
+        if plan.pending:
+            self.apply(plan)
+        return plan.entity

@@ -31,6 +31,29 @@ SORTED = parse_contract({
     "tests/helpers.py").entity
 
 
+# the worked example of docs/schema-evolution.md: the tutorial's four attributes, under the entity shop_orders
+SHOP_ORDERS = {"orderid": {"dynamodb": "S", "type": "string", "required": True},
+               "product_name": {"dynamodb": "S", "type": "string", "required": True},
+               "quantity": {"dynamodb": "N", "type": "integer", "required": True},
+               "price": {"dynamodb": "N", "type": "decimal(10,2)", "required": True}}
+
+
+def shop_orders_contract(policy: str = "keep_json", **changes) -> dict:
+    """The contract document of ``shop_orders`` with attributes changed (a dict merged in), added, or removed (None)."""
+    attributes = {**SHOP_ORDERS}
+    for name, spec in changes.items():
+        if spec is None:
+            attributes.pop(name)
+        else:
+            attributes[name] = {**attributes.get(name, {}), **spec}
+    return {"table": "ShopOrders", "entity": "shop_orders", "key": {"partition": "orderid"},
+            "on_new_attribute": policy, "attributes": attributes}
+
+
+def shop_orders(policy: str = "keep_json", **changes) -> S.EntitySchema:
+    return parse_contract(shop_orders_contract(policy, **changes), "tests/helpers.py").entity
+
+
 def source_rows(spark, *records):
     """A micro-batch of source rows from stream records (dicts) or raw payload lines (str)."""
     lines = [r if isinstance(r, str) else to_json_line(r) for r in records]

@@ -4,7 +4,7 @@ CDC events, and read back as comparable rows: the model test and the merge-rule 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from deltalake import DeltaTable
@@ -13,6 +13,7 @@ from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
 from sales_cdc.lake import Lake
 from sales_cdc.lake_parquet import silver_commits
+from sales_cdc.migration import Migration, Plan
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
@@ -72,10 +73,40 @@ class Sinks:
                 result = self.handler(frame, batch_id)
                 assert result.quarantined == 0, "every generated record is valid"
 
+    # --- schema evolution --------------------------------------------------------------------------------
+    def migrate(self, entity: S.EntitySchema, steps: int | None = None) -> Plan:
+        """Migrate every sink to ``entity``, as a job start does (``steps``: only the first ones, as a job that
+        died half-way), then write its columns; the plan."""
+        migration = Migration(self.spark, self.warehouse, self.lake, "model")
+        plan = migration.plan(entity, "tests")
+        migration.apply(replace(plan, steps=plan.steps[:steps]) if steps is not None else plan)
+        if steps is None:
+            self.use(plan.entity)
+        return plan
+
+    def use(self, entity: S.EntitySchema) -> None:
+        self.entity = entity
+        self.handler.use(entity)
+        self.lake = self.handler.lake
+
+    def warehouse_rows(self) -> dict[tuple, dict]:
+        """Every stored row of the warehouse by key, as column -> value (``loaded_at`` left out)."""
+        rows = self._query(self.warehouse.sql.target)
+        return {tuple(r[k] for k in self.entity.keys): {c: v for c, v in r.items() if c != "loaded_at"} for r in rows}
+
+    def silver_rows(self) -> dict[tuple, dict]:
+        if self.lake_format == "parquet":
+            rows = self._parquet_silver()[0]
+        else:
+            rows = DeltaTable(self.lake.silver_uri).to_pyarrow_table().to_pylist()
+        return {tuple(r[k] for k in self.entity.keys): r for r in rows}
+
     def _query(self, table: str) -> list[dict]:
-        cursor = self.warehouse.conn.execute(f"SELECT * FROM {table}")
-        columns = [c.name for c in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        # a connection of its own: a read on the job's would leave a transaction open under its next batch
+        with pg_connection(self.warehouse.url) as conn:
+            cursor = conn.execute(f"SELECT * FROM {table}")
+            columns = [c.name for c in cursor.description]
+            return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
     def warehouse_state(self) -> dict:
         return actual_rows(self._query(self.warehouse.sql.target), self.soft_delete, self.entity)

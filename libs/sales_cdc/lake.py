@@ -23,6 +23,7 @@ from deltalake import CommitProperties
 
 from . import schema as S
 from .config import LakeConfig
+from .evolution import ChangeKind
 from .faults import crash_point
 from .lake_delta import DeltaAppend, DeltaSilver, DeltaTables
 from .lake_layers import LakeBatch, LayerWriter, Rows
@@ -94,7 +95,7 @@ class Lake:
         if table is None:
             return None
         rows = table.to_pyarrow_table(columns=["changed_at", "change", "sink", "statement"]).to_pylist()
-        recorded = [r for r in rows if r["change"] == "contract" and r["sink"] == sink]
+        recorded = [r for r in rows if r["change"] == ChangeKind.CONTRACT and r["sink"] == sink]
         return max(recorded, key=lambda r: r["changed_at"])["statement"] if recorded else None
 
     @property

@@ -8,7 +8,10 @@ replayed batch (Spark retry, restart after a crash between two commits) changes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from queue import Full, Queue
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -178,9 +181,10 @@ class DeltaSilver:
                                  else pa.nulls(rows.num_rows, f.type) for f in target}, schema=target)
                 yield from _with_changes(rows, changed, keys).to_batches()
 
-        write_deltalake(self.uri, pa.RecordBatchReader.from_batches(target, converted()), mode="overwrite",
-                        schema_mode="overwrite", storage_options=self.tables.config.storage_options,
-                        target_file_size=self.tables.config.target_file_size, commit_properties=commit)
+        with _fed_from_a_thread(target, converted) as reader:
+            write_deltalake(self.uri, reader, mode="overwrite", schema_mode="overwrite",
+                            storage_options=self.tables.config.storage_options,
+                            target_file_size=self.tables.config.target_file_size, commit_properties=commit)
 
     def _key_sequences(self, uri: str, like: pa.Schema) -> pa.Table | None:
         """Key + sequence of every row of the Delta table at ``uri``, the key typed as in ``like`` (None: no
@@ -267,3 +271,39 @@ def _with_changes(rows: pa.Table, changed: pa.Table, keys: list[str]) -> pa.Tabl
         else:
             columns[name] = pc.coalesce(joined["_new_" + name], joined[name])
     return pa.table(columns, schema=rows.schema)
+
+
+@contextlib.contextmanager
+def _fed_from_a_thread(schema: pa.Schema, batches: Callable[[], Iterator[pa.RecordBatch]]):
+    """A reader of ``batches()``, produced on a thread of its own, a few batches ahead: delta-rs reads its
+    input on its runtime's threads, from which reading a Delta table (delta-rs again) would panic
+    ("Cannot start a runtime from within a runtime"). Memory stays bounded by the queue."""
+    queue: Queue = Queue(maxsize=4)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches():
+                while not stop.is_set():
+                    with contextlib.suppress(Full):
+                        queue.put(batch, timeout=0.5)
+                        break
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the reading side, which raises it
+            queue.put(exc)
+        queue.put(end)
+
+    def consume() -> Iterator[pa.RecordBatch]:
+        while (item := queue.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    producer = threading.Thread(target=produce, name="sales-cdc-delta-rewrite", daemon=True)
+    producer.start()
+    try:
+        yield pa.RecordBatchReader.from_batches(schema, consume())
+    finally:
+        stop.set()

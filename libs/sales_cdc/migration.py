@@ -22,11 +22,14 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 
 from . import schema as S
+from .column_types import Dialect
 from .contract import read_recorded
 from .evolution import Change, ChangeKind, contract_changes, contract_document, sink_changes, with_fields
 from .lake import Lake
 from .promotion import Counts
-from .schema_sinks import SchemaSink, schema_sinks
+from .schema_sinks import SchemaSink, delta_statements, parquet_statements, schema_sinks
+from .sql import MergeSql
+from .sql_migrate import MigrationSql
 from .warehouse.base import Warehouse
 
 log = logging.getLogger(__name__)
@@ -123,26 +126,30 @@ class Migration:
         for step in plan.steps:
             fields = [plan.entity.field(name) for name in step.promoted(plan.contract)]
             counts = step.sink.apply(plan.entity, list(step.changes), fields,
-                                     lambda c, statements, s=step: self._history(plan, s, c, statements))
+                                     lambda c, s=step: self._history(plan, s, c))
             done.append(Applied(step.sink.name, counts.moved, counts.kept))
             kept = {k: v for k, v in counts.kept.items() if v}
-            log.warning("%s %s migrated to contract %s: %s%s", step.sink.name, step.sink.table_name,
-                        plan.entity.version, ", ".join(map(str, step.changes)) or "contract recorded",
-                        f"; values that do not fit their new column, kept in {S.UNMAPPED}: {kept}" if kept else "")
+            # a change of columns is news for whoever watches the job; recording an unchanged contract is not
+            log.log(logging.WARNING if step.changes or kept else logging.INFO, "%s %s migrated to contract %s: %s%s",
+                    step.sink.name, step.sink.table_name, plan.entity.version,
+                    ", ".join(map(str, step.changes)) or "contract recorded",
+                    f"; values that do not fit their new column, kept in {S.UNMAPPED}: {kept}" if kept else "")
         return done
 
-    def _history(self, plan: Plan, step: Step, counts: Counts, statements: list[str]) -> pa.Table:
-        """The sink's history rows: one per change (with the statements it ran), then the contract it holds."""
+    def _history(self, plan: Plan, step: Step, counts: Counts) -> pa.Table:
+        """The sink's history rows: one per change (with the statements it ran for it), then the contract it
+        holds."""
         now = datetime.now(UTC)
         rows = []
         own = {c.column for c in step.changes}
         for change in (*step.changes, *[c for c in plan.contract if c.column not in own]):
+            statements = step.sink.statements(plan.entity, [change]) if change.kind in _DDL_KINDS else []
             rows.append(self._row(now, plan, step, change.kind, change.column, change.before, change.after,
-                                  "; ".join(statements) if change.kind in _DDL_KINDS else None,
-                                  counts.moved.get(change.column), counts.kept.get(change.column)))
+                                  "; ".join(statements) or None, counts.moved.get(change.column),
+                                  counts.kept.get(change.column)))
         document = contract_document(plan.entity, automatic=plan.automatic)
         rows.append(self._row(now, plan, step, ChangeKind.CONTRACT, None, None, plan.entity.version,
-                              json.dumps(document, sort_keys=True), None, None))
+                              json.dumps(document), None, None))
         return pa.Table.from_pylist(rows, schema=pa.schema([(f.name, f.arrow_type) for f in S.SCHEMA_CHANGE_FIELDS]))
 
     def _row(self, now, plan: Plan, step: Step, kind: ChangeKind, column, before, after, statement, moved, kept):
@@ -157,3 +164,20 @@ class Migration:
         if plan.pending:
             self.apply(plan)
         return plan.entity
+
+
+def preview(old: S.EntitySchema, new: S.EntitySchema, db_schema: str = "sales") -> list[str]:
+    """``contract diff``: the changes from ``old`` to ``new`` and what each kind of sink holding ``old`` would run
+    (a change no sink can follow raises SchemaChangeRefused, as the job would at start-up)."""
+    changes = contract_changes(old, new)
+    lines = [f"{new.name}: contract {old.version} -> {new.version}", *[f"  {c}" for c in changes or ["no change"]]]
+    stored = {f.name: f.column_type for f in S.state_fields(old)}
+    for dialect in Dialect:
+        own = sink_changes(new, stored, dialect.value, "the warehouse")
+        lines.append(f"warehouse ({dialect.value}):")
+        lines += [f"  {s};" for s in MigrationSql(MergeSql(dialect, new, db_schema)).statements(own)] or ["  nothing"]
+    own = sink_changes(new, stored, "lake", "the lake")
+    for kind, statements in (("delta", delta_statements), ("parquet", parquet_statements)):
+        lines.append(f"lake silver ({kind}):")
+        lines += [f"  {s}" for s in statements(f"silver/{new.name}", own)] or ["  nothing"]
+    return lines

@@ -338,7 +338,8 @@ class BatchHandler:
             # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
             batch.starters["lake"] = partial(self.lake.write_batch, LakeBatch(
                 batch.id, batch.stream_id, to_raw_rows(batch.decoded.frame, batch.id, self.entity),
-                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows), self.entity.version))
+                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows),
+                self.entity.version))
 
     def _write_sinks(self, batch: _Batch) -> None:
         """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink

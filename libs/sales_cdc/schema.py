@@ -126,9 +126,11 @@ class EntitySchema:
 
     @property
     def version(self) -> str:
-        """A short fingerprint of the key and the typed columns (name, DynamoDB type, column type, required):
-        the contract version each sink records with a batch and a schema change."""
-        described = [list(self.keys), *[[f.name, f.ddb_type, f.column_type.name, f.required] for f in self.fields]]
+        """A short fingerprint of the key and the typed columns (name, DynamoDB type, column type, required; not
+        their order, which no sink keeps): the contract version each sink records with a batch and a schema
+        change."""
+        described = [list(self.keys), *sorted([f.name, f.ddb_type, f.column_type.name, f.required]
+                                              for f in self.fields)]
         return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:12]
 
 

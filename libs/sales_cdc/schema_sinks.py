@@ -27,7 +27,7 @@ from .promotion import Counts, any_moved, counts, helper_columns, promote
 from .sql_migrate import MigrationSql
 from .warehouse.base import Warehouse
 
-History = Callable[[Counts, list[str]], pa.Table]  # (the promotion's counts, the statements run) -> history rows
+History = Callable[[Counts], pa.Table]  # the promotion's counts -> the sink's history rows
 
 
 class SchemaSink(Protocol):
@@ -78,12 +78,27 @@ class WarehouseSchema:
         changed, done = _promoted(self.spark, self.warehouse.unmapped_rows(), fields, entity.keys)
         statements = self.statements(entity, changes)
         self.warehouse.use(entity)  # the promotion stage has the new columns
-        self.warehouse.migrate(statements, changed, history(done, statements))
+        self.warehouse.migrate(statements, changed, history(done))
         return done
 
 
-def _lake_names(changes: list[Change], action: str) -> str:
-    return f"{action}: " + ", ".join(str(c) for c in changes if c.kind in (ChangeKind.ADD, ChangeKind.WIDEN))
+def _column_changes(changes: list[Change]) -> list[Change]:
+    return [c for c in changes if c.kind in (ChangeKind.ADD, ChangeKind.WIDEN)]
+
+
+def delta_statements(uri: str, changes: list[Change]) -> list[str]:
+    """What Delta silver at ``uri`` does for ``changes``, for people: one commit either way."""
+    columns = _column_changes(changes)
+    if not columns:
+        return []
+    action = f"rewrite {uri} in one commit (delta-rs overwrite: a column's type cannot change in place)" \
+        if any(c.kind is ChangeKind.WIDEN for c in columns) else f"MERGE INTO {uri} with schema evolution"
+    return [f"{action}: {', '.join(map(str, columns))}; promoted values set in the same commit"]
+
+
+def parquet_statements(uri: str, changes: list[Change]) -> list[str]:
+    columns = _column_changes(changes)
+    return [f"new snapshot of {uri}: {', '.join(map(str, columns))}; promoted values set in it"] if columns else []
 
 
 class DeltaSilverSchema:
@@ -105,11 +120,7 @@ class DeltaSilverSchema:
         return self.lake.recorded_contract(self.name)
 
     def statements(self, entity: S.EntitySchema, changes: list[Change]) -> list[str]:
-        if not any(c.kind in (ChangeKind.ADD, ChangeKind.WIDEN) for c in changes):
-            return []
-        if any(c.kind is ChangeKind.WIDEN for c in changes):
-            return [_lake_names(changes, f"rewrite {self.silver.uri} in one commit (delta-rs overwrite)")]
-        return [_lake_names(changes, f"MERGE INTO {self.silver.uri} with schema evolution")]
+        return delta_statements(self.silver.uri, changes)
 
     def apply(self, entity: S.EntitySchema, changes: list[Change], fields: list[S.Field], history: History) -> Counts:
         rules = MergeRules(entity, self.lake.soft_delete)
@@ -120,11 +131,10 @@ class DeltaSilverSchema:
         names = [*entity.keys, S.CDC_SEQUENCE, *[f.name for f in fields], S.UNMAPPED]
         if changed is None:  # the new columns still reach silver: a MERGE of no rows adds them
             changed = pa.schema([target.field(n) for n in names]).empty_table()
-        if stored is not None and (changed.num_rows or any(c.kind in (ChangeKind.ADD, ChangeKind.WIDEN)
-                                                            for c in changes)):
+        if stored is not None and (changed.num_rows or _column_changes(changes)):
             self.silver.migrate(target, changed, any(c.kind is ChangeKind.WIDEN for c in changes),
                                 {CONTRACT_VERSION: entity.version})
-        self.lake.record_changes(history(done, self.statements(entity, changes)))
+        self.lake.record_changes(history(done))
         return done
 
 
@@ -143,9 +153,7 @@ class ParquetSilverSchema:
         return self.lake.recorded_contract(self.name)
 
     def statements(self, entity: S.EntitySchema, changes: list[Change]) -> list[str]:
-        if not any(c.kind in (ChangeKind.ADD, ChangeKind.WIDEN) for c in changes):
-            return []
-        return [_lake_names(changes, f"new snapshot of {self.lake.silver_uri}")]
+        return parquet_statements(self.lake.silver_uri, changes)
 
     def apply(self, entity: S.EntitySchema, changes: list[Change], fields: list[S.Field], history: History) -> Counts:
         rules = MergeRules(entity, self.lake.soft_delete)
@@ -162,7 +170,7 @@ class ParquetSilverSchema:
 
         if self.stored_columns() is not None and (fields or any(c.kind is ChangeKind.ADD for c in changes)):
             self.lake.silver.migrate(self.spark, target, promoted)
-        self.lake.record_changes(history(done, self.statements(entity, changes)))
+        self.lake.record_changes(history(done))
         return done
 
 

@@ -25,11 +25,13 @@ from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError, one_line
 from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, merge_sql, request_stop, run_stream
 from sales_cdc.lake import Lake, maintain, moto_storage_options
+from sales_cdc.migration import Migration, preview
 from sales_cdc.pipeline import RunSummary
 from sales_cdc.quality import DataQualityHalt
 from sales_cdc.quality.gx_runner import DocsSite
 from sales_cdc.schema import CDC_SEQUENCE, UNMAPPED
 from sales_cdc.sql import Dialect
+from sales_cdc.warehouse import PostgresWarehouse
 
 from . import generator as G
 from .demo import DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
@@ -89,6 +91,10 @@ def _run(args: argparse.Namespace) -> int:
 def _contract(args: argparse.Namespace) -> int:
     if args.contract_command == "infer":
         return _contract_infer(args)
+    if args.contract_command == "diff":
+        for line in preview(load_contract(args.old).entity, load_contract(args.new).entity, args.db_schema):
+            print(line)
+        return 0
     contract = load_contract(args.path)  # a bad one raises ContractError: its one line
     entity = contract.entity
     table = Table(title=f"{args.path}: table {contract.table} -> entity {entity.name}, key {', '.join(entity.keys)}")
@@ -121,6 +127,35 @@ def _contract_infer(args: argparse.Namespace) -> int:
     args.output.write_text(text)
     console.print(f"draft contract from {sample.items} items of {source} -> {args.output}; read and edit it, then "
                   f"`sales-cdc contract check {args.output}`")
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    """``migrate [--dry-run]``: what the job does at start-up, on its own (docs/schema-evolution.md)."""
+    contract = load_contract(args.contract)
+    lake = None
+    if args.lake_root:
+        options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
+        lake = Lake(C.LakeConfig(args.lake_root, options, silver_format=args.silver_format), args.job_name,
+                    contract.entity, args.soft_delete)
+    spark = build_spark(args.job_name)
+    config = C.JobConfig(contract.entity, args.job_name,
+                         C.SinkConfig(C.WarehouseConfig(db_schema=args.db_schema, table=args.table),
+                                      soft_delete=args.soft_delete))
+    with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
+        warehouse = PostgresWarehouse(connection.url, merge_sql(Dialect.POSTGRES, config), args.job_name)
+        try:
+            if not args.dry_run:
+                warehouse.ensure_tables()
+            migration = Migration(spark, warehouse, lake, args.job_name)
+            plan = migration.plan(contract.entity, contract.source)
+            for line in plan.describe():
+                print(line)
+            if plan.pending and not args.dry_run:
+                for applied in migration.apply(plan):
+                    console.print(f"{applied.sink}: migrated; values moved {applied.moved}, kept {applied.kept}")
+        finally:
+            warehouse.close()
     return 0
 
 
@@ -318,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     # itself (one line; the traceback with -v)
     logging.getLogger("py4j").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     os.environ.setdefault(SPARK_LOG_LEVEL_ENV, "ERROR" if args.verbose else "OFF")
-    commands = {"run": _run, "contract": _contract, "demo": _demo, "demo-fixtures": _demo_fixtures,
+    commands = {"run": _run, "contract": _contract, "migrate": _migrate, "demo": _demo, "demo-fixtures": _demo_fixtures,
                 "generate": _generate, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
                 "deploy": _deploy, "teardown": _teardown}
     try:

@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_demos(sub)
     _add_contract(sub)
+    _add_migrate(sub)
     _add_tools(sub)
     _add_aws(sub)
     return parser
@@ -153,7 +154,7 @@ def _add_demos(sub) -> None:
 
 
 def _add_contract(sub) -> None:
-    contract = sub.add_parser("contract", help="table contracts: check one (docs/contracts.md)")
+    contract = sub.add_parser("contract", help="table contracts: check, draft or compare them (docs/contracts.md)")
     contract_commands = contract.add_subparsers(dest="contract_command", required=True)
     check = contract_commands.add_parser("check", help="validate a contract file; print its columns")
     check.add_argument("path", type=Path)
@@ -166,6 +167,28 @@ def _add_contract(sub) -> None:
     infer.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server)")
     infer.add_argument("--region", default="us-east-1")
     infer.add_argument("--output", type=Path, default=None, help="write the draft here (default: print it)")
+    diff = contract_commands.add_parser("diff", help="what changes from one contract to another, and the statements "
+                                                     "each kind of sink would run (docs/schema-evolution.md)")
+    diff.add_argument("old", type=Path, help="the contract the sinks hold now")
+    diff.add_argument("new", type=Path, help="the contract to move to")
+    diff.add_argument("--db-schema", default=C.WarehouseConfig.db_schema,
+                      help="warehouse schema (default: %(default)s)")
+
+
+def _add_migrate(sub) -> None:
+    migrate = sub.add_parser("migrate", help="bring the warehouse and the lake to a contract's columns, as the job "
+                                             "does at start-up (docs/schema-evolution.md)")
+    _add_contract_arg(migrate)
+    migrate.add_argument("--dry-run", action="store_true", help="print what each sink would run; change nothing")
+    migrate.add_argument("--lake-root", default=None,
+                         help="the lake (a folder or s3://bucket/prefix), if the job has one")
+    migrate.add_argument("--silver-format", choices=C.FORMATS, default=C.LakeConfig.silver_format)
+    migrate.add_argument("--endpoint-url", default=None, help="S3 endpoint of the lake (e.g. a moto server)")
+    migrate.add_argument("--region", default=C.KinesisConfig.region)
+    migrate.add_argument("--job-name", default=C.JobConfig.job_name)
+    migrate.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                         help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
+    _add_warehouse_args(migrate)
 
 
 def _add_tools(sub) -> None:

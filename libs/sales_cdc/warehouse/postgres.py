@@ -18,6 +18,7 @@ import pyarrow.csv as pa_csv
 from .. import column_types as CT
 from .. import schema as S
 from ..errors import first_line
+from ..evolution import ChangeKind
 from ..faults import crash_point
 from ..merge_rules import MergeRules
 from ..sql import Dialect, MergeSql, quote
@@ -92,9 +93,12 @@ class PostgresWarehouse:
 
     def recorded_contract(self, sink: str) -> str | None:
         """The contract ``sink`` last recorded in the schema history, as its JSON text."""
-        params = {"table_name": self.sql.table_name, "change": "contract", "sink": sink}
-        with self.conn.transaction():
-            row = self.conn.execute(MigrationSql(self.sql).recorded_contract_query(), params).fetchone()
+        params = {"table_name": self.sql.table_name, "change": ChangeKind.CONTRACT.value, "sink": sink}
+        try:
+            with self.conn.transaction():
+                row = self.conn.execute(MigrationSql(self.sql).recorded_contract_query(), params).fetchone()
+        except psycopg.errors.UndefinedTable:  # no tables yet (a dry run before the first start)
+            return None
         return row[0] if row else None
 
     def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:

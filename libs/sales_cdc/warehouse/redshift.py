@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from .. import column_types as CT
 from .. import schema as S
+from ..evolution import ChangeKind
 from ..merge_rules import MergeRules
 from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, check_role_arn, check_s3_uri
 from ..sql_migrate import MigrationSql
@@ -217,7 +218,7 @@ class RedshiftDataApiWarehouse:
 
     def recorded_contract(self, sink: str) -> str | None:
         rows = self.query(MigrationSql(self.sql).recorded_contract_query(),
-                          {"table_name": self.sql.table_name, "change": "contract", "sink": sink})
+                          {"table_name": self.sql.table_name, "change": ChangeKind.CONTRACT.value, "sink": sink})
         return rows[0][0] if rows else None
 
     def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:

@@ -55,11 +55,41 @@ def tombstone_rows(rows: list[dict], entity: S.EntitySchema) -> dict:
 
 
 # --- the sinks ----------------------------------------------------------------------------------------
+class SimulatedCrash(Exception):
+    """The job died between two sinks' commits (raised in place of a SIGKILL, so that one process goes on)."""
+
+
+class CrashingWarehouse:
+    """The warehouse, except that a merge after :meth:`arm` dies once the lake has committed the batch and before
+    the warehouse's own commit: what a crash between the two sinks leaves behind."""
+
+    def __init__(self, warehouse):
+        self._warehouse, self._armed = warehouse, False
+
+    def __getattr__(self, name):
+        return getattr(self._warehouse, name)
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def merge_batch(self, **kwargs):
+        if self._armed:
+            self._armed = False
+            lake_committed = kwargs["before_commit"]
+
+            def crash() -> None:
+                lake_committed()
+                raise SimulatedCrash
+
+            kwargs["before_commit"] = crash
+        return self._warehouse.merge_batch(**kwargs)
+
+
 class Sinks:
     def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str, entity: S.EntitySchema):
         self.spark, self.soft_delete, self.lake_format, self.entity = spark, soft_delete, lake_format, entity
         sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=entity)
-        self.warehouse = PostgresWarehouse(pg_url, sql, job_name="model")
+        self.warehouse = CrashingWarehouse(PostgresWarehouse(pg_url, sql, job_name="model"))
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
         self.lake = Lake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)

@@ -158,9 +158,10 @@ class DeltaSilver:
         if widened:
             self._rewrite(table, target, changed, commit)
             return
+        # a column's value where the promotion moved one (else what silver holds); the JSON as the promotion left it
         stored = set(table.schema().to_arrow().names)
-        values = {c: f"s.{c}" if c not in stored else f"COALESCE(s.{c}, t.{c})" for c in changed.column_names
-                  if c not in (*self.rules.keys, S.CDC_SEQUENCE)}
+        values = {c: f"s.{c}" if c not in stored or c == S.UNMAPPED else f"COALESCE(s.{c}, t.{c})"
+                  for c in changed.column_names if c not in (*self.rules.keys, S.CDC_SEQUENCE)}
         source = changed.cast(pa.schema([target.field(c) for c in changed.column_names]))
         (table.merge(source, predicate=self._same_row(), source_alias="s", target_alias="t", merge_schema=True,
                      commit_properties=commit)

@@ -1,0 +1,256 @@
+"""Every sink against a model that keeps every value, while the contract changes between batches (hypothesis).
+
+Histories as in tests/test_model.py (keys, INSERT / MODIFY / REMOVE / re-INSERT, redeliveries, late events,
+random batch cuts, replayed batches), whose items carry attributes the contract does not name yet (a discount,
+a gift flag, a note, tags, an attribute no column can be named after) with values that fit a column or do not
+(a discount with three decimals, a gift written as text, a note longer than a column). Between batches the
+contract changes at random: an attribute is added (its values promoted out of ``unmapped_attributes``),
+quantity, price or discount widen, product_name becomes optional; a migration dies after the warehouse and the
+next start finishes it; a batch dies after the lake committed and before the warehouse did, and is replayed.
+
+After every batch, for the warehouse and silver alike:
+- the model: per key, the delivered event with the highest sequence among those valid under the contract of the
+  batch that brought them (an event whose value does not fit its column is quarantined by the decode);
+- no value lost: each row's columns plus its ``unmapped_attributes`` are exactly the winning event's item;
+- promotion: an attribute left in the JSON although the contract names it holds a value its column cannot;
+- warehouse == silver, and every record delivered is in raw once.
+
+``SALES_CDC_MODEL_HISTORIES`` sets the histories per run (default 300), ``SALES_CDC_MODEL_SEED`` replays a run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+from decimal import Decimal
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from sales_cdc import schema as S
+from sales_cdc_local.records import stream_record, to_json_line
+from tests.helpers import shop_orders, source_rows
+from tests.sinks import SimulatedCrash, Sinks, pg_connection
+
+HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
+MAX_BATCHES = 6
+FRESH = random.SystemRandom().getrandbits(62)
+
+# The contract changes a run draws from, each one at most once, in a random order (``after``: needs that one first)
+CHANGES = {
+    "add discount": ({"discount": {"dynamodb": "N", "type": "decimal(6,2)"}}, None),
+    "add gift": ({"gift": {"dynamodb": "BOOL", "type": "boolean"}}, None),
+    "add note": ({"note": {"dynamodb": "S", "type": "string"}}, None),
+    "add tags": ({"tags": {"dynamodb": "SS", "type": "json"}}, None),
+    "widen quantity": ({"quantity": {"type": "bigint"}}, None),
+    "widen price": ({"price": {"type": "decimal(14,2)"}}, None),
+    "widen discount": ({"discount": {"dynamodb": "N", "type": "decimal(8,3)"}}, "add discount"),
+    "product_name optional": ({"product_name": {"required": False}}, None),
+}
+
+
+# --- the histories ---------------------------------------------------------------------------------------------
+def image(rnd: random.Random) -> dict:
+    values = {"product_name": rnd.choice(["Lamp", "Chair", "漢字 😀", "a\"b\\c"]),
+              "quantity": rnd.choice([1, 7, 2**31 - 1, 2**31 + rnd.randint(0, 10**6)]),  # the last: bigint only
+              "price": rnd.choice([Decimal(rnd.randint(0, 10**6)).scaleb(-2),
+                                   Decimal(10**10 + rnd.randint(0, 10**6)).scaleb(-2)])}  # (14,2) only
+    extras = {"discount": [Decimal("1.50"), Decimal("9999.99"), Decimal("1.234"), Decimal("12345.6"), "ten"],
+              "gift": [True, False, "yes"], "note": ["gift wrap", "x" * 300], "tags": [{"red"}, {"a", "b"}],
+              "Odd-Name": ["kept"]}
+    for name, choices in extras.items():
+        if rnd.random() < 0.4:
+            values[name] = rnd.choice(choices)
+    return values
+
+
+def history(rnd: random.Random, index: int) -> list[dict]:
+    """The delivered events of one history (a few keys), each as (op, key, sequence, image)."""
+    keys = [f"h{index}-k{n}" for n in range(rnd.randint(1, 3))]
+    exists = {k: rnd.random() < 0.5 for k in keys}
+    last = {k: image(rnd) for k in keys}
+    sequence = rnd.randint(10**20, 10**21)
+    made = []
+    for _ in range(rnd.randint(1, 8)):
+        key = rnd.choice(keys)
+        sequence += rnd.randint(1, 1000)
+        op = "INSERT" if not exists[key] else rnd.choice(["MODIFY", "REMOVE"])
+        values = last[key] if op == "REMOVE" else image(rnd)
+        exists[key], last[key] = op != "REMOVE", values
+        made.append({"op": op, "key": key, "sequence": sequence, "image": {"orderid": key, **values}})
+    delivered = list(made)
+    for _ in range(rnd.choice([0, 1, 2])):  # redeliveries
+        delivered.insert(rnd.randint(0, len(delivered)), rnd.choice(made))
+    for _ in range(rnd.randint(0, 2)):  # late events
+        i = rnd.randrange(len(delivered))
+        delivered.insert(rnd.randint(i, len(delivered) - 1), delivered.pop(i))
+    return delivered
+
+
+def record(event: dict) -> dict:
+    entity = shop_orders()
+    images = {"new": event["image"]} if event["op"] != "REMOVE" else {"old": event["image"]}
+    return stream_record(event["op"], event["sequence"], key=event["key"], entity=entity, **images)
+
+
+# --- what fits a column, as the decode and the promotion decide -----------------------------------------------
+def tag_of(value) -> str:
+    return {bool: "BOOL", str: "S", set: "SS"}.get(type(value), "N")
+
+
+def fits(value, field: S.Field) -> bool:
+    if tag_of(value) != field.ddb_type:
+        return False
+    column_type = field.column_type.name
+    if column_type in ("integer", "bigint"):
+        bits = 31 if column_type == "integer" else 63
+        return -(2**bits) <= value < 2**bits
+    if column_type.startswith("decimal"):
+        precision, scale = field.spark_type.precision, field.spark_type.scale
+        number = Decimal(value)
+        return number == number.quantize(Decimal(1).scaleb(-scale)) and len(str(int(abs(number)))) <= precision - scale
+    if column_type == "string":
+        return len(value.encode()) <= 256
+    return True  # boolean, json
+
+
+def valid(event: dict, entity: S.EntitySchema) -> bool:
+    """The decode takes an event iff every value its contract names fits its column."""
+    return all(fits(v, entity.field(k)) for k, v in event["image"].items() if k in entity.names)
+
+
+def comparable(value):
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, Decimal)):
+        return Decimal(value).normalize()
+    if isinstance(value, (set, frozenset, list)):
+        return frozenset(value)
+    return value
+
+
+def from_typed(typed: dict):
+    (tag, value), = typed.items()
+    return {"N": lambda: Decimal(value).normalize(), "SS": lambda: frozenset(value)}.get(tag, lambda: value)()
+
+
+def item_of(row: dict, entity: S.EntitySchema) -> dict:
+    """A stored row as the item it holds: its columns, then its JSON (which must not repeat a column)."""
+    item = {}
+    for field in entity.fields:
+        value = row.get(field.name)
+        if value is not None:
+            item[field.name] = frozenset(json.loads(value)) if field.ddb_type == "SS" else comparable(value)
+    for name, typed in json.loads(row[S.UNMAPPED] or "{}").items():
+        assert name not in item, f"{name} is both a column and in {S.UNMAPPED}: {row}"
+        item[name] = from_typed(typed)
+        if name in entity.names:  # kept in the JSON: only because it does not fit the column
+            assert not fits(typed_value(typed), entity.field(name)), f"{name} should have been promoted: {row}"
+    return item
+
+
+def typed_value(typed: dict):
+    (tag, value), = typed.items()
+    return {"N": lambda: Decimal(value) if "." in value else int(value), "SS": lambda: set(value),
+            "BOOL": lambda: value}.get(tag, lambda: value)()
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+class Model:
+    """Per key, the winning event among the valid deliveries so far; the records delivered; the quarantined."""
+
+    def __init__(self):
+        self.best: dict[str, dict] = {}
+        self.delivered: list[str] = []
+        self.quarantined = 0
+
+    def batch(self, events: list[dict], entity: S.EntitySchema) -> None:
+        for event in events:
+            self.delivered.append(to_json_line(record(event)))
+            if not valid(event, entity):
+                self.quarantined += 1
+            elif event["key"] not in self.best or event["sequence"] > self.best[event["key"]]["sequence"]:
+                self.best[event["key"]] = event
+
+    def items(self, soft_delete: bool) -> dict:
+        return {k: {n: comparable(v) for n, v in e["image"].items()} for k, e in self.best.items()
+                if soft_delete or e["op"] != "REMOVE"}
+
+
+def check(sinks: Sinks, model: Model, entity: S.EntitySchema, seed: int, where: str) -> None:
+    want = model.items(sinks.soft_delete)
+    for name, rows in (("warehouse", sinks.warehouse_rows()), (f"{sinks.lake_format} silver", sinks.silver_rows())):
+        try:
+            got = {k[0]: item_of(r, entity) for k, r in rows.items()}
+        except AssertionError as problem:
+            pytest.fail(f"{where}: {name}: {problem} (SALES_CDC_MODEL_SEED={seed})")
+        if got != want:
+            differ = sorted(k for k in got.keys() | want.keys() if got.get(k) != want.get(k))
+            pytest.fail(f"{where}: {name}: {len(differ)} items differ from the model (SALES_CDC_MODEL_SEED={seed}); "
+                        f"first {differ[0]}: sink {got.get(differ[0])}, model {want.get(differ[0])}")
+    with pg_connection(sinks.warehouse.url) as conn:
+        quarantined = conn.execute(f"SELECT count(*) FROM {sinks.warehouse.sql.quarantine}").fetchone()[0]
+    assert quarantined == model.quarantined, f"{where}: quarantine rows (SALES_CDC_MODEL_SEED={seed})"
+    assert sorted(sinks.raw_payloads()) == sorted(model.delivered), f"{where}: raw holds each record once"
+
+
+def run(spark, pg_url, tmp_path_factory, lake_format: str, soft_delete: bool, seed: int) -> None:
+    rnd = random.Random(seed)
+    histories = [history(rnd, i) for i in range(HISTORIES)]
+    batches = [[] for _ in range(MAX_BATCHES)]
+    for events in histories:
+        cuts = sorted(rnd.randint(0, len(events)) for _ in range(MAX_BATCHES - 1))
+        for b, (a, z) in enumerate(itertools.pairwise([0, *cuts, len(events)])):
+            batches[b] += events[a:z]
+    schema = f"model_evolution_{lake_format}"
+    with pg_connection(pg_url) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    entity, applied = shop_orders(), {}
+    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format, entity)
+    model = Model()
+    try:
+        for batch_id, events in enumerate(batches):
+            frame = source_rows(spark, *[record(e) for e in events])
+            if rnd.random() < 0.25:  # the job dies after the lake committed; the batch is run again
+                sinks.warehouse.arm()
+                with pytest.raises(SimulatedCrash):
+                    sinks.handler(frame, batch_id)
+            for _ in range(2 if rnd.random() < 0.2 else 1):  # a replayed batch changes nothing
+                sinks.handler(frame, batch_id)
+            model.batch(events, entity)
+            check(sinks, model, entity, seed, f"after batch {batch_id} ({', '.join(applied) or 'first contract'})")
+            entity = change_contract(rnd, sinks, entity, applied)
+    finally:
+        sinks.warehouse.close()
+
+
+def change_contract(rnd: random.Random, sinks: Sinks, entity: S.EntitySchema, applied: dict) -> S.EntitySchema:
+    """A random contract change (or none); sometimes the migration dies after the warehouse first."""
+    open_changes = [c for c, (_, after) in CHANGES.items() if c not in applied and (after is None or after in applied)]
+    if not open_changes or rnd.random() < 0.3:
+        return entity
+    name = rnd.choice(open_changes)
+    applied[name] = CHANGES[name][0]
+    changed = shop_orders(**{k: v for spec in applied.values() for k, v in spec.items()})
+    if rnd.random() < 0.3:
+        sinks.migrate(changed, steps=1)
+    sinks.migrate(changed)
+    return changed
+
+
+SETTINGS = settings(max_examples=int(os.environ.get("SALES_CDC_MODEL_RUNS", "1")), deadline=None, database=None,
+                    print_blob=True, phases=(Phase.explicit, Phase.generate), suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("lake_format", "soft_delete"), [("delta", False), ("parquet", True)],
+                         ids=["delta-hard-delete", "parquet-soft-delete"])
+@SETTINGS
+@given(seed=st.integers(0, 2**63))
+def test_every_sink_keeps_every_value_while_the_contract_changes(spark, pg_url, tmp_path_factory, lake_format,
+                                                                 soft_delete, seed):
+    seed = int(os.environ.get("SALES_CDC_MODEL_SEED", seed ^ FRESH))
+    run(spark, pg_url, tmp_path_factory, lake_format, soft_delete, seed)

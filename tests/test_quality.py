@@ -10,10 +10,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 from pyspark.sql import types as T
 
 from sales_cdc import schema as S
 from sales_cdc.config import DocsConfig, DqConfig, parse_params
+from sales_cdc.contract import DEFAULT_CONTRACT, parse_contract
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
@@ -103,6 +105,9 @@ def test_a_parameter_the_job_does_not_supply_is_refused(tmp_path):
               lambda e: e["kwargs"].update(max_value={"$PARAMETER": "max_quantity"}))
     with pytest.raises(SuiteError, match="max_quantity"):
         DataQuality(DqConfig(expectations_dir=project), ORDERS)
+
+
+ORDERS_DOCUMENT = yaml.safe_load(DEFAULT_CONTRACT.read_text())
 
 
 # --- real GX on real Spark ------------------------------------------------------------------------
@@ -215,6 +220,26 @@ def test_halt_rules_catch_their_rows_and_schema_drift(spark, dq):
     failed = {r.rule.name for r in outcome.failed(Severity.HALT)}
     assert failed == {"orders.table_columns_to_match_set", "orders.quantity.be_of_type", "orders.price.be_of_type"}
     assert "halt" in dq.halt_message(outcome) and "orders.price.be_of_type" in dq.halt_message(outcome)
+    assert "the rows have surprise, which the contract does not name: add the attribute(s) to the contract" in \
+        dq.halt_message(outcome)
+
+
+def test_a_suite_rule_on_a_column_the_contract_lacks_is_skipped_with_a_warning(spark, caplog):
+    """The tutorial's four attributes under the entity orders: the orders suite's rules on customer_id and
+    created_at cannot apply (the table has no such columns); they are skipped at start-up, loudly, and the rest
+    validate the batch, instead of an AnalysisException in the first batch."""
+    four = parse_contract({"table": "OrdersRawTable", "entity": "orders", "key": {"partition": "orderid"},
+                           "attributes": {n: s for n, s in ORDERS_DOCUMENT["attributes"].items()
+                                          if n in ("orderid", "product_name", "quantity", "price")}}, "test").entity
+    with caplog.at_level("WARNING", logger="sales_cdc.quality.suites"):
+        dq = DataQuality(DqConfig(expectations_dir=EXPECTATIONS), four, job_name="dq-four")
+    assert "suite orders: rule orders.customer_id.match_regex skipped: the contract has no column customer_id" in \
+        caplog.text
+    assert "orders.created_at.be_between" in caplog.text
+    assert not [r for r in dq.rules if r.column in ("customer_id", "customer_name", "created_at")]
+    row = {k: v for k, v in state_row(1).items() if k in {f.name for f in S.state_fields(four)}}
+    outcome = dq.check(spark.createDataFrame([row], nullable(S.state_schema(four))), batch_id=1)
+    assert outcome.outcome == "passed"
 
 
 def test_validation_leaves_nothing_cached(spark, dq):

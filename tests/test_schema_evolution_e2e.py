@@ -89,3 +89,29 @@ def read(pg_url: str, schema: str, entity: S.EntitySchema) -> dict:
 def read_silver(lake, entity: S.EntitySchema) -> dict:
     rows = DeltaTable(str(lake / "silver" / entity.name)).to_pyarrow_table().to_pylist()
     return {r["orderid"]: r for r in rows}
+
+
+def test_contract_diff_and_a_dry_run_say_what_each_sink_would_run(pg_url, tmp_path, capsys):
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(yaml.safe_dump(shop_orders_contract()))
+    new.write_text(yaml.safe_dump(shop_orders_contract(**STEPS[2])))
+    assert main(["contract", "diff", str(old), str(new)]) == 0
+    printed = capsys.readouterr().out
+    assert "add column discount decimal(6,2)" in printed and "quantity: widen integer -> bigint" in printed
+    assert 'RENAME COLUMN "quantity__widened" TO "quantity";' in printed  # Redshift's copy and swap
+    schema = "evolution_dry_run"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    base = ["--warehouse-url", pg_url, "--db-schema", schema, "--lake-root", str(tmp_path / "lake")]
+    assert main(["migrate", "--contract", str(old), *base]) == 0
+    capsys.readouterr()
+    assert main(["migrate", "--contract", str(new), "--dry-run", *base]) == 0
+    printed = capsys.readouterr().out
+    assert 'ALTER TABLE "evolution_dry_run"."shop_orders" ALTER COLUMN "quantity" TYPE BIGINT' in printed
+    with psycopg.connect(pg_url) as conn:  # a dry run changes nothing
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE "
+                                  "table_schema = %s AND table_name = 'shop_orders'", (schema,)).fetchall())
+    assert types["quantity"] == "integer" and "discount" not in types
+    assert main(["migrate", "--contract", str(new), *base]) == 0
+    assert main(["migrate", "--contract", str(old), *base]) == 1  # discount dropped, quantity narrowed: refused
+    assert "error: the contract no longer names discount" in capsys.readouterr().out

@@ -1,17 +1,23 @@
 """The column types a contract can name, one record each: the Spark type the decode produces, the DynamoDB
-type tags it decodes from, how the warehouse and the lake store it, and which types it may widen to.
+type tags it decodes from and how (``decode_values.DECODERS``), how the warehouse and the lake store it (SQL per
+dialect, Arrow), which types it may widen to, and a value of it for generated items.
 
-Every layer reads these records: the contract (which spellings exist, which tags fit), the warehouse DDL
-(``sql``), the schema migration (what a sink's stored column is, and whether a change is a widening), the
-generator and the verifier. A new column type is one entry here (and, if its decode is new, a branch of
-``decode_values.typed``).
+Every layer reads these records: the contract (which spellings exist, which tags fit), the decode, the
+warehouse DDL (``sql``), the schema migration (what a sink's stored column is, and whether a change is a
+widening), the generator and the verifier. A new column type is one entry here (and, if it is decoded in a new
+way, one function in ``decode_values.DECODERS``).
 """
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 from pyspark.sql import types as T
 
@@ -26,12 +32,24 @@ class Dialect(StrEnum):
     REDSHIFT = "redshift"
 
 
+Sample = Callable[[random.Random, int, str, datetime], Any]  # (random, item number, DynamoDB tag, start) -> value
+
+
 @dataclass(frozen=True)
 class ColumnType:
     name: str  # as a contract spells it
     spark: T.DataType  # what the decode produces; the lake stores this type
     tags: tuple[str, ...]  # the DynamoDB type tags it is decoded from
+    decode: str  # how: a key of ``decode_values.DECODERS`` (text, number, timestamp, date, json)
+    sample: Sample  # a value of an item, as boto3 writes it (the generator's items of any contract)
     long_text: bool = False  # text the warehouse holds in LONG_TEXT_BYTES, not TEXT_BYTES
+
+    @property
+    def arrow(self):
+        """The Arrow type of its values (as Spark's ``toArrow`` gives them)."""
+        from pyspark.sql.pandas.types import to_arrow_type
+
+        return to_arrow_type(self.spark)
 
     @property
     def is_text(self) -> bool:
@@ -78,18 +96,44 @@ _SQL: dict[type, str] = {
 _DIGITS = {"integer": 10, "bigint": 19}  # integer digits an integer type needs in a decimal
 _WIDENINGS = {("integer", "bigint"), ("string", "text")}
 
+_WORDS = ("red", "green", "blue", "Oslo", "Lyon", "gift", "early", "vip", "漢字", "é", "don't", "a\\b")
+
+
+def _words(rnd: random.Random, low: int, high: int) -> str:
+    return " ".join(rnd.choice(_WORDS) for _ in range(rnd.randint(low, high)))
+
+
+def _moment(start: datetime, n: int, tag: str) -> Any:
+    moment = start + timedelta(seconds=n)
+    return int(moment.timestamp()) if tag == "N" else moment.isoformat().replace("+00:00", "Z")
+
+
+def _json_sample(rnd: random.Random, tag: str) -> Any:
+    words = _words(rnd, 1, 3).split(" ")
+    count = Decimal(rnd.randint(0, 99))
+    return {"M": lambda: {"note": " ".join(words), "count": count, "tags": words}, "L": lambda: [*words, count],
+            "SS": lambda: set(words), "NS": lambda: {Decimal(rnd.randint(0, 999)) for _ in words},
+            "BS": lambda: {w.encode() for w in words}}[tag]()
+
+
 SIMPLE: dict[str, ColumnType] = {t.name: t for t in (
-    ColumnType("string", T.StringType(), ("S",)),
+    ColumnType("string", T.StringType(), ("S",), "text", lambda rnd, n, tag, start: _words(rnd, 1, 3)),
     # long text: descriptions, addresses, notes over TEXT_BYTES
-    ColumnType("text", T.StringType(), ("S",), long_text=True),
-    ColumnType("integer", T.IntegerType(), ("N",)),
-    ColumnType("bigint", T.LongType(), ("N",)),
-    ColumnType("double", T.DoubleType(), ("N",)),
-    ColumnType("boolean", T.BooleanType(), ("BOOL",)),
-    ColumnType("timestamp", T.TimestampType(), ("S", "N")),  # ISO-8601 text, or epoch seconds
-    ColumnType("date", T.DateType(), ("S",)),
+    ColumnType("text", T.StringType(), ("S",), "text", lambda rnd, n, tag, start: _words(rnd, 5, 60),
+               long_text=True),
+    ColumnType("integer", T.IntegerType(), ("N",), "number", lambda rnd, n, tag, start: rnd.randint(0, 10_000)),
+    ColumnType("bigint", T.LongType(), ("N",), "number", lambda rnd, n, tag, start: rnd.randint(0, 2**40)),
+    ColumnType("double", T.DoubleType(), ("N",), "number",
+               lambda rnd, n, tag, start: Decimal(rnd.randint(0, 10**6)) / 1000),
+    ColumnType("boolean", T.BooleanType(), ("BOOL",), "text", lambda rnd, n, tag, start: rnd.random() < 0.5),
+    # ISO-8601 text, or epoch seconds
+    ColumnType("timestamp", T.TimestampType(), ("S", "N"), "timestamp",
+               lambda rnd, n, tag, start: _moment(start, n, tag)),
+    ColumnType("date", T.DateType(), ("S",), "date",
+               lambda rnd, n, tag, start: (start + timedelta(days=n % 365)).date().isoformat()),
     # kept as JSON text: a map or list as DynamoDB typed JSON, a set as a sorted JSON array of its members
-    ColumnType("json", T.StringType(), ("M", "L", "SS", "NS", "BS"), long_text=True),
+    ColumnType("json", T.StringType(), ("M", "L", "SS", "NS", "BS"), "json",
+               lambda rnd, n, tag, start: _json_sample(rnd, tag), long_text=True),
 )}
 _DECIMAL = re.compile(r"^decimal\((\d{1,2}),(\d{1,2})\)$")
 SPELLINGS = (*SIMPLE, "decimal(p,s)")
@@ -98,7 +142,12 @@ SPELLINGS = (*SIMPLE, "decimal(p,s)")
 def decimal(precision: int, scale: int) -> ColumnType:
     if not 1 <= precision <= 38 or not 0 <= scale <= precision:
         raise ValueError(f"decimal({precision},{scale}) needs 1 <= p <= 38 and s <= p")
-    return ColumnType(f"decimal({precision},{scale})", T.DecimalType(precision, scale), ("N",))
+
+    def sample(rnd: random.Random, n: int, tag: str, start: datetime) -> Decimal:
+        whole = 10 ** min(precision - scale, 9) - 1
+        return (Decimal(rnd.randint(0, whole * 10**scale)) / 10**scale).quantize(Decimal(1).scaleb(-scale))
+
+    return ColumnType(f"decimal({precision},{scale})", T.DecimalType(precision, scale), ("N",), "number", sample)
 
 
 def parse(text: str) -> ColumnType:

@@ -4,6 +4,7 @@ type tag as the contract's column type, exactly or not at all, and the checks of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pyspark.sql import Column
@@ -99,32 +100,59 @@ def number(raw: Column, target: T.DataType, label: str, problems: Problems) -> C
     return value
 
 
-def typed(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
-    """The typed value of ``raw`` (the attribute's value under its type tag) for ``fld``; problems added."""
-    tag, target = fld.ddb_type, fld.spark_type
-    if tag == "S":
-        if isinstance(target, T.TimestampType):
-            value = F.try_to_timestamp(raw)
-            problems.add(raw.isNotNull() & value.isNull(), quoted(f"{label}: ", raw, " is not a timestamp"))
-            return value
-        if isinstance(target, T.DateType):
-            value = raw.try_cast(T.DateType())
-            problems.add(raw.isNotNull() & value.isNull(), quoted(f"{label}: ", raw, " is not a date"))
-            return value
-        return raw
-    if tag == "N" and isinstance(target, T.TimestampType):  # epoch seconds
-        seconds = raw.try_cast(EXACT_NUMBER)  # years 0001-9999 (beyond them the conversion would fail)
+def _as_text(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
+    return raw  # S as text, BOOL as a boolean: from_json has typed them already
+
+
+def _as_number(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
+    return number(raw, fld.spark_type, label, problems)
+
+
+def _as_timestamp(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
+    if fld.ddb_type == "N":  # epoch seconds, years 0001-9999 (beyond them the conversion would fail)
+        seconds = raw.try_cast(EXACT_NUMBER)
         value = F.when(seconds.between(-62135596800, 253402300799), F.timestamp_seconds(seconds))
         problems.add(raw.isNotNull() & value.isNull(), quoted(f"{label}: N value ", raw, " is not epoch seconds"))
         return value
-    if tag == "N":
-        return number(raw, target, label, problems)
+    value = F.try_to_timestamp(raw)
+    problems.add(raw.isNotNull() & value.isNull(), quoted(f"{label}: ", raw, " is not a timestamp"))
+    return value
+
+
+def _as_date(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
+    value = raw.try_cast(T.DateType())
+    problems.add(raw.isNotNull() & value.isNull(), quoted(f"{label}: ", raw, " is not a date"))
+    return value
+
+
+def _as_json(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
+    if fld.ddb_type in SET_TAGS:  # the members, sorted: a set has no order
+        return F.to_json(F.array_sort(raw))
+    return F.to_json(raw)  # a map or list, as typed JSON
+
+
+Decoder = Callable[[Column, S.Field, str, Problems], Column]
+# how each kind of column type (``column_types.ColumnType.decode``) reads its attribute's value
+DECODERS: dict[str, Decoder] = {"text": _as_text, "number": _as_number, "timestamp": _as_timestamp,
+                                "date": _as_date, "json": _as_json}
+
+
+def typed(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
+    """The typed value of ``raw`` (the attribute's value under its type tag) for ``fld``; problems added."""
+    column_type = fld.column_type
+    if column_type is not None and fld.ddb_type in column_type.tags:
+        return DECODERS[column_type.decode](raw, fld, label, problems)
+    return _spark_value(raw, fld, label, problems)
+
+
+def _spark_value(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
+    """Binary values and typed sets as Spark values: fields no contract declares (a column type keeps them as
+    JSON), which the decode still reads exactly."""
+    tag, target = fld.ddb_type, fld.spark_type
     if tag == "B":
         value = F.try_to_binary(raw, F.lit("base64"))
         problems.add(raw.isNotNull() & value.isNull(), f"{label}: B value is not base64")
         return value
-    if tag in SET_TAGS and isinstance(target, T.StringType):  # a json column: the members, sorted
-        return F.to_json(F.array_sort(raw))
     if tag == "NS":
         element = target.elementType if isinstance(target, T.ArrayType) else EXACT_NUMBER
         value = F.transform(raw, lambda x: x.try_cast(element))
@@ -135,9 +163,7 @@ def typed(raw: Column, fld: S.Field, label: str, problems: Problems) -> Column:
         value = F.transform(raw, lambda x: F.try_to_binary(x, F.lit("base64")))
         problems.add(F.exists(value, lambda x: x.isNull()), f"{label}: BS has a member that is not base64")
         return value
-    if tag in NESTED_TAGS:
-        return F.to_json(raw)
-    return raw  # BOOL, SS
+    return raw  # SS as an array of text
 
 
 def fits_the_warehouse(value: Column, column: str, label: str, problems: Problems, long_text: bool = False) -> None:

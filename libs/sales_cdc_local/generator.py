@@ -127,38 +127,8 @@ class ContractFactory(_Seeded):
         return f"{key.name[:8]}-{number:08d}"
 
     def value(self, f: S.Field, n: int) -> Any:
-        t, r = f.spark_type, self._random
-        if isinstance(t, T.BooleanType):
-            return r.random() < 0.5
-        if isinstance(t, T.TimestampType):
-            moment = self.start + timedelta(seconds=n)
-            return int(moment.timestamp()) if f.ddb_type == "N" else moment.isoformat().replace("+00:00", "Z")
-        if isinstance(t, T.DateType):
-            return (self.start + timedelta(days=n % 365)).date().isoformat()
-        if isinstance(t, T.IntegerType):
-            return r.randint(0, 10_000)
-        if isinstance(t, T.LongType):
-            return r.randint(0, 2**40)
-        if isinstance(t, T.DecimalType):
-            whole = 10 ** min(t.precision - t.scale, 9) - 1
-            return (Decimal(r.randint(0, whole * 10**t.scale)) / 10**t.scale).quantize(Decimal(1).scaleb(-t.scale))
-        if isinstance(t, T.DoubleType):
-            return Decimal(r.randint(0, 10**6)) / 1000
-        return self._text_value(f)
-
-    def _text_value(self, f: S.Field) -> Any:
-        words = self._faker.words(self._random.randint(1, 3))
-        if f.ddb_type == "M":
-            return {"note": " ".join(words), "count": Decimal(self._random.randint(0, 99)), "tags": words}
-        if f.ddb_type == "L":
-            return [*words, Decimal(self._random.randint(0, 99))]
-        if f.ddb_type == "SS":
-            return set(words)
-        if f.ddb_type == "NS":
-            return {Decimal(self._random.randint(0, 999)) for _ in words}
-        if f.ddb_type == "BS":
-            return {w.encode() for w in words}
-        return " ".join(words)
+        """A value of ``f``'s column type, as its record (``column_types``) makes one."""
+        return f.column_type.sample(self._random, n, f.ddb_type, self.start)
 
 
 ORDER_COLUMNS = frozenset({"orderid", "product_name", "quantity", "price", "customer_id", "customer_name",

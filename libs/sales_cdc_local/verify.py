@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from pyspark.sql import types as T
 
 from sales_cdc import schema as S
 from sales_cdc.sql import MergeSql, quote
@@ -85,20 +84,21 @@ def diff_rows(actual: Iterable[Mapping[str, Any]], expected: Iterable[Mapping[st
 
 
 def _column_value(field: S.Field, value: Any) -> Any:
-    """One attribute (as boto3's resource returns it: N as Decimal) as its column holds it."""
-    if isinstance(field.spark_type, T.IntegerType | T.LongType | T.ShortType):
+    """One attribute (as boto3's resource returns it: N as Decimal) as its column holds it (``column_types``)."""
+    column_type = field.column_type
+    if column_type.name in ("integer", "bigint"):
         return int(value)
-    if isinstance(field.spark_type, T.DecimalType):
-        return str(Decimal(value).quantize(Decimal(1).scaleb(-field.spark_type.scale)))
-    if isinstance(field.spark_type, T.DoubleType):
+    if column_type.name == "double":
         return float(value)
-    if isinstance(field.spark_type, T.TimestampType):
+    if column_type.decode == "number":  # a decimal, to its scale
+        return str(Decimal(value).quantize(Decimal(1).scaleb(-field.spark_type.scale)))
+    if column_type.decode == "timestamp":
         if field.ddb_type == "N":
             return normalise(datetime.fromtimestamp(float(value), UTC))
         return normalise(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
-    if isinstance(field.spark_type, T.DateType):
+    if column_type.decode == "date":
         return str(value)
-    if field.ddb_type in ("M", "L", "SS", "NS", "BS"):  # typed JSON; a set's members sorted, as the decode has them
+    if column_type.decode == "json":  # typed JSON; a set's members sorted, as the decode has them
         return to_typed_image({"v": value})["v"][field.ddb_type]
     return value
 

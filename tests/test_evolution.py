@@ -154,7 +154,8 @@ def test_the_migration_sql_of_each_dialect():
         'ALTER TABLE "sales"."shop_orders" DROP COLUMN "quantity"',
         'ALTER TABLE "sales"."shop_orders" RENAME COLUMN "quantity__widened" TO "quantity"']
     assert redshift.promote('"stage_promotion"', ["discount"]) == (
-        'UPDATE "sales"."shop_orders" SET "discount" = s."discount", "unmapped_attributes" = s."unmapped_attributes"\n'
+        'UPDATE "sales"."shop_orders" SET "discount" = COALESCE(s."discount", "shop_orders"."discount"), '
+        '"unmapped_attributes" = s."unmapped_attributes"\n'
         'FROM "stage_promotion" AS s\n'
         'WHERE "shop_orders"."orderid" = s."orderid" AND "shop_orders"."cdc_sequence" = s."cdc_sequence"')
     for sql in (postgres, redshift):

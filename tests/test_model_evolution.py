@@ -171,12 +171,12 @@ def run(spark, pg_url, tmp_path_factory, lake_format: str, soft_delete: bool, se
 
 
 def change_contract(rnd: random.Random, sinks: Sinks, entity: S.EntitySchema, applied: dict) -> S.EntitySchema:
-    """A random contract change (or none); sometimes the migration dies after the warehouse first."""
+    """One or two random contract changes at once (or none); sometimes the migration dies after the warehouse."""
     open_changes = [c for c, (_, after) in CHANGES.items() if c not in applied and (after is None or after in applied)]
     if not open_changes or rnd.random() < 0.3:
         return entity
-    name = rnd.choice(open_changes)
-    applied[name] = CHANGES[name][0]
+    for name in rnd.sample(open_changes, min(len(open_changes), rnd.choice([1, 1, 2]))):
+        applied[name] = CHANGES[name][0]
     changed = shop_orders(**{k: v for spec in applied.values() for k, v in spec.items()})
     if rnd.random() < 0.3:
         sinks.migrate(changed, steps=1)

@@ -14,6 +14,8 @@ import pytest
 import sqlglot
 from sqlglot import exp
 
+from sales_cdc import schema as S
+from sales_cdc.migration import Migration
 from sales_cdc.sql import BATCH_META_FIELDS, Dialect, MergeSql, check_role_arn, check_s3_uri, job_user_grants
 from sales_cdc.warehouse.redshift import (
     DataApiConnection,
@@ -22,7 +24,8 @@ from sales_cdc.warehouse.redshift import (
     RedshiftStatementError,
     RedshiftTarget,
 )
-from tests.helpers import ORDERS
+from tests.helpers import ORDERS, shop_orders
+from tests.redshift_on_postgres import DataApiOnPostgres
 
 ROLE = "arn:aws:iam::123456789012:role/sales-cdc-redshift-copy"
 STREAM = "5f0c8a52-8d2e-4a54-9a3e-0b8f1f3c2d11"
@@ -162,3 +165,48 @@ def test_the_deploy_creates_the_job_user_with_rights_on_its_schema_only():
     assert sql[1] == 'CREATE USER "IAMR:sales-cdc-job" PASSWORD DISABLE'
     assert sql[2:] == job_user_grants("sales", "sales", '"IAMR:sales-cdc-job"')
     assert {secret for _, _, secret in data_api.statements} == {"arn:aws:secretsmanager:us-east-1:1:secret:sales-ns"}
+
+
+# --- a schema migration through the Data API, run on PostgreSQL ----------------------------------------------
+def test_a_migration_through_the_data_api_adds_widens_and_promotes_in_one_transaction(spark, pg_url, db_schema, moto):
+    """Redshift cannot change a column's type in place inside a transaction: quantity is widened by a copy into
+    a new column and a swap of names, in the migration's one transaction with the promotion and the history."""
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket="sales-cdc-staging")
+    api = DataApiOnPostgres(pg_url, s3)
+    before = shop_orders()
+    wh = RedshiftDataApiWarehouse(api, s3, MergeSql(Dialect.REDSHIFT, before, db_schema), "sales-cdc",
+                                  RedshiftTarget(DataApiConnection("dev", workgroup_name="wg"), ROLE,
+                                                 "s3://sales-cdc-staging/merge", Polling(5, initial_seconds=0.01)))
+    wh.ensure_tables()
+    fields = wh.sql.stored_fields
+    state = pa.Table.from_pylist(
+        [{"orderid": "o1", "product_name": "Lamp", "quantity": 2, "price": Decimal("9.99"),
+          "unmapped_attributes": '{"discount":{"N":"1.5"},"gift":{"BOOL":true}}', "cdc_event_id": "e1",
+          "cdc_op": "INSERT", "cdc_sequence": "1".zfill(40), "cdc_batch_id": 0},
+         {"orderid": "o2", "product_name": "Lamp", "quantity": 3, "price": Decimal("5.00"),
+          "unmapped_attributes": '{"discount":{"N":"1.234"}}', "cdc_event_id": "e2", "cdc_op": "INSERT",
+          "cdc_sequence": "2".zfill(40), "cdc_batch_id": 0}],
+        schema=pa.schema([(f.name, f.arrow_type) for f in fields]))
+    quarantine = pa.Table.from_pylist([], schema=pa.schema([(f.name, f.arrow_type) for f in S.QUARANTINE_FIELDS]))
+    assert wh.merge_batch(batch_id=0, stream_id=STREAM, state=state, quarantine=quarantine).upserted_rows == 2
+    after = shop_orders(discount={"dynamodb": "N", "type": "decimal(6,2)"}, quantity={"type": "bigint"})
+    migration = Migration(spark, wh, None, "sales-cdc")
+    migration.run(after, "contract.yaml")
+    with psycopg.connect(pg_url) as conn:
+        types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = "
+                                  "%s AND table_name = 'shop_orders'", (db_schema,)).fetchall())
+        rows = conn.execute(f'SELECT orderid, quantity, discount, unmapped_attributes FROM "{db_schema}".shop_orders '
+                            "ORDER BY orderid").fetchall()
+        recorded = conn.execute(f'SELECT change, column_name, values_promoted, values_kept FROM "{db_schema}".'
+                                "schema_changes WHERE change <> 'contract' ORDER BY column_name").fetchall()
+    assert (types["quantity"], types["discount"]) == ("bigint", "numeric")
+    assert rows == [("o1", 2, Decimal("1.50"), '{"gift":{"BOOL":true}}'), ("o2", 3, None, '{"discount":{"N":"1.234"}}')]
+    assert recorded == [("add_column", "discount", 1, 1), ("widen", "quantity", 0, 0)]
+    transaction = api.transactions[-1]
+    assert 'ALTER TABLE "' + db_schema + '"."shop_orders" RENAME COLUMN "quantity__widened" TO "quantity"' in transaction
+    assert any(s.startswith(f'UPDATE "{db_schema}"."shop_orders" SET "quantity" = COALESCE(s."quantity"')
+               for s in transaction)
+    for statement in transaction:
+        sqlglot.parse_one(statement, read="redshift")
+    assert not migration.plan(after, "contract.yaml").pending  # a second start: nothing to do

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -41,7 +41,7 @@ class ColumnType:
     spark: T.DataType  # what the decode produces; the lake stores this type
     tags: tuple[str, ...]  # the DynamoDB type tags it is decoded from
     decode: str  # how: a key of ``decode_values.DECODERS`` (text, number, timestamp, date, json)
-    sample: Sample  # a value of an item, as boto3 writes it (the generator's items of any contract)
+    sample: Sample = field(compare=False)  # a value of an item, as boto3 writes it (generated items of a contract)
     long_text: bool = False  # text the warehouse holds in LONG_TEXT_BYTES, not TEXT_BYTES
 
     @property

@@ -91,9 +91,11 @@ class MigrationSql:
         return tuple(self._field(n) for n in names)
 
     def promote(self, stage: str, columns: list[str]) -> str:
-        """Set the promoted columns and the rest of the JSON on the rows the stage names; a row whose sequence
-        moved on since the stage was read is left alone (its values were replaced anyway)."""
+        """Set the promoted columns (where the stage has a value: a row may have moved one attribute and not
+        another) and the rest of the JSON on the rows the stage names; a row whose sequence moved on since the
+        stage was read is left alone (its values were replaced anyway)."""
         table = quote(self.sql.table_name)
-        assignments = ", ".join(f"{quote(c)} = s.{quote(c)}" for c in (*columns, S.UNMAPPED))
+        assignments = ", ".join([*(f"{quote(c)} = COALESCE(s.{quote(c)}, {table}.{quote(c)})" for c in columns),
+                                 f"{quote(S.UNMAPPED)} = s.{quote(S.UNMAPPED)}"])
         same_row = " AND ".join(f"{table}.{quote(k)} = s.{quote(k)}" for k in (*self.sql.entity.keys, S.CDC_SEQUENCE))
         return f"UPDATE {self.sql.target} SET {assignments}\nFROM {stage} AS s\nWHERE {same_row}"

@@ -8,7 +8,9 @@ import runpy
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
+import yaml
 
 from sales_cdc import glue
 from sales_cdc.contract import DEFAULT_CONTRACT
@@ -101,6 +103,19 @@ def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="glue-artifacts", Prefix="docs/")["Contents"]]
     assert "docs/index.html" in keys and any(k.startswith("docs/validations/orders/") for k in keys)
     assert list((tmp_path / "lake" / "silver" / "orders" / "_commits").glob("*.json"))
+
+    # the next run, with a changed contract at --contract_uri, migrates the warehouse and the lake at start
+    widened = yaml.safe_load(DEFAULT_CONTRACT.read_text())
+    widened["attributes"]["quantity"]["type"] = "bigint"
+    s3.put_object(Bucket="glue-artifacts", Key="contracts/contract.yaml", Body=yaml.safe_dump(widened).encode())
+    for module in [m for m in sys.modules if m == "awsglue" or m.startswith("awsglue.")]:
+        monkeypatch.delitem(sys.modules, module)
+    runpy.run_path(str(REPO / "jobs" / "glue_job.py"), run_name="__main__")
+    with psycopg.connect(pg_url) as conn:
+        assert conn.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND "
+                            "table_name = 'orders' AND column_name = 'quantity'", (db_schema,)).fetchone() == ("bigint",)
+        assert conn.execute(f'SELECT sink, source FROM "{db_schema}".schema_changes WHERE change = %s',
+                            ("widen",)).fetchall() == [("warehouse", "s3://glue-artifacts/contracts/contract.yaml")]
 
 
 def test_dq_params_are_a_json_object_of_suite_parameters():

@@ -27,8 +27,9 @@ from .kinesis_source import FORMAT as KINESIS_FORMAT
 from .kinesis_source import KinesisDataSource
 from .lake import Lake
 from .migration import Migration
-from .pipeline import BatchHandler, HandlerOptions, RunSummary
+from .pipeline import BatchHandler, HandlerOptions
 from .quality import DataQuality
+from .results import RunSummary
 from .sources import file_stream
 from .sql import Dialect, MergeSql
 from .warehouse.base import Warehouse

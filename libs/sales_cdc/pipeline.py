@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
@@ -35,6 +35,7 @@ from .merge_rules import MergeRules
 from .migration import Migration
 from .new_attributes import new_fields
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
+from .results import BatchResult, RunSummary
 from .runtime import InBackground, Materialized, Stopwatch
 from .transforms import (
     CONFLICT,
@@ -60,51 +61,6 @@ T = TypeVar("T")
 QUERY_ID_PROPERTY = "sql.streaming.queryId"
 
 DQ_ROWS_PER_PARTITION = 1_000_000  # data quality reads the state in partitions of about this many rows
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    batch_id: int
-    events_read: int
-    events_valid: int  # decoded without errors
-    events_with_warnings: int
-    merge: MergeResult
-    dq_quarantined: int = 0  # latest-per-key rows rejected by a data-quality rule
-    dq_outcome: str = "not checked"  # passed, warned, quarantined, replayed (skipped); a halt raises instead
-    dq_failed_rules: tuple[str, ...] = ()
-    # per stage, for logs and benchmarks; "docs", "lake" and "warehouse" overlap (their wall time is "sinks")
-    seconds: dict[str, float] = field(default_factory=dict)
-    elapsed_seconds: float = 0.0  # the whole batch, wall time
-
-    @property
-    def quarantined(self) -> int:
-        return self.events_read - self.events_valid + self.dq_quarantined
-
-
-@dataclass
-class RunSummary:
-    batches: list[BatchResult] = field(default_factory=list)
-    docs_url: str | None = None  # the Data Docs site, when data quality is on
-
-    def add(self, result: BatchResult) -> None:
-        self.batches.append(result)
-
-    def totals(self) -> dict[str, int]:
-        applied = [b for b in self.batches if not b.merge.replayed]
-        return {
-            "batches": len(self.batches),
-            "batches replayed (skipped)": len(self.batches) - len(applied),
-            "events read": sum(b.events_read for b in self.batches),
-            "events quarantined (decode)": sum(b.events_read - b.events_valid for b in applied),
-            "events quarantined (data quality)": sum(b.dq_quarantined for b in applied),
-            "batches with data-quality warnings": sum(b.dq_outcome == "warned" for b in applied),
-            "events with decode warnings": sum(b.events_with_warnings for b in applied),
-            "rows upserted": sum(b.merge.upserted_rows for b in applied),
-            "rows deleted": sum(b.merge.deleted_rows for b in applied),
-            "events superseded in their batch": sum(b.events_valid - b.dq_quarantined - b.merge.staged_rows
-                                                    for b in applied),
-            "stale events ignored (older than stored)": sum(b.merge.stale_rows for b in applied),
-        }
 
 
 def _split_rows(rows: pa.Table, refused: dict[int, str]) -> tuple[pa.Table, pa.Table]:

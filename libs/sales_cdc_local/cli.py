@@ -26,9 +26,9 @@ from sales_cdc.errors import JobError, one_line
 from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, merge_sql, request_stop, run_stream
 from sales_cdc.lake import Lake, maintain, moto_storage_options
 from sales_cdc.migration import Migration, preview
-from sales_cdc.pipeline import RunSummary
 from sales_cdc.quality import DataQualityHalt
 from sales_cdc.quality.gx_runner import DocsSite
+from sales_cdc.results import RunSummary
 from sales_cdc.schema import CDC_SEQUENCE, UNMAPPED
 from sales_cdc.sql import Dialect
 from sales_cdc.warehouse import PostgresWarehouse

@@ -22,7 +22,7 @@ from sales_cdc import config as C
 from sales_cdc.contract import Contract
 from sales_cdc.job import build_spark, merge_sql, run_stream
 from sales_cdc.lake import Lake, moto_storage_options
-from sales_cdc.pipeline import RunSummary
+from sales_cdc.results import RunSummary
 from sales_cdc.sql import Dialect
 
 from . import generator as G

@@ -1,0 +1,53 @@
+"""What a batch did (:class:`BatchResult`) and what a run did (:class:`RunSummary`): the counts the job logs,
+prints, alerts on and the benchmarks read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .warehouse.base import MergeResult
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch_id: int
+    events_read: int
+    events_valid: int  # decoded without errors
+    events_with_warnings: int
+    merge: MergeResult
+    dq_quarantined: int = 0  # latest-per-key rows rejected by a data-quality rule
+    dq_outcome: str = "not checked"  # passed, warned, quarantined, replayed (skipped); a halt raises instead
+    dq_failed_rules: tuple[str, ...] = ()
+    # per stage, for logs and benchmarks; "docs", "lake" and "warehouse" overlap (their wall time is "sinks")
+    seconds: dict[str, float] = field(default_factory=dict)
+    elapsed_seconds: float = 0.0  # the whole batch, wall time
+
+    @property
+    def quarantined(self) -> int:
+        return self.events_read - self.events_valid + self.dq_quarantined
+
+
+@dataclass
+class RunSummary:
+    batches: list[BatchResult] = field(default_factory=list)
+    docs_url: str | None = None  # the Data Docs site, when data quality is on
+
+    def add(self, result: BatchResult) -> None:
+        self.batches.append(result)
+
+    def totals(self) -> dict[str, int]:
+        applied = [b for b in self.batches if not b.merge.replayed]
+        return {
+            "batches": len(self.batches),
+            "batches replayed (skipped)": len(self.batches) - len(applied),
+            "events read": sum(b.events_read for b in self.batches),
+            "events quarantined (decode)": sum(b.events_read - b.events_valid for b in applied),
+            "events quarantined (data quality)": sum(b.dq_quarantined for b in applied),
+            "batches with data-quality warnings": sum(b.dq_outcome == "warned" for b in applied),
+            "events with decode warnings": sum(b.events_with_warnings for b in applied),
+            "rows upserted": sum(b.merge.upserted_rows for b in applied),
+            "rows deleted": sum(b.merge.deleted_rows for b in applied),
+            "events superseded in their batch": sum(b.events_valid - b.dq_quarantined - b.merge.staged_rows
+                                                    for b in applied),
+            "stale events ignored (older than stored)": sum(b.merge.stale_rows for b in applied),
+        }

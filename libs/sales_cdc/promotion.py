@@ -76,6 +76,11 @@ class Counts:
     moved: dict[str, int]  # per field: values moved into the column
     kept: dict[str, int]  # per field: values left in the JSON (they do not fit)
 
+    @classmethod
+    def none(cls, fields: list[S.Field]) -> Counts:
+        """Nothing moved, nothing kept (no row holds these attributes in its JSON)."""
+        return cls({f.name: 0 for f in fields}, {f.name: 0 for f in fields})
+
 
 def counts(promoted: DataFrame, fields: list[S.Field]) -> Counts:
     """What :func:`promote` did, counted (one Spark job)."""

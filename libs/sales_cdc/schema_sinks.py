@@ -51,7 +51,7 @@ def _promoted(spark: SparkSession, rows: pa.Table, fields: list[S.Field], keys: 
     """(the rows whose values move: key, sequence, the promoted columns, the JSON left; the counts) of ``rows``
     (key, sequence, ``unmapped_attributes``)."""
     if not fields or rows.num_rows == 0:
-        return None, Counts({f.name: 0 for f in fields}, {f.name: 0 for f in fields})
+        return None, Counts.none(fields)
     promoted = promote(spark.createDataFrame(rows), fields).localCheckpoint()
     changed = promoted.where(any_moved(fields)).select(*keys, S.CDC_SEQUENCE, *[f.name for f in fields], S.UNMAPPED)
     return changed.toArrow(), counts(promoted, fields)
@@ -101,13 +101,22 @@ def parquet_statements(uri: str, changes: list[Change]) -> list[str]:
     return [f"new snapshot of {uri}: {', '.join(map(str, columns))}; promoted values set in it"] if columns else []
 
 
-class DeltaSilverSchema:
-    name = "lake silver (delta)"
+class _SilverSchema:
+    """What both lake silver formats share: the lake's history, and storage as the lake's types."""
+
+    name = "lake silver"
     storage = "lake"
 
     def __init__(self, spark: SparkSession, lake: Lake):
         self.spark, self.lake = spark, lake
         self.table_name = lake.entity.name
+
+    def recorded_contract(self) -> str | None:
+        return self.lake.recorded_contract(self.name)
+
+
+class DeltaSilverSchema(_SilverSchema):
+    name = "lake silver (delta)"
 
     @property
     def silver(self) -> DeltaSilver:
@@ -115,9 +124,6 @@ class DeltaSilverSchema:
 
     def stored_columns(self) -> dict[str, CT.ColumnType | None] | None:
         return self.silver.stored_columns()
-
-    def recorded_contract(self) -> str | None:
-        return self.lake.recorded_contract(self.name)
 
     def statements(self, entity: S.EntitySchema, changes: list[Change]) -> list[str]:
         return delta_statements(self.silver.uri, changes)
@@ -138,19 +144,11 @@ class DeltaSilverSchema:
         return done
 
 
-class ParquetSilverSchema:
+class ParquetSilverSchema(_SilverSchema):
     name = "lake silver (parquet)"
-    storage = "lake"
-
-    def __init__(self, spark: SparkSession, lake: Lake):
-        self.spark, self.lake = spark, lake
-        self.table_name = lake.entity.name
 
     def stored_columns(self) -> dict[str, CT.ColumnType | None] | None:
         return self.lake.silver.stored_columns(self.spark)
-
-    def recorded_contract(self) -> str | None:
-        return self.lake.recorded_contract(self.name)
 
     def statements(self, entity: S.EntitySchema, changes: list[Change]) -> list[str]:
         return parquet_statements(self.lake.silver_uri, changes)
@@ -158,7 +156,7 @@ class ParquetSilverSchema:
     def apply(self, entity: S.EntitySchema, changes: list[Change], fields: list[S.Field], history: History) -> Counts:
         rules = MergeRules(entity, self.lake.soft_delete)
         target = T.StructType([f.struct_field() for f in rules.row_fields])
-        done = Counts({f.name: 0 for f in fields}, {f.name: 0 for f in fields})
+        done = Counts.none(fields)
 
         def promoted(frame: DataFrame) -> DataFrame:
             nonlocal done

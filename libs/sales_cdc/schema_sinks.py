@@ -75,7 +75,8 @@ class WarehouseSchema:
         return MigrationSql(replace(self.warehouse.sql, entity=entity)).statements(changes)
 
     def apply(self, entity: S.EntitySchema, changes: list[Change], fields: list[S.Field], history: History) -> Counts:
-        changed, done = _promoted(self.spark, self.warehouse.unmapped_rows(), fields, entity.keys)
+        rows = self.warehouse.unmapped_rows() if fields else pa.table({})  # no scan when nothing can move
+        changed, done = _promoted(self.spark, rows, fields, entity.keys)
         statements = self.statements(entity, changes)
         self.warehouse.use(entity)  # the promotion stage has the new columns
         self.warehouse.migrate(statements, changed, history(done))
@@ -131,7 +132,7 @@ class DeltaSilverSchema(_SilverSchema):
     def apply(self, entity: S.EntitySchema, changes: list[Change], fields: list[S.Field], history: History) -> Counts:
         rules = MergeRules(entity, self.lake.soft_delete)
         stored = self.stored_columns()
-        rows = self.silver.unmapped_rows() if stored is not None else pa.table({})
+        rows = self.silver.unmapped_rows() if stored is not None and fields else pa.table({})
         changed, done = _promoted(self.spark, rows, fields, entity.keys)
         target = pa.schema([(f.name, f.arrow_type) for f in rules.row_fields])
         names = [*entity.keys, S.CDC_SEQUENCE, *[f.name for f in fields], S.UNMAPPED]

@@ -65,6 +65,8 @@ class DataApiOnPostgres:
         return {"Id": statement_id}
 
     def batch_execute_statement(self, Sqls, **_):
+        if not 1 <= len(Sqls) <= 40:  # botocore refuses such a call before it leaves the client
+            raise ValueError(f"Invalid length for parameter Sqls, value: {len(Sqls)}, valid range: 1-40")
         self.transactions.append(list(Sqls))
         with psycopg.connect(self.url) as conn, conn.transaction():
             for sql in Sqls:

@@ -207,3 +207,21 @@ def test_an_item_with_an_attribute_the_contract_lacks_is_quarantined_with_quaran
         reasons = conn.execute(f"SELECT record_key, reason FROM {sinks.warehouse.sql.quarantine}").fetchall()
     assert reasons == [("o1", "attribute(s) gift, note not in the contract (on_new_attribute: quarantine): name them "
                               "in the contract to load them")]
+
+
+def test_a_longer_text_type_promotes_in_every_sink_even_after_a_crash_between_them(spark, pg_url, tmp_path):
+    """string -> text changes no column of PostgreSQL's or the lake's (both hold any text), yet notes too long for a
+    string, kept in the JSON, now fit: each sink promotes them, also the lake when the job died after the warehouse
+    (it learns the change from the contract it recorded, not from its columns)."""
+    sinks = fresh(spark, pg_url, tmp_path, "mig_text")
+    long_note = "x" * 300
+    run(sinks, 0, insert("o1", 100, note=long_note), insert("o2", 101, note="short"))
+    with_note = shop_orders(note={"dynamodb": "S", "type": "string"})
+    sinks.migrate(with_note)
+    assert the_rows(sinks.silver_rows(), "note")["o1"] == (None,)  # 300 bytes: no string, kept in the JSON
+    sinks.migrate(shop_orders(note={"dynamodb": "S", "type": "text"}), steps=1)  # the job dies after the warehouse
+    sinks.migrate(shop_orders(note={"dynamodb": "S", "type": "text"}))
+    for rows in (sinks.warehouse_rows(), sinks.silver_rows()):
+        assert the_rows(rows, "note", S.UNMAPPED) == {"o1": (long_note, None), "o2": ("short", None)}
+    widened = [h for h in history(sinks) if h["change"] == "widen"]
+    assert [(h["column_name"], h["values_promoted"], h["statement"]) for h in widened] == [("note", 1, None)]

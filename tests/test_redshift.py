@@ -210,3 +210,26 @@ def test_a_migration_through_the_data_api_adds_widens_and_promotes_in_one_transa
     for statement in transaction:
         sqlglot.parse_one(statement, read="redshift")
     assert not migration.plan(after, "contract.yaml").pending  # a second start: nothing to do
+
+
+def test_a_migration_larger_than_one_data_api_call_runs_in_several_transactions(spark, pg_url, db_schema, moto):
+    """One batch_execute_statement takes at most 40 statements: 45 new columns go in two calls, split between
+    whole changes, the history in the last; the columns are all there and a second start finds nothing to do."""
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket="sales-cdc-staging")
+    api = DataApiOnPostgres(pg_url, s3)
+    wh = RedshiftDataApiWarehouse(api, s3, MergeSql(Dialect.REDSHIFT, shop_orders(), db_schema), "sales-cdc",
+                                  RedshiftTarget(DataApiConnection("dev", workgroup_name="wg"), ROLE,
+                                                 "s3://sales-cdc-staging/merge", Polling(5, initial_seconds=0.01)))
+    wh.ensure_tables()
+    wide = shop_orders(**{f"extra_{i:02d}": {"dynamodb": "S", "type": "string"} for i in range(45)})
+    migration = Migration(spark, wh, None, "sales-cdc")
+    migration.run(wide, "contract.yaml")
+    sizes = [len(t) for t in api.transactions[-2:]]
+    assert sizes[0] <= 40 and sizes[1] <= 40 and sum(sizes) == 45 + 3  # 45 ADD COLUMNs, then the history's 3
+    assert "INSERT INTO" in api.transactions[-1][-1]
+    with psycopg.connect(pg_url) as conn:
+        columns = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema ="
+                                              " %s AND table_name = 'shop_orders'", (db_schema,)).fetchall()}
+    assert {f"extra_{i:02d}" for i in range(45)} <= columns
+    assert not migration.plan(wide, "contract.yaml").pending

@@ -33,20 +33,22 @@ def test_latest_per_key_compares_sequences_numerically(spark):
     assert_df_equality(actual, expected, ignore_row_order=True)
 
 
-def test_a_redelivery_gives_one_row_and_two_records_with_one_sequence_give_none(spark):
+def test_a_redelivery_gives_one_row_and_two_records_with_one_sequence_are_passed_over(spark):
     rows = [
         ("o1", "e1", pad("10"), True, "record e1"),
         ("o1", "e1", pad("10"), True, "record e1"),  # the same record delivered twice
         ("o2", "a", pad("10"), False, "record a"),
         ("o2", "b", pad("10"), False, "record b"),   # two records, one sequence: no order, neither applies
-        ("o2", "c", pad("9"), False, "record c"),    # an older one does not take their place
+        ("o2", "c", pad("9"), True, "record c"),     # the latest event that can be ordered applies
+        ("o3", "x", pad("5"), False, "record x"),
+        ("o3", "y", pad("5"), False, "record y"),    # nothing else: the item keeps what is stored
     ]
     events = spark.createDataFrame(rows, EVENT_COLUMNS)
     actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
-    expected = spark.createDataFrame([("o1", "e1")], "orderid string, cdc_event_id string")
+    expected = spark.createDataFrame([("o1", "e1"), ("o2", "c")], "orderid string, cdc_event_id string")
     assert_df_equality(actual, expected, ignore_row_order=True)
     flagged = ranked(events, ORDERS.keys).where(CONFLICT).select("cdc_event_id").distinct()
-    assert sorted(r[0] for r in flagged.collect()) == ["a", "b"]
+    assert sorted(r[0] for r in flagged.collect()) == ["a", "b", "x", "y"]
 
 
 def test_state_rows_take_new_image_for_upserts_and_old_image_for_removes(spark):

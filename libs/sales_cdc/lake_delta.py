@@ -141,10 +141,12 @@ class DeltaSilver:
         return {f.name: CT.of_lake(getattr(f.type, "type", str(f.type))) for f in table.schema().fields}
 
     def unmapped_rows(self) -> pa.Table:
-        """Key, sequence and JSON of the rows that keep attributes in ``unmapped_attributes``."""
-        table = self.tables.table(self.uri)
-        rows = table.to_pyarrow_table(columns=[*self.rules.keys, S.CDC_SEQUENCE, S.UNMAPPED])
-        return rows.filter(pc.is_valid(rows[S.UNMAPPED]))
+        """Key, sequence and JSON of the rows that keep attributes in ``unmapped_attributes``, read batch by batch
+        (what is held grows with those rows, not with the table)."""
+        columns = [*self.rules.keys, S.CDC_SEQUENCE, S.UNMAPPED]
+        dataset = self.tables.table(self.uri).to_pyarrow_dataset()
+        kept = [batch.filter(pc.is_valid(batch.column(S.UNMAPPED))) for batch in dataset.to_batches(columns=columns)]
+        return pa.Table.from_batches(kept, pa.schema([dataset.schema.field(c) for c in columns]))
 
     def migrate(self, target: pa.Schema, changed: pa.Table, widened: bool, metadata: dict[str, str]) -> None:
         """One commit that gives silver the ``target`` columns and the promoted values (``changed``: key, sequence,
@@ -155,6 +157,7 @@ class DeltaSilver:
         if table is None:
             return
         commit = CommitProperties(custom_metadata=metadata)
+        changed = changed.cast(pa.schema([target.field(c) for c in changed.column_names]))  # Spark's Arrow types
         if widened:
             self._rewrite(table, target, changed, commit)
             return
@@ -162,8 +165,7 @@ class DeltaSilver:
         stored = set(table.schema().to_arrow().names)
         values = {c: f"s.{c}" if c not in stored or c == S.UNMAPPED else f"COALESCE(s.{c}, t.{c})"
                   for c in changed.column_names if c not in (*self.rules.keys, S.CDC_SEQUENCE)}
-        source = changed.cast(pa.schema([target.field(c) for c in changed.column_names]))
-        (table.merge(source, predicate=self._same_row(), source_alias="s", target_alias="t", merge_schema=True,
+        (table.merge(changed, predicate=self._same_row(), source_alias="s", target_alias="t", merge_schema=True,
                      commit_properties=commit)
          .when_matched_update(values).execute())
 

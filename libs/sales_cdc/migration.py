@@ -45,10 +45,13 @@ class Step:
     changes: tuple[Change, ...]
     statements: tuple[str, ...]
     recorded: S.EntitySchema | None  # the contract the sink last recorded (None: no history yet)
+    # the contract's changes since the one this sink recorded: they say what to promote where the sink's columns
+    # do not (string -> text is no change of the lake's; a column added just before a crash is no change any more)
+    contract: tuple[Change, ...] = ()
 
-    def promoted(self, contract: tuple[Change, ...]) -> list[str]:
+    def promoted(self) -> list[str]:
         """The columns whose values in ``unmapped_attributes`` may now fit: added, widened or re-tagged."""
-        names = [c.column for c in (*self.changes, *contract) if c.kind in (*_DDL_KINDS, ChangeKind.RETAG)]
+        names = [c.column for c in (*self.changes, *self.contract) if c.kind in (*_DDL_KINDS, ChangeKind.RETAG)]
         return list(dict.fromkeys(names))
 
 
@@ -116,15 +119,16 @@ class Migration:
             stored = sink.stored_columns()
             changes = tuple(sink_changes(entity, stored, sink.storage, sink.name)) if stored is not None else ()
             if changes or held is None or held[0].version != entity.version:
+                since = tuple(contract_changes(held[0], entity)) if held else contract_level
                 steps.append(Step(sink, changes, tuple(sink.statements(entity, list(changes))),
-                                  held[0] if held else None))
+                                  held[0] if held else None, since))
         return Plan(entity, source, automatic | added, contract_level, tuple(steps))
 
     def apply(self, plan: Plan) -> list[Applied]:
         """Each step in its own transaction or commit: the warehouse first, then the lake."""
         done = []
         for step in plan.steps:
-            fields = [plan.entity.field(name) for name in step.promoted(plan.contract)]
+            fields = [plan.entity.field(name) for name in step.promoted()]
             counts = step.sink.apply(plan.entity, list(step.changes), fields,
                                      lambda c, s=step: self._history(plan, s, c))
             done.append(Applied(step.sink.name, counts.moved, counts.kept))
@@ -141,9 +145,10 @@ class Migration:
         holds."""
         now = datetime.now(UTC)
         rows = []
-        own = {c.column for c in step.changes}
-        for change in (*step.changes, *[c for c in plan.contract if c.column not in own]):
-            statements = step.sink.statements(plan.entity, [change]) if change.kind in _DDL_KINDS else []
+        own = {(c.kind, c.column) for c in step.changes}
+        for change in (*step.changes, *[c for c in step.contract if (c.kind, c.column) not in own]):
+            # the statements the sink ran for its own changes; a contract change it had nothing to run for has none
+            statements = step.sink.statements(plan.entity, [change]) if change in step.changes else []
             rows.append(self._row(now, plan, step, change.kind, change.column, change.before, change.after,
                                   "; ".join(statements) or None, counts.moved.get(change.column),
                                   counts.kept.get(change.column)))

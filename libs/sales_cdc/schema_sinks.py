@@ -77,9 +77,9 @@ class WarehouseSchema:
     def apply(self, entity: S.EntitySchema, changes: list[Change], fields: list[S.Field], history: History) -> Counts:
         rows = self.warehouse.unmapped_rows() if fields else pa.table({})  # no scan when nothing can move
         changed, done = _promoted(self.spark, rows, fields, entity.keys)
-        statements = self.statements(entity, changes)
+        groups = MigrationSql(replace(self.warehouse.sql, entity=entity)).statement_groups(changes)
         self.warehouse.use(entity)  # the promotion stage has the new columns
-        self.warehouse.migrate(statements, changed, history(done))
+        self.warehouse.migrate(groups, changed, history(done))
         return done
 
 

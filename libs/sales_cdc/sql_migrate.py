@@ -74,15 +74,19 @@ class MigrationSql:
                 f"ALTER TABLE {target} DROP COLUMN {column}",
                 f"ALTER TABLE {target} RENAME COLUMN {widened} TO {column}"]
 
-    def statements(self, changes: list[Change]) -> list[str]:
-        """The DDL of ``changes`` (the sink's own: columns to add and to widen), in order."""
-        statements: list[str] = []
+    def statement_groups(self, changes: list[Change]) -> list[list[str]]:
+        """The DDL of ``changes`` (the sink's own: columns to add and to widen), one group per change: a group
+        must run in one transaction (a widening's copy and swap), groups may run in separate ones."""
+        groups: list[list[str]] = []
         for change in changes:
             if change.kind is ChangeKind.ADD:
-                statements.append(self.add_column(self._field(change.column)))
+                groups.append([self.add_column(self._field(change.column))])
             elif change.kind is ChangeKind.WIDEN:
-                statements += self.widen(self._field(change.column))
-        return statements
+                groups.append(self.widen(self._field(change.column)))
+        return groups
+
+    def statements(self, changes: list[Change]) -> list[str]:
+        return [statement for group in self.statement_groups(changes) for statement in group]
 
     # --- promotion: the moved values, applied from a stage ---------------------------------------------
     def promotion_fields(self, columns: list[str]) -> tuple[S.Field, ...]:

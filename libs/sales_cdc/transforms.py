@@ -15,22 +15,24 @@ CONFLICT_REASON = ("another record of this item has the same sequence number and
 
 
 def ranked(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
-    """``events`` with ``_rank`` (1: the latest event of its key, by sequence; ties, i.e. redeliveries, broken by
-    event id) and ``_conflict``: another record of the key has the same sequence and another payload (DynamoDB
-    never gives two changes one sequence number, so one of them is not what it claims to be).
+    """``events`` with ``_conflict``: another record of the key has the same sequence and another payload
+    (DynamoDB never gives two changes one sequence number, so one of them is not what it claims to be), and
+    ``_rank``: 1 for the latest event of its key that does not conflict, by sequence (ties, i.e. redeliveries,
+    broken by event id) — the event that would have applied had the conflicting ones not come.
 
     ``cdc_sequence`` is zero-padded, so string order is numeric order. Both windows partition by the key
     first, so Spark shuffles the batch once for them.
     """
-    by_recency = Window.partitionBy(*keys).orderBy(F.col(S.CDC_SEQUENCE).desc(), F.col(S.CDC_EVENT_ID).desc())
     same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
     content = F.xxhash64(S.PAYLOAD)
-    return events.withColumns({RANK: F.row_number().over(by_recency),
-                               CONFLICT: F.min(content).over(same_sequence) != F.max(content).over(same_sequence)})
+    flagged = events.withColumn(CONFLICT, F.min(content).over(same_sequence) != F.max(content).over(same_sequence))
+    by_recency = Window.partitionBy(*keys).orderBy(F.col(CONFLICT).asc(), F.col(S.CDC_SEQUENCE).desc(),
+                                                   F.col(S.CDC_EVENT_ID).desc())
+    return flagged.withColumn(RANK, F.row_number().over(by_recency))
 
 
 def latest_per_key(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
-    """One event per key, the latest (:func:`ranked`); a key whose latest sequence conflicts keeps none."""
+    """One event per key, the latest that does not conflict (:func:`ranked`)."""
     return ranked(events, keys).where(f"{RANK} = 1 AND NOT {CONFLICT}").drop(RANK, CONFLICT)
 
 

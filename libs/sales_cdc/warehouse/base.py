@@ -82,9 +82,10 @@ class Warehouse(Protocol):
         """The contract ``sink`` last recorded in the warehouse's schema history (its JSON), if any."""
         ...
 
-    def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:
-        """In one transaction: the DDL, the promoted values (``promoted``: key, sequence, the columns, the JSON
-        left), the history rows."""
+    def migrate(self, groups: list[list[str]], promoted: pa.Table | None, history: pa.Table) -> None:
+        """The DDL (``groups``: each group in one transaction), the promoted values (``promoted``: key, sequence,
+        the columns, the JSON left) and the history rows: in one transaction where the warehouse can (the
+        history in the last one, so a migration that died is planned again from the columns it left)."""
         ...
 
     def close(self) -> None: ...

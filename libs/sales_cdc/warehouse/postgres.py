@@ -101,13 +101,13 @@ class PostgresWarehouse:
             return None
         return row[0] if row else None
 
-    def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:
-        """One transaction: ``statements`` (the DDL), the promoted values (``promoted``: the stage's rows, as
+    def migrate(self, groups: list[list[str]], promoted: pa.Table | None, history: pa.Table) -> None:
+        """One transaction: the DDL, the promoted values (``promoted``: the stage's rows, as
         ``MigrationSql.promotion_fields`` of its value columns), and the history rows."""
         migration = MigrationSql(self.sql)
         try:
             with self.conn.transaction():
-                for statement in statements:
+                for statement in (s for group in groups for s in group):
                     self.conn.execute(statement)
                 if promoted is not None and promoted.num_rows:
                     columns = [c for c in promoted.column_names

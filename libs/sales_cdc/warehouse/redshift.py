@@ -20,6 +20,7 @@ import io
 import logging
 import re
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -197,7 +198,9 @@ class RedshiftDataApiWarehouse:
                 for name, kind, *sizes in rows} or None
 
     def _migration_prefix(self) -> str:
-        parts = [_SAFE_KEY_PART.sub("_", p) for p in (self.job_name, "migration", self.sql.entity.version)]
+        """A prefix of its own for each call: an UNLOAD's files never mix with an earlier one's (ALLOWOVERWRITE
+        replaces files of the same names only)."""
+        parts = [_SAFE_KEY_PART.sub("_", p) for p in (self.job_name, "migration", uuid.uuid4().hex)]
         return "/".join([self.target.staging_uri.rstrip("/"), *parts])
 
     def unmapped_rows(self) -> pa.Table:
@@ -221,12 +224,14 @@ class RedshiftDataApiWarehouse:
                           {"table_name": self.sql.table_name, "change": ChangeKind.CONTRACT.value, "sink": sink})
         return rows[0][0] if rows else None
 
-    def migrate(self, statements: list[str], promoted: pa.Table | None, history: pa.Table) -> None:
-        """One ``batch_execute_statement`` (one transaction): the DDL, the promotion from a staged stage, the
-        history rows (staged too: no value is placed in SQL text)."""
+    def migrate(self, groups: list[list[str]], promoted: pa.Table | None, history: pa.Table) -> None:
+        """``batch_execute_statement``s (one transaction each, at most MAX_STATEMENTS statements): the DDL, then,
+        in the last, the promotion from a staged stage and the history rows (staged too: no value is placed in SQL
+        text). A migration with more DDL than one call takes is split between whole changes; one that dies between
+        two calls is planned again at the next start from the columns it left, and its history not yet written."""
         migration, sql, role = MigrationSql(self.sql), self.sql, self.target.iam_role_arn
         prefix = self._migration_prefix()
-        transaction = list(statements)
+        transaction: list[str] = []
         if promoted is not None and promoted.num_rows:
             columns = [c for c in promoted.column_names if c not in (*sql.entity.keys, S.CDC_SEQUENCE, S.UNMAPPED)]
             fields = migration.promotion_fields(columns)
@@ -237,7 +242,8 @@ class RedshiftDataApiWarehouse:
         uri = self._stage_object(prefix, f"schema_changes_{int(time.time() * 1000)}", history)
         names = [f.name for f in S.SCHEMA_CHANGE_FIELDS]
         transaction += [create, sql.copy_parquet(stage, uri, role), sql.insert_from(sql.schema_changes, stage, names)]
-        self.run_transaction(transaction)
+        for statements in _packed(groups, transaction):
+            self.run_transaction(statements)
 
     def _stage_object(self, prefix: str, name: str, table: pa.Table) -> str:
         bucket, _, key_prefix = prefix.removeprefix("s3://").partition("/")
@@ -322,3 +328,20 @@ class RedshiftDataApiWarehouse:
 
     def close(self) -> None:
         """Nothing to close: the Data API is stateless HTTP."""
+
+
+MAX_STATEMENTS = 40  # the most statements one Data API batch_execute_statement takes
+
+
+def _packed(groups: list[list[str]], last: list[str]) -> list[list[str]]:
+    """The statements of ``groups`` (each kept whole) in transactions of at most MAX_STATEMENTS, ``last`` at the
+    end of the last one."""
+    transactions: list[list[str]] = [[]]
+    for group in groups:
+        if len(transactions[-1]) + len(group) > MAX_STATEMENTS:
+            transactions.append([])
+        transactions[-1] += group
+    if len(transactions[-1]) + len(last) > MAX_STATEMENTS:
+        transactions.append([])
+    transactions[-1] += last
+    return transactions

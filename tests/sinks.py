@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
 from sales_cdc.lake import Lake
-from sales_cdc.lake_parquet import silver_commits
+from sales_cdc.lake.parquet import silver_commits
 from sales_cdc.migration import Migration, Plan
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql

@@ -11,7 +11,7 @@ import pytest
 from sales_cdc import schema as S
 from sales_cdc.contract import load_contract
 from sales_cdc.decode import decode_pipe_records, split_decoded
-from sales_cdc.sources import file_batch
+from sales_cdc.sources.files import file_batch
 from sales_cdc.transforms import latest_per_key
 from sales_cdc_local import generator as G
 from sales_cdc_local.local_aws import create_source_table

@@ -15,7 +15,7 @@ from sales_cdc.config import DqConfig, FileSource, JobConfig, KinesisConfig, Sin
 from sales_cdc.errors import JobError
 from sales_cdc.job import check_paths, postgres_warehouse, run_stream, start_query
 from sales_cdc.pipeline import BatchHandler
-from sales_cdc.sources import file_stream
+from sales_cdc.sources.files import file_stream
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import main, stage_fixtures
 from sales_cdc_local.verify import diff_rows, load_expected, read_state

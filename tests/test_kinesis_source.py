@@ -10,7 +10,7 @@ import pytest
 
 from sales_cdc.config import KinesisConfig, StreamConfig
 from sales_cdc.job import await_query, source_stream, start_query
-from sales_cdc.kinesis_source import KinesisStreamReader
+from sales_cdc.sources.kinesis import KinesisStreamReader
 from sales_cdc_local.local_aws import create_kinesis_stream
 
 

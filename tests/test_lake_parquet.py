@@ -10,7 +10,7 @@ import pytest
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
 from sales_cdc.lake import Lake, maintain
-from sales_cdc.lake_parquet import BATCH_PARTITION, latest_silver_path, silver_commits
+from sales_cdc.lake.parquet import BATCH_PARTITION, latest_silver_path, silver_commits
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse

@@ -16,8 +16,8 @@ from sales_cdc import schema as S
 from sales_cdc.errors import JobError
 from sales_cdc.evolution import SchemaChangeRefused
 from sales_cdc.lake import LakeBatch, Rows
-from sales_cdc.lake_delta import CONTRACT_VERSION
-from sales_cdc.lake_parquet import silver_commits
+from sales_cdc.lake.delta import CONTRACT_VERSION
+from sales_cdc.lake.parquet import silver_commits
 from sales_cdc.merge_rules import MergeRules
 from sales_cdc_local.records import stream_record
 from tests.helpers import shop_orders, source_rows

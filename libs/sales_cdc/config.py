@@ -22,7 +22,7 @@ class LakeConfig:
     root: str
     storage_options: dict[str, str] = field(default_factory=dict)
     target_file_size: int = 128 * 1024 * 1024
-    # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake_parquet)
+    # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake.parquet)
     raw_format: str = "delta"
     silver_format: str = "delta"
     quarantine_format: str = "delta"
@@ -52,7 +52,7 @@ class WarehouseConfig:
 
 @dataclass(frozen=True)
 class KinesisConfig:
-    """The local Kinesis source (``kinesis_source``); Glue maps the same values to its native source."""
+    """The local Kinesis source (``sources.kinesis``); Glue maps the same values to its native source."""
 
     stream_name: str = "kinesis-for-sales-data"
     endpoint_url: str | None = None  # None: the AWS default endpoint

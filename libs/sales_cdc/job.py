@@ -23,14 +23,14 @@ from .alerts import LogAlerter, SnsAlerter
 from .aws import aws_client
 from .config import AlertConfig, FileSource, JobConfig, KinesisConfig, StreamConfig, WarehouseConfig
 from .errors import JobError
-from .kinesis_source import FORMAT as KINESIS_FORMAT
-from .kinesis_source import KinesisDataSource
 from .lake import Lake
 from .migration import Migration
 from .pipeline import BatchHandler, HandlerOptions
 from .quality import DataQuality
 from .results import RunSummary
-from .sources import file_stream
+from .sources.files import file_stream
+from .sources.kinesis import FORMAT as KINESIS_FORMAT
+from .sources.kinesis import KinesisDataSource
 from .sql import Dialect, MergeSql
 from .warehouse.base import Warehouse
 from .warehouse.postgres import PostgresWarehouse

@@ -1,5 +1,5 @@
 """The merge rules: how an event changes what a sink stores for its key. Stated once, here; the warehouse
-(``sql.MergeSql``), Delta silver (``lake_delta.DeltaSilver``) and Parquet silver (``lake_parquet.ParquetSilver``)
+(``sql.MergeSql``), Delta silver (``lake.delta.DeltaSilver``) and Parquet silver (``lake.parquet.ParquetSilver``)
 apply them through this module, and tests/test_merge_rules.py runs the same cases on each of them.
 
 Per key, a sink stores a *row* (the latest event's values) and, with hard deletes, a *tombstone* (the key

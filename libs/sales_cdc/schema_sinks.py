@@ -21,7 +21,7 @@ from . import column_types as CT
 from . import schema as S
 from .evolution import Change, ChangeKind
 from .lake import Lake
-from .lake_delta import CONTRACT_VERSION, DeltaSilver
+from .lake.delta import CONTRACT_VERSION, DeltaSilver
 from .merge_rules import MergeRules
 from .promotion import Counts, any_moved, counts, helper_columns, promote
 from .sql_migrate import MigrationSql

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from . import schema as S
+from .. import schema as S
 
 
 def normalise_file_lines(lines: DataFrame) -> DataFrame:

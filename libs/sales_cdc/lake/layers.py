@@ -1,7 +1,7 @@
 """What every lake layer writer takes and gives: one batch, once; what it wrote or skipped.
 
 A layer (raw, silver, quarantine) is written in one format, chosen when the lake is built (``lake.Lake``):
-Delta through delta-rs (``lake_delta``) or Parquet through Spark (``lake_parquet``). Each writer takes the
+Delta through delta-rs (``lake.delta``) or Parquet through Spark (``lake.parquet``). Each writer takes the
 whole :class:`LakeBatch` and reads the form it writes: delta-rs the Arrow rows, Spark the DataFrame.
 """
 

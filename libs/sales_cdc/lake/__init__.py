@@ -7,8 +7,8 @@ Layout under the lake root (a local path or ``s3://bucket/prefix``):
   quarantine/<entity>      rejected records with reasons
   meta/<entity>_schema_changes   the schema history of silver (docs/schema-evolution.md), a Delta table
 
-Each layer has one writer, chosen when the lake is built from its format: Delta (``lake_delta``, delta-rs:
-transactional, the default) or Parquet (``lake_parquet``, Spark's own writer). A replayed batch changes
+Each layer has one writer, chosen when the lake is built from its format: Delta (``lake.delta``, delta-rs:
+transactional, the default) or Parquet (``lake.parquet``, Spark's own writer). A replayed batch changes
 nothing: a Delta table or the Parquet silver skips a batch it already holds; Parquet raw and quarantine
 rewrite exactly that batch's own partition.
 """
@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 from deltalake import CommitProperties
 
-from . import schema as S
-from .config import LakeConfig
-from .evolution import ChangeKind
-from .faults import crash_point
-from .lake_delta import DeltaAppend, DeltaSilver, DeltaTables
-from .lake_layers import LakeBatch, LayerWriter, Rows
-from .lake_parquet import ParquetAppend, ParquetSilver, check_filesystem
-from .merge_rules import MergeRules
+from .. import schema as S
+from ..config import LakeConfig
+from ..evolution import ChangeKind
+from ..faults import crash_point
+from ..merge_rules import MergeRules
+from .delta import DeltaAppend, DeltaSilver, DeltaTables
+from .layers import LakeBatch, LayerWriter, Rows
+from .parquet import ParquetAppend, ParquetSilver, check_filesystem
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from datetime import datetime
 from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
 from pyspark.sql.types import StructType
 
-from . import schema as S
-from .config import KinesisConfig
+from .. import schema as S
+from ..config import KinesisConfig
 
 FORMAT = "sales_cdc_kinesis"
 START = ""  # "seq" of a shard nothing has been read from yet
@@ -73,7 +73,7 @@ class KinesisStreamReader(SimpleDataSourceStreamReader):
     @property
     def client(self):
         if self._client is None:
-            from .aws import aws_client  # boto3 is imported where the reader runs
+            from ..aws import aws_client  # boto3 is imported where the reader runs
 
             self._client = aws_client("kinesis", endpoint=self.endpoint, region=self.region)
         return self._client

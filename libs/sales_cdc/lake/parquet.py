@@ -26,10 +26,10 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from . import column_types as CT
-from . import schema as S
-from .lake_layers import LakeBatch, Written
-from .merge_rules import REMOVE, MergeRules
+from .. import column_types as CT
+from .. import schema as S
+from ..merge_rules import REMOVE, MergeRules
+from .layers import LakeBatch, Written
 
 MIGRATION_STREAM = "schema-migration"  # the stream id of a snapshot a migration commits (no stream has it)
 BATCH_PARTITION = "cdc_batch"  # <stream id>-<batch id>: unique across checkpoints, so overwrite is safe

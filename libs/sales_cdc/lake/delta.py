@@ -17,12 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from . import column_types as CT
-from . import schema as S
-from .config import LakeConfig
-from .errors import JobError
-from .lake_layers import LakeBatch, Written
-from .merge_rules import REMOVE, MergeRules
+from .. import column_types as CT
+from .. import schema as S
+from ..config import LakeConfig
+from ..errors import JobError
+from ..merge_rules import REMOVE, MergeRules
+from .layers import LakeBatch, Written
 
 CONTRACT_VERSION = "sales_cdc.contract_version"  # commit metadata: the contract a commit was written with
 Write = Callable[[DeltaTable | None, CommitProperties], None]

@@ -12,7 +12,8 @@ from sales_cdc import schema as S
 from sales_cdc.transforms import CONFLICT, latest_per_key, ranked, to_state_rows
 from tests.helpers import ORDERS
 
-EVENT_COLUMNS = "orderid string, cdc_event_id string, cdc_sequence string, expected_winner boolean, payload string"
+EVENT_COLUMNS = ("orderid string, cdc_event_id string, cdc_sequence string, expected_winner boolean, payload string, "
+                 "cdc_event_time timestamp")
 
 
 def pad(sequence: str) -> str:
@@ -27,7 +28,7 @@ def test_latest_per_key_compares_sequences_numerically(spark):
         ("o2", "e4", pad("40"), True),
         ("o3", "e5", pad("7"), True),             # single event
     ]
-    events = spark.createDataFrame([(*r, f"record {r[1]}") for r in rows], EVENT_COLUMNS)
+    events = spark.createDataFrame([(*r, f"record {r[1]}", None) for r in rows], EVENT_COLUMNS)
     actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
     expected = events.where("expected_winner").select("orderid", "cdc_event_id")
     assert_df_equality(actual, expected, ignore_row_order=True)
@@ -43,7 +44,7 @@ def test_a_redelivery_gives_one_row_and_two_records_with_one_sequence_are_passed
         ("o3", "x", pad("5"), False, "record x"),
         ("o3", "y", pad("5"), False, "record y"),    # nothing else: the item keeps what is stored
     ]
-    events = spark.createDataFrame(rows, EVENT_COLUMNS)
+    events = spark.createDataFrame([(*r, None) for r in rows], EVENT_COLUMNS)
     actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
     expected = spark.createDataFrame([("o1", "e1"), ("o2", "c")], "orderid string, cdc_event_id string")
     assert_df_equality(actual, expected, ignore_row_order=True)
@@ -74,3 +75,12 @@ def test_state_rows_for_orders_follow_the_schema_module(spark):
     events = spark.createDataFrame([], S.event_schema(ORDERS)).withColumn("cdc_errors", F.array())
     state = to_state_rows(events, 0, ORDERS)
     assert [(f.name, f.dataType) for f in state.schema] == [(f.name, f.spark_type) for f in S.state_fields(ORDERS)]
+
+
+def test_two_snapshots_of_an_item_are_no_conflict_the_later_is_kept(spark):
+    early, late = datetime(2026, 12, 1), datetime(2026, 12, 2)
+    rows = [("o1", "snapshot-a", pad("0"), False, "record a", early),
+            ("o1", "snapshot-b", pad("0"), True, "record b", late)]  # merge rule 6
+    events = spark.createDataFrame(rows, EVENT_COLUMNS)
+    actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
+    assert_df_equality(actual, events.where("expected_winner").select("orderid", "cdc_event_id"))

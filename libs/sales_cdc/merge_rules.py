@@ -17,6 +17,10 @@ and sequence of its delete).
    any sink); there are no tombstones.
 5. A batch already committed to a sink (its ledger, a Delta app transaction, a Parquet commit file) is
    skipped there.
+6. **Snapshot rows** (a backfill's items, ``sources.snapshot``) have the sequence ``0``, below every sequence
+   DynamoDB gives: by rule 1 one fills a key no stream event has written and never replaces one (nor passes a
+   tombstone), and a second snapshot of the key changes nothing. Two snapshots of one item in one batch are not a
+   conflict (both are true states of the item at some moment): the later one is kept.
 
 The predicates below are SQL expression text over a stored row ``t`` and an incoming row ``s``: PostgreSQL,
 Redshift, delta-rs (DataFusion) and Spark all read them.
@@ -34,6 +38,7 @@ from pyspark.sql import types as T
 from . import schema as S
 
 REMOVE = "REMOVE"
+SNAPSHOT_SEQUENCE = "0"  # rule 6: a snapshot row's sequence, below every sequence number DynamoDB gives
 TOMBSTONE_EXTRA = (S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID)
 
 

@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
+from .merge_rules import SNAPSHOT_SEQUENCE
 
 RANK, CONFLICT = "_rank", "_conflict"
 CONFLICT_REASON = ("another record of this item has the same sequence number and other content: no order between "
@@ -25,9 +26,12 @@ def ranked(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
     """
     same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
     content = F.xxhash64(S.PAYLOAD)
-    flagged = events.withColumn(CONFLICT, F.min(content).over(same_sequence) != F.max(content).over(same_sequence))
+    differ = F.min(content).over(same_sequence) != F.max(content).over(same_sequence)
+    # two snapshots of an item (merge rule 6) are both true states: the later one is kept, no conflict
+    snapshot = F.col(S.CDC_SEQUENCE) == F.lit(SNAPSHOT_SEQUENCE.rjust(S.SEQUENCE_WIDTH, "0"))
+    flagged = events.withColumn(CONFLICT, differ & ~snapshot)
     by_recency = Window.partitionBy(*keys).orderBy(F.col(CONFLICT).asc(), F.col(S.CDC_SEQUENCE).desc(),
-                                                   F.col(S.CDC_EVENT_ID).desc())
+                                                   F.col(S.CDC_EVENT_TIME).desc(), F.col(S.CDC_EVENT_ID).desc())
     return flagged.withColumn(RANK, F.row_number().over(by_recency))
 
 

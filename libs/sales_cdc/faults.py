@@ -17,6 +17,7 @@ POINTS = (
     "after-warehouse-commit",  # the ledger holds the batch, Spark's checkpoint does not yet
     "between-lake-layers",  # raw is committed, silver is not
     "mid-docs",  # the Data Docs pages are half written
+    "backfill-between-pages",  # a backfill delivered a page, its checkpoint does not say so yet
 )
 
 

@@ -159,6 +159,12 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    from .backfill_cli import run_backfill
+
+    return run_backfill(args, console)
+
+
 def _dq_docs(args: argparse.Namespace) -> int:
     site = DocsSite(args.docs_location)
     if site.is_s3:
@@ -353,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     # itself (one line; the traceback with -v)
     logging.getLogger("py4j").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
     os.environ.setdefault(SPARK_LOG_LEVEL_ENV, "ERROR" if args.verbose else "OFF")
-    commands = {"run": _run, "contract": _contract, "migrate": _migrate, "demo": _demo, "demo-fixtures": _demo_fixtures,
+    commands = {"run": _run, "contract": _contract, "migrate": _migrate, "backfill": _backfill,
+                "demo": _demo, "demo-fixtures": _demo_fixtures,
                 "generate": _generate, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
                 "deploy": _deploy, "teardown": _teardown}
     try:

@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demos(sub)
     _add_contract(sub)
     _add_migrate(sub)
+    _add_backfill(sub)
     _add_tools(sub)
     _add_aws(sub)
     return parser
@@ -173,6 +174,27 @@ def _add_contract(sub) -> None:
     diff.add_argument("new", type=Path, help="the contract to move to")
     diff.add_argument("--db-schema", default=C.WarehouseConfig.db_schema,
                       help="warehouse schema (default: %(default)s)")
+
+
+def _add_backfill(sub) -> None:
+    backfill = sub.add_parser("backfill", help="load a table's existing items (a parallel Scan, or a DynamoDB export) "
+                                               "through the running job (docs/backfill.md)")
+    _add_contract_arg(backfill)
+    source = backfill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--scan", action="store_true", help="scan the table (--table, default the contract's)")
+    source.add_argument("--export", help="a DynamoDB export (DYNAMODB_JSON): its folder, or s3://bucket/prefix")
+    target = backfill.add_mutually_exclusive_group(required=True)
+    target.add_argument("--kinesis-stream", help="feed the job's Kinesis stream (e.g. kinesis-for-sales-data)")
+    target.add_argument("--to-dir", type=Path, help="feed the folder the job's file source watches (its --source-dir)")
+    backfill.add_argument("--table", default=None, help="the DynamoDB table to scan (default: the contract's)")
+    backfill.add_argument("--segments", type=int, default=4, help="parallel Scan segments (default %(default)s)")
+    backfill.add_argument("--rate", type=float, default=None,
+                          help="read capacity units per second for the Scan, all segments together (default: no limit)")
+    backfill.add_argument("--page-size", type=int, default=1000, help="items per Scan page (default %(default)s)")
+    backfill.add_argument("--checkpoint", type=Path, default=None,
+                          help="the Scan's progress file: run again with it to resume (default .backfill/<table>.json)")
+    backfill.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server)")
+    backfill.add_argument("--region", default=C.KinesisConfig.region)
 
 
 def _add_migrate(sub) -> None:

@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sales_cdc.sources.kinesis_put import put_records
+
 from .records import json_safe
 
 log = logging.getLogger(__name__)
 
-MAX_PUT_RECORDS = 500
 # How long a listing of the stream's shards is used before the next DescribeStream (a shard that closes
 # triggers one at once: its children become readable). Polling it with every GetRecords (10 times a second)
 # was a third of the requests the emulated DynamoDB served at 2,000 writes/s.
@@ -153,17 +154,5 @@ class PipeEmulator:
         return {"Data": data.encode("utf-8"), "PartitionKey": str(partition_key)}
 
     def put_records(self, records: list[dict], max_rounds: int = 10) -> None:
-        entries = [self._entry(r) for r in records]
-        for start in range(0, len(entries), MAX_PUT_RECORDS):
-            pending = entries[start:start + MAX_PUT_RECORDS]
-            for attempt in range(max_rounds):
-                response = self.kinesis.put_records(StreamName=self.kinesis_stream, Records=pending)
-                if not response.get("FailedRecordCount"):
-                    break
-                pending = [e for e, r in zip(pending, response["Records"], strict=True) if "ErrorCode" in r]
-                log.warning("%s Kinesis entries failed (%s); re-sending them", len(pending),
-                            response["Records"][0].get("ErrorCode") if response["Records"] else "?")
-                time.sleep(min(2.0, 0.05 * 2**attempt))
-            else:
-                raise RuntimeError(f"{len(pending)} records still failing after {max_rounds} PutRecords rounds")
-        self.records_put += len(entries)
+        self.records_put += put_records(self.kinesis, self.kinesis_stream, [self._entry(r) for r in records],
+                                        max_rounds)

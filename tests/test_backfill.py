@@ -1,0 +1,146 @@
+"""The initial load of an existing table (docs/backfill.md): a parallel Scan on moto, or a DynamoDB export in its
+documented format, fed to the job's input; then the job applies it. The warehouse and silver end equal to the
+table; a second backfill changes nothing; a backfill killed between two pages and started again delivers what
+one run does."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sales_cdc.config import FileSource, JobConfig, LakeConfig, SinkConfig, StreamConfig, WarehouseConfig
+from sales_cdc.contract import load_contract
+from sales_cdc.job import merge_sql, run_stream
+from sales_cdc.lake import Lake
+from sales_cdc.sql import Dialect
+from sales_cdc_local import generator as G
+from sales_cdc_local.cli import main
+from sales_cdc_local.local_aws import create_source_table
+from sales_cdc_local.records import to_typed_image
+from sales_cdc_local.verify import diff_rows, read_lake_state, read_state, scan_table, state_from_items
+from tests.helpers import ORDERS_CONTRACT, REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def customers(fixtures_dir):
+    return load_contract(fixtures_dir / "customers" / "contract.yaml")
+
+
+def fresh_schema(pg_url: str, schema: str) -> str:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return schema
+
+
+def apply(spark, pg_url, tmp_path: Path, contract, schema: str) -> JobConfig:
+    """The job over the inbox the backfill fed (file source, lake on, one checkpoint); its config."""
+    config = JobConfig(contract.entity, "backfill-test", SinkConfig(WarehouseConfig(db_schema=schema),
+                                                                    LakeConfig(str(tmp_path / "lake"))), dq=None)
+    run_stream(spark, config, StreamConfig(FileSource(tmp_path / "inbox"), tmp_path / "checkpoint"), pg_url)
+    return config
+
+
+def differences(pg_url, config, expected) -> list[str]:
+    """How the warehouse and silver differ from ``expected`` rows (empty when equal)."""
+    entity = config.entity
+    actual = read_state(pg_url, merge_sql(Dialect.POSTGRES, config), entity.names)
+    silver = read_lake_state(Lake(config.sinks.lake, config.job_name, entity), entity.names)
+    return [f"warehouse: {d}" for d in diff_rows(actual, expected, entity.keys)] + \
+        [f"silver: {d}" for d in diff_rows(silver, expected, entity.keys)]
+
+
+def filled_table(moto, contract, name: str, count: int, seed: int) -> list[dict]:
+    """A moto table with ``count`` operations applied (inserts, updates, deletes); its items, as a scan gives them."""
+    create_source_table(moto.client("dynamodb"), contract.entity, name)
+    operations = G.plan(count, entity=contract.entity, update_share=0.2, delete_share=0.1, seed=seed)
+    G.write_to_dynamodb(operations, moto.resource("dynamodb"), name, entity=contract.entity)
+    return scan_table(moto.resource("dynamodb").Table(name))
+
+
+@pytest.mark.parametrize("which", ["orders", "customers"])
+def test_a_scanned_table_lands_through_the_job_and_a_second_backfill_changes_nothing(spark, pg_url, moto, tmp_path,
+                                                                                     customers, which):
+    contract = customers if which == "customers" else ORDERS_CONTRACT
+    table = f"Backfill{which.title()}"
+    items = filled_table(moto, contract, table, 180, seed=7)
+    arguments = ["backfill", "--scan", "--contract", str(contract.source), "--table", table, "--to-dir",
+                 str(tmp_path / "inbox"), "--endpoint-url", moto.endpoint, "--segments", "3", "--page-size", "17"]
+    assert main([*arguments, "--checkpoint", str(tmp_path / "first.json")]) == 0
+    expected = state_from_items(items, contract.entity)
+    config = apply(spark, pg_url, tmp_path, contract, fresh_schema(pg_url, f"backfill_{which}"))
+    assert differences(pg_url, config, expected) == []
+    assert main([*arguments, "--checkpoint", str(tmp_path / "first.json")]) == 0  # done: nothing more
+    assert main([*arguments, "--checkpoint", str(tmp_path / "second.json")]) == 0  # a new snapshot, the same items
+    apply(spark, pg_url, tmp_path, contract, config.sinks.warehouse.db_schema)
+    assert differences(pg_url, config, expected) == []
+
+
+def test_a_killed_backfill_started_again_delivers_what_one_run_does(moto, tmp_path):
+    table = "BackfillKilled"
+    filled_table(moto, ORDERS_CONTRACT, table, 120, seed=11)
+    base = [sys.executable, "-m", "sales_cdc_local.cli", "backfill", "--scan", "--table", table, "--endpoint-url",
+            moto.endpoint, "--segments", "2", "--page-size", "10"]
+    env = {**os.environ, "SALES_CDC_CRASH_AT": "backfill-between-pages"}
+    killed = subprocess.run([*base, "--to-dir", str(tmp_path / "killed"), "--checkpoint", str(tmp_path / "k.json")],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    resumed = subprocess.run([*base, "--to-dir", str(tmp_path / "killed"), "--checkpoint", str(tmp_path / "k.json")],
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    once = subprocess.run([*base, "--to-dir", str(tmp_path / "once"), "--checkpoint", str(tmp_path / "o.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert once.returncode == 0
+
+    def delivered(folder: Path) -> set[str]:
+        return {json.loads(line)["eventID"] for f in folder.glob("*.jsonl") for line in f.read_text().splitlines()}
+
+    assert delivered(tmp_path / "killed") == delivered(tmp_path / "once")
+    assert len(delivered(tmp_path / "once")) == len(scan_table(moto.resource("dynamodb").Table(table)))
+
+
+def write_export(folder: Path, items: list[dict], files: int = 2) -> Path:
+    """A DynamoDB export in the DYNAMODB_JSON format, as AWS writes it under an S3 prefix: a summary, a manifest
+    of data files, and gzipped lines of {"Item": typed JSON}."""
+    export = folder / "AWSDynamoDB" / "01733333333333-abcdef12"
+    (export / "data").mkdir(parents=True)
+    manifest = []
+    for n in range(files):
+        chunk = items[n::files]
+        key = f"exports/AWSDynamoDB/01733333333333-abcdef12/data/part{n:02d}.json.gz"
+        with gzip.open(export / "data" / f"part{n:02d}.json.gz", "wt") as data:
+            data.writelines(json.dumps({"Item": to_typed_image(item)}) + "\n" for item in chunk)
+        manifest.append({"itemCount": len(chunk), "md5Checksum": "x", "etag": "y", "dataFileS3Key": key})
+    (export / "manifest-files.json").write_text("".join(json.dumps(m) + "\n" for m in manifest))
+    (export / "manifest-summary.json").write_text(json.dumps({
+        "version": "2020-06-30", "exportArn": "arn:aws:dynamodb:us-east-1:123456789012:table/T/export/01733333333333",
+        "startTime": "2026-12-01T10:00:00.000Z", "endTime": "2026-12-01T10:05:00.000Z",
+        "exportTime": "2026-12-01T10:00:00.000Z", "tableArn": "arn:aws:dynamodb:us-east-1:123456789012:table/T",
+        "s3Bucket": "exports-bucket", "s3Prefix": "exports", "manifestFilesS3Key":
+        "exports/AWSDynamoDB/01733333333333-abcdef12/manifest-files.json", "billedSizeBytes": 1, "itemCount":
+        len(items), "outputFormat": "DYNAMODB_JSON"}))
+    return folder
+
+
+def test_an_export_with_every_dynamodb_type_and_a_sort_key_lands_through_the_job(spark, pg_url, tmp_path, customers):
+    operations = G.plan(150, entity=customers.entity, update_share=0.0, delete_share=0.0, seed=5)
+    items = [{**o.item, "blob": b"\x00\x01binary", "blobs": {b"a", b"b"}, "sizes": {Decimal(1), Decimal("2.5")},
+              "parts": ["x", Decimal(3), {"deep": True}], "nothing": None} for o in operations]  # unmapped, kept
+    export = write_export(tmp_path / "export", items)
+    assert main(["backfill", "--export", str(export), "--contract", str(customers.source), "--to-dir",
+                 str(tmp_path / "inbox")]) == 0
+    config = apply(spark, pg_url, tmp_path, customers, fresh_schema(pg_url, "backfill_export"))
+    assert differences(pg_url, config, state_from_items(items, customers.entity)) == []
+    with psycopg.connect(pg_url) as conn:
+        unmapped = conn.execute('SELECT unmapped_attributes FROM "backfill_export".customers LIMIT 1').fetchone()[0]
+    assert set(json.loads(unmapped)) == {"blob", "blobs", "sizes", "parts", "nothing"}

@@ -144,3 +144,21 @@ def test_an_export_with_every_dynamodb_type_and_a_sort_key_lands_through_the_job
     with psycopg.connect(pg_url) as conn:
         unmapped = conn.execute('SELECT unmapped_attributes FROM "backfill_export".customers LIMIT 1').fetchone()[0]
     assert set(json.loads(unmapped)) == {"blob", "blobs", "sizes", "parts", "nothing"}
+
+
+@pytest.mark.parametrize("which", ["orders", "customers"])
+def test_the_demo_with_a_preloaded_table_ends_with_warehouse_silver_and_table_equal(pg_url, tmp_path, customers,
+                                                                                   which):
+    """`sales-cdc demo --preload`: items written before the table's stream was enabled, loaded by the backfill
+    while the job runs and the generator keeps writing (updates and deletes of preloaded items too)."""
+    from sales_cdc_local.demo import DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
+
+    contract = customers if which == "customers" else ORDERS_CONTRACT
+    schema = fresh_schema(pg_url, f"backfill_demo_{which}")
+    result = run_demo(DemoOptions(contract, tmp_path / "demo", Workload(count=200, preload=300, rate=400),
+                                  DemoStream(trigger_interval="1 second", max_records_per_shard=80),
+                                  DemoWarehouse(pg_url, schema)))
+    assert result.mismatches == []
+    assert result.warehouse_rows == result.silver_rows == result.table_rows > 0
+    totals = result.summary.totals()
+    assert totals["events read"] == result.records_on_kinesis > 200  # the stream's records and the snapshot's

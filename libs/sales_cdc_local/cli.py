@@ -235,7 +235,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    workload = Workload(args.count, args.update_share, args.delete_share, args.seed, args.rate)
+    workload = Workload(args.count, args.update_share, args.delete_share, args.seed, args.rate, args.preload)
     warehouse = DemoWarehouse(args.warehouse_url, args.db_schema, args.soft_delete)
     options = DemoOptions(load_contract(args.contract), args.work_dir, workload, DemoStream(shards=args.shards),
                           warehouse, dq_params(args))

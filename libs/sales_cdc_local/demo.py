@@ -10,7 +10,6 @@ Kinesis has been processed, the warehouse is compared row for row with a scan of
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +26,16 @@ from sales_cdc.sql import Dialect
 
 from . import generator as G
 from .embedded import warehouse_connection
+from .feeding import Feeding
 from .local_aws import (
     KINESIS_STREAM,
     MotoServer,
     create_alert_topic,
     create_kinesis_stream,
     create_source_table,
+    enable_stream,
     read_alerts,
 )
-from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, read_lake_state, read_state, scan_table, state_from_items
 
 LAKE_BUCKET = "sales-lake"
@@ -50,6 +50,7 @@ class Workload:
     delete_share: float = 0.1
     seed: int = 42
     rate: float | None = None  # writes per second; None: as fast as the table takes them
+    preload: int = 0  # operations written before the table's stream is enabled, then loaded by a backfill
 
 
 @dataclass(frozen=True)
@@ -97,30 +98,31 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
     if options.work_dir.exists():
         shutil.rmtree(options.work_dir)
     options.work_dir.mkdir(parents=True)
-    entity, table_name = options.contract.entity, options.contract.table
     with MotoServer() as moto, warehouse_connection(options.warehouse.url, options.work_dir / "postgres") as connection:
         where = "embedded PostgreSQL" if connection.server else "PostgreSQL at --warehouse-url"
         console.print(f"moto server on {moto.endpoint}; warehouse: {where}")
-        stream_arn = create_source_table(moto.client("dynamodb"), entity, table_name)
         create_kinesis_stream(moto.client("kinesis"), shards=options.stream.shards)
         moto.client("s3").create_bucket(Bucket=LAKE_BUCKET)
         topic_arn, alert_queue = create_alert_topic(moto.client("sns"), moto.client("sqs"))
-        console.print(f"created DynamoDB {table_name} (stream NEW_AND_OLD_IMAGES) and Kinesis {KINESIS_STREAM} "
-                      f"({options.stream.shards} shards)")
-        _generate(options, moto, console)
+        stream_arn, later = _fill(options, moto, console)
         config = _job_config(options, moto.endpoint, topic_arn)
         demo = options.stream
         kinesis = C.KinesisConfig(endpoint_url=moto.endpoint, max_records_per_shard=demo.max_records_per_shard)
         stream = C.StreamConfig(kinesis, options.work_dir / "checkpoint", available_now=False,
                                 trigger_interval=demo.trigger_interval)
-        with _Pumping(moto, stream_arn, entity.keys[0], options.work_dir) as pipe:
+        preload = options.workload.preload > 0
+        with Feeding(moto, stream_arn, options.contract, options.work_dir, later, options.workload.rate,
+                     backfill=preload) as feeding:
             spark = build_spark(config.job_name, stream.shuffle_partitions)
             console.print("streaming job running (local Spark, Kinesis source) while the pipe emulator feeds "
-                          "Kinesis…")
-            summary = run_stream(spark, config, stream, connection.url, stop_when=pipe.drained)
+                          "Kinesis" + (", the generator writes and the backfill loads the preloaded items…"
+                                       if preload else "…"))
+            summary = run_stream(spark, config, stream, connection.url, stop_when=feeding.drained)
+        if preload:
+            console.print(f"backfill: {feeding.backfilled} snapshot records of the preloaded table put on Kinesis")
         result = _compare(options, config, connection.url, moto)
         alerts = [m["Subject"] for m in read_alerts(moto.client("sqs"), alert_queue)]
-    return DemoResult(summary, result.mismatches, result.table_rows, result.warehouse_rows, pipe.emulator.records_put,
+    return DemoResult(summary, result.mismatches, result.table_rows, result.warehouse_rows, feeding.records_put,
                       time.monotonic() - started, result.silver_rows, result.lake_tables, alerts)
 
 
@@ -134,47 +136,31 @@ def _job_config(options: DemoOptions, endpoint: str, topic_arn: str) -> C.JobCon
                        contract_source=options.contract.source)
 
 
-def _generate(options: DemoOptions, moto: MotoServer, console: Console) -> None:
-    entity, table_name = options.contract.entity, options.contract.table
-    operations = G.plan(options.workload.count, entity=entity, update_share=options.workload.update_share,
-                        delete_share=options.workload.delete_share, seed=options.workload.seed)
+def _fill(options: DemoOptions, moto: MotoServer, console: Console) -> tuple[str, list[G.Operation]]:
+    """The table and its stream; the generator's plan written, all of it now, or (a preload) its first part before
+    the stream is enabled, as on a table that existed before its stream. Returns the stream ARN and the operations
+    left to write while the job runs."""
+    entity, table_name, workload = options.contract.entity, options.contract.table, options.workload
+    operations = G.plan(workload.preload + workload.count, entity=entity, update_share=workload.update_share,
+                        delete_share=workload.delete_share, seed=workload.seed)
+    first, later = (operations[:workload.preload], operations[workload.preload:]) if workload.preload \
+        else (operations, [])
+    client = moto.client("dynamodb")
+    stream_arn = create_source_table(client, entity, table_name, stream=not workload.preload)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task(f"generating {entity.name}", total=len(operations))
-        counts = G.write_to_dynamodb(operations, moto.resource("dynamodb"), table_name, entity=entity,
-                                     rate=options.workload.rate, progress=lambda: progress.advance(task))
-    console.print(f"generator: {dict(counts)} written to {table_name}")
-
-
-class _Pumping:
-    """The pipe emulator on a thread while the job runs; ``drained`` tells the job when it has read all."""
-
-    def __init__(self, moto: MotoServer, stream_arn: str, partition_key: str, work_dir: Path) -> None:
-        self.emulator = PipeEmulator(moto.client("dynamodbstreams"), moto.client("kinesis"), stream_arn=stream_arn,
-                                     kinesis_stream=KINESIS_STREAM, partition_key=partition_key,
-                                     state_path=work_dir / "pipe-state.json")
-        self.done = threading.Event()
-        self.error: list[BaseException] = []
-
-    def __enter__(self) -> _Pumping:
-        threading.Thread(target=self._pump, name="pipe-emulator", daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    def _pump(self) -> None:
-        try:
-            self.emulator.run(idle_seconds=2.0)
-        except BaseException as error:  # surfaced by the main thread
-            self.error.append(error)
-        finally:
-            self.done.set()
-
-    def drained(self, summary: RunSummary) -> bool:
-        if self.error:
-            raise RuntimeError("pipe emulator failed") from self.error[0]
-        read = sum(b.events_read for b in summary.batches)
-        return self.done.is_set() and read >= self.emulator.records_put
+        task = progress.add_task(f"generating {entity.name}", total=len(first))
+        counts = G.write_to_dynamodb(first, moto.resource("dynamodb"), table_name, entity=entity,
+                                     rate=None if workload.preload else workload.rate,
+                                     progress=lambda: progress.advance(task))
+    if workload.preload:
+        stream_arn = enable_stream(client, table_name)
+        console.print(f"preloaded {table_name} with {dict(counts)} before its stream was enabled; {len(later)} more "
+                      "operations follow while the job and the backfill run")
+    else:
+        console.print(f"generator: {dict(counts)} written to {table_name}")
+    console.print(f"DynamoDB {table_name} (stream NEW_AND_OLD_IMAGES), Kinesis {KINESIS_STREAM} "
+                  f"({options.stream.shards} shards)")
+    return stream_arn, later
 
 
 @dataclass

@@ -79,19 +79,28 @@ class MotoServer:
         return aws_resource(service, endpoint=self.endpoint)
 
 
-def create_source_table(dynamodb_client, entity: EntitySchema, table_name: str) -> str:
-    """The source table (the entity's key: partition, then sort key) with its NEW_AND_OLD_IMAGES stream;
-    returns the stream ARN."""
+STREAM = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+
+
+def create_source_table(dynamodb_client, entity: EntitySchema, table_name: str, stream: bool = True) -> str | None:
+    """The source table (the entity's key: partition, then sort key) with its NEW_AND_OLD_IMAGES stream (or
+    none yet, ``stream=False``: :func:`enable_stream` later); returns the stream ARN."""
     dynamodb_client.create_table(
         TableName=table_name,
         KeySchema=[{"AttributeName": k, "KeyType": kind}
                    for k, kind in zip(entity.keys, ("HASH", "RANGE"), strict=False)],
         AttributeDefinitions=[{"AttributeName": f.name, "AttributeType": f.ddb_type} for f in entity.key_fields],
         BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        **({"StreamSpecification": STREAM} if stream else {}),
         SSESpecification={"Enabled": True},
     )
     dynamodb_client.get_waiter("table_exists").wait(TableName=table_name)
+    return dynamodb_client.describe_table(TableName=table_name)["Table"].get("LatestStreamArn")
+
+
+def enable_stream(dynamodb_client, table_name: str) -> str:
+    """Attach a NEW_AND_OLD_IMAGES stream to an existing table (it carries the changes from now on); its ARN."""
+    dynamodb_client.update_table(TableName=table_name, StreamSpecification=STREAM)
     return dynamodb_client.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
 
 

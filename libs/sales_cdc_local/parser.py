@@ -136,6 +136,9 @@ def _add_demos(sub) -> None:
     demo.add_argument("--delete-share", type=float, default=0.1)
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--rate", type=float, default=None, help="events/s written by the generator (default: max)")
+    demo.add_argument("--preload", type=int, default=0,
+                      help="operations written before the table's stream is enabled (a table older than its stream), "
+                           "loaded by a backfill while the job runs and --count more are written (docs/backfill.md)")
     demo.add_argument("--shards", type=int, default=2, help="Kinesis shards")
     demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     _add_contract_arg(demo)

@@ -3,6 +3,7 @@ CDC events, and read back as comparable rows: the model test and the merge-rule 
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
@@ -169,3 +170,21 @@ def pg_connection(url: str):
     import psycopg
 
     return psycopg.connect(url, autocommit=True)
+
+
+def into_batches(rnd, deliveries: list[list], count: int) -> list[list]:
+    """Each history's deliveries cut at random points into ``count`` consecutive parts; batch ``b`` holds every
+    history's part ``b`` (histories have their own keys, so each sees its own random batching)."""
+    batches: list[list] = [[] for _ in range(count)]
+    for delivered in deliveries:
+        cuts = sorted(rnd.randint(0, len(delivered)) for _ in range(count - 1))
+        for b, (start, end) in enumerate(itertools.pairwise([0, *cuts, len(delivered)])):
+            batches[b] += delivered[start:end]
+    return batches
+
+
+def fresh_sinks(spark, pg_url, root, schema: str, soft_delete: bool, lake_format: str, entity) -> Sinks:
+    """Every sink, in a warehouse schema of their own (dropped first) and a new lake."""
+    with pg_connection(pg_url) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return Sinks(spark, pg_url, schema, root, soft_delete, lake_format, entity)

@@ -19,6 +19,7 @@ import pytest
 
 from sales_cdc.config import FileSource, JobConfig, LakeConfig, SinkConfig, StreamConfig, WarehouseConfig
 from sales_cdc.contract import load_contract
+from sales_cdc.faults import BACKFILL_POINTS
 from sales_cdc.job import merge_sql, run_stream
 from sales_cdc.lake import Lake
 from sales_cdc.sql import Dialect
@@ -91,7 +92,7 @@ def test_a_killed_backfill_started_again_delivers_what_one_run_does(moto, tmp_pa
     filled_table(moto, ORDERS_CONTRACT, table, 120, seed=11)
     base = [sys.executable, "-m", "sales_cdc_local.cli", "backfill", "--scan", "--table", table, "--endpoint-url",
             moto.endpoint, "--segments", "2", "--page-size", "10"]
-    env = {**os.environ, "SALES_CDC_CRASH_AT": "backfill-between-pages"}
+    env = {**os.environ, "SALES_CDC_CRASH_AT": BACKFILL_POINTS[0]}
     killed = subprocess.run([*base, "--to-dir", str(tmp_path / "killed"), "--checkpoint", str(tmp_path / "k.json")],
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]

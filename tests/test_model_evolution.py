@@ -20,7 +20,6 @@ After every batch, for the warehouse and silver alike:
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 from decimal import Decimal
@@ -33,7 +32,7 @@ from sales_cdc import schema as S
 from sales_cdc_local.records import stream_record, to_json_line
 from tests.helpers import shop_orders, source_rows
 from tests.items import comparable, fits, item_of
-from tests.sinks import SimulatedCrash, Sinks, pg_connection
+from tests.sinks import SimulatedCrash, Sinks, fresh_sinks, into_batches, pg_connection
 
 HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
 MAX_BATCHES = 6
@@ -142,17 +141,10 @@ def check(sinks: Sinks, model: Model, entity: S.EntitySchema, seed: int, where: 
 
 def run(spark, pg_url, tmp_path_factory, lake_format: str, soft_delete: bool, seed: int) -> None:
     rnd = random.Random(seed)
-    histories = [history(rnd, i) for i in range(HISTORIES)]
-    batches = [[] for _ in range(MAX_BATCHES)]
-    for events in histories:
-        cuts = sorted(rnd.randint(0, len(events)) for _ in range(MAX_BATCHES - 1))
-        for b, (a, z) in enumerate(itertools.pairwise([0, *cuts, len(events)])):
-            batches[b] += events[a:z]
-    schema = f"model_evolution_{lake_format}"
-    with pg_connection(pg_url) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    batches = into_batches(rnd, [history(rnd, i) for i in range(HISTORIES)], MAX_BATCHES)
     entity, applied = shop_orders(), {}
-    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format, entity)
+    sinks = fresh_sinks(spark, pg_url, tmp_path_factory.mktemp("lake"), f"model_evolution_{lake_format}", soft_delete,
+                        lake_format, entity)
     model = Model()
     try:
         for batch_id, events in enumerate(batches):

@@ -16,7 +16,6 @@ holds its snapshot row; an item deleted during the snapshot stays deleted.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 from decimal import Decimal
@@ -29,7 +28,7 @@ from sales_cdc import schema as S
 from sales_cdc.sources.snapshot import snapshot_record
 from sales_cdc_local.records import to_typed_image
 from tests.helpers import ORDERS, SORTED, source_rows
-from tests.sinks import Event, Sinks, pg_connection
+from tests.sinks import Event, fresh_sinks, into_batches
 
 HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
 MAX_BATCHES = 6
@@ -124,15 +123,9 @@ def run(spark, pg_url, tmp_path_factory, lake_format: str, soft_delete: bool, en
         seed: int) -> None:
     rnd = random.Random(seed)
     runs = [history(rnd, i, entity) for i in range(HISTORIES)]
-    batches: list[list[dict]] = [[] for _ in range(MAX_BATCHES)]
-    for _, delivered in runs:
-        cuts = sorted(rnd.randint(0, len(delivered)) for _ in range(MAX_BATCHES - 1))
-        for b, (a, z) in enumerate(itertools.pairwise([0, *cuts, len(delivered)])):
-            batches[b] += delivered[a:z]
-    schema = f"model_snapshot_{entity.name}_{lake_format}"
-    with pg_connection(pg_url) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format, entity)
+    batches = into_batches(rnd, [delivered for _, delivered in runs], MAX_BATCHES)
+    sinks = fresh_sinks(spark, pg_url, tmp_path_factory.mktemp("lake"), f"model_snapshot_{entity.name}_{lake_format}",
+                        soft_delete, lake_format, entity)
     try:
         for batch_id, records in enumerate(batches):
             frame = source_rows(spark, *records)

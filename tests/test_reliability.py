@@ -23,7 +23,7 @@ import pytest
 from deltalake import DeltaTable
 
 from sales_cdc import schema as S
-from sales_cdc.faults import ENV, POINTS
+from sales_cdc.faults import BATCH_POINTS, ENV
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import stage_fixtures
 from sales_cdc_local.local_aws import create_kinesis_stream
@@ -113,7 +113,7 @@ def stop_for_good_mid_run(run: Run, proxy: Outage) -> None:
 
 def test_a_crash_at_every_boundary_then_a_restart_converges(tmp_path, fixtures_dir, pg_url):
     run = Run(tmp_path, fixtures_dir, pg_url, "crash")
-    for point in POINTS:
+    for point in BATCH_POINTS:
         crashed = run(env={ENV: point})
         assert crashed.returncode == -signal.SIGKILL, f"{point}: {crashed.returncode} {crashed.stdout[-2000:]}"
     finished = run()

@@ -11,14 +11,15 @@ import os
 import signal
 
 ENV = "SALES_CDC_CRASH_AT"
-POINTS = (
+BATCH_POINTS = (
     "after-stage-load",  # the warehouse stage is loaded, its transaction open
     "before-warehouse-commit",  # the merge is done, the transaction waits for the lake and docs
     "after-warehouse-commit",  # the ledger holds the batch, Spark's checkpoint does not yet
     "between-lake-layers",  # raw is committed, silver is not
     "mid-docs",  # the Data Docs pages are half written
-    "backfill-between-pages",  # a backfill delivered a page, its checkpoint does not say so yet
 )
+BACKFILL_POINTS = ("backfill-between-pages",)  # a page is delivered, its checkpoint does not say so yet
+POINTS = BATCH_POINTS + BACKFILL_POINTS
 
 
 def check_setting() -> None:

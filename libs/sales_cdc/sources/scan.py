@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import schema as S
 from ..errors import JobError
-from ..faults import crash_point
+from ..faults import BACKFILL_POINTS, crash_point
 from .feeds import Feed
 from .snapshot import snapshot_record
 
@@ -145,7 +145,7 @@ class SnapshotScan:
                 if records:
                     self.feed.deliver(f"backfill-{self.checkpoint.snapshot_time}-s{segment}-p{position['pages']:07d}",
                                       records)
-                crash_point("backfill-between-pages")
+                crash_point(BACKFILL_POINTS[0])
                 self._advance(position, page, len(records))
                 progress(len(records))
                 self.limit.spend(self._units_of(page))

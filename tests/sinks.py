@@ -7,6 +7,7 @@ import itertools
 import json
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from pathlib import Path
 
 from deltalake import DeltaTable
 
@@ -96,13 +97,23 @@ class Sinks:
         self.lake = Lake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)
         self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, options=HandlerOptions(default_stream_id="model"))
 
-    def run(self, histories: list[History], replayed: set[int]) -> None:
-        for batch_id in range(max(len(h.batches) for h in histories)):
-            records = [e.record() for h in histories if batch_id < len(h.batches) for e in h.batches[batch_id]]
-            frame = source_rows(self.spark, *records)
+    def run(self, histories: list[History], replayed: set[int], reset: set[int] = frozenset()) -> None:
+        """Every history's batches in turn (:meth:`run_batches`)."""
+        self.run_batches([[e.record() for h in histories if b < len(h.batches) for e in h.batches[b]]
+                          for b in range(max(len(h.batches) for h in histories))], replayed, reset)
+
+    def run_batches(self, batches: list[list[dict]], replayed: set[int], reset: set[int] = frozenset()) -> None:
+        """The batches of records in turn (``replayed`` batch ids twice: a Spark retry); then the ``reset`` batch
+        ids again under another stream id, as a job whose checkpoint was deleted reads its stream again."""
+        frames = [source_rows(self.spark, *records) for records in batches]
+        for batch_id, frame in enumerate(frames):
             for _ in range(2 if batch_id in replayed else 1):
                 result = self.handler(frame, batch_id)
                 assert result.quarantined == 0, "every generated record is valid"
+        after_reset = BatchHandler(warehouse=self.warehouse, lake=self.lake,
+                                   options=HandlerOptions(default_stream_id="model-after-a-checkpoint-reset"))
+        for batch_id in sorted(reset & set(range(len(frames)))):
+            after_reset(frames[batch_id], batch_id)
 
     # --- schema evolution --------------------------------------------------------------------------------
     def migrate(self, entity: S.EntitySchema, steps: int | None = None) -> Plan:
@@ -161,9 +172,23 @@ class Sinks:
         return actual_rows(state, self.soft_delete, self.entity), tombstone_rows(tombs, self.entity)
 
     def raw_payloads(self) -> list[str]:
+        return self._lake_column(self.lake.raw_uri, S.PAYLOAD)
+
+    def raw_records(self) -> list[dict]:
+        return [json.loads(payload) for payload in self.raw_payloads()]
+
+    def quarantine_payloads(self) -> list[str]:
+        """The payload of every quarantine row of the lake (none before the first)."""
+        return self._lake_column(self.lake.quarantine_uri, S.PAYLOAD)
+
+    def _lake_column(self, uri: str, column: str) -> list:
         if self.lake_format == "parquet":
-            return [r[0] for r in self.spark.read.parquet(self.lake.raw_uri).select(S.PAYLOAD).collect()]
-        return DeltaTable(self.lake.raw_uri).to_pyarrow_table(columns=[S.PAYLOAD])[S.PAYLOAD].to_pylist()
+            if not Path(uri).exists():
+                return []
+            return [r[0] for r in self.spark.read.parquet(uri).select(column).collect()]
+        if not DeltaTable.is_deltatable(uri):
+            return []
+        return DeltaTable(uri).to_pyarrow_table(columns=[column])[column].to_pylist()
 
 
 def pg_connection(url: str):

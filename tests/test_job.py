@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,11 @@ import psycopg
 import pytest
 from pyspark.errors import StreamingQueryException
 
+from sales_cdc import schema as S
 from sales_cdc.config import DqConfig, FileSource, JobConfig, KinesisConfig, SinkConfig, StreamConfig, WarehouseConfig
 from sales_cdc.errors import JobError
 from sales_cdc.job import check_paths, postgres_warehouse, run_stream, start_query
+from sales_cdc.lake.parquet import latest_silver_path
 from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sources.files import file_stream
 from sales_cdc.sql import Dialect, MergeSql
@@ -141,3 +144,42 @@ def test_a_missing_source_folder_or_checkpoint_parent_is_refused_before_anything
         check_paths(StreamConfig(FileSource(tmp_path / "inbox"), tmp_path / "missing" / "checkpoint"))
     check_paths(StreamConfig(FileSource(tmp_path / "inbox"), tmp_path / "checkpoint"))
     check_paths(StreamConfig(KinesisConfig(), tmp_path / "checkpoint"))  # no folder to look for
+
+
+@pytest.mark.parametrize("lake_format", ["delta", "parquet"])
+def test_a_deleted_checkpoint_and_a_rerun_write_nothing_twice_in_any_layer(spark, pg_url, tmp_path, fixtures_dir,
+                                                                           lake_format):
+    """The same files read again by a job whose checkpoint was deleted (a new stream id): every layer holds
+    what one run left, raw and quarantine included (each record once, by its identity)."""
+    from deltalake import DeltaTable
+
+    from sales_cdc.config import LakeConfig
+    from sales_cdc.lake import Lake
+
+    schema = f"t_job_reset_{lake_format}"
+    formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
+    lake_config = LakeConfig(str(tmp_path / "lake"), **formats)
+    config = JobConfig(ORDERS, "job-test", SinkConfig(WarehouseConfig(db_schema=schema), lake_config), DqConfig())
+    lake = Lake(lake_config, "job-test", ORDERS)
+
+    def layers() -> dict:
+        def rows(uri: str) -> list:
+            if lake_format == "delta":
+                return sorted(map(str, DeltaTable(uri).to_pyarrow_table().drop_columns([S.CDC_BATCH_ID]).to_pylist()))
+            frame = spark.read.parquet(uri if uri != lake.silver_uri else latest_silver_path(spark, uri))
+            return sorted(str(r.asDict()) for r in frame.drop(S.CDC_BATCH_ID, "cdc_batch").collect())
+
+        with psycopg.connect(pg_url) as conn:
+            quarantined = conn.execute(f'SELECT count(*) FROM "{schema}".orders_quarantine').fetchone()[0]
+        return {"warehouse": [r[:-2] for r in full_table(pg_url, schema)], "warehouse quarantine": quarantined,
+                **{uri: rows(uri) for uri in (lake.raw_uri, lake.silver_uri, lake.quarantine_uri)}}
+
+    stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
+    run_stream(spark, config, stream_for(tmp_path), pg_url)
+    once = layers()
+    assert once["warehouse quarantine"] == 8 and len(once[lake.raw_uri]) > len(once[lake.silver_uri]) > 0
+    shutil.rmtree(tmp_path / "checkpoint")
+    run_stream(spark, config, stream_for(tmp_path), pg_url)
+    assert layers() == once
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

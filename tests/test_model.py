@@ -2,9 +2,10 @@
 
 A history is a few keys' INSERT / MODIFY / REMOVE / re-INSERT events in the order DynamoDB made them,
 delivered with duplicates and late (older) events, cut into micro-batches at random points; whole batches
-are replayed (a Spark retry). The model: per key, the delivered event with the highest sequence number
-wins; a winning REMOVE leaves no row (hard delete, and a tombstone) or a row marked deleted (soft delete).
-Raw holds every delivered record exactly once, replays or not.
+are replayed (a Spark retry), and some again at the end under another stream id (a deleted checkpoint). The
+model: per key, the delivered event with the highest sequence number wins; a winning REMOVE leaves no row (hard
+delete, and a tombstone) or a row marked deleted (soft delete). Raw holds every record delivered exactly once
+(a redelivery is the same record), replays, resets or not.
 
 Many histories run at once: each has its own keys, and every sink treats keys independently, so history
 ``h``'s batch ``b`` is a slice of the run's batch ``b``. One run per sink configuration (hard/soft delete,
@@ -102,10 +103,11 @@ def history(rnd: random.Random, index: int, entity: S.EntitySchema) -> History:
     return History(delivered, [delivered[a:b] for a, b in itertools.pairwise(bounds)])
 
 
-def random_run(rnd: random.Random, entity: S.EntitySchema) -> tuple[list[History], set[int]]:
+def random_run(rnd: random.Random, entity: S.EntitySchema) -> tuple[list[History], set[int], set[int]]:
     histories = [history(rnd, i, entity) for i in range(HISTORIES)]
     replayed = {rnd.randrange(MAX_BATCHES) for _ in range(rnd.randint(0, 2))}  # batch ids run twice
-    return histories, replayed
+    reset = {rnd.randrange(MAX_BATCHES) for _ in range(rnd.randint(0, 2))}  # run again after a checkpoint reset
+    return histories, replayed, reset
 
 
 # --- the model ---------------------------------------------------------------------------------------
@@ -181,13 +183,13 @@ def test_every_sink_equals_the_model_with_a_sort_key(spark, pg_url, tmp_path_fac
 
 def check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, seed, entity) -> None:
     seed = int(os.environ.get("SALES_CDC_MODEL_SEED", seed ^ FRESH))
-    histories, replayed = random_run(random.Random(seed), entity)
+    histories, replayed, reset = random_run(random.Random(seed), entity)
     schema = f"model_{entity.name}_{lake_format}_{'soft' if soft_delete else 'hard'}"
     with pg_connection(pg_url) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format, entity)
     try:
-        sinks.run(histories, replayed)
+        sinks.run(histories, replayed, reset)
         state, tombstones = expected(histories, soft_delete)
         check = functools.partial(assert_equal, histories=histories, seed=seed)
         check("warehouse", sinks.warehouse_state(), state)
@@ -195,9 +197,10 @@ def check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, 
         silver, silver_tombstones = sinks.silver()
         check(f"{lake_format} silver", silver, state)
         check(f"{lake_format} silver tombstones", silver_tombstones, tombstones)
-        delivered = sorted(to_json_line(e.record()) for h in histories for e in h.events)
+        delivered = sorted({to_json_line(e.record()) for h in histories for e in h.events})
         assert len(sinks.raw_payloads()) == len(delivered), "raw holds every delivered record exactly once"
         assert sorted(sinks.raw_payloads()) == delivered
+        assert sinks.quarantine_payloads() == [], "every generated record is valid"
     finally:
         sinks.warehouse.close()
 

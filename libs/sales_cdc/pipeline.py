@@ -286,6 +286,7 @@ class BatchHandler:
         prepared."""
         batch.state = self.rules.stored_rows(batch.state)
         batch.state_rows = batch.state.toArrow()
+        batch.quarantine = batch.quarantine.dropDuplicates(list(S.QUARANTINE_IDENTITY))
         batch.quarantine_rows = batch.quarantine.toArrow()
         batch.clock.lap("collect")
         if self.lake is not None:

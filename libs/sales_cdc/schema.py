@@ -152,6 +152,8 @@ CDC_SEQUENCE = "cdc_sequence"
 CDC_EVENT_TIME = "cdc_event_time"
 CDC_BATCH_ID = "cdc_batch_id"
 CDC_ERRORS = "cdc_errors"
+# A record's identity in the append-only layers (raw, quarantine): a record written again is found by it
+RECORD_ID = "cdc_record_id"
 CDC_WARNINGS = "cdc_warnings"
 NEW_PREFIX = "new_"
 OLD_PREFIX = "old_"
@@ -172,7 +174,7 @@ EVENT_DATE = "event_date"
 DECODE_ERRORS = "decode_errors"
 # Column names the pipeline adds to an entity's own: a contract cannot name an attribute's column so
 RESERVED_COLUMNS = frozenset({*(f.name for f in (*SOURCE_FIELDS, *CDC_FIELDS)), CDC_BATCH_ID, CDC_ERRORS, CDC_WARNINGS,
-                              UNMAPPED, IS_DELETED, DELETED_AT, EVENT_DATE, DECODE_ERRORS, "loaded_at"})
+                              RECORD_ID, UNMAPPED, IS_DELETED, DELETED_AT, EVENT_DATE, DECODE_ERRORS, "loaded_at"})
 
 
 
@@ -216,11 +218,17 @@ def state_schema(entity: EntitySchema) -> T.StructType:
 # --- raw / bronze (lake) ----------------------------------------------------------------------------
 
 
+RECORD_ID_FIELD = Field(RECORD_ID, T.StringType(), nullable=False, description=(
+    "The record's identity: a snapshot record's event id (the item's content), else the SHA-256 of the payload; "
+    "raw and quarantine hold each record once (docs/backfill.md)"))
+
+
 def raw_fields(entity: EntitySchema) -> tuple[Field, ...]:
     """Every record as received, what could be read of it, and the batch that brought it."""
     return (
         *SOURCE_FIELDS,
         Field(CDC_EVENT_ID, T.StringType()),
+        RECORD_ID_FIELD,
         Field(CDC_OP, T.StringType()),
         Field(CDC_SEQUENCE, T.StringType()),
         *(Field(k, T.StringType()) for k in entity.keys),  # as read: raw rows may not decode
@@ -239,9 +247,14 @@ QUARANTINE_FIELDS: tuple[Field, ...] = (
     Field("stage", T.StringType(), nullable=False, description="Where it was rejected: decode or dq (data quality)"),
     Field(QUARANTINE_REASON, T.StringType(), nullable=False, description="Why, '; '-separated"),
     Field(CDC_EVENT_ID, T.StringType(), description="eventID if it could be read"),
+    RECORD_ID_FIELD,
     Field("record_key", T.StringType(), description="Entity key if it could be read"),
     *SOURCE_FIELDS,
 )
+# What makes a row of an append-only layer the same row again: raw holds a record once; quarantine holds a
+# record once per stage that rejected it
+RAW_IDENTITY = (RECORD_ID,)
+QUARANTINE_IDENTITY = (RECORD_ID, "stage")
 
 
 # Text columns the warehouse holds as long text (TEXT_BYTES otherwise)

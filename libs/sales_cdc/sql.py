@@ -85,7 +85,9 @@ LEDGER_FIELDS: tuple[S.Field, ...] = (
 )
 # Columns added to the pipeline's own tables after their first release: an existing table gets them at start-up
 LEDGER_TABLE = "cdc_batch_ledger"
-ADDED_COLUMNS = {LEDGER_TABLE: ("contract_version",)}
+QUARANTINE_SUFFIX = "_quarantine"
+ADDED_LEDGER_COLUMNS = ("contract_version",)
+ADDED_QUARANTINE_COLUMNS = (S.RECORD_ID,)
 # One-row stage with the batch's ledger values (Redshift Data API batches take no bound parameters).
 BATCH_META_FIELDS: tuple[S.Field, ...] = (
     S.Field("job_name", T.StringType(), nullable=False),
@@ -129,7 +131,7 @@ class MergeSql:
 
     @property
     def quarantine(self) -> str:
-        return self.qualified(self.table_name + "_quarantine")
+        return self.qualified(self.table_name + QUARANTINE_SUFFIX)
 
     @property
     def ledger(self) -> str:
@@ -216,8 +218,9 @@ class MergeSql:
 
     def added_columns(self) -> dict[str, tuple[S.Field, ...]]:
         """Per table (its name in the schema): the columns a table created by an earlier release may lack."""
-        fields = {LEDGER_TABLE: LEDGER_FIELDS}
-        return {table: tuple(f for f in fields[table] if f.name in columns) for table, columns in ADDED_COLUMNS.items()}
+        added = {LEDGER_TABLE: (LEDGER_FIELDS, ADDED_LEDGER_COLUMNS),
+                 self.table_name + QUARANTINE_SUFFIX: (S.QUARANTINE_FIELDS, ADDED_QUARANTINE_COLUMNS)}
+        return {table: tuple(f for f in fields if f.name in columns) for table, (fields, columns) in added.items()}
 
     def create_stage(self) -> str:
         return self.temp_stage(self.table_name, self.stored_fields)[1]
@@ -268,6 +271,13 @@ class MergeSql:
     def insert_from(self, target: str, stage: str, columns: list[str]) -> str:
         cols = ", ".join(quote(c) for c in columns)
         return f"INSERT INTO {target} ({cols})\nSELECT {cols} FROM {stage}"
+
+    def quarantine_insert(self, stage: str) -> str:
+        """The staged quarantine rows the quarantine does not hold yet (``schema.QUARANTINE_IDENTITY``): a batch
+        written again under another stream id (a reset checkpoint, a backfill run twice) adds nothing."""
+        same = " AND ".join(f"q.{quote(c)} = s.{quote(c)}" for c in S.QUARANTINE_IDENTITY)
+        return (f"{self.insert_from(self.quarantine, stage + ' s', self.quarantine_columns)}\n"
+                f"WHERE NOT EXISTS (SELECT 1 FROM {self.quarantine} q WHERE {same})")
 
     def ledger_insert_from_meta(self, meta: str) -> str:
         """The ledger row with the batch's values read from the one-row ``meta`` stage."""

@@ -15,6 +15,10 @@ CONFLICT_REASON = ("another record of this item has the same sequence number and
                    "them can be decided, so neither is applied")
 
 
+def _is_snapshot() -> Column:
+    return F.col(S.CDC_SEQUENCE) == F.lit(SNAPSHOT_SEQUENCE.rjust(S.SEQUENCE_WIDTH, "0"))
+
+
 def ranked(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
     """``events`` with ``_conflict``: another record of the key has the same sequence and another payload
     (DynamoDB never gives two changes one sequence number, so one of them is not what it claims to be), and
@@ -28,8 +32,7 @@ def ranked(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
     content = F.xxhash64(S.PAYLOAD)
     differ = F.min(content).over(same_sequence) != F.max(content).over(same_sequence)
     # two snapshots of an item (merge rule 6) are both true states: the later one is kept, no conflict
-    snapshot = F.col(S.CDC_SEQUENCE) == F.lit(SNAPSHOT_SEQUENCE.rjust(S.SEQUENCE_WIDTH, "0"))
-    flagged = events.withColumn(CONFLICT, differ & ~snapshot)
+    flagged = events.withColumn(CONFLICT, differ & ~_is_snapshot())
     by_recency = Window.partitionBy(*keys).orderBy(F.col(CONFLICT).asc(), F.col(S.CDC_SEQUENCE).desc(),
                                                    F.col(S.CDC_EVENT_TIME).desc(), F.col(S.CDC_EVENT_ID).desc())
     return flagged.withColumn(RANK, F.row_number().over(by_recency))
@@ -60,13 +63,24 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema) -> D
     )
 
 
+def record_id() -> Column:
+    """A record's identity (``schema.RECORD_ID``). A stream record is its bytes: a redelivery repeats them, and two
+    records that differ are both kept, even with one event id (a conflict). A snapshot record is its event id,
+    which names the item's content (``sources.snapshot``): the same item read again by a resumed or repeated
+    backfill is the same record though the snapshot's time in its payload differs."""
+    by_content = _is_snapshot() & F.col(S.CDC_EVENT_ID).isNotNull()
+    return F.when(by_content, F.col(S.CDC_EVENT_ID)).otherwise(F.sha2(F.coalesce(F.col(S.PAYLOAD), F.lit("")), 256))
+
+
 def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
-    """Decoded rows (with ``cdc_errors``) -> raw/bronze rows (``schema.raw_fields``), malformed ones included."""
+    """Decoded rows (with ``cdc_errors``) -> raw/bronze rows (``schema.raw_fields``), malformed ones included,
+    each record once (a redelivery in the batch is the same record)."""
     errors = F.when(F.size(S.CDC_ERRORS) > 0, F.array_join(S.CDC_ERRORS, "; "))
     event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date("source_arrival_time"), F.current_date())
     columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date,
-               **{k: F.col(k).cast("string") for k in entity.keys}}
-    return decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
+               S.RECORD_ID: record_id(), **{k: F.col(k).cast("string") for k in entity.keys}}
+    rows = decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
+    return rows.dropDuplicates(list(S.RAW_IDENTITY))
 
 
 def record_key(entity: S.EntitySchema) -> Column:
@@ -95,7 +109,7 @@ def to_quarantine_rows(records: DataFrame, reason: Column, batch_id: int, stage:
     """Rejected records -> quarantine rows (``schema.QUARANTINE_FIELDS``): reason, ids and the raw payload.
     Text is made storable (:func:`storable_text`): a bad record must never make its quarantine row fail."""
     values = {S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), "stage": F.lit(stage), S.QUARANTINE_REASON: reason,
-              S.CDC_EVENT_ID: F.col(S.CDC_EVENT_ID), "record_key": record_key(entity),
+              S.CDC_EVENT_ID: F.col(S.CDC_EVENT_ID), S.RECORD_ID: record_id(), "record_key": record_key(entity),
               **{f.name: F.col(f.name) for f in S.SOURCE_FIELDS}}
     return records.select(*[
         (storable_text(values[f.name], f.name) if isinstance(f.spark_type, T.StringType) else values[f.name])

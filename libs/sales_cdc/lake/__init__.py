@@ -64,12 +64,13 @@ class Lake:
         self.quarantine_uri = f"{root}/quarantine/{entity.name}"
         self.delta = DeltaTables(config, job_name)
         self.raw: LayerWriter = (
-            DeltaAppend(self.delta, self.raw_uri, lambda batch: batch.raw.toArrow(), [S.EVENT_DATE])
-            if config.raw_format == "delta" else ParquetAppend(self.raw_uri, lambda batch: batch.raw, [S.EVENT_DATE]))
+            DeltaAppend(self.delta, self.raw_uri, lambda batch: batch.raw.toArrow(), S.RAW_IDENTITY, [S.EVENT_DATE])
+            if config.raw_format == "delta"
+            else ParquetAppend(self.raw_uri, lambda batch: batch.raw, S.RAW_IDENTITY, [S.EVENT_DATE]))
         self.quarantine: LayerWriter = (
-            DeltaAppend(self.delta, self.quarantine_uri, lambda batch: batch.quarantine.arrow)
+            DeltaAppend(self.delta, self.quarantine_uri, lambda batch: batch.quarantine.arrow, S.QUARANTINE_IDENTITY)
             if config.quarantine_format == "delta"
-            else ParquetAppend(self.quarantine_uri, lambda batch: batch.quarantine.frame, [],
+            else ParquetAppend(self.quarantine_uri, lambda batch: batch.quarantine.frame, S.QUARANTINE_IDENTITY, [],
                                count_of=lambda batch: batch.quarantine.arrow.num_rows))
         self.silver: DeltaSilver | ParquetSilver = (
             DeltaSilver(self.delta, self.rules, self.silver_uri) if config.silver_format == "delta"

@@ -76,21 +76,47 @@ class DeltaTables:
 
 
 class DeltaAppend:
-    """An append-only layer: the batch's rows (``rows_of``) added once."""
+    """An append-only layer: the batch's rows (``rows_of``) that the layer does not hold yet, by ``identity``
+    (``schema.RAW_IDENTITY``, ``schema.QUARANTINE_IDENTITY``). A replay of a batch it holds is skipped by the
+    batch's app transaction; the same records under another stream id (a reset checkpoint, a backfill run again)
+    are found by their identity, looked up in the batch's own partitions only (raw: its event dates), so that a
+    batch reads what it could repeat and not the whole layer."""
 
     def __init__(self, tables: DeltaTables, uri: str, rows_of: Callable[[LakeBatch], pa.Table],
-                 partition_by: list[str] | None = None):
-        self.tables, self.uri, self.rows_of, self.partition_by = tables, uri, rows_of, partition_by
+                 identity: tuple[str, ...], partition_by: list[str] | None = None):
+        self.tables, self.uri, self.rows_of, self.partition_by = tables, uri, rows_of, partition_by or []
+        self.identity = identity
         self.delta_tables = (uri,)
 
     def write(self, batch: LakeBatch) -> Written:
         rows = self.rows_of(batch)
         if rows.num_rows == 0:
             return Written(0)
-        if not self.tables.once(self.uri, batch, lambda _, commit: self.tables.append(
-                self.uri, rows, commit, self.partition_by)):
+        added = 0
+
+        def add(table: DeltaTable | None, commit: CommitProperties) -> None:
+            nonlocal added
+            if table is None:
+                self.tables.append(self.uri, rows, commit, self.partition_by or None)
+                added = rows.num_rows
+                return
+            metrics = (table.merge(rows, predicate=self._same_record(rows), source_alias="s", target_alias="t",
+                                   merge_schema=True, commit_properties=commit)
+                       .when_not_matched_insert_all().execute())
+            added = metrics["num_target_rows_inserted"]
+
+        if not self.tables.once(self.uri, batch, add):
             return Written(0, (self.uri,))
-        return Written(rows.num_rows)
+        return Written(added)
+
+    def _same_record(self, rows: pa.Table) -> str:
+        """The MERGE's match: the same identity in one of the rows' partitions (listed as literals, so that
+        delta-rs reads those partitions' files only)."""
+        same = [f"t.{c} = s.{c}" for c in (*self.partition_by, *self.identity)]
+        for column in self.partition_by:
+            values = ", ".join(f"'{v}'" for v in pc.unique(rows[column].cast(pa.string())).to_pylist())
+            same.append(f"t.{column} IN ({values})")  # dates (``schema.EVENT_DATE``): no quote can occur
+        return " AND ".join(same)
 
 
 class DeltaSilver:

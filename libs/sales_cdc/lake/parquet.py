@@ -99,22 +99,42 @@ def latest_silver_path(spark: SparkSession, silver_uri: str) -> str | None:
 
 
 class ParquetAppend:
-    """An append-only layer: the batch's rows (``frame_of``) as its own partitions, rewritten on a replay."""
+    """An append-only layer: the batch's rows (``frame_of``) that the layer does not hold yet, by ``identity``,
+    as the batch's own partitions, rewritten on a replay. Rows held by another batch (the same records under
+    another stream id: a reset checkpoint, a backfill run again) are looked up in the batch's partitions only
+    (raw: its event dates)."""
 
     delta_tables = ()
 
-    def __init__(self, uri: str, frame_of: Callable[[LakeBatch], DataFrame], partitions: list[str],
-                 count_of: Callable[[LakeBatch], int | None] = lambda _: None):
-        self.uri, self.frame_of, self.partitions, self.count_of = uri, frame_of, partitions, count_of
+    def __init__(self, uri: str, frame_of: Callable[[LakeBatch], DataFrame], identity: tuple[str, ...],
+                 partitions: list[str], count_of: Callable[[LakeBatch], int | None] = lambda _: None):
+        self.uri, self.frame_of, self.identity, self.partitions = uri, frame_of, identity, partitions
+        self.count_of = count_of
 
     def write(self, batch: LakeBatch) -> Written:
         rows = self.count_of(batch)
         if rows == 0:
             return Written(0)
-        (self.frame_of(batch).withColumn(BATCH_PARTITION, F.lit(f"{batch.stream_id}-{batch.id}"))
-         .write.mode("overwrite").option("partitionOverwriteMode", "dynamic")
+        label = f"{batch.stream_id}-{batch.id}"
+        frame = self._not_held(self.frame_of(batch), label).withColumn(BATCH_PARTITION, F.lit(label))
+        (frame.write.mode("overwrite").option("partitionOverwriteMode", "dynamic")
          .partitionBy(*self.partitions, BATCH_PARTITION).parquet(self.uri))
-        return Written(rows)
+        return Written(None)
+
+    def _not_held(self, frame: DataFrame, label: str) -> DataFrame:
+        """``frame`` without the rows another batch's partitions hold (this batch's own are rewritten)."""
+        spark = frame.sparkSession
+        fs, root = _jvm_fs(spark, self.uri)
+        if not fs.exists(root):
+            return frame
+        held = spark.read.option("mergeSchema", "true").parquet(self.uri)
+        if not set(self.identity) <= set(held.columns):  # written before records had an identity
+            return frame
+        held = held.where(F.col(BATCH_PARTITION) != label)
+        for column in self.partitions:
+            values = [r[0] for r in frame.select(column).distinct().collect()]
+            held = held.where(F.col(column).isin(values))
+        return frame.join(held.select(*self.identity).distinct(), list(self.identity), "left_anti")
 
 
 class ParquetSilver:

@@ -212,7 +212,7 @@ class PostgresWarehouse:
                 # for them; the default (30,000 rows) cost 0.2 s per 70k-row batch, a fifth of the merge.
                 self.conn.execute("SET LOCAL default_statistics_target = 10")
                 self.conn.execute(f"ANALYZE {self.sql.stage}")
-                self._copy(self.sql.quarantine, self.sql.quarantine_columns, quarantine)
+                self._add_quarantine(quarantine)
                 if dq_results is not None:
                     self._copy(self.sql.dq_results, self.sql.dq_result_columns, dq_results)
                 for statement in self.sql.merge_statements():
@@ -224,6 +224,15 @@ class PostgresWarehouse:
             self.close()  # reconnect on the next batch
             raise
         return MergeResult(batch_id, *counts, replayed=False)
+
+    def _add_quarantine(self, quarantine: pa.Table) -> None:
+        """The rows the quarantine does not hold yet, through a stage (``MergeSql.quarantine_insert``)."""
+        if quarantine.num_rows == 0:
+            return
+        stage, create = self.sql.temp_stage("quarantine", S.QUARANTINE_FIELDS)
+        self.conn.execute(create)
+        self._copy(stage, self.sql.quarantine_columns, quarantine)
+        self.conn.execute(self.sql.quarantine_insert(stage))
 
     def record_dq_results(self, dq_results: pa.Table) -> None:
         try:

@@ -264,7 +264,7 @@ class RedshiftDataApiWarehouse:
         if "quarantine" in objects:
             stage, create = sql.temp_stage("quarantine", S.QUARANTINE_FIELDS)
             statements += [create, sql.copy_parquet(stage, objects["quarantine"], role),
-                           sql.insert_from(sql.quarantine, stage, sql.quarantine_columns)]
+                           sql.quarantine_insert(stage)]
         if "dq_results" in objects:
             stage, create = sql.temp_stage("dq_results", S.DQ_RESULT_FIELDS)
             statements += [create, sql.copy_parquet(stage, objects["dq_results"], role),

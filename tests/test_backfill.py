@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from deltalake import DeltaTable
 
 from sales_cdc.config import FileSource, JobConfig, LakeConfig, SinkConfig, StreamConfig, WarehouseConfig
 from sales_cdc.contract import load_contract
@@ -44,12 +45,16 @@ def fresh_schema(pg_url: str, schema: str) -> str:
     return schema
 
 
-def apply(spark, pg_url, tmp_path: Path, contract, schema: str) -> JobConfig:
-    """The job over the inbox the backfill fed (file source, lake on, one checkpoint); its config."""
+def apply(spark, pg_url, tmp_path: Path, contract, schema: str) -> tuple[JobConfig, dict[str, int]]:
+    """The job over the inbox the backfill fed (file source, lake on, one checkpoint); its config and totals."""
     config = JobConfig(contract.entity, "backfill-test", SinkConfig(WarehouseConfig(db_schema=schema),
                                                                     LakeConfig(str(tmp_path / "lake"))), dq=None)
-    run_stream(spark, config, StreamConfig(FileSource(tmp_path / "inbox"), tmp_path / "checkpoint"), pg_url)
-    return config
+    summary = run_stream(spark, config, StreamConfig(FileSource(tmp_path / "inbox"), tmp_path / "checkpoint"), pg_url)
+    return config, summary.totals()
+
+
+def raw_rows(config: JobConfig) -> int:
+    return DeltaTable(Lake(config.sinks.lake, config.job_name, config.entity).raw_uri).to_pyarrow_table().num_rows
 
 
 def differences(pg_url, config, expected) -> list[str]:
@@ -79,12 +84,16 @@ def test_a_scanned_table_lands_through_the_job_and_a_second_backfill_changes_not
                  str(tmp_path / "inbox"), "--endpoint-url", moto.endpoint, "--segments", "3", "--page-size", "17"]
     assert main([*arguments, "--checkpoint", str(tmp_path / "first.json")]) == 0
     expected = state_from_items(items, contract.entity)
-    config = apply(spark, pg_url, tmp_path, contract, fresh_schema(pg_url, f"backfill_{which}"))
+    config, totals = apply(spark, pg_url, tmp_path, contract, fresh_schema(pg_url, f"backfill_{which}"))
     assert differences(pg_url, config, expected) == []
+    assert totals["backfill rows loaded"] == len(items) == raw_rows(config)
     assert main([*arguments, "--checkpoint", str(tmp_path / "first.json")]) == 0  # done: nothing more
     assert main([*arguments, "--checkpoint", str(tmp_path / "second.json")]) == 0  # a new snapshot, the same items
-    apply(spark, pg_url, tmp_path, contract, config.sinks.warehouse.db_schema)
+    _, totals = apply(spark, pg_url, tmp_path, contract, config.sinks.warehouse.db_schema)
     assert differences(pg_url, config, expected) == []
+    assert totals["backfill rows loaded"] == 0
+    assert totals["backfill rows skipped (a stored row is as new or newer)"] == len(items)
+    assert raw_rows(config) == len(items), "the same items again are the same records: raw holds them once"
 
 
 def test_a_killed_backfill_started_again_delivers_what_one_run_does(moto, tmp_path):
@@ -140,7 +149,7 @@ def test_an_export_with_every_dynamodb_type_and_a_sort_key_lands_through_the_job
     export = write_export(tmp_path / "export", items)
     assert main(["backfill", "--export", str(export), "--contract", str(customers.source), "--to-dir",
                  str(tmp_path / "inbox")]) == 0
-    config = apply(spark, pg_url, tmp_path, customers, fresh_schema(pg_url, "backfill_export"))
+    config, _ = apply(spark, pg_url, tmp_path, customers, fresh_schema(pg_url, "backfill_export"))
     assert differences(pg_url, config, state_from_items(items, customers.entity)) == []
     with psycopg.connect(pg_url) as conn:
         unmapped = conn.execute('SELECT unmapped_attributes FROM "backfill_export".customers LIMIT 1').fetchone()[0]

@@ -81,16 +81,22 @@ def test_the_meta_driven_ledger_row_and_merge_work_on_postgresql(pg_url, db_sche
             conn.execute(statement)
         conn.execute(sql.create_stage())
         conn.execute(create_meta)
-        conn.execute(f"INSERT INTO {meta} VALUES ('job', 's', 7, 3, 1)")
-        for orderid, op, seq in (("o1", "INSERT", 1), ("o2", "INSERT", 2), ("o3", "REMOVE", 3)):
-            conn.execute(f'INSERT INTO {sql.stage} (orderid, cdc_event_id, cdc_op, cdc_sequence, cdc_batch_id) '
-                         f'VALUES (%s, %s, %s, %s, 7)', (orderid, f"e{seq}", op, str(seq).zfill(40)))
+        conn.execute(f"INSERT INTO {meta} VALUES ('job', 's', 7, 5, 1, 'v1', 2, 0)")
+        columns = "orderid, cdc_event_id, cdc_op, cdc_sequence, cdc_batch_id"
+        conn.execute(f"INSERT INTO {sql.target} ({columns}) VALUES ('o5', 'e5', 'INSERT', %s, 6)", ("5".zfill(40),))
+        # o4 and o5 come from a backfill (sequence 0): o5 is stored already, so its snapshot row is skipped
+        for orderid, op, seq in (("o1", "INSERT", 1), ("o2", "INSERT", 2), ("o3", "REMOVE", 3), ("o4", "INSERT", 0),
+                                 ("o5", "INSERT", 0)):
+            conn.execute(f"INSERT INTO {sql.stage} ({columns}) VALUES (%s, %s, %s, %s, 7)",
+                         (orderid, f"e{seq}", op, str(seq).zfill(40)))
         for statement in sql.merge_statements_from_meta(meta):
             conn.execute(statement)
         assert conn.execute(f"SELECT job_name, stream_id, batch_id, staged_rows, upserted_rows, deleted_rows, "
-                            f"stale_rows, quarantined_rows FROM {sql.ledger}").fetchall() == [
-            ("job", "s", 7, 3, 2, 1, 0, 1)]
-        assert sorted(r[0] for r in conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()) == ["o1", "o2"]
+                            f"stale_rows, quarantined_rows, snapshot_rows, snapshot_loaded_rows, "
+                            f"snapshot_quarantined_rows FROM {sql.ledger}").fetchall() == [
+            ("job", "s", 7, 5, 3, 1, 1, 1, 2, 1, 0)]
+        assert sorted(r[0] for r in conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()) == [
+            "o1", "o2", "o4", "o5"]
 
 
 # --- the call flow against a moto server ------------------------------------------------------------

@@ -39,6 +39,8 @@ from . import schema as S
 
 REMOVE = "REMOVE"
 SNAPSHOT_SEQUENCE = "0"  # rule 6: a snapshot row's sequence, below every sequence number DynamoDB gives
+STORED_SNAPSHOT_SEQUENCE = SNAPSHOT_SEQUENCE.rjust(S.SEQUENCE_WIDTH, "0")  # as ``cdc_sequence`` holds it
+SNAPSHOT_EVENT_PREFIX = "snapshot-"  # a snapshot record's event id: this, then the item's content digest
 TOMBSTONE_EXTRA = (S.CDC_SEQUENCE, S.CDC_EVENT_TIME, S.CDC_EVENT_ID, S.CDC_BATCH_ID)
 
 

@@ -50,4 +50,16 @@ class RunSummary:
             "events superseded in their batch": sum(b.events_valid - b.dq_quarantined - b.merge.staged_rows
                                                     for b in applied),
             "stale events ignored (older than stored)": sum(b.merge.stale_rows for b in applied),
+            **self._snapshot_totals(applied),
         }
+
+    @staticmethod
+    def _snapshot_totals(applied: list[BatchResult]) -> dict[str, int]:
+        """A backfill's part (merge rule 6), when the run read one; of "rows upserted" and "stale events"."""
+        if not any(b.merge.snapshot_rows or b.merge.snapshot_quarantined_rows for b in applied):
+            return {}
+        loaded = sum(b.merge.snapshot_loaded_rows for b in applied)
+        return {"backfill rows loaded": loaded,
+                "backfill rows skipped (a stored row is as new or newer)":
+                    sum(b.merge.snapshot_rows for b in applied) - loaded,
+                "backfill records quarantined": sum(b.merge.snapshot_quarantined_rows for b in applied)}

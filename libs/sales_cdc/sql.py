@@ -18,11 +18,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import types as T
 
 from . import schema as S
 from .column_types import Dialect
-from .merge_rules import MergeRules
+from .merge_rules import SNAPSHOT_EVENT_PREFIX, STORED_SNAPSHOT_SEQUENCE, MergeRules
 
 _S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[A-Za-z0-9_.=\-]+)+$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z\-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/\-]{1,512}$")
@@ -82,11 +84,17 @@ LEDGER_FIELDS: tuple[S.Field, ...] = (
     S.Field("stale_rows", T.LongType(), nullable=False, description="Staged rows older than the stored state"),
     S.Field("quarantined_rows", T.LongType(), nullable=False),
     S.Field("contract_version", T.StringType(), description="The contract's version the batch was written with"),
+    # a backfill's rows (merge rule 6), told apart from the stream's; null in batches recorded before 2026-12
+    S.Field("snapshot_rows", T.LongType(), description="Staged rows from a backfill's snapshot"),
+    S.Field("snapshot_loaded_rows", T.LongType(),
+            description="Snapshot rows applied; the others found a stored row as new or newer, and were skipped"),
+    S.Field("snapshot_quarantined_rows", T.LongType(), description="Snapshot records quarantined"),
 )
+SNAPSHOT_COUNTS = ("snapshot_rows", "snapshot_loaded_rows", "snapshot_quarantined_rows")
 # Columns added to the pipeline's own tables after their first release: an existing table gets them at start-up
 LEDGER_TABLE = "cdc_batch_ledger"
 QUARANTINE_SUFFIX = "_quarantine"
-ADDED_LEDGER_COLUMNS = ("contract_version",)
+ADDED_LEDGER_COLUMNS = ("contract_version", *SNAPSHOT_COUNTS)
 ADDED_QUARANTINE_COLUMNS = (S.RECORD_ID,)
 # One-row stage with the batch's ledger values (Redshift Data API batches take no bound parameters).
 BATCH_META_FIELDS: tuple[S.Field, ...] = (
@@ -96,7 +104,21 @@ BATCH_META_FIELDS: tuple[S.Field, ...] = (
     S.Field("staged_rows", T.LongType(), nullable=False),
     S.Field("quarantined_rows", T.LongType(), nullable=False),
     S.Field("contract_version", T.StringType()),
+    S.Field("snapshot_rows", T.LongType(), nullable=False),
+    S.Field("snapshot_quarantined_rows", T.LongType(), nullable=False),
 )
+
+
+def batch_values(job_name: str, stream_id: str, batch_id: int, state: pa.Table, quarantine: pa.Table | None,
+                 contract_version: str) -> dict:
+    """The ledger values of one batch known before its merge (``BATCH_META_FIELDS``): the staged and quarantined
+    rows (``quarantine`` None: none), and how many of each came from a backfill's snapshot."""
+    snapshot_rows = pc.sum(pc.equal(state[S.CDC_SEQUENCE], STORED_SNAPSHOT_SEQUENCE)).as_py() or 0
+    snapshot_records = 0 if quarantine is None else (
+        pc.sum(pc.starts_with(quarantine[S.RECORD_ID], SNAPSHOT_EVENT_PREFIX)).as_py() or 0)
+    return {"job_name": job_name, "stream_id": stream_id, "batch_id": batch_id, "staged_rows": state.num_rows,
+            "quarantined_rows": 0 if quarantine is None else quarantine.num_rows, "contract_version": contract_version,
+            "snapshot_rows": snapshot_rows, "snapshot_quarantined_rows": snapshot_records}
 
 
 @dataclass(frozen=True)
@@ -232,11 +254,12 @@ class MergeSql:
     def _ledger_where(self) -> str:
         return " AND ".join(f"{quote(c)} = {self._param(c)}" for c in ("job_name", "stream_id", "batch_id"))
 
-    LEDGER_COUNTS = ("staged_rows", "upserted_rows", "deleted_rows", "stale_rows", "quarantined_rows")
+    LEDGER_COUNTS = ("staged_rows", "upserted_rows", "deleted_rows", "stale_rows", "quarantined_rows", *SNAPSHOT_COUNTS)
 
     def ledger_counts(self) -> str:
-        """The counts of one recorded batch, in ``LEDGER_COUNTS`` order."""
-        columns = ", ".join(quote(c) for c in self.LEDGER_COUNTS)
+        """The counts of one recorded batch, in ``LEDGER_COUNTS`` order (0 where a ledger of an earlier release
+        has none)."""
+        columns = ", ".join(f"COALESCE({quote(c)}, 0)" for c in self.LEDGER_COUNTS)
         return f"SELECT {columns} FROM {self.ledger} WHERE {self._ledger_where()}"
 
     def ledger_insert(self) -> str:
@@ -249,7 +272,9 @@ class MergeSql:
             f"  COALESCE(SUM(CASE WHEN {op} <> 'REMOVE' THEN 1 ELSE 0 END), 0),\n"
             f"  COALESCE(SUM(CASE WHEN {op} = 'REMOVE' THEN 1 ELSE 0 END), 0),\n"
             f"  {self._param('staged_rows')} - COUNT({k}), {self._param('quarantined_rows')},"
-            f" {self._param('contract_version')}\n"
+            f" {self._param('contract_version')},\n"
+            f"  {self._param('snapshot_rows')}, {self._snapshot_rows_left()},"
+            f" {self._param('snapshot_quarantined_rows')}\n"
             f"FROM {self.stage}"
         )
 
@@ -289,9 +314,17 @@ class MergeSql:
             f"  (SELECT COALESCE(SUM(CASE WHEN {op} <> 'REMOVE' THEN 1 ELSE 0 END), 0) FROM {self.stage}),\n"
             f"  (SELECT COALESCE(SUM(CASE WHEN {op} = 'REMOVE' THEN 1 ELSE 0 END), 0) FROM {self.stage}),\n"
             f"  {m['staged_rows']} - (SELECT COUNT({k}) FROM {self.stage}), {m['quarantined_rows']},"
-            f" {m['contract_version']}\n"
+            f" {m['contract_version']},\n"
+            f"  {m['snapshot_rows']}, (SELECT {self._snapshot_rows_left()} FROM {self.stage}),"
+            f" {m['snapshot_quarantined_rows']}\n"
             f"FROM {meta} AS m"
         )
+
+    def _snapshot_rows_left(self) -> str:
+        """The stage's snapshot rows once the sequence guard pruned it: those applied (an aggregate)."""
+        sequence = quote(S.CDC_SEQUENCE)
+        # a constant of the pipeline's own (digits only), not a value from the data
+        return f"COALESCE(SUM(CASE WHEN {sequence} = '{STORED_SNAPSHOT_SEQUENCE}' THEN 1 ELSE 0 END), 0)"
 
     def merge_statements_from_meta(self, meta: str) -> list[str]:
         """:meth:`merge_statements` without bound parameters (Redshift ``batch_execute_statement``)."""

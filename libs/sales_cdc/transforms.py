@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
-from .merge_rules import SNAPSHOT_SEQUENCE
+from .merge_rules import STORED_SNAPSHOT_SEQUENCE
 
 RANK, CONFLICT = "_rank", "_conflict"
 CONFLICT_REASON = ("another record of this item has the same sequence number and other content: no order between "
@@ -16,7 +16,7 @@ CONFLICT_REASON = ("another record of this item has the same sequence number and
 
 
 def _is_snapshot() -> Column:
-    return F.col(S.CDC_SEQUENCE) == F.lit(SNAPSHOT_SEQUENCE.rjust(S.SEQUENCE_WIDTH, "0"))
+    return F.col(S.CDC_SEQUENCE) == F.lit(STORED_SNAPSHOT_SEQUENCE)
 
 
 def ranked(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:

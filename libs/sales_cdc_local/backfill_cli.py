@@ -21,6 +21,11 @@ def _target(args: argparse.Namespace) -> Target:
     return FolderTarget(args.to_dir)
 
 
+APPLIED = ("The job applies them: its run summary and its ledger (snapshot_rows, snapshot_loaded_rows, "
+           "snapshot_quarantined_rows) count the rows it loaded, skipped as no newer than the row it holds, and "
+           "quarantined")
+
+
 def _where(target: Target) -> str:
     return f"Kinesis stream {target.stream_name}" if isinstance(target, KinesisTarget) else f"folder {target.folder}"
 
@@ -44,8 +49,7 @@ def run_backfill(args: argparse.Namespace, console: Console) -> int:
     rate = result.items / result.seconds if result.seconds else 0.0
     console.print(f"backfill of {table}: {result.items} items fed to the {_where(target)} in {result.seconds:.1f} s "
                   f"({rate:,.0f} items/s, {result.capacity_units:,.1f} read capacity units); {result.items_in_all} "
-                  f"items in all runs of this backfill (checkpoint {settings.checkpoint}). The job applies them: "
-                  "its summary counts the rows it loaded, and those older than what it holds")
+                  f"items in all runs of this backfill (checkpoint {settings.checkpoint}). {APPLIED}")
     return 0
 
 
@@ -58,5 +62,5 @@ def _from_export(args: argparse.Namespace, contract, target: Target, console: Co
     spark = build_spark("sales-cdc-backfill")
     count = export_backfill(spark, export, contract.entity, target, args.table or contract.table)
     console.print(f"backfill from the export of {export.folder} (taken at {export.export_time}, {export.item_count} "
-                  f"items by its manifest): {count} items fed to the {_where(target)}")
+                  f"items by its manifest): {count} items fed to the {_where(target)}. {APPLIED}")
     return 0

@@ -20,9 +20,8 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from .. import schema as S
+from ..merge_rules import SNAPSHOT_EVENT_PREFIX as EVENT_PREFIX
 from ..merge_rules import SNAPSHOT_SEQUENCE
-
-EVENT_PREFIX = "snapshot-"
 
 
 def _json_safe(value: Any) -> Any:

@@ -24,6 +24,9 @@ class MergeResult:
     deleted_rows: int
     stale_rows: int
     quarantined_rows: int
+    snapshot_rows: int  # of the staged rows, from a backfill's snapshot (merge rule 6)
+    snapshot_loaded_rows: int  # of those, applied (the others found a stored row as new or newer)
+    snapshot_quarantined_rows: int
     replayed: bool  # True: the batch was already in the ledger and nothing was changed
 
 

@@ -21,7 +21,7 @@ from ..errors import first_line
 from ..evolution import ChangeKind
 from ..faults import crash_point
 from ..merge_rules import MergeRules
-from ..sql import Dialect, MergeSql, quote
+from ..sql import Dialect, MergeSql, batch_values, quote
 from ..sql_migrate import MigrationSql
 from .base import MergeResult, RowsRefused
 
@@ -177,8 +177,7 @@ class PostgresWarehouse:
         return refused
 
     def _probe(self, stream_id: str, batch_id: int, rows: pa.Table) -> str | None:
-        params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
-                  "staged_rows": rows.num_rows, "quarantined_rows": 0, "contract_version": self.sql.entity.version}
+        params = batch_values(self.job_name, stream_id, batch_id, rows, None, self.sql.entity.version)
         try:
             with self.conn.transaction():
                 self.conn.execute(self.sql.create_stage())
@@ -193,9 +192,7 @@ class PostgresWarehouse:
 
     def _merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                      dq_results: pa.Table | None, before_commit: Callable[[], None] | None) -> MergeResult:
-        params = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
-                  "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows,
-                  "contract_version": self.sql.entity.version}
+        params = batch_values(self.job_name, stream_id, batch_id, state, quarantine, self.sql.entity.version)
         try:
             with self.conn.transaction():
                 if self.conn.execute(self.sql.ledger_lookup(), params).fetchone():

@@ -32,7 +32,7 @@ from .. import column_types as CT
 from .. import schema as S
 from ..evolution import ChangeKind
 from ..merge_rules import MergeRules
-from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, check_role_arn, check_s3_uri
+from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, batch_values, check_role_arn, check_s3_uri
 from ..sql_migrate import MigrationSql
 from .base import MergeResult
 
@@ -284,9 +284,8 @@ class RedshiftDataApiWarehouse:
         """Upload the batch's rows for COPY: Parquet objects under the batch's own prefix (so a retry
         overwrites them), KMS-encrypted; their s3:// URIs by name (state, batch, quarantine, dq_results)."""
         prefix = self._batch_prefix(stream_id, batch_id)
-        meta = pa.Table.from_pylist([{"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id,
-                                      "staged_rows": state.num_rows, "quarantined_rows": quarantine.num_rows,
-                                      "contract_version": self.sql.entity.version}],
+        meta = pa.Table.from_pylist([batch_values(self.job_name, stream_id, batch_id, state, quarantine,
+                                                  self.sql.entity.version)],
                                     schema=pa.schema([(f.name, f.arrow_type) for f in BATCH_META_FIELDS]))
         objects = {"state": self._stage_object(prefix, "state", state.select(self.sql.stage_columns)),
                    "batch": self._stage_object(prefix, "batch", meta)}

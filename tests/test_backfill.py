@@ -172,3 +172,65 @@ def test_the_demo_with_a_preloaded_table_ends_with_warehouse_silver_and_table_eq
     assert result.warehouse_rows == result.silver_rows == result.table_rows > 0
     totals = result.summary.totals()
     assert totals["events read"] == result.records_on_kinesis > 200  # the stream's records and the snapshot's
+
+
+def kinesis_records(kinesis, stream: str) -> list[dict]:
+    """Every record on a (moto) Kinesis stream, from its start."""
+    records = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
+            records += [json.loads(r["Data"]) for r in page["Records"]]
+            iterator = page.get("NextShardIterator") if page["Records"] else None
+    return records
+
+
+def test_the_glue_backfill_job_scans_the_table_into_the_stream_and_a_second_run_resumes(moto, tmp_path,
+                                                                                         monkeypatch):
+    """jobs/glue_backfill.py, run for real with ``awsglue`` stubbed at the boundary (tests/glue_stub) on moto: the
+    Scan's checkpoint is an S3 object, so the job run started again finds the backfill done and feeds nothing."""
+    import runpy
+
+    for name, value in (("AWS_ENDPOINT_URL", moto.endpoint), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    table, stream = "BackfillOnGlue", "backfill-on-glue"
+    items = filled_table(moto, ORDERS_CONTRACT, table, 90, seed=5)
+    kinesis = moto.client("kinesis")
+    kinesis.create_stream(StreamName=stream, ShardCount=2)
+    moto.client("s3").create_bucket(Bucket="backfill-artifacts")
+    stream_arn = kinesis.describe_stream_summary(StreamName=stream)["StreamDescriptionSummary"]["StreamARN"]
+    argv = ["glue_backfill.py", "--JOB_NAME", "sales-cdc-backfill", "--stream_arn", stream_arn, "--checkpoint_uri",
+            "s3://backfill-artifacts/backfill/", "--table", table, "--segments", "3", "--page_size", "25"]
+    monkeypatch.syspath_prepend(str(REPO / "tests" / "glue_stub"))
+    monkeypatch.setattr(sys, "argv", argv)
+    for _ in range(2):
+        for module in [m for m in sys.modules if m == "awsglue" or m.startswith("awsglue.")]:
+            monkeypatch.delitem(sys.modules, module)
+        runpy.run_path(str(REPO / "jobs" / "glue_backfill.py"), run_name="__main__")
+    fed = kinesis_records(kinesis, stream)
+    assert len(fed) == len(items) == len({r["eventID"] for r in fed})
+    assert {r["dynamodb"]["Keys"]["orderid"]["S"] for r in fed} == {i["orderid"] for i in items}
+    saved = moto.client("s3").get_object(Bucket="backfill-artifacts", Key=f"backfill/{table}.json")
+    assert json.loads(saved["Body"].read())["segments"] == 3
+
+
+def test_backfill_on_a_stack_starts_its_glue_job_with_the_command_s_settings(moto, capsys):
+    """`sales-cdc backfill --stack`: the job named by the stack's BackfillJobName output is started (on moto, which
+    models the calls; the job itself is tested above)."""
+    suffix = os.urandom(3).hex()
+    stack, job = f"backfill-stack-{suffix}", f"backfill-stack-{suffix}-backfill"
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}, "Outputs": {"BackfillJobName": {"Value": job}}}
+    moto.client("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(template))
+    glue = moto.client("glue")
+    glue.create_job(Name=job, Role="arn:aws:iam::123456789012:role/backfill", GlueVersion="6.0",
+                    Command={"Name": "glueetl", "ScriptLocation": "s3://artifacts/scripts/glue_backfill.py"})
+    export = "s3://lake/exports/AWSDynamoDB/01733333333333-abcdef12"
+    assert main(["backfill", "--export", export, "--stack", stack, "--endpoint-url", moto.endpoint]) == 0
+    [run] = glue.get_job_runs(JobName=job)["JobRuns"]
+    assert run["Arguments"]["--export_uri"] == export and run["Arguments"]["--segments"] == "4"
+    assert run["Id"] in capsys.readouterr().out
+    assert main(["backfill", "--export", "local/folder", "--stack", stack, "--endpoint-url", moto.endpoint]) == 1
+    assert "reads an export on S3" in capsys.readouterr().out

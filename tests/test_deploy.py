@@ -45,7 +45,7 @@ def test_wheel_deploy_update_and_teardown(moto, tmp_path):
     outputs = D.deploy(cfn, s3, stack, {}, wheel, template=template)
     bucket = outputs["ArtifactsBucket"]
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert {"sales-cdc/scripts/glue_job.py", f"sales-cdc/wheels/{wheel.name}",
+    assert {"sales-cdc/scripts/glue_job.py", "sales-cdc/scripts/glue_backfill.py", f"sales-cdc/wheels/{wheel.name}",
             "sales-cdc/expectations/expectations/orders.json",
             "sales-cdc/expectations/expectations/cdc_envelope.json", "sales-cdc/contracts/contract.yaml"} <= keys
 

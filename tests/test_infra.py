@@ -162,3 +162,15 @@ def test_the_stack_attaches_to_an_existing_table_s_stream_on_moto(template, moto
     statements = {s["Sid"]: s for s in policy["Statement"]}
     assert statements["ReadTheTableStream"]["Resource"] == stream_arn
     assert statements["ListStreams"]["Resource"].endswith(f":table/{name}/stream/*")
+
+
+def test_the_backfill_job_s_arguments_are_its_entry_script_s_parameters(template):
+    from sales_cdc.glue_backfill import BACKFILL_PARAMS
+
+    job = template["Resources"]["BackfillJob"]["Properties"]
+    assert job["GlueVersion"] == "6.0" and job["Command"]["Name"] == "glueetl"
+    assert "glue_backfill.py" in json.dumps(job["Command"]["ScriptLocation"])
+    ours = {a[2:] for a in job["DefaultArguments"] if re.fullmatch(r"--[a-z_]+", a)}
+    assert ours <= {p.name for p in BACKFILL_PARAMS}
+    assert {p.name for p in BACKFILL_PARAMS if p.default is None} <= ours
+    assert template["Outputs"]["BackfillJobName"] == {"Value": {"Ref": "BackfillJob"}}

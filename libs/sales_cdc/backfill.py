@@ -23,7 +23,7 @@ from .aws import aws_client
 from .sources.export import Export, export_records
 from .sources.feeds import Feed, FolderFeed, KinesisFeed
 from .sources.kinesis_put import put_records
-from .sources.scan import ScanCheckpoint, ScanResult, SnapshotScan
+from .sources.scan import LocalText, S3Text, ScanCheckpoint, ScanResult, SnapshotScan
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def feed_for(target: Target, entity: S.EntitySchema) -> Feed:
 @dataclass(frozen=True)
 class ScanSettings:
     table: str
-    checkpoint: Path  # the backfill's progress (resume with the same file)
+    checkpoint: LocalText | S3Text  # the backfill's progress (resume with the same one)
     segments: int = 4
     page_size: int = 1000
     rate: float | None = None  # read capacity units per second, all segments together; None: as fast as it goes

@@ -20,7 +20,7 @@ from pyspark.sql import types as T
 
 from . import schema as S
 from .config import AlertConfig, DocsConfig, DqConfig, JobConfig, KinesisConfig, LakeConfig, SinkConfig, WarehouseConfig
-from .contract import DEFAULT_CONTRACT, load_contract
+from .contract import DEFAULT_CONTRACT, Contract, load_contract
 from .sql import Dialect
 
 log = logging.getLogger(__name__)
@@ -75,16 +75,16 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
 DEFAULTS = {p.name: p.default for p in GLUE_PARAMS if p.default is not None}
 
 
-def resolve_args(argv: list[str], get_resolved_options: Callable[[list[str], list[str]], dict[str, str]]) \
-        -> dict[str, str]:
-    """Every parameter with its default. ``getResolvedOptions`` fails on an option that is absent, so
-    it is asked only for the required ones and those present in ``argv``."""
+def resolve_args(argv: list[str], get_resolved_options: Callable[[list[str], list[str]], dict[str, str]],
+                 params: tuple[GlueParam, ...] = GLUE_PARAMS) -> dict[str, str]:
+    """Every parameter of ``params`` with its default. ``getResolvedOptions`` fails on an option that is absent,
+    so it is asked only for the required ones and those present in ``argv``."""
     present = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
-    missing = [p.name for p in GLUE_PARAMS if p.default is None and p.name not in present]
+    missing = [p.name for p in params if p.default is None and p.name not in present]
     if missing:
         raise SystemExit(f"missing job parameter(s): {', '.join('--' + m for m in missing)}")
-    names = ["JOB_NAME"] + [p.name for p in GLUE_PARAMS if p.name in present]
-    return {**DEFAULTS, **get_resolved_options(argv, names)}
+    names = ["JOB_NAME"] + [p.name for p in params if p.name in present]
+    return {**{p.name: p.default for p in params if p.default is not None}, **get_resolved_options(argv, names)}
 
 
 def _flag(value: str) -> bool:
@@ -156,10 +156,17 @@ def fetch_expectations(s3, uri: str, destination: Path) -> Path:
 
 def fetch_contract(s3, uri: str, destination: Path) -> S.EntitySchema:
     """The entity of the contract at ``s3://bucket/key`` (checked as the local job checks it)."""
+    return contract_at(s3, uri, destination).entity
+
+
+def contract_at(s3, uri: str, destination: Path) -> Contract:
+    """The contract at ``s3://bucket/key``; empty ``uri``: the packaged default (the tutorial's OrdersRawTable)."""
+    if not uri:
+        return load_contract(DEFAULT_CONTRACT)
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     target = destination / key.rsplit("/", 1)[-1]
     s3.download_file(bucket, key, str(target))
-    return load_contract(target).entity
+    return load_contract(target)
 
 
 def dq_params(text: str) -> tuple[tuple[str, str], ...]:

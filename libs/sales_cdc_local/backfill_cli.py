@@ -11,8 +11,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sales_cdc.aws import aws_client
 from sales_cdc.backfill import FolderTarget, KinesisTarget, ScanSettings, Target, export_backfill, scan_backfill
 from sales_cdc.contract import load_contract
+from sales_cdc.errors import JobError
 from sales_cdc.job import build_spark
 from sales_cdc.sources.export import copied_locally, local_export, s3_export
+from sales_cdc.sources.scan import LocalText
+
+from .deploy import start_backfill
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -31,6 +35,8 @@ def _where(target: Target) -> str:
 
 
 def run_backfill(args: argparse.Namespace, console: Console) -> int:
+    if args.stack:
+        return _on_glue(args, console)
     contract = load_contract(args.contract)
     target = _target(args)
     if args.export:
@@ -38,9 +44,8 @@ def run_backfill(args: argparse.Namespace, console: Console) -> int:
     table = args.table or contract.table
     dynamodb = aws_client("dynamodb", endpoint=args.endpoint_url, region=args.region)
     total = dynamodb.describe_table(TableName=table)["Table"].get("ItemCount") or None  # approximate, may lag
-    settings = ScanSettings(table, args.checkpoint or Path(".backfill") / f"{table}.json", args.segments,
+    settings = ScanSettings(table, LocalText(args.checkpoint or Path(".backfill") / f"{table}.json"), args.segments,
                             args.page_size, args.rate)
-    settings.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     columns = (TextColumn("[bold]backfill[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -50,6 +55,22 @@ def run_backfill(args: argparse.Namespace, console: Console) -> int:
     console.print(f"backfill of {table}: {result.items} items fed to the {_where(target)} in {result.seconds:.1f} s "
                   f"({rate:,.0f} items/s, {result.capacity_units:,.1f} read capacity units); {result.items_in_all} "
                   f"items in all runs of this backfill (checkpoint {settings.checkpoint}). {APPLIED}")
+    return 0
+
+
+def _on_glue(args: argparse.Namespace, console: Console) -> int:
+    """Start the stack's Glue backfill job with this command's settings; it runs on AWS, this returns."""
+    if args.export and not args.export.startswith("s3://"):
+        raise JobError(f"--export {args.export}: the Glue job reads an export on S3; export the table to the stack's "
+                       "ExportsLocation (s3://<lake bucket>/exports/) and give that s3:// folder")
+    arguments = {"export_uri": args.export or "", "segments": str(args.segments), "page_size": str(args.page_size),
+                 "rate": "" if args.rate is None else str(args.rate), **({"table": args.table} if args.table else {})}
+    job, run_id = start_backfill(aws_client("cloudformation", endpoint=args.endpoint_url, region=args.region),
+                                 aws_client("glue", endpoint=args.endpoint_url, region=args.region), args.stack,
+                                 arguments)
+    console.print(f"backfill job {job} started on Glue (run {run_id}): it feeds the stack's stream, and the streaming "
+                  f"job applies the items. Follow it with `aws glue get-job-run --job-name {job} --run-id {run_id}`; "
+                  f"a run started again resumes the Scan. {APPLIED}")
     return 0
 
 

@@ -17,12 +17,14 @@ from pathlib import Path
 from botocore.exceptions import ClientError
 
 from sales_cdc.contract import DEFAULT_CONTRACT, Contract, load_contract
+from sales_cdc.errors import JobError
 
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "infra" / "cloudformation" / "sales-cdc.yaml"
 ENTRY_SCRIPT = REPO / "jobs" / "glue_job.py"
+BACKFILL_SCRIPT = REPO / "jobs" / "glue_backfill.py"
 EXPECTATIONS = REPO / "expectations"
 
 
@@ -52,7 +54,8 @@ def build_wheel(dist: Path = REPO / "dist") -> Path:
 def upload_artifacts(s3, artifacts: Artifacts, wheel: Path, contract: Path = DEFAULT_CONTRACT) -> list[str]:
     """Entry script, wheel, the table contract and the suites where the stack's job parameters point."""
     load_contract(contract)  # a contract the job would refuse is refused here, before anything is uploaded
-    uploads = [(ENTRY_SCRIPT, artifacts.key("scripts", "glue_job.py")), (wheel, artifacts.key("wheels", wheel.name)),
+    uploads = [*[(script, artifacts.key("scripts", script.name)) for script in (ENTRY_SCRIPT, BACKFILL_SCRIPT)],
+               (wheel, artifacts.key("wheels", wheel.name)),
                (contract, artifacts.key("contracts", "contract.yaml"))]
     uploads += [(suite, artifacts.key("expectations", "expectations", suite.name))
                 for suite in sorted((EXPECTATIONS / "expectations").glob("*.json"))]
@@ -86,8 +89,23 @@ def deploy_stack(cfn, stack: str, template_body: str, parameters: dict[str, str]
     else:
         cfn.create_stack(**request, OnFailure="ROLLBACK")
         cfn.get_waiter("stack_create_complete").wait(StackName=stack)
+    return stack_outputs(cfn, stack)
+
+
+def stack_outputs(cfn, stack: str) -> dict[str, str]:
     description = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+
+
+def start_backfill(cfn, glue, stack: str, arguments: dict[str, str]) -> tuple[str, str]:
+    """Start the stack's backfill job (``glue_backfill.BACKFILL_PARAMS``: ``arguments`` override the job's
+    defaults); (job name, run id)."""
+    job = stack_outputs(cfn, stack).get("BackfillJobName")
+    if job is None:
+        raise JobError(f"stack {stack} has no backfill job (no BackfillJobName output): deploy this release "
+                       "(`sales-cdc deploy`) to add it")
+    run = glue.start_job_run(JobName=job, Arguments={f"--{k}": v for k, v in arguments.items()})
+    return job, run["JobRunId"]
 
 
 def contract_parameters(contract: Contract) -> dict[str, str]:
@@ -143,8 +161,7 @@ def empty_bucket(s3, bucket: str) -> int:
 def teardown(cfn, s3, stack: str) -> list[str]:
     """Empty the artifacts and docs buckets, delete the stack. The lake bucket, the DynamoDB table and
     the Redshift namespace are retained (DeletionPolicy: Retain): data is never deleted by a teardown."""
-    outputs = {o["OutputKey"]: o["OutputValue"]
-               for o in cfn.describe_stacks(StackName=stack)["Stacks"][0].get("Outputs", [])}
+    outputs = stack_outputs(cfn, stack)
     emptied = []
     for key in ("ArtifactsBucket", "DocsLocation"):
         if key in outputs:

@@ -11,6 +11,7 @@ from pathlib import Path
 from sales_cdc.backfill import KinesisTarget, ScanSettings, scan_backfill
 from sales_cdc.contract import Contract
 from sales_cdc.results import RunSummary
+from sales_cdc.sources.scan import LocalText
 
 from . import generator as G
 from .local_aws import KINESIS_STREAM, MotoServer
@@ -68,7 +69,8 @@ class Feeding:
 
     def _backfill(self) -> None:
         target = KinesisTarget(KINESIS_STREAM, self.moto.endpoint)
-        settings = ScanSettings(self.contract.table, self.work_dir / "backfill.json", segments=4, page_size=200)
+        settings = ScanSettings(self.contract.table, LocalText(self.work_dir / "backfill.json"), segments=4,
+                                page_size=200)
         self.backfilled = scan_backfill(self.moto.client("dynamodb"), self.contract.entity, target, settings).items
 
     def drained(self, summary: RunSummary) -> bool:

@@ -189,6 +189,8 @@ def _add_backfill(sub) -> None:
     target = backfill.add_mutually_exclusive_group(required=True)
     target.add_argument("--kinesis-stream", help="feed the job's Kinesis stream (e.g. kinesis-for-sales-data)")
     target.add_argument("--to-dir", type=Path, help="feed the folder the job's file source watches (its --source-dir)")
+    target.add_argument("--stack", help="run it on AWS: start the stack's Glue backfill job, which feeds the stack's "
+                                        "stream (--export then names an export on S3)")
     backfill.add_argument("--table", default=None, help="the DynamoDB table to scan (default: the contract's)")
     backfill.add_argument("--segments", type=int, default=4, help="parallel Scan segments (default %(default)s)")
     backfill.add_argument("--rate", type=float, default=None,

@@ -1,8 +1,9 @@
 """A table's items by a parallel Scan, as snapshot records (``snapshot``), fed to the running job (``feeds``).
 
 Each segment is scanned by a thread of its own, page by page; a page's records are delivered, then the segment's
-position (its LastEvaluatedKey) is saved in the backfill's checkpoint file, so a backfill stopped or killed
-resumes where it was (a page delivered just before a kill is delivered again: the same records, applied once).
+position (its LastEvaluatedKey) is saved in the backfill's checkpoint (a file, or an S3 object on Glue), so a
+backfill stopped or killed resumes where it was (a page delivered just before a kill is delivered again: the same
+records, applied once).
 Reads are paced by the read capacity the Scan reports it consumed (``--rate`` units per second, shared by the
 segments), so a backfill leaves the table's capacity to its application.
 """
@@ -61,36 +62,74 @@ def _from_json(key: Any) -> dict | None:
     return {name: {"B": base64.b64decode(v["B64"])} if "B64" in v else v for name, v in key.items()}
 
 
+class LocalText:
+    """A checkpoint in a local file, replaced whole (a rename): the old position or the new one, never half."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def read(self) -> str | None:
+        return self.path.read_text() if self.path.exists() else None
+
+    def write(self, text: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        hidden = self.path.with_name(f".{self.path.name}.tmp")
+        hidden.write_text(text)
+        os.replace(hidden, self.path)
+
+
+class S3Text:
+    """A checkpoint in an S3 object (the Glue backfill job's): a PUT replaces an object whole."""
+
+    def __init__(self, s3, uri: str):
+        self.s3, self.uri = s3, uri
+        self.bucket, _, self.key = uri.removeprefix("s3://").partition("/")
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def read(self) -> str | None:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read().decode()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def write(self, text: str) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=text.encode(), ServerSideEncryption="aws:kms")
+
+
 @dataclass
 class ScanCheckpoint:
     """A backfill's progress: its table, segments and snapshot time, and per segment where the next page starts."""
 
-    path: Path
+    store: LocalText | S3Text
     table: str
     segments: int
     snapshot_time: int
     positions: dict[str, dict]  # segment -> {"start": LastEvaluatedKey, "done": bool, "items": n, "pages": n}
 
     @classmethod
-    def open(cls, path: Path, table: str, segments: int) -> ScanCheckpoint:
-        """The checkpoint at ``path``, or a new one (snapshot time: now) if there is none yet."""
-        if not path.exists():
+    def open(cls, store: LocalText | S3Text, table: str, segments: int) -> ScanCheckpoint:
+        """The checkpoint in ``store``, or a new one (snapshot time: now) if there is none yet."""
+        text = store.read()
+        if text is None:
             positions = {str(s): {"start": None, "done": False, "items": 0, "pages": 0} for s in range(segments)}
-            checkpoint = cls(path, table, segments, int(time.time()), positions)
+            checkpoint = cls(store, table, segments, int(time.time()), positions)
             checkpoint.save()
             return checkpoint
-        saved = json.loads(path.read_text())
+        saved = json.loads(text)
         if (saved["table"], saved["segments"]) != (table, segments):
-            raise JobError(f"backfill checkpoint {path} belongs to a backfill of table {saved['table']} with "
-                           f"{saved['segments']} segments; resume it with those settings, or give another --checkpoint "
+            raise JobError(f"backfill checkpoint {store} belongs to a backfill of table {saved['table']} with "
+                           f"{saved['segments']} segments; resume it with those settings, or give another checkpoint "
                            "for a new backfill")
-        return cls(path, saved["table"], saved["segments"], saved["snapshot_time"], saved["positions"])
+        return cls(store, saved["table"], saved["segments"], saved["snapshot_time"], saved["positions"])
 
     def save(self) -> None:
-        hidden = self.path.with_name(f".{self.path.name}.tmp")
-        hidden.write_text(json.dumps({"table": self.table, "segments": self.segments,
-                                      "snapshot_time": self.snapshot_time, "positions": self.positions}))
-        os.replace(hidden, self.path)  # atomic: the old position or the new one, never half
+        self.store.write(json.dumps({"table": self.table, "segments": self.segments,
+                                     "snapshot_time": self.snapshot_time, "positions": self.positions}))
 
     @property
     def items(self) -> int:

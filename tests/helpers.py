@@ -198,3 +198,18 @@ def without_removed(value, removed: set[str]):
     if isinstance(value, list):
         return [without_removed(v, removed) for v in value]
     return value
+
+
+def read_all(kinesis, stream: str) -> list[dict]:
+    """Every record on a (moto) Kinesis stream, from each shard's start."""
+    records = []
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            response = kinesis.get_records(ShardIterator=iterator, Limit=10000)
+            records += response["Records"]
+            if not response["Records"]:
+                break
+            iterator = response.get("NextShardIterator")
+    return records

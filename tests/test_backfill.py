@@ -29,7 +29,7 @@ from sales_cdc_local.cli import main
 from sales_cdc_local.local_aws import create_source_table
 from sales_cdc_local.records import to_typed_image
 from sales_cdc_local.verify import diff_rows, read_lake_state, read_state, scan_table, state_from_items
-from tests.helpers import ORDERS_CONTRACT, REPO
+from tests.helpers import ORDERS_CONTRACT, REPO, read_all
 
 pytestmark = pytest.mark.slow
 
@@ -174,19 +174,6 @@ def test_the_demo_with_a_preloaded_table_ends_with_warehouse_silver_and_table_eq
     assert totals["events read"] == result.records_on_kinesis > 200  # the stream's records and the snapshot's
 
 
-def kinesis_records(kinesis, stream: str) -> list[dict]:
-    """Every record on a (moto) Kinesis stream, from its start."""
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            page = kinesis.get_records(ShardIterator=iterator, Limit=1000)
-            records += [json.loads(r["Data"]) for r in page["Records"]]
-            iterator = page.get("NextShardIterator") if page["Records"] else None
-    return records
-
-
 def test_the_glue_backfill_job_scans_the_table_into_the_stream_and_a_second_run_resumes(moto, tmp_path,
                                                                                          monkeypatch):
     """jobs/glue_backfill.py, run for real with ``awsglue`` stubbed at the boundary (tests/glue_stub) on moto: the
@@ -210,7 +197,7 @@ def test_the_glue_backfill_job_scans_the_table_into_the_stream_and_a_second_run_
         for module in [m for m in sys.modules if m == "awsglue" or m.startswith("awsglue.")]:
             monkeypatch.delitem(sys.modules, module)
         runpy.run_path(str(REPO / "jobs" / "glue_backfill.py"), run_name="__main__")
-    fed = kinesis_records(kinesis, stream)
+    fed = [json.loads(r["Data"]) for r in read_all(kinesis, stream)]
     assert len(fed) == len(items) == len({r["eventID"] for r in fed})
     assert {r["dynamodb"]["Keys"]["orderid"]["S"] for r in fed} == {i["orderid"] for i in items}
     saved = moto.client("s3").get_object(Bucket="backfill-artifacts", Key=f"backfill/{table}.json")

@@ -8,21 +8,7 @@ import uuid
 from sales_cdc_local import generator as G
 from sales_cdc_local.local_aws import create_kinesis_stream, create_source_table
 from sales_cdc_local.pipe_emulator import SHARD_LIST_SECONDS, PipeEmulator, PipeState
-from tests.helpers import ORDERS
-
-
-def read_all(kinesis, stream: str) -> list[dict]:
-    records = []
-    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
-        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
-                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while iterator:
-            response = kinesis.get_records(ShardIterator=iterator, Limit=10000)
-            records += response["Records"]
-            if not response["Records"]:
-                break
-            iterator = response.get("NextShardIterator")
-    return records
+from tests.helpers import ORDERS, read_all
 
 
 def setup(moto):

@@ -26,7 +26,7 @@ from ..config import LakeConfig
 from ..evolution import ChangeKind
 from ..faults import crash_point
 from ..merge_rules import MergeRules
-from .delta import DeltaAppend, DeltaSilver, DeltaTables
+from .delta import DeltaAppend, DeltaSilver, DeltaTables, sequence_scope
 from .layers import LakeBatch, LayerWriter, Rows
 from .parquet import ParquetAppend, ParquetSilver, check_filesystem
 
@@ -64,7 +64,8 @@ class Lake:
         self.quarantine_uri = f"{root}/quarantine/{entity.name}"
         self.delta = DeltaTables(config, job_name)
         self.raw: LayerWriter = (
-            DeltaAppend(self.delta, self.raw_uri, lambda batch: batch.raw.toArrow(), S.RAW_IDENTITY, [S.EVENT_DATE])
+            DeltaAppend(self.delta, self.raw_uri, lambda batch: batch.raw.toArrow(), S.RAW_IDENTITY, [S.EVENT_DATE],
+                        narrow=sequence_scope)
             if config.raw_format == "delta"
             else ParquetAppend(self.raw_uri, lambda batch: batch.raw, S.RAW_IDENTITY, [S.EVENT_DATE]))
         self.quarantine: LayerWriter = (

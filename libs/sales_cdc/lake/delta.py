@@ -21,7 +21,7 @@ from .. import column_types as CT
 from .. import schema as S
 from ..config import LakeConfig
 from ..errors import JobError
-from ..merge_rules import REMOVE, MergeRules
+from ..merge_rules import REMOVE, STORED_SNAPSHOT_SEQUENCE, MergeRules
 from .layers import LakeBatch, Written
 
 CONTRACT_VERSION = "sales_cdc.contract_version"  # commit metadata: the contract a commit was written with
@@ -80,12 +80,14 @@ class DeltaAppend:
     (``schema.RAW_IDENTITY``, ``schema.QUARANTINE_IDENTITY``). A replay of a batch it holds is skipped by the
     batch's app transaction; the same records under another stream id (a reset checkpoint, a backfill run again)
     are found by their identity, looked up in the batch's own partitions only (raw: its event dates), so that a
-    batch reads what it could repeat and not the whole layer."""
+    batch reads what it could repeat and not the whole layer; ``narrow`` (raw: :func:`sequence_scope`) may narrow
+    it further, to files whose statistics can hold the rows."""
 
     def __init__(self, tables: DeltaTables, uri: str, rows_of: Callable[[LakeBatch], pa.Table],
-                 identity: tuple[str, ...], partition_by: list[str] | None = None):
+                 identity: tuple[str, ...], partition_by: list[str] | None = None,
+                 narrow: Callable[[pa.Table], str | None] = lambda rows: None):
         self.tables, self.uri, self.rows_of, self.partition_by = tables, uri, rows_of, partition_by or []
-        self.identity = identity
+        self.identity, self.narrow = identity, narrow
         self.delta_tables = (uri,)
 
     def write(self, batch: LakeBatch) -> Written:
@@ -116,7 +118,28 @@ class DeltaAppend:
         for column in self.partition_by:
             values = ", ".join(f"'{v}'" for v in pc.unique(rows[column].cast(pa.string())).to_pylist())
             same.append(f"t.{column} IN ({values})")  # dates (``schema.EVENT_DATE``): no quote can occur
-        return " AND ".join(same)
+        narrower = self.narrow(rows)
+        return " AND ".join([*same, narrower] if narrower else same)
+
+
+def sequence_scope(rows: pa.Table) -> str | None:
+    """Where raw can hold ``rows`` by their sequence: the same record has the same sequence, and a batch's
+    stream records span a narrow range, so the files of other times are skipped by their statistics (measured:
+    a lookup that stays flat as the day's partition grows, where one by identity alone grows with it). Snapshot
+    records (sequence 0) and undecoded ones (none) are looked up as such. None (no narrowing) when a sequence is
+    not digits only: values are never written into the predicate unchecked."""
+    sequences = rows[S.CDC_SEQUENCE]
+    if pc.all(pc.match_substring_regex(sequences.drop_null(), r"^[0-9]+$")).as_py() is False:
+        return None
+    stream = pc.filter(sequences, pc.not_equal(sequences, STORED_SNAPSHOT_SEQUENCE))
+    column = f"t.{S.CDC_SEQUENCE}"
+    scopes = [f"{column} IS NULL"] if sequences.null_count else []
+    if len(stream):
+        bounds = pc.min_max(stream)
+        scopes.append(f"{column} BETWEEN '{bounds['min'].as_py()}' AND '{bounds['max'].as_py()}'")
+    if pc.any(pc.equal(sequences, STORED_SNAPSHOT_SEQUENCE)).as_py():
+        scopes.append(f"{column} = '{STORED_SNAPSHOT_SEQUENCE}'")
+    return f"({' OR '.join(scopes)})"
 
 
 class DeltaSilver:

@@ -50,6 +50,8 @@ def write_report(results: dict, out: Path) -> None:
               f"Merge of a {results['merge']['batch_events']}-event batch: "
               + " vs ".join(f"{s:.2f} s into {n:,} rows" for s, n in zip(results["merge"]["seconds"],
                                                                           results["merge"]["into_rows"], strict=True)),
+              f"Raw write of a {results['raw_write']['batch_events']}-event batch (each record once), "
+              "and a plain append: " + _raw_text(results["raw_write"]),
               "Freshness (DynamoDB write -> visible in the warehouse, moto path): "
               + _freshness_text(results["freshness"]),
               _floor_text(results["sizes"][-1]),
@@ -131,3 +133,8 @@ def chart(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _raw_text(raw: dict) -> str:
+    return " vs ".join(f"{s:.2f} s (append {a:.2f} s) into a day of {n:,} rows"
+                       for s, a, n in zip(raw["seconds"], raw["append_s"], raw["day_rows"], strict=True))

@@ -5,7 +5,8 @@ against baselines measured in the same run, on the same payloads, on this machin
 
 Cases: end-to-end throughput per batch size with per-stage times; baselines (naive per-record upsert,
 Spark's raw JSON-parse ceiling, the pipeline without GX, a Python-UDF TypeDeserializer decode yielding
-the same rows as ours, the decode + dedupe + merge ceiling); warehouse merge into 10k vs 1M rows;
+the same rows as ours, the decode + dedupe + merge ceiling); warehouse merge into 10k vs 1M rows; raw's write
+into a day of 10k vs 1M rows, beside a plain append;
 freshness on the moto path, and its baseline: the emulated AWS side alone, with the CPU it uses.
 ``--smoke`` runs tiny sizes to check the harness (part of the test suite); benchmarks are never part of
 the tests' pass/fail.
@@ -26,6 +27,7 @@ from pyspark.sql import SparkSession
 
 from bench.cases import REPO, Bench, payload_lines, source_frame, warm_together
 from bench.freshness import FRESHNESS_WARMUP_S, freshness, source_alone
+from bench.raw_layer import raw_write
 from bench.report import check, machine, write_report
 from sales_cdc.job import build_spark
 from sales_cdc_local.embedded import start_embedded_postgres
@@ -54,14 +56,21 @@ def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int]
     # a merge is a ~0.1 s figure, where one run's noise is a large share of it: five rounds, not three
     merge = warm_together({size: partial(bench.merge_scaling, merge_state, size) for size in merge_sizes}, runs=5)
     merge_small, merge_large = merge[merge_sizes[0]], merge[merge_sizes[1]]
+    raw = warm_together({held: partial(raw_write, workdir, held, merge_sizes[0]) for held in merge_sizes})
     source_result = source_alone(fresh[0], fresh[1], workdir)
     fresh_result = freshness(spark, pg_url, fresh[0], fresh[1], workdir, warmup=fresh[2])
 
     checks = _checks(rows[-1], naive_rate, merge_sizes, merge_small, merge_large, fresh[0], fresh_result)
+    raw_ratio = raw[merge_sizes[1]]["seconds"] / raw[merge_sizes[0]]["seconds"]
+    checks.append(check(f"raw write of a batch into a day of {merge_sizes[1]} rows vs of {merge_sizes[0]}", raw_ratio,
+                        "<= 1.5", raw_ratio <= 1.5))
     results = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "sizes": rows,
                "naive_upsert": {"events": naive_events, "events_per_s": naive_rate},
                "merge": {"batch_events": merge_sizes[0], "into_rows": list(merge_sizes),
                          "seconds": [merge_small, merge_large]},
+               "raw_write": {"batch_events": merge_sizes[0], "day_rows": list(merge_sizes),
+                             "seconds": [raw[s]["seconds"] for s in merge_sizes],
+                             "append_s": [raw[s]["append_s"] for s in merge_sizes]},
                "source_alone": source_result, "freshness": fresh_result, "checks": checks}
     write_report(results, out)
     return results

@@ -30,7 +30,7 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
     assert {"end_to_end", "without_gx", "ceiling_decode_dedupe_merge", "udf_type_deserializer_s"} <= set(
         results["sizes"][0])
     assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
-    assert len(results["checks"]) == 10 and results["machine"]["cores"]
+    assert len(results["checks"]) == 11 and results["machine"]["cores"]
     assert all(seconds > 0 for seconds in results["sizes"][0]["reuse"].values())  # decode columns, docs pages
     assert results["sizes"][0]["parse_dedupe_floor_s"] > 0 and "Floor of any decode" in (tmp_path / "results.md").read_text()
     assert results["sizes"][0]["typed_flatten_floor_s"] > 0

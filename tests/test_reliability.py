@@ -85,7 +85,7 @@ class Run:
         raw = DeltaTable(str(self.tmp / "lake" / "raw" / "orders_events")).to_pyarrow_table(columns=[S.PAYLOAD])
         lines = [line for f in sorted((self.fixtures / "cdc").glob("*.jsonl"))
                  for line in f.read_text().splitlines() if line.strip()]
-        assert sorted(raw[S.PAYLOAD].to_pylist()) == sorted(lines)
+        assert sorted(raw[S.PAYLOAD].to_pylist()) == sorted(set(lines))  # a redelivered record is the same record
         with psycopg.connect(self.url) as conn:
             batches = conn.execute(f"SELECT batch_id FROM {self.sql.ledger} ORDER BY batch_id").fetchall()
         assert [b for (b,) in batches] == list(range(6))

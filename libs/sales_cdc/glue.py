@@ -72,7 +72,13 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
               "alert when a batch quarantines more than this share"),
     GlueParam("sns_topic_arn", "", "SNS topic for alerts; empty: log only"),
 )
-DEFAULTS = {p.name: p.default for p in GLUE_PARAMS if p.default is not None}
+
+
+def defaults(params: tuple[GlueParam, ...]) -> dict[str, str]:
+    return {p.name: p.default for p in params if p.default is not None}
+
+
+DEFAULTS = defaults(GLUE_PARAMS)
 
 
 def resolve_args(argv: list[str], get_resolved_options: Callable[[list[str], list[str]], dict[str, str]],
@@ -84,7 +90,7 @@ def resolve_args(argv: list[str], get_resolved_options: Callable[[list[str], lis
     if missing:
         raise SystemExit(f"missing job parameter(s): {', '.join('--' + m for m in missing)}")
     names = ["JOB_NAME"] + [p.name for p in params if p.name in present]
-    return {**{p.name: p.default for p in params if p.default is not None}, **get_resolved_options(argv, names)}
+    return {**defaults(params), **get_resolved_options(argv, names)}
 
 
 def _flag(value: str) -> bool:
@@ -154,13 +160,9 @@ def fetch_expectations(s3, uri: str, destination: Path) -> Path:
     return destination
 
 
-def fetch_contract(s3, uri: str, destination: Path) -> S.EntitySchema:
-    """The entity of the contract at ``s3://bucket/key`` (checked as the local job checks it)."""
-    return contract_at(s3, uri, destination).entity
-
-
 def contract_at(s3, uri: str, destination: Path) -> Contract:
-    """The contract at ``s3://bucket/key``; empty ``uri``: the packaged default (the tutorial's OrdersRawTable)."""
+    """The contract at ``s3://bucket/key`` (checked as the local job checks it); empty ``uri``: the packaged
+    default (the tutorial's OrdersRawTable)."""
     if not uri:
         return load_contract(DEFAULT_CONTRACT)
     bucket, _, key = uri.removeprefix("s3://").partition("/")
@@ -242,8 +244,7 @@ def run(glue_context: Any, args: dict[str, str], clients: Callable[[str], Any]) 
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-"))
     expectations = fetch_expectations(clients("s3"), args["expectations_uri"], workdir / "expectations") \
         if _flag(args["dq"]) and args["expectations_uri"] else None
-    entity = fetch_contract(clients("s3"), args["contract_uri"], workdir) if args["contract_uri"] \
-        else load_contract(DEFAULT_CONTRACT).entity
+    entity = contract_at(clients("s3"), args["contract_uri"], workdir).entity
     config = job_config(args, expectations, entity)
 
     def run_query(handler) -> None:

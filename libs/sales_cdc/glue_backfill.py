@@ -8,7 +8,6 @@ object (a job run started again resumes it); an export's files read by the execu
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,8 +17,6 @@ from .backfill import KinesisTarget, ScanSettings, export_backfill, scan_backfil
 from .glue import GlueParam, contract_at
 from .sources.export import s3_export
 from .sources.scan import S3Text
-
-log = logging.getLogger(__name__)
 
 BACKFILL_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("stream_arn", None, "ARN of the Kinesis stream the streaming job reads: the backfill feeds it"),

@@ -51,7 +51,10 @@ setup(
     package_dir={"": "libs"},
     packages=find_packages("libs", include=["sales_cdc", "sales_cdc.*"] if JOB_ONLY else ["sales_cdc*"]),
     install_requires=JOB_REQUIRES,
-    package_data={"sales_cdc": ["contracts/*.yaml"]},
+    # the default contract and suites travel with the job; the orders fixtures with the harness (demo-fixtures)
+    package_data={"sales_cdc": ["contracts/*.yaml", "expectations/great_expectations.yml",
+                                "expectations/expectations/*.json"],
+                  "sales_cdc_local": ["fixtures/cdc/*.jsonl", "fixtures/expected/*.jsonl"]},
     extras_require={} if JOB_ONLY else {"local": LOCAL_REQUIRES, "dev": DEV_REQUIRES},
     entry_points={} if JOB_ONLY else {"console_scripts": ["sales-cdc=sales_cdc_local.cli:main"]},
 )

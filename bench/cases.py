@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from sales_cdc import schema as S
-from sales_cdc.config import DocsConfig, DqConfig, LakeConfig
+from sales_cdc.config import DEFAULT_EXPECTATIONS, DocsConfig, DqConfig, LakeConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.decode import decode_batch, decode_flagged, decode_pipe_records, split_decoded
 from sales_cdc.lake import Lake
@@ -201,7 +201,7 @@ def udf_state_rows(df: DataFrame) -> DataFrame:
 class Bench:
     def __init__(self, spark: SparkSession, pg_url: str, workdir: Path):
         self.spark, self.pg_url, self.workdir = spark, pg_url, workdir
-        self.quality = DataQuality(DqConfig(expectations_dir=REPO / "expectations",
+        self.quality = DataQuality(DqConfig(expectations_dir=DEFAULT_EXPECTATIONS,
                                             docs=DocsConfig(str(workdir / "docs"))), ORDERS, "bench")
         self.batch_ids = itertools.count()  # a new id per run, as a stream's batches have (a new constant in plans)
 
@@ -230,7 +230,7 @@ class Bench:
         batch's Data Docs pages (Jinja templates compiled once per process)."""
         entity = replace(ORDERS, name=f"orders_{uuid.uuid4().hex[:8]}")  # an entity this process has not seen
         decode = [timed(lambda: decode_pipe_records(df, entity)) for _ in range(3)]
-        quality = DataQuality(DqConfig(expectations_dir=REPO / "expectations",
+        quality = DataQuality(DqConfig(expectations_dir=DEFAULT_EXPECTATIONS,
                                        docs=DocsConfig(str(self.workdir / f"docs-{uuid.uuid4().hex[:8]}"))),
                               ORDERS, "bench-docs")
         state = state_rows(df).localCheckpoint()

@@ -14,9 +14,9 @@ import psycopg
 from botocore.config import Config
 from pyspark.sql import SparkSession
 
-from bench.cases import ORDERS, REPO, TABLE_NAME
+from bench.cases import ORDERS, TABLE_NAME
 from sales_cdc import schema as S
-from sales_cdc.config import DqConfig, LakeConfig
+from sales_cdc.config import DEFAULT_EXPECTATIONS, DqConfig, LakeConfig
 from sales_cdc.sql import Dialect, MergeSql, quote
 from sales_cdc_local import generator as G
 
@@ -303,7 +303,7 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
         started = time.monotonic()
         sinks = SinkConfig(WarehouseConfig(db_schema=db_schema),
                            LakeConfig("s3://fresh-lake/lake", moto_storage_options(source.s3.endpoint)))
-        config = JobConfig(ORDERS, "bench-freshness", sinks, DqConfig(expectations_dir=REPO / "expectations"))
+        config = JobConfig(ORDERS, "bench-freshness", sinks, DqConfig(expectations_dir=DEFAULT_EXPECTATIONS))
         stream = StreamConfig(KinesisConfig(endpoint_url=source.kinesis.endpoint, max_records_per_shard=50_000),
                               workdir / "fresh-checkpoint", available_now=False, trigger_interval="1 second")
         deadline = time.monotonic() + warmup + seconds + 120

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from sales_cdc import schema as S
+from sales_cdc.config import DEFAULT_EXPECTATIONS
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract, parse_contract
 from sales_cdc_local.records import stream_record, to_json_line
 
@@ -148,7 +149,7 @@ def remove(orderid, seq, **kw):
     return stream_record("REMOVE", seq, key=orderid, old=order(orderid, **kw), entity=ORDERS)
 
 
-EXPECTATIONS = REPO / "expectations"
+EXPECTATIONS = DEFAULT_EXPECTATIONS
 
 
 def copy_project(tmp_path: Path) -> Path:

@@ -10,18 +10,19 @@ import pytest
 import yaml
 
 from sales_cdc import schema as S
-from sales_cdc.config import DqConfig
+from sales_cdc.config import DEFAULT_EXPECTATIONS, DqConfig
 from sales_cdc.contract import DEFAULT_CONTRACT, ContractError, load_contract
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality, load_suites
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.cli import main
+from sales_cdc_local.parser import DEFAULT_FIXTURES
 from sales_cdc_local.records import stream_record
 from tests.helpers import ORDERS, source_rows
 
 REPO = Path(__file__).parent.parent
-EXPECTATIONS = REPO / "expectations"
+EXPECTATIONS = DEFAULT_EXPECTATIONS
 TUTORIAL_PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Charger"]
 
 
@@ -111,7 +112,7 @@ def test_tutorial_shaped_items_land_with_the_default_settings(spark, pg_url, db_
 
 def test_contract_infer_from_payload_files_drafts_a_contract_that_checks(fixtures_dir, tmp_path, capsys):
     output = tmp_path / "draft.yaml"
-    assert main(["contract", "infer", "--payloads", str(fixtures_dir / "cdc"), "--entity", "orders",
+    assert main(["contract", "infer", "--payloads", str(DEFAULT_FIXTURES), "--entity", "orders",
                  "--output", str(output)]) == 0
     entity = load_contract(output).entity
     types = {f.name: (f.ddb_type, f.spark_type.simpleString(), f.required) for f in entity.fields}

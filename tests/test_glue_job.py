@@ -16,6 +16,7 @@ from sales_cdc import glue
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import stage_fixtures
+from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
 from sales_cdc_local.verify import diff_rows, load_expected, read_state
 from tests.helpers import COLUMNS, EXPECTATIONS, ORDERS
 
@@ -76,7 +77,7 @@ def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema
         s3.upload_file(str(suite), "glue-artifacts", f"expectations/expectations/{suite.name}")
     s3.upload_file(str(DEFAULT_CONTRACT), "glue-artifacts", "contracts/contract.yaml")  # what the deploy uploads
 
-    stage_fixtures(fixtures_dir / "cdc", tmp_path / "kinesis")  # what the stubbed native source reads
+    stage_fixtures(DEFAULT_FIXTURES, tmp_path / "kinesis")  # what the stubbed native source reads
     monkeypatch.setenv("GLUE_STUB_KINESIS_DIR", str(tmp_path / "kinesis"))
     monkeypatch.syspath_prepend(str(STUB))
     argv = ["glue_job.py", "--JOB_NAME", "sales-cdc-glue", "--stream_arn", STREAM_ARN,
@@ -92,7 +93,7 @@ def test_glue_entry_script_runs_the_same_pipeline(spark, moto, pg_url, db_schema
     calls = sys.modules["awsglue"].CALLS  # the stub the script imported
 
     actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
+    assert diff_rows(actual, load_expected(DEFAULT_EXPECTED), ("orderid",)) == []
     [source_call] = [c for c in calls if c[0] == "create_data_frame.from_options"]
     assert source_call[1] == "kinesis"
     assert source_call[2] == glue.kinesis_connection_options({**glue.DEFAULTS, "stream_arn": STREAM_ARN})

@@ -21,6 +21,7 @@ from sales_cdc.pipeline import BatchHandler
 from sales_cdc.sources.files import file_stream
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import main, stage_fixtures
+from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
 from sales_cdc_local.verify import diff_rows, load_expected, read_state
 from tests.helpers import COLUMNS, ORDERS, ORDERS_CONTRACT
 
@@ -48,10 +49,10 @@ def without_loaded_at(rows: list[tuple]) -> list[tuple]:
 
 
 def test_fixtures_end_to_end_equal_the_expected_state(spark, pg_url, db_schema, tmp_path, fixtures_dir):
-    stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
+    stage_fixtures(DEFAULT_FIXTURES, tmp_path / "inbox")
     summary = run_stream(spark, config_for(db_schema, DqConfig()), stream_for(tmp_path), pg_url)
     actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
+    assert diff_rows(actual, load_expected(DEFAULT_EXPECTED), ("orderid",)) == []
     totals = summary.totals()
     assert totals["batches"] == 6
     assert totals["events quarantined (decode)"] == 6
@@ -63,13 +64,13 @@ def test_fixtures_end_to_end_equal_the_expected_state(spark, pg_url, db_schema, 
 def test_restart_after_a_crash_mid_way_gives_the_same_table_as_one_run(spark, pg_url, tmp_path, fixtures_dir):
     # reference: one uninterrupted run
     one_run_schema = "t_job_one_run"
-    stage_fixtures(fixtures_dir / "cdc", tmp_path / "one" / "inbox")
+    stage_fixtures(DEFAULT_FIXTURES, tmp_path / "one" / "inbox")
     run_stream(spark, config_for(one_run_schema), stream_for(tmp_path / "one"), pg_url)
 
     # crash: batch 2 is merged into the warehouse, then the process dies before Spark commits the batch
     schema = "t_job_crash"
     config, stream = config_for(schema), stream_for(tmp_path / "crash")
-    files = sorted((fixtures_dir / "cdc").glob("*.jsonl"))
+    files = sorted((DEFAULT_FIXTURES).glob("*.jsonl"))
     warehouse = postgres_warehouse(pg_url, config)
     handler = BatchHandler(warehouse=warehouse)
 
@@ -78,7 +79,7 @@ def test_restart_after_a_crash_mid_way_gives_the_same_table_as_one_run(spark, pg
         if batch_id == 2:
             raise RuntimeError("simulated crash after the warehouse commit")
 
-    stage_fixtures(fixtures_dir / "cdc", stream.source.directory)
+    stage_fixtures(DEFAULT_FIXTURES, stream.source.directory)
     query = start_query(file_stream(spark, str(stream.source.directory), 1), crash_after_commit, stream)
     with pytest.raises(StreamingQueryException, match="simulated crash"):
         query.awaitTermination()
@@ -104,7 +105,7 @@ def test_demo_command_verifies_the_fixtures(pg_url, db_schema, tmp_path, capsys)
 
 
 def test_spark_submit_runs_the_local_entry_point(pg_url, db_schema, tmp_path, fixtures_dir):
-    stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
+    stage_fixtures(DEFAULT_FIXTURES, tmp_path / "inbox")
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     completed = subprocess.run(
@@ -115,7 +116,7 @@ def test_spark_submit_runs_the_local_entry_point(pg_url, db_schema, tmp_path, fi
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "rows upserted" in completed.stdout
     actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
+    assert diff_rows(actual, load_expected(DEFAULT_EXPECTED), ("orderid",)) == []
 
 
 def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schema, tmp_path):
@@ -174,7 +175,7 @@ def test_a_deleted_checkpoint_and_a_rerun_write_nothing_twice_in_any_layer(spark
         return {"warehouse": [r[:-2] for r in full_table(pg_url, schema)], "warehouse quarantine": quarantined,
                 **{uri: rows(uri) for uri in (lake.raw_uri, lake.silver_uri, lake.quarantine_uri)}}
 
-    stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
+    stage_fixtures(DEFAULT_FIXTURES, tmp_path / "inbox")
     run_stream(spark, config, stream_for(tmp_path), pg_url)
     once = layers()
     assert once["warehouse quarantine"] == 8 and len(once[lake.raw_uri]) > len(once[lake.silver_uri]) > 0

@@ -14,6 +14,7 @@ from sales_cdc.lake.parquet import BATCH_PARTITION, latest_silver_path, silver_c
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
 from sales_cdc_local.records import to_json_line
 from tests.helpers import ORDERS, insert, modify, remove, source_rows
 
@@ -122,7 +123,7 @@ def test_parquet_needs_a_filesystem_spark_knows(spark):
 def test_run_command_writes_parquet_layers(pg_url, db_schema, tmp_path, fixtures_dir):
     from sales_cdc_local.cli import main, stage_fixtures
 
-    stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
+    stage_fixtures(DEFAULT_FIXTURES, tmp_path / "inbox")
     lake = tmp_path / "lake"
     assert main(["run", "--source-dir", str(tmp_path / "inbox"), "--checkpoint-dir", str(tmp_path / "checkpoint"),
                  "--warehouse-url", pg_url, "--db-schema", db_schema, "--lake-root", str(lake), "--no-dq",
@@ -134,4 +135,4 @@ def test_run_command_writes_parquet_layers(pg_url, db_schema, tmp_path, fixtures
 
     state = pq.read_table(json.loads(commit.read_text())["state_path"])
     assert sorted(state.column("orderid").to_pylist()) == sorted(
-        json.loads(line)["orderid"] for line in (fixtures_dir / "expected" / "orders.jsonl").read_text().splitlines())
+        json.loads(line)["orderid"] for line in DEFAULT_EXPECTED.read_text().splitlines())

@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import sysconfig
 import zipfile
+from importlib.metadata import version
+from pathlib import Path
 
-from sales_cdc_local.deploy import build_wheel
+import pytest
+
+from sales_cdc_local.deploy import REPO, build_wheel
 
 HARNESS_ONLY = ("sales_cdc_local", "rich", "faker", "pgserver", "moto")
 
@@ -46,3 +51,42 @@ def test_the_job_imports_nothing_of_the_harness():
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("imported")
+
+
+INSTALLED = """
+import sales_cdc, sales_cdc_local
+print(sales_cdc.__file__)
+print(sales_cdc_local.__file__)
+"""
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_runs_from_an_empty_folder(tmp_path, pg_url):
+    """The wheel a user installs (the local extra's, not the editable checkout) finds its suites, its contract and
+    the fixtures from any folder: `--help`, `--version` and the offline demo from an empty one."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    # the dependencies are this environment's (no download); the project itself only from the wheel
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    wheel = next((tmp_path / "dist").glob("sales_cdc-*.whl"))
+    subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, timeout=300)
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+
+    def sales_cdc(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(venv / "bin" / "sales-cdc"), *args], cwd=empty, capture_output=True, text=True,
+                              timeout=900, check=False)
+
+    where = subprocess.run([str(python), "-c", INSTALLED], cwd=empty, capture_output=True, text=True, check=True)
+    assert all(line.startswith(site) for line in where.stdout.split()), where.stdout  # not the checkout's
+    assert sales_cdc("--help").returncode == 0
+    assert sales_cdc("--version").stdout.strip() == f"sales-cdc {version('sales-cdc')}"
+    demo = sales_cdc("demo-fixtures", "--warehouse-url", pg_url, "--db-schema", "installed")
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "OK" in demo.stdout and "Traceback" not in demo.stdout + demo.stderr
+    assert (empty / ".demo" / "data_docs" / "index.html").exists()

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -27,6 +28,7 @@ from sales_cdc.faults import BATCH_POINTS, ENV
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import stage_fixtures
 from sales_cdc_local.local_aws import create_kinesis_stream
+from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
 from sales_cdc_local.verify import diff_rows, load_expected, read_state
 from tests.helpers import ORDERS, Outage, postgres_socket
 
@@ -40,6 +42,32 @@ def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess
                           env={**os.environ, **(env or {})}, timeout=timeout, check=False)
 
 
+def start_cli(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """The command in a process group of its own, as a terminal starts it (``interrupt`` then reaches all of it)."""
+    return subprocess.Popen([sys.executable, "-m", "sales_cdc_local.cli", *args], text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def interrupt(process: subprocess.Popen, signum: int = signal.SIGINT) -> str:
+    """Ctrl-C as a terminal sends it (SIGINT to the whole process group), or SIGTERM to the process alone; the
+    command's output once it has stopped."""
+    if signum == signal.SIGINT:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
+    try:
+        return process.communicate(timeout=300)[0]
+    finally:
+        process.kill()
+
+
+def assert_stopped_cleanly(process: subprocess.Popen, output: str) -> None:
+    """Exit 130, the run's summary, one line saying so, no traceback."""
+    assert process.returncode == 130, output[-3000:]
+    assert "run summary" in output and "stopped on request" in output, output[-3000:]
+    assert_clean(output)
+
+
 def assert_clean(output: str) -> None:
     noisy = [line for line in output.splitlines() if any(n in line for n in NOISE)]
     assert noisy == [], "\n".join(noisy[:10])
@@ -51,7 +79,7 @@ class Run:
     def __init__(self, tmp_path: Path, fixtures_dir: Path, url: str, schema: str, dq: bool = True,
                  lake: tuple[str, ...] = ()):
         self.tmp, self.fixtures, self.url, self.schema = tmp_path, fixtures_dir, url, schema
-        stage_fixtures(fixtures_dir / "cdc", tmp_path / "inbox")
+        stage_fixtures(DEFAULT_FIXTURES, tmp_path / "inbox")
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         self.args = ["run", "--source-dir", str(tmp_path / "inbox"), "--checkpoint-dir", str(tmp_path / "ck"),
@@ -62,8 +90,7 @@ class Run:
         self.sql = MergeSql(Dialect.POSTGRES, db_schema=schema, entity=ORDERS)
 
     def start(self, *extra: str, env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "sales_cdc_local.cli", *self.args, *extra], text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        return start_cli(*self.args, *extra, env=env)
 
     def __call__(self, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
         return cli(*self.args, *extra, env=env)
@@ -78,12 +105,12 @@ class Run:
     def assert_converged(self) -> None:
         """The state one clean run gives: warehouse == expected, silver == warehouse, raw once per record."""
         actual = read_state(self.url, self.sql, COLUMNS)
-        assert diff_rows(actual, load_expected(self.fixtures / "expected" / "orders.jsonl"), ("orderid",)) == []
+        assert diff_rows(actual, load_expected(DEFAULT_EXPECTED), ("orderid",)) == []
         silver = DeltaTable(str(self.tmp / "lake" / "silver" / "orders")).to_pyarrow_table().to_pylist()
         assert {(r["orderid"], r[S.CDC_SEQUENCE]) for r in silver} == {(r["orderid"], r[S.CDC_SEQUENCE])
                                                                        for r in actual}
         raw = DeltaTable(str(self.tmp / "lake" / "raw" / "orders_events")).to_pyarrow_table(columns=[S.PAYLOAD])
-        lines = [line for f in sorted((self.fixtures / "cdc").glob("*.jsonl"))
+        lines = [line for f in sorted(DEFAULT_FIXTURES.glob("*.jsonl"))
                  for line in f.read_text().splitlines() if line.strip()]
         assert sorted(raw[S.PAYLOAD].to_pylist()) == sorted(set(lines))  # a redelivered record is the same record
         with psycopg.connect(self.url) as conn:
@@ -126,19 +153,16 @@ def test_an_unknown_crash_point_is_refused(tmp_path, fixtures_dir, pg_url):
     assert refused.returncode == 1 and "is not a crash point" in refused.stdout
 
 
-def test_sigterm_stops_between_batches_without_a_stack_trace_and_the_restart_converges(tmp_path, fixtures_dir,
-                                                                                        pg_url):
-    run = Run(tmp_path, fixtures_dir, pg_url, "sigterm")
-    process = run.start()
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_stop_signal_stops_between_batches_without_a_stack_trace_and_the_restart_converges(
+        tmp_path, fixtures_dir, pg_url, signum):
+    run = Run(tmp_path, fixtures_dir, pg_url, f"stop_{signum}")
+    process = run.start("--continuous", "--trigger-interval", "1 second")
     try:
         wait_until(lambda: run.committed_batches() >= 1, what="the first batch")
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=300)
     finally:
-        process.kill()
-    assert process.returncode == 130, output[-3000:]
-    assert "stopped cleanly" in output
-    assert_clean(output)
+        output = interrupt(process, signum)
+    assert_stopped_cleanly(process, output)
     assert run.committed_batches() < 6
     finished = run()
     assert finished.returncode == 0, finished.stdout[-3000:]
@@ -182,7 +206,7 @@ def test_a_lake_outage_on_s3_is_retried_then_reported_in_one_line_and_the_restar
     assert finished.returncode == 0, finished.stdout[-3000:]
     assert run.committed_batches() == 6
     actual = read_state(run.url, run.sql, COLUMNS)
-    assert diff_rows(actual, load_expected(fixtures_dir / "expected" / "orders.jsonl"), ("orderid",)) == []
+    assert diff_rows(actual, load_expected(DEFAULT_EXPECTED), ("orderid",)) == []
     storage = {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
                "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true"}
     silver = DeltaTable(f"s3://{bucket}/lake/silver/orders", storage_options=storage).to_pyarrow_table().to_pylist()
@@ -194,7 +218,7 @@ def test_a_kinesis_outage_stops_the_job_in_one_line_and_the_restart_resumes(tmp_
     line and exit 1; the restart resumes from the checkpoint's shard positions and loses nothing."""
     stream = f"outage-{uuid.uuid4().hex[:8]}"
     create_kinesis_stream(moto.client("kinesis"), stream, shards=1)
-    lines = [line for f in sorted((fixtures_dir / "cdc").glob("*.jsonl"))
+    lines = [line for f in sorted((DEFAULT_FIXTURES).glob("*.jsonl"))
              for line in f.read_text().splitlines() if line.strip()]
     half = len(lines) // 2
 
@@ -209,11 +233,7 @@ def test_a_kinesis_outage_stops_the_job_in_one_line_and_the_restart_resumes(tmp_
             "--checkpoint-dir", str(tmp_path / "ck"), "--warehouse-url", pg_url, "--db-schema", "kinesis_outage",
             "--no-dq", "--trigger-interval", "1 second", "--job-name", "kinesis-outage"]
 
-    def start() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "sales_cdc_local.cli", *args], text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-
-    process = start()
+    process = start_cli(*args)
     wait_until(lambda: run.committed_batches() >= 1, what="the first batch")
     proxy.down()
     output, _ = process.communicate(timeout=300)
@@ -222,16 +242,14 @@ def test_a_kinesis_outage_stops_the_job_in_one_line_and_the_restart_resumes(tmp_
     assert len([line for line in output.splitlines() if line.startswith("error:")]) == 1, output[-3000:]
     assert_clean(output)
     put(lines[half:])
-    process = start()
-    expected = load_expected(fixtures_dir / "expected" / "orders.jsonl")
+    process = start_cli(*args)
+    expected = load_expected(DEFAULT_EXPECTED)
     try:
         wait_until(lambda: diff_rows(read_state(pg_url, run.sql, COLUMNS), expected, ("orderid",)) == [],
                    what="the warehouse to hold every record")
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=300)
-    assert process.returncode == 130, output[-3000:]
-    assert_clean(output)
+        output = interrupt(process)  # Ctrl-C: the Python workers reading Kinesis are spared it
+    assert_stopped_cleanly(process, output)
 
 
 @pytest.mark.parametrize("problem", ["source is a file", "checkpoint parent missing", "warehouse unreachable"])
@@ -260,3 +278,26 @@ def test_a_successful_fixture_demo_prints_no_stack_trace_and_no_error_line(tmp_p
                "--db-schema", "clean_demo")
     assert demo.returncode == 0, demo.stdout[-3000:]
     assert_clean(demo.stdout + demo.stderr)
+
+
+def test_ctrl_c_stops_the_demo_after_the_batch_in_progress(tmp_path, pg_url):
+    """The whole source side (moto, the pipe emulator, Spark's Kinesis readers) under one Ctrl-C: the batch in
+    progress finishes, the summary is printed, the services stop, no traceback."""
+    process = start_cli("demo", "--count", "400", "--work-dir", str(tmp_path / "demo"), "--warehouse-url", pg_url,
+                        "--db-schema", "demo_interrupted")
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:  # as it comes: the test waits for a line before it interrupts
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("streaming job running" in line for line in lines), what="the streaming job")
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=300)
+    finally:
+        process.kill()
+    reader.join(timeout=10)
+    assert_stopped_cleanly(process, "".join(lines))

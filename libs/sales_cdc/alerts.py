@@ -57,8 +57,8 @@ class SnsAlerter:
 
 
 class LogAlerter:
-    """No topic configured: alerts go to the job log only."""
+    """No topic configured: alerts go to the job log only (one line; the JSON log carries the whole message)."""
 
     def send(self, alert: Alert) -> bool:
-        log.warning("ALERT %s: %s", alert.subject(), json.dumps(alert.body(), default=str))
+        log.warning("ALERT %s", alert.subject(), extra={"fields": {"alert": alert.body()}})
         return True

@@ -9,7 +9,8 @@ import os
 import boto3
 from botocore.config import Config
 
-REGION = "us-east-1"
+from .config import REGION
+
 RETRIES = Config(retries={"mode": "standard", "max_attempts": 10}, connect_timeout=5, read_timeout=30)
 
 

@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame
 
 from . import schema as S
 from .aws import aws_client
+from .config import REGION
 from .sources.export import Export, export_records
 from .sources.feeds import Feed, FolderFeed, KinesisFeed
 from .sources.kinesis_put import put_records
@@ -32,7 +33,7 @@ class KinesisTarget:
 
     stream_name: str
     endpoint_url: str | None = None
-    region: str = "us-east-1"
+    region: str = REGION
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ from pathlib import Path
 
 from .schema import EntitySchema, check_identifier
 
+REGION = "us-east-1"  # the default AWS region, wherever one is not given
 FORMATS = ("delta", "parquet")
+# the default suites travel with the package, so the job finds them wherever it is started
+DEFAULT_EXPECTATIONS = Path(__file__).parent / "expectations"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class KinesisConfig:
 
     stream_name: str = "kinesis-for-sales-data"
     endpoint_url: str | None = None  # None: the AWS default endpoint
-    region: str = "us-east-1"
+    region: str = REGION
     starting_position: str = "TRIM_HORIZON"  # TRIM_HORIZON | LATEST | AT_TIMESTAMP
     starting_timestamp: str | None = None
     max_records_per_shard: int = 100_000  # as Glue's own maxFetchRecordsPerShard, which this sets on Glue
@@ -83,7 +86,7 @@ class DocsConfig:
 
     location: str | None = None  # a folder or s3://bucket/prefix; None: no Data Docs site
     endpoint_url: str | None = None  # S3 endpoint for the docs (a moto server locally)
-    region: str = "us-east-1"
+    region: str = REGION
     index_batches: int = 100  # the docs index lists this many latest batches; every page stays
 
     def __post_init__(self) -> None:
@@ -95,7 +98,7 @@ class DocsConfig:
 class DqConfig:
     """Data quality: the GX project, the values its ``$PARAMETER`` placeholders take, the docs site."""
 
-    expectations_dir: Path = Path("expectations")  # a GX project; suites in <dir>/expectations/*.json
+    expectations_dir: Path = DEFAULT_EXPECTATIONS  # a GX project; suites in <dir>/expectations/*.json
     docs: DocsConfig = field(default_factory=DocsConfig)
     # values of the suites' business $PARAMETERs, as (name, text): each overrides the default the suite file
     # gives in meta.parameters; a number is used as a Decimal
@@ -149,7 +152,7 @@ class AlertConfig:
 
     sns_topic_arn: str | None = None
     sns_endpoint_url: str | None = None  # a moto server locally
-    region: str = "us-east-1"
+    region: str = REGION
     quarantine_share: float = 0.05  # alert when more than this share of a batch's events is quarantined
 
     def __post_init__(self) -> None:

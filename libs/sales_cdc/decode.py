@@ -378,5 +378,5 @@ def split_decoded(decoded: DataFrame, batch_id: int, entity: S.EntitySchema) -> 
     reason = F.when(has_errors, F.array_join(S.CDC_ERRORS, "; ")).otherwise(F.concat(
         F.lit("attribute(s) "), F.array_join(F.json_object_keys(S.NEW_PREFIX + S.UNMAPPED), ", "),
         F.lit(" not in the contract (on_new_attribute: quarantine): name them in the contract to load them")))
-    quarantine = to_quarantine_rows(decoded.where(rejected), reason, batch_id, "decode", entity)
+    quarantine = to_quarantine_rows(decoded.where(rejected), reason, batch_id, S.DECODE_STAGE, entity)
     return events, quarantine

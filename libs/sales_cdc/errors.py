@@ -21,6 +21,14 @@ class StopRequested(JobError):
     """A batch refused to start because the job was asked to stop (SIGTERM): nothing of it was written."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """The job was stopped (Ctrl-C, SIGTERM) between two batches: ``summary`` is what it did until then."""
+
+    def __init__(self, summary) -> None:
+        super().__init__()
+        self.summary = summary
+
+
 class SinkUnavailable(JobError):
     """A sink (warehouse, lake, docs site) stayed unreachable for the configured retry time."""
 

@@ -19,8 +19,20 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
-from .config import AlertConfig, DocsConfig, DqConfig, JobConfig, KinesisConfig, LakeConfig, SinkConfig, WarehouseConfig
+from .config import (
+    DEFAULT_EXPECTATIONS,
+    AlertConfig,
+    DocsConfig,
+    DqConfig,
+    JobConfig,
+    KinesisConfig,
+    LakeConfig,
+    SinkConfig,
+    WarehouseConfig,
+)
 from .contract import DEFAULT_CONTRACT, Contract, load_contract
+from .settings import Settings
+from .settings import job_config as settings_job_config
 from .sql import Dialect
 
 log = logging.getLogger(__name__)
@@ -183,24 +195,17 @@ def dq_params(text: str) -> tuple[tuple[str, str], ...]:
 
 
 def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.EntitySchema) -> JobConfig:
-    lake = None
-    if args["lake_root"]:
-        # delta-rs on S3 with one writer (this job); the stream never runs two copies of itself
-        lake = LakeConfig(args["lake_root"], {"AWS_S3_ALLOW_UNSAFE_RENAME": "true"},
-                          raw_format=args["raw_format"], silver_format=args["silver_format"],
-                          quarantine_format=args["quarantine_format"])
-    sinks = SinkConfig(WarehouseConfig(db_schema=args["db_schema"], table=args["table"] or None), lake,
-                       soft_delete=_flag(args["soft_delete"]), retry_seconds=float(args["sink_retry_seconds"]))
-    dq = None
-    if _flag(args["dq"]):
-        dq = DqConfig(expectations_dir=expectations_dir or DqConfig.expectations_dir,
-                      docs=DocsConfig(args["docs_location"] or None, index_batches=int(args["docs_index_batches"])),
-                      params=dq_params(args["dq_params"]), result_format=args["dq_result_format"])
-    topic = args["sns_topic_arn"] or None  # arn:aws:sns:<region>:<account>:<name>: published in its own region
-    alerts = AlertConfig(topic, region=topic.split(":")[3] if topic else AlertConfig.region,
-                         quarantine_share=float(args["alert_quarantine_share"]))
-    return JobConfig(entity, args["JOB_NAME"], sinks, dq, alerts,
-                     contract_source=args["contract_uri"] or "the packaged default contract")
+    """The job's settings from Glue's text arguments (named as :class:`Settings` names them)."""
+    text = {name: args[name] or None for name in ("table", "lake_root", "docs_location", "sns_topic_arn")}
+    settings = Settings.of({
+        **text, "job_name": args["JOB_NAME"],
+        "contract_source": args["contract_uri"] or "the packaged default contract",
+        "db_schema": args["db_schema"], "soft_delete": _flag(args["soft_delete"]), "dq": _flag(args["dq"]),
+        "sink_retry_seconds": float(args["sink_retry_seconds"]), "docs_index_batches": int(args["docs_index_batches"]),
+        **{f"{layer}_format": args[f"{layer}_format"] for layer in ("raw", "silver", "quarantine")},
+        "expectations_dir": expectations_dir or DEFAULT_EXPECTATIONS, "dq_params": dq_params(args["dq_params"]),
+        "dq_result_format": args["dq_result_format"], "alert_quarantine_share": float(args["alert_quarantine_share"])})
+    return settings_job_config(settings, entity)
 
 
 def redshift_warehouse(args: dict[str, str], config: JobConfig, data_api, s3):

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.errors import StreamingQueryException
+from pyspark.java_gateway import launch_gateway
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.streaming import StreamingQuery
 
@@ -22,7 +24,7 @@ from . import faults
 from .alerts import LogAlerter, SnsAlerter
 from .aws import aws_client
 from .config import AlertConfig, FileSource, JobConfig, KinesisConfig, StreamConfig, WarehouseConfig
-from .errors import JobError
+from .errors import Interrupted, JobError
 from .lake import Lake
 from .migration import Migration
 from .pipeline import BatchHandler, HandlerOptions
@@ -51,24 +53,58 @@ def tune_session(spark: SparkSession) -> SparkSession:
 
 
 SPARK_LOG_LEVEL_ENV = "SALES_CDC_SPARK_LOG_LEVEL"
+# A file for the JVM's own output (its start-up lines, Spark's log, the Python workers' stderr); unset: the terminal
+SPARK_OUTPUT_ENV = "SALES_CDC_SPARK_OUTPUT"
 
 
 def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> SparkSession:
     """A local session unless spark-submit already chose a master. Workers use this interpreter."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local runs stay on loopback
-    builder = (SparkSession.builder.appName(app_name)
-               .config("spark.sql.session.timeZone", "UTC")
-               .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
-               .config("spark.ui.enabled", "false")
-               .config("spark.ui.showConsoleProgress", "false")
-               .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true"))
-    if not SparkConf().contains("spark.master"):  # spark-submit --master wins; plain python runs local[2]
-        builder = builder.master(os.environ.get("SALES_CDC_SPARK_MASTER", "local[2]"))
-    spark = tune_session(builder.getOrCreate())
+    conf = SparkConf().setAll([
+        ("spark.app.name", app_name), ("spark.sql.session.timeZone", "UTC"),
+        ("spark.sql.shuffle.partitions", str(shuffle_partitions)), ("spark.ui.enabled", "false"),
+        ("spark.ui.showConsoleProgress", "false"), ("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")])
+    if not conf.contains("spark.master"):  # spark-submit --master wins; plain python runs local[2]
+        conf.setMaster(os.environ.get("SALES_CDC_SPARK_MASTER", "local[2]"))
+    _launch_jvm(conf)
+    spark = tune_session(SparkSession.builder.config(conf=conf).getOrCreate())
     # the CLI sets OFF unless -v: an expected failure reaches the user as one line, not Java's stack frames
     spark.sparkContext.setLogLevel(os.environ.get(SPARK_LOG_LEVEL_ENV, "ERROR"))
+    if signal.getsignal(signal.SIGTERM) is _on_stop_signal:
+        signal.signal(signal.SIGINT, _on_stop_signal)  # pyspark's own Ctrl-C handler replaced ours: ours again
     return spark
+
+
+def _launch_jvm(conf: SparkConf) -> None:
+    """Start Spark's JVM (once per process) in a session of its own: a Ctrl-C at the terminal then reaches this
+    process alone, which stops the query between two batches, and not the Python workers in the middle of a task.
+    Its output goes to the file named by SALES_CDC_SPARK_OUTPUT, when set, from its first line on."""
+    if SparkContext._gateway is not None:  # pyspark's own hook: a gateway its caller started is used as it is
+        return
+    popen: dict = {"start_new_session": True}
+    output = os.environ.get(SPARK_OUTPUT_ENV)
+    if output:
+        popen["stdout"] = popen["stderr"] = open(output, "ab")  # noqa: SIM115 - the JVM keeps it for its lifetime
+    SparkContext._gateway = launch_gateway(conf, popen_kwargs=popen)
+    SparkContext._jvm = SparkContext._gateway.jvm
+
+
+def _on_stop_signal(signum, frame) -> None:
+    """Ctrl-C or SIGTERM: a running query stops after the batch in progress (a second one, or none running:
+    at once)."""
+    if _STOP_REQUESTED.is_set() or not request_stop():
+        raise KeyboardInterrupt
+    log.warning("stopping after the batch in progress (%s again to stop at once)",
+                "Ctrl-C" if signum == signal.SIGINT else "the signal")
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM stop the job cleanly: between two batches, with the run's summary (from the main
+    thread; Spark's session keeps this choice when it starts)."""
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _on_stop_signal)
 
 
 def merge_sql(dialect: Dialect, config: JobConfig) -> MergeSql:
@@ -125,6 +161,7 @@ def check_paths(stream: StreamConfig) -> None:
 # Set by a SIGTERM handler (``request_stop``): the running query stops between two batches.
 _STOP_REQUESTED = threading.Event()
 _AWAITING = threading.Event()  # a query is running in await_query, which watches _STOP_REQUESTED
+_RUNNING = threading.Event()  # run_stream is running: a stop asked while its query starts is kept for it
 _HANDLERS: list[BatchHandler] = []  # of the running query: told to start no further batch
 STOP_GRACE_SECONDS = 120.0  # how long a stop waits for the batch in progress to finish
 
@@ -136,7 +173,7 @@ def request_stop() -> bool:
     _STOP_REQUESTED.set()
     for handler in _HANDLERS:
         handler.stop_requested.set()
-    return _AWAITING.is_set()
+    return _AWAITING.is_set() or _RUNNING.is_set()
 
 
 def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = None, poll_seconds: float = 0.5) -> None:
@@ -208,6 +245,8 @@ def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
             run_query(handler)
         except StreamingQueryException as failed:
             raise handler.cause_of(failed) from None
+        except KeyboardInterrupt:
+            raise Interrupted(handler.summary) from None
         handler.raise_if_halted()
     finally:
         warehouse.close()
@@ -221,18 +260,24 @@ def run_stream(spark: SparkSession, config: JobConfig, stream: StreamConfig, war
     :class:`DataQualityHalt`."""
     faults.check_setting()
     check_paths(stream)
-    warehouse = postgres_warehouse(warehouse_url, config)
 
     def run_query(handler: BatchHandler) -> None:
-        query = start_query(source_stream(spark, stream), handler, stream)
         _HANDLERS.append(handler)
+        if _STOP_REQUESTED.is_set():  # asked before the query started: its first batch refuses to start
+            handler.stop_requested.set()
         try:
-            await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)
-        except KeyboardInterrupt:
-            log.warning("interrupted: stopping the query; the next run resumes from the checkpoint")
-            query.stop()
-            raise
+            query = start_query(source_stream(spark, stream), handler, stream)
+            try:
+                await_query(query, (lambda: stop_when(handler.summary)) if stop_when else None)
+            except KeyboardInterrupt:
+                log.info("interrupted: stopping the query; the next run resumes from the checkpoint")
+                query.stop()
+                raise
         finally:
             _HANDLERS.remove(handler)
 
-    return run_job(spark, config, warehouse, run_query)
+    _RUNNING.set()
+    try:
+        return run_job(spark, config, postgres_warehouse(warehouse_url, config), run_query)
+    finally:
+        _RUNNING.clear()

@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import DecodedBatch, decode_batch, split_decoded
-from .errors import TRANSIENT, SinkUnavailable, StopRequested, first_line
+from .errors import TRANSIENT, Interrupted, SinkUnavailable, StopRequested, first_line
 from .evolution import with_fields
 from .faults import crash_point
 from .lake import Lake, LakeBatch, Rows
@@ -53,6 +53,8 @@ from .warehouse.base import MergeResult, RowsRefused, Warehouse
 Alerter = SnsAlerter | LogAlerter
 
 log = logging.getLogger(__name__)
+PROGRESS_LOGGER = "sales_cdc.progress"  # one line per batch: what the command line shows by default
+progress = logging.getLogger(PROGRESS_LOGGER)
 T = TypeVar("T")
 
 # Spark sets this local property on the thread that runs foreachBatch: the query id stays the same
@@ -144,11 +146,11 @@ class BatchHandler:
 
     def cause_of(self, failed: BaseException) -> BaseException:
         """What to raise for a query that ``failed`` while this handler ran: the halt a batch raised, a stop
-        request (as KeyboardInterrupt), the batch's own error, else ``failed`` itself."""
+        request (as :class:`Interrupted`, with the run's summary), the batch's own error, else ``failed`` itself."""
         if self.halt is not None:
             return self.halt
         if isinstance(self.failure, StopRequested):
-            return KeyboardInterrupt()
+            return Interrupted(self.summary)
         return self.failure if self.failure is not None else failed
 
     def raise_if_halted(self) -> None:
@@ -241,7 +243,7 @@ class BatchHandler:
                                                        self.entity))
         if observed.get["conflicts"]:  # rare: the records are found again, each quarantined once
             conflicts = ranked(batch.events, self.entity.keys).where(CONFLICT).dropDuplicates([S.PAYLOAD])
-            rows = batch.materialized(to_quarantine_rows(conflicts, F.lit(CONFLICT_REASON), batch.id, "decode",
+            rows = batch.materialized(to_quarantine_rows(conflicts, F.lit(CONFLICT_REASON), batch.id, S.DECODE_STAGE,
                                                          self.entity))
             batch.conflicts = rows.count()
             batch.quarantine = batch.quarantine.unionByName(rows)
@@ -346,14 +348,12 @@ class BatchHandler:
                              dq_quarantined=outcome.quarantined_rows if outcome else 0,
                              dq_outcome=outcome.outcome if outcome else "not checked",
                              dq_failed_rules=tuple(outcome.failed_rule_names()) if outcome else (),
+                             dq_warned_rules=tuple(outcome.failed_rule_names(Severity.WARN)) if outcome else (),
                              seconds=batch.clock.seconds, elapsed_seconds=time.perf_counter() - batch.started)
         self.summary.add(result)
         if not merge.replayed:
             self._alert_on_quarantine_share(result, outcome)
-        log.info("batch %s: read=%s valid=%s quarantined=%s upserted=%s deleted=%s stale=%s replayed=%s dq=%s %s",
-                 batch.id, result.events_read, result.events_valid, result.quarantined, merge.upserted_rows,
-                 merge.deleted_rows, merge.stale_rows, merge.replayed, result.dq_outcome,
-                 " ".join(f"{k}={v:.2f}s" for k, v in batch.clock.seconds.items()))
+        progress.info(result.progress_line(), extra={"fields": {"batch": result.fields()}})
         return result
 
     def _halt(self, outcome: DqOutcome, stream_id: str, events_read: int) -> None:

@@ -18,6 +18,7 @@ class BatchResult:
     dq_quarantined: int = 0  # latest-per-key rows rejected by a data-quality rule
     dq_outcome: str = "not checked"  # passed, warned, quarantined, replayed (skipped); a halt raises instead
     dq_failed_rules: tuple[str, ...] = ()
+    dq_warned_rules: tuple[str, ...] = ()  # of those, the warn rules: a batch with warnings, whatever its outcome
     # per stage, for logs and benchmarks; "docs", "lake" and "warehouse" overlap (their wall time is "sinks")
     seconds: dict[str, float] = field(default_factory=dict)
     elapsed_seconds: float = 0.0  # the whole batch, wall time
@@ -25,6 +26,29 @@ class BatchResult:
     @property
     def quarantined(self) -> int:
         return self.events_read - self.events_valid + self.dq_quarantined
+
+    def fields(self) -> dict:
+        """The batch as the metrics and the JSON log carry it."""
+        merge = self.merge
+        return {"batch_id": self.batch_id, "events_read": self.events_read, "replayed": merge.replayed,
+                "quarantined_decode": self.events_read - self.events_valid,
+                "quarantined_data_quality": self.dq_quarantined, "quarantined_warehouse": merge.quarantined_rows,
+                "rows_upserted": merge.upserted_rows, "rows_deleted": merge.deleted_rows,
+                "stale_events": merge.stale_rows, "dq_outcome": self.dq_outcome,
+                "dq_failed_rules": list(self.dq_failed_rules),
+                "seconds": {"batch": round(self.elapsed_seconds, 3),
+                            **{stage: round(s, 3) for stage, s in self.seconds.items()}}}
+
+    def progress_line(self) -> str:
+        """The one line a person reads per batch."""
+        if self.merge.replayed:
+            return f"batch {self.batch_id}: already committed, skipped (a replay)"
+        merge = self.merge
+        stages = ", ".join(f"{stage} {s:.2f}" for stage, s in self.seconds.items())
+        return (f"batch {self.batch_id}: {self.events_read} events, {self.quarantined} quarantined "
+                f"(decode {self.events_read - self.events_valid}, data quality {self.dq_quarantined}), "
+                f"{merge.upserted_rows} upserted, {merge.deleted_rows} deleted, {merge.stale_rows} stale; "
+                f"data quality {self.dq_outcome}; {self.elapsed_seconds:.2f} s ({stages})")
 
 
 @dataclass
@@ -43,7 +67,7 @@ class RunSummary:
             "events read": sum(b.events_read for b in self.batches),
             "events quarantined (decode)": sum(b.events_read - b.events_valid for b in applied),
             "events quarantined (data quality)": sum(b.dq_quarantined for b in applied),
-            "batches with data-quality warnings": sum(b.dq_outcome == "warned" for b in applied),
+            "batches with data-quality warnings": sum(bool(b.dq_warned_rules) for b in applied),
             "events with decode warnings": sum(b.events_with_warnings for b in applied),
             "rows upserted": sum(b.merge.upserted_rows for b in applied),
             "rows deleted": sum(b.merge.deleted_rows for b in applied),

@@ -271,7 +271,11 @@ def quarantine_schema() -> T.StructType:
 
 
 # --- data-quality results history (one row per rule per validated batch) ----------------------------
-DQ_STAGE = "dq"  # quarantine ``stage`` of rows rejected by a data-quality rule
+# The quarantine's ``stage``: where a record was rejected
+DECODE_STAGE = "decode"  # unreadable, or not a valid change of the contract's table
+DQ_STAGE = "dq"  # by a data-quality rule
+WAREHOUSE_STAGE = "warehouse"  # the warehouse refused its state row
+QUARANTINE_STAGES = (DECODE_STAGE, DQ_STAGE, WAREHOUSE_STAGE)
 DQ_RESULT_FIELDS: tuple[Field, ...] = (
     Field("job_name", T.StringType(), nullable=False),
     Field("stream_id", T.StringType(), nullable=False, description="Streaming query id (checkpoint identity)"),

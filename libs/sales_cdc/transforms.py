@@ -126,7 +126,6 @@ def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,
     return to_quarantine_rows(rejected_events, F.col(S.QUARANTINE_REASON), batch_id, stage, entity)
 
 
-WAREHOUSE_STAGE = "warehouse"  # quarantine ``stage`` of state rows the warehouse refused
 
 
 def warehouse_quarantine_rows(events: DataFrame, refused: pa.Table, reasons: dict[int, str], batch_id: int,
@@ -137,4 +136,4 @@ def warehouse_quarantine_rows(events: DataFrame, refused: pa.Table, reasons: dic
     rejected = events.sparkSession.createDataFrame(
         list(zip(refused[S.CDC_EVENT_ID].to_pylist(), why, strict=True)),
         f"{S.CDC_EVENT_ID} string, {S.QUARANTINE_REASON} string")
-    return dq_quarantine_rows(events, rejected, batch_id, entity, WAREHOUSE_STAGE).toArrow()  # cast by the caller
+    return dq_quarantine_rows(events, rejected, batch_id, entity, S.WAREHOUSE_STAGE).toArrow()  # cast by the caller

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import shutil
-import signal
 import sys
-import threading
 import time
 import webbrowser
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -22,21 +20,23 @@ from rich.table import Table
 from sales_cdc import config as C
 from sales_cdc.aws import aws_client, aws_resource
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
-from sales_cdc.errors import JobError, one_line
-from sales_cdc.job import SPARK_LOG_LEVEL_ENV, build_spark, check_paths, merge_sql, request_stop, run_stream
+from sales_cdc.errors import Interrupted, JobError, one_line
+from sales_cdc.job import build_spark, check_paths, merge_sql, run_stream, stop_on_signals
 from sales_cdc.lake import Lake, maintain, moto_storage_options
 from sales_cdc.migration import Migration, preview
 from sales_cdc.quality import DataQualityHalt
 from sales_cdc.quality.gx_runner import DocsSite
 from sales_cdc.results import RunSummary
 from sales_cdc.schema import CDC_SEQUENCE, UNMAPPED
+from sales_cdc.settings import job_config
 from sales_cdc.sql import Dialect
 from sales_cdc.warehouse import PostgresWarehouse
 
 from . import generator as G
-from .demo import DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
+from . import logs
+from .demo import DEMO_JOB_NAME, DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
 from .embedded import warehouse_connection
-from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, alert_config, build_parser, dq_config, dq_params
+from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, build_parser, dq_params, settings
 from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, load_expected, read_state
 
@@ -65,16 +65,7 @@ def _stream_config(args: argparse.Namespace) -> C.StreamConfig:
 
 
 def _job_config(args: argparse.Namespace) -> C.JobConfig:
-    lake = None
-    if args.lake_root:
-        options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-        lake = C.LakeConfig(args.lake_root, options, raw_format=args.raw_format,
-                            silver_format=args.silver_format, quarantine_format=args.quarantine_format)
-    sinks = C.SinkConfig(C.WarehouseConfig(db_schema=args.db_schema, table=args.table), lake,
-                         soft_delete=args.soft_delete, retry_seconds=args.sink_retry_seconds)
-    endpoint, region = args.endpoint_url, args.region
-    return C.JobConfig(load_contract(args.contract).entity, args.job_name, sinks, dq_config(args, endpoint, region),
-                       alert_config(args, endpoint, region), contract_source=str(args.contract))
+    return job_config(settings(args), load_contract(args.contract).entity)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -133,15 +124,10 @@ def _contract_infer(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     """``migrate [--dry-run]``: what the job does at start-up, on its own (docs/schema-evolution.md)."""
     contract = load_contract(args.contract)
-    lake = None
-    if args.lake_root:
-        options = moto_storage_options(args.endpoint_url, args.region) if args.endpoint_url else {}
-        lake = Lake(C.LakeConfig(args.lake_root, options, silver_format=args.silver_format), args.job_name,
-                    contract.entity, args.soft_delete)
+    config = _job_config(args)
+    sinks = config.sinks
+    lake = Lake(sinks.lake, args.job_name, contract.entity, sinks.soft_delete) if sinks.lake else None
     spark = build_spark(args.job_name)
-    config = C.JobConfig(contract.entity, args.job_name,
-                         C.SinkConfig(C.WarehouseConfig(db_schema=args.db_schema, table=args.table),
-                                      soft_delete=args.soft_delete))
     with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
         warehouse = PostgresWarehouse(connection.url, merge_sql(Dialect.POSTGRES, config), args.job_name)
         try:
@@ -163,6 +149,12 @@ def _backfill(args: argparse.Namespace) -> int:
     from .backfill_cli import run_backfill
 
     return run_backfill(args, console)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import run_status
+
+    return run_status(args, console)
 
 
 def _dq_docs(args: argparse.Namespace) -> int:
@@ -206,10 +198,8 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     files = stage_fixtures(args.fixtures, work / "inbox")
     console.print(f"[bold]demo[/]: {len(files)} fixture files from {args.fixtures} -> Spark (local) -> PostgreSQL")
     entity = load_contract(args.contract).entity
-    sinks = C.SinkConfig(C.WarehouseConfig(db_schema=args.db_schema, table=args.table), soft_delete=args.soft_delete)
-    config = C.JobConfig(entity, "sales-cdc-demo", sinks,
-                         C.DqConfig(docs=C.DocsConfig(str(work / "data_docs")), params=dq_params(args)),
-                         contract_source=str(args.contract))
+    config = job_config(replace(settings(args), job_name=DEMO_JOB_NAME, docs_location=str(work / "data_docs")),
+                        entity)
     stream = C.StreamConfig(C.FileSource(work / "inbox", max_files_per_trigger=1), work / "checkpoint")
     started = time.monotonic()
     spark = build_spark(config.job_name, stream.shuffle_partitions)
@@ -318,7 +308,7 @@ def _deploy(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         parameters[key] = value
     wheel = D.build_wheel()
-    region = args.region or "us-east-1"
+    region = args.region or C.REGION
     load_contract(args.contract)  # refused here, before the wheel is uploaded, if the job would refuse it
     outputs = D.deploy(aws_client("cloudformation", region=region), aws_client("s3", region=region), args.stack,
                        parameters, wheel, contract=args.contract)
@@ -328,7 +318,7 @@ def _deploy(args: argparse.Namespace) -> int:
     for key, value in outputs.items():
         console.print(f"{key:<24} {value}")
     if args.start:
-        run_id = aws_client("glue", region=args.region or "us-east-1").start_job_run(JobName=outputs["JobName"])
+        run_id = aws_client("glue", region=args.region or C.REGION).start_job_run(JobName=outputs["JobName"])
         console.print(f"started {outputs['JobName']}: {run_id['JobRunId']}")
     return 0
 
@@ -336,30 +326,19 @@ def _deploy(args: argparse.Namespace) -> int:
 def _teardown(args: argparse.Namespace) -> int:
     from . import deploy as D
 
-    region = args.region or "us-east-1"
+    region = args.region or C.REGION
     emptied = D.teardown(aws_client("cloudformation", region=region), aws_client("s3", region=region), args.stack)
     console.print(f"stack {args.stack} deleted (emptied {', '.join(emptied)}); the table, the lake bucket and the "
                   "Redshift namespace were retained")
     return 0
 
 
-def _terminate(signum, frame) -> None:
-    """SIGTERM: a running query stops between two batches; otherwise the same clean stop as Ctrl-C."""
-    if not request_stop():
-        raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # py4j logs a batch's exception, traceback included, before Spark hands it back to us: the job reports it
-    # itself (one line; the traceback with -v)
-    logging.getLogger("py4j").setLevel(logging.WARNING if args.verbose else logging.CRITICAL)
-    os.environ.setdefault(SPARK_LOG_LEVEL_ENV, "ERROR" if args.verbose else "OFF")
-    commands = {"run": _run, "contract": _contract, "migrate": _migrate, "backfill": _backfill,
+    started = time.monotonic()
+    stop_on_signals()
+    logs.configure(args.verbose, args.quiet, args.log_format)
+    commands = {"run": _run, "status": _status, "contract": _contract, "migrate": _migrate, "backfill": _backfill,
                 "demo": _demo, "demo-fixtures": _demo_fixtures,
                 "generate": _generate, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
                 "deploy": _deploy, "teardown": _teardown}
@@ -368,8 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     except DataQualityHalt as halt:
         console.print(f"[bold red]HALTED[/]: {escape(str(halt))}")
         return 3
-    except KeyboardInterrupt:  # services are stopped by their context managers on the way out
-        console.print("[yellow]interrupted[/]: stopped cleanly; a new run resumes from the checkpoint")
+    except KeyboardInterrupt as stop:  # services are stopped by their context managers on the way out
+        if isinstance(stop, Interrupted):
+            print_summary(stop.summary, time.monotonic() - started)
+        console.print("[yellow]stopped[/] on request: what was committed stays; a new run resumes from the checkpoint",
+                      soft_wrap=True)
         return 130
     except Exception as exc:  # an expected failure is one line; the traceback is for -v
         if args.verbose:

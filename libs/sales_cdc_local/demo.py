@@ -20,8 +20,9 @@ from rich.progress import Progress
 from sales_cdc import config as C
 from sales_cdc.contract import Contract
 from sales_cdc.job import build_spark, merge_sql, run_stream
-from sales_cdc.lake import Lake, moto_storage_options
+from sales_cdc.lake import Lake
 from sales_cdc.results import RunSummary
+from sales_cdc.settings import Settings, job_config
 from sales_cdc.sql import Dialect
 
 from . import generator as G
@@ -39,6 +40,7 @@ from .local_aws import (
 from .verify import diff_rows, read_lake_state, read_state, scan_table, state_from_items
 
 LAKE_BUCKET = "sales-lake"
+DEMO_JOB_NAME = "sales-cdc-demo"
 
 
 @dataclass(frozen=True)
@@ -128,12 +130,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
 
 def _job_config(options: DemoOptions, endpoint: str, topic_arn: str) -> C.JobConfig:
     """The job the demo runs: the lake on moto's S3, alerts to moto's SNS."""
-    lake = C.LakeConfig(f"s3://{LAKE_BUCKET}/lake", moto_storage_options(endpoint))
     warehouse = options.warehouse
-    sinks = C.SinkConfig(C.WarehouseConfig(db_schema=warehouse.db_schema), lake, soft_delete=warehouse.soft_delete)
-    dq = C.DqConfig(docs=C.DocsConfig(str(options.work_dir / "data_docs")), params=options.dq_params)
-    return C.JobConfig(options.contract.entity, "sales-cdc-demo", sinks, dq, C.AlertConfig(topic_arn, endpoint),
-                       contract_source=options.contract.source)
+    settings = Settings(DEMO_JOB_NAME, options.contract.source, warehouse.db_schema, soft_delete=warehouse.soft_delete,
+                        lake_root=f"s3://{LAKE_BUCKET}/lake", docs_location=str(options.work_dir / "data_docs"),
+                        dq_params=options.dq_params, sns_topic_arn=topic_arn, endpoint_url=endpoint)
+    return job_config(settings, options.contract.entity)
 
 
 def _fill(options: DemoOptions, moto: MotoServer, console: Console) -> tuple[str, list[G.Operation]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from botocore.exceptions import ClientError
 
+from sales_cdc import config as C
 from sales_cdc.contract import DEFAULT_CONTRACT, Contract, load_contract
 from sales_cdc.errors import JobError
 
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "infra" / "cloudformation" / "sales-cdc.yaml"
 ENTRY_SCRIPT = REPO / "jobs" / "glue_job.py"
 BACKFILL_SCRIPT = REPO / "jobs" / "glue_backfill.py"
-EXPECTATIONS = REPO / "expectations"
+EXPECTATIONS = C.DEFAULT_EXPECTATIONS
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sales_cdc.errors import JobError
+
 log = logging.getLogger(__name__)
 
+POSTGRES_SCHEMES = ("postgresql", "postgres")
 DEFAULT_DATA_DIR = Path(".demo/postgres")  # the embedded PostgreSQL of `sales-cdc run` without --warehouse-url
 
 
@@ -40,6 +43,11 @@ class WarehouseConnection:
 def warehouse_connection(url: str | None, data_dir: Path = DEFAULT_DATA_DIR):
     """The warehouse at ``url``, or (None) an embedded PostgreSQL started in ``data_dir`` for the duration."""
     if url:
+        scheme = url.partition("://")[0] if "://" in url else None
+        if scheme not in POSTGRES_SCHEMES:  # the URL itself is not repeated: it may hold a password
+            raise JobError(f"--warehouse-url: a {scheme or 'non-URL'} address, where a PostgreSQL URL "
+                           "(postgresql://user@host:5432/db) was expected; locally the warehouse is PostgreSQL "
+                           "(Redshift is reached through the Data API on AWS)")
         yield WarehouseConnection(url, None)
         return
     url, server = start_embedded_postgres(data_dir)

@@ -44,7 +44,8 @@ class MotoServer:
         self.port = self.port or free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sales_cdc_local.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            # a session of its own: a Ctrl-C at the terminal stops the job, which then stops this server
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 from sales_cdc import config as C
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.errors import JobError
+from sales_cdc.settings import Settings
 
 from .embedded import DEFAULT_DATA_DIR
+from .logs import LOG_FORMATS
 
-DEFAULT_FIXTURES = Path("tests/fixtures/cdc")
-DEFAULT_EXPECTED = Path("tests/fixtures/expected/orders.jsonl")
+# the orders table's fixtures travel with the harness: `demo-fixtures` runs from any folder
+FIXTURES = Path(__file__).parent / "fixtures"
+DEFAULT_FIXTURES = FIXTURES / "cdc"
+DEFAULT_EXPECTED = FIXTURES / "expected" / "orders.jsonl"
 
 
 def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +26,9 @@ def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
                         help="PostgreSQL URL (env SALES_CDC_WAREHOUSE_URL); default: an embedded PostgreSQL")
     parser.add_argument("--db-schema", default=C.WarehouseConfig.db_schema,
                         help="warehouse schema (default: %(default)s)")
-    parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity, orders)")
+    parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity name)")
     parser.add_argument("--soft-delete", action="store_true",
-                        help="keep deleted orders with is_deleted/deleted_at instead of removing them")
+                        help="keep deleted items with is_deleted/deleted_at instead of removing them")
 
 
 def _add_contract_arg(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +55,7 @@ def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> N
     group.add_argument("--no-dq", action="store_true", help="skip data-quality validation")
     _add_dq_param_arg(group)
     group.add_argument("--expectations-dir", type=Path, default=C.DqConfig.expectations_dir,
-                       help="GX project with the suites in <dir>/expectations/*.json (default: expectations)")
+                       help="GX project with the suites in <dir>/expectations/*.json (default: the job's own suites)")
     group.add_argument("--docs-location", default=docs_default,
                        help=f"Data Docs site: a folder or s3://bucket/prefix (default: {docs_default})")
     group.add_argument("--docs-index-batches", type=int, default=C.DocsConfig.index_batches,
@@ -64,47 +69,97 @@ def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> N
     group.add_argument("--sns-topic-arn", default=None, help="SNS topic for alerts (default: alerts go to the log)")
 
 
-def dq_config(args: argparse.Namespace, endpoint_url: str | None = None,
-              region: str = "us-east-1") -> C.DqConfig | None:
-    if args.no_dq:
-        return None
-    docs = C.DocsConfig(args.docs_location, endpoint_url, region, index_batches=args.docs_index_batches)
-    return C.DqConfig(expectations_dir=args.expectations_dir, docs=docs, params=dq_params(args),
-                      result_format=args.dq_result_format)
+def settings(args: argparse.Namespace) -> Settings:
+    """The job's settings a command was given (its options are named as the settings are)."""
+    values = {**vars(args), "contract_source": str(args.contract)}
+    if "no_dq" in values:
+        values["dq"] = not args.no_dq
+    if "dq_param" in values:
+        values["dq_params"] = dq_params(args)
+    return Settings.of(values)
 
 
-def alert_config(args: argparse.Namespace, endpoint_url: str | None = None, region: str = "us-east-1") -> C.AlertConfig:
-    return C.AlertConfig(args.sns_topic_arn, endpoint_url, region, quarantine_share=args.alert_quarantine_share)
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default shown, unless its help already speaks of it or it has none worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, [], argparse.SUPPRESS) or not action.option_strings
+                or action.nargs == 0):  # a flag: its default is not to be given
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# Help of the options several commands share, given where a command gives none of its own
+SHARED_HELP = {
+    "--region": "AWS region",
+    "--endpoint-url": "AWS endpoint, e.g. a moto server (default: AWS itself)",
+    "--job-name": "the job's name: its ledger rows, data-quality results and alerts carry it (one per stream and "
+                  "checkpoint)",
+    "--starting-position": "where a new checkpoint starts in the stream: its oldest record, new records only, or "
+                           "--starting-timestamp",
+    "--trigger-interval": "time between micro-batches with --continuous (a Spark interval)",
+    "--max-files-per-trigger": "files the file source takes per micro-batch (default: every new file)",
+    "--count": "operations to generate",
+    "--update-share": "share of the operations that update an existing item",
+    "--delete-share": "share of the operations that delete one",
+    "--seed": "the generator's random seed (the same seed, the same items)",
+    "--records-per-file": "stream records per fixture file",
+    "--kinesis-stream": "the Kinesis stream the records are put on",
+    "--state-file": "the emulator's positions in the table's stream: a restart resumes from them",
+    "--silver-format": "silver layer format",
+    "--stack": "CloudFormation stack name",
+}
+
+
+def _add_output_args(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """The output options, before or after the command (``sales-cdc -v run`` and ``sales-cdc run -v``): the
+    command's copy does not overwrite what was given before it."""
+    given = {} if defaults else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="store_true", **given,
+                        help="log every step, Spark's own output and, on a failure, the traceback")
+    parser.add_argument("-q", "--quiet", action="store_true", **given,
+                        help="no progress line per batch: warnings, errors and the summary only")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, **({"default": "text"} if defaults else given),
+                        help="text for a terminal, json for a log shipper (one JSON object per line)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sales-cdc", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log every batch, Spark's own errors and, on a failure, the traceback")
+    parser = argparse.ArgumentParser(prog="sales-cdc", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('sales-cdc')}")
+    _add_output_args(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
-    _add_demos(sub)
-    _add_contract(sub)
-    _add_migrate(sub)
-    _add_backfill(sub)
-    _add_tools(sub)
-    _add_aws(sub)
+    for add in (_add_run, _add_status, _add_demos, _add_contract, _add_migrate, _add_backfill, _add_tools, _add_aws):
+        add(sub)
+    for command in _commands(sub):
+        command.formatter_class = HelpFormatter
+        _add_output_args(command, defaults=False)
+        for action in command._actions:
+            action.help = action.help or SHARED_HELP.get(next(iter(action.option_strings), ""))
     return parser
+
+
+def _commands(sub) -> list[argparse.ArgumentParser]:
+    """Every command's parser, the nested ones (``contract check``) included."""
+    found = []
+    for command in dict.fromkeys(sub.choices.values()):
+        found.append(command)
+        for action in command._actions:  # argparse keeps a command's own subcommands there only
+            if isinstance(action, argparse._SubParsersAction):
+                found += _commands(action)
+    return found
 
 
 def _add_run(sub) -> None:
     run = sub.add_parser("run", help="run the streaming job (source: a folder of Pipe payload files, or Kinesis)")
-    _add_contract_arg(run)
     source = run.add_mutually_exclusive_group(required=True)
     source.add_argument("--source-dir", type=Path, help="folder of JSON-lines files the file source watches")
     source.add_argument("--kinesis-stream", help="Kinesis stream name (e.g. kinesis-for-sales-data)")
-    run.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server) for the Kinesis source")
-    run.add_argument("--region", default=C.KinesisConfig.region)
     run.add_argument("--starting-position", default=C.KinesisConfig.starting_position,
                      choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])
     run.add_argument("--starting-timestamp", default=None, help="with AT_TIMESTAMP: epoch seconds or ISO-8601")
     run.add_argument("--max-records-per-shard", type=int, default=C.KinesisConfig.max_records_per_shard,
-                     help="Kinesis records per shard per batch (default %(default)s)")
+                     help="Kinesis records per shard per batch")
     run.add_argument("--checkpoint-dir", type=Path, required=True, help="Spark checkpoint folder (resume point)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--once", dest="available_now", action="store_true", default=True,
@@ -113,19 +168,28 @@ def _add_run(sub) -> None:
                       help="keep running, one micro-batch per --trigger-interval, until Ctrl-C")
     run.add_argument("--trigger-interval", default=C.StreamConfig.trigger_interval)
     run.add_argument("--max-files-per-trigger", type=int, default=None)
-    run.add_argument("--job-name", default=C.JobConfig.job_name)
-    run.add_argument("--sink-retry-seconds", type=float, default=C.SinkConfig.retry_seconds,
-                     help="retry an unreachable warehouse or lake this long, with backoff, then stop with an error "
-                          "(default %(default)s)")
-    run.add_argument("--lake-root", default=None,
-                     help="also write the Delta lake here (a folder or s3://bucket/prefix); default: warehouse only")
+    add_job_args(run)
+
+
+def add_job_args(parser: argparse.ArgumentParser) -> None:
+    """What the job writes where, and how it checks it: ``run``'s options beside its source, which a replay of
+    quarantined records takes too (the same sinks, suites and contract as the job's)."""
+    _add_contract_arg(parser)
+    parser.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server) of the Kinesis "
+                                                             "source, the lake on S3 and SNS")
+    parser.add_argument("--region", default=C.KinesisConfig.region)
+    parser.add_argument("--job-name", default=C.JobConfig.job_name)
+    parser.add_argument("--sink-retry-seconds", type=float, default=C.SinkConfig.retry_seconds,
+                        help="retry an unreachable warehouse or lake this long, with backoff, then stop with an error")
+    parser.add_argument("--lake-root", default=None,
+                        help="also write the lake here (a folder or s3://bucket/prefix); default: warehouse only")
     for layer in ("raw", "silver", "quarantine"):
-        run.add_argument(f"--{layer}-format", choices=C.FORMATS, default=getattr(C.LakeConfig, f"{layer}_format"),
-                         help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
-    run.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                     help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
-    _add_warehouse_args(run)
-    _add_dq_args(run, docs_default=".demo/data_docs")
+        parser.add_argument(f"--{layer}-format", choices=C.FORMATS, default=getattr(C.LakeConfig, f"{layer}_format"),
+                            help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
+    parser.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
+    _add_warehouse_args(parser)
+    _add_dq_args(parser, docs_default=".demo/data_docs")
 
 
 def _add_demos(sub) -> None:
@@ -169,7 +233,7 @@ def _add_contract(sub) -> None:
     infer.add_argument("--limit", type=int, default=1000, help="items to sample (default %(default)s)")
     infer.add_argument("--entity", default=None, help="entity name (default: from the table name)")
     infer.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server)")
-    infer.add_argument("--region", default="us-east-1")
+    infer.add_argument("--region", default=C.REGION)
     infer.add_argument("--output", type=Path, default=None, help="write the draft here (default: print it)")
     diff = contract_commands.add_parser("diff", help="what changes from one contract to another, and the statements "
                                                      "each kind of sink would run (docs/schema-evolution.md)")
@@ -218,6 +282,26 @@ def _add_migrate(sub) -> None:
     _add_warehouse_args(migrate)
 
 
+def _add_status(sub) -> None:
+    status = sub.add_parser("status", help="where a job is: its last committed batch, recent batches (counts, "
+                                           "quarantine, data quality) and its lag behind the source; while it runs "
+                                           "or after (docs/operations.md)")
+    _add_contract_arg(status)
+    status.add_argument("--job-name", default=C.JobConfig.job_name)
+    status.add_argument("--batches", type=int, default=10, help="recent batches to show")
+    status.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="the job's checkpoint: with --source-dir or --kinesis-stream, the lag is shown")
+    source = status.add_mutually_exclusive_group()
+    source.add_argument("--source-dir", type=Path, help="the folder the job's file source reads")
+    source.add_argument("--kinesis-stream", help="the Kinesis stream the job reads")
+    status.add_argument("--endpoint-url", default=None)
+    status.add_argument("--region", default=C.KinesisConfig.region)
+    status.add_argument("--json", action="store_true", help="one JSON document (its schema: docs/operations.md)")
+    status.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
+    _add_warehouse_args(status)
+
+
 def _add_tools(sub) -> None:
     docs = sub.add_parser("dq-docs", help="print (or open) the location of the data-quality Data Docs site")
     docs.add_argument("--docs-location", default=".demo/data_docs", help="folder or s3://bucket/prefix")
@@ -238,7 +322,7 @@ def _add_tools(sub) -> None:
     target.add_argument("--fixtures-dir", type=Path, help="write Pipe payload JSON-lines files here instead")
     generate.add_argument("--records-per-file", type=int, default=1000)
     generate.add_argument("--endpoint-url", default=None, help="AWS endpoint, e.g. a moto server")
-    generate.add_argument("--region", default="us-east-1")
+    generate.add_argument("--region", default=C.REGION)
     maintain = sub.add_parser("lake-maintain", help="compact small files and vacuum old ones in the Delta lake")
     maintain.add_argument("--lake-root", required=True, help="folder or s3://bucket/prefix")
     _add_contract_arg(maintain)
@@ -249,7 +333,7 @@ def _add_tools(sub) -> None:
                           help="parquet: prune old silver snapshots instead (starts a local Spark)")
     maintain.add_argument("--keep-snapshots", type=int, default=10, help="Parquet silver snapshots to keep")
     maintain.add_argument("--endpoint-url", default=None, help="S3 endpoint, e.g. a moto server")
-    maintain.add_argument("--region", default="us-east-1")
+    maintain.add_argument("--region", default=C.REGION)
     pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
     _add_contract_arg(pipe)
     pipe.add_argument("--table", default=None, help="the DynamoDB table (default: the contract's)")
@@ -257,7 +341,7 @@ def _add_tools(sub) -> None:
     pipe.add_argument("--state-file", type=Path, default=Path(".demo/pipe-state.json"))
     pipe.add_argument("--idle-seconds", type=float, default=10.0, help="stop after this long without new records")
     pipe.add_argument("--endpoint-url", default=None)
-    pipe.add_argument("--region", default="us-east-1")
+    pipe.add_argument("--region", default=C.REGION)
 
 
 def _add_aws(sub) -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 from deltalake import CommitProperties
 
 from .. import schema as S
-from ..config import LakeConfig
+from ..config import REGION, LakeConfig
 from ..evolution import ChangeKind
 from ..faults import crash_point
 from ..merge_rules import MergeRules
@@ -46,7 +46,7 @@ class LakeResult:
     skipped_tables: tuple[str, ...]  # already committed for this batch (replay)
 
 
-def moto_storage_options(endpoint: str, region: str = "us-east-1") -> dict[str, str]:
+def moto_storage_options(endpoint: str, region: str = REGION) -> dict[str, str]:
     """delta-rs options for a moto S3 server (docs/design.md §3); single writer, so unsafe rename is acceptable."""
     return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region, "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}

@@ -70,8 +70,8 @@ class DqOutcome:
             return "quarantined"
         return "warned" if any(not r.success for r in self.rules) else "passed"
 
-    def failed_rule_names(self) -> list[str]:
-        return [r.rule.name for r in self.rules if not r.success]
+    def failed_rule_names(self, severity: Severity | None = None) -> list[str]:
+        return [r.rule.name for r in self.rules if not r.success and severity in (None, r.rule.severity)]
 
     def docs_url(self) -> str | None:
         """The validation page of the first suite with a failed rule (else of the first suite)."""

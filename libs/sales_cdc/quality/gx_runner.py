@@ -39,6 +39,7 @@ from great_expectations.data_context.types.resource_identifiers import (
 from great_expectations.expectations.row_conditions import deserialize_row_condition
 from pyspark.sql import DataFrame
 
+from ..config import REGION
 from ..faults import crash_point
 from . import gx_spark  # noqa: F401 (registers add_sales_cdc_spark)
 from .docs_site import CachedJinjaIndexPageView, CachedJinjaPageView, RetainingSiteIndexBuilder, class_config
@@ -59,7 +60,7 @@ class DocsSite:
 
     location: str
     endpoint_url: str | None = None  # S3 only: e.g. a moto server
-    region: str = "us-east-1"
+    region: str = REGION
 
     @property
     def is_s3(self) -> bool:

@@ -28,7 +28,7 @@ from pyspark.sql.datasource import DataSource, SimpleDataSourceStreamReader
 from pyspark.sql.types import StructType
 
 from .. import schema as S
-from ..config import KinesisConfig
+from ..config import REGION, KinesisConfig
 
 FORMAT = "sales_cdc_kinesis"
 START = ""  # "seq" of a shard nothing has been read from yet
@@ -59,7 +59,7 @@ class KinesisStreamReader(SimpleDataSourceStreamReader):
             raise ValueError(f"{FORMAT}: option streamName is required")
         self.stream = options["streamName"]
         self.endpoint = options.get("endpointUrl")
-        self.region = options.get("region", "us-east-1")
+        self.region = options.get("region", REGION)
         self.max_per_shard = int(options.get("maxRecordsPerShard", KinesisConfig.max_records_per_shard))
         position = options.get("startingPosition", "TRIM_HORIZON").upper()
         if position not in ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"):

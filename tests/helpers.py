@@ -214,3 +214,12 @@ def read_all(kinesis, stream: str) -> list[dict]:
                 break
             iterator = response.get("NextShardIterator")
     return records
+
+
+def put_fixture_lines(kinesis, stream: str, folder: Path) -> int:
+    """Every line of the folder's fixture files, in name order, as records of a (moto) Kinesis stream."""
+    lines = [line for f in sorted(folder.glob("*.jsonl")) for line in f.read_text().splitlines() if line.strip()]
+    for start in range(0, len(lines), 500):
+        kinesis.put_records(StreamName=stream, Records=[
+            {"Data": line.encode(), "PartitionKey": str(start + i)} for i, line in enumerate(lines[start:start + 500])])
+    return len(lines)

@@ -202,6 +202,19 @@ def await_query(query: StreamingQuery, stop_when: Callable[[], bool] | None = No
             _STOP_REQUESTED.clear()
 
 
+def idle_for(seconds: float) -> Callable[[RunSummary], bool]:
+    """A ``stop_when`` for ``run_stream``: true once no batch has ended for ``seconds``. A Kinesis source has no end
+    of its own: a run of what is there (``--once``) ends when it has been drained that long."""
+    seen = {"batches": -1, "since": time.monotonic()}
+
+    def idle(summary: RunSummary) -> bool:
+        if len(summary.batches) != seen["batches"]:
+            seen.update(batches=len(summary.batches), since=time.monotonic())
+        return time.monotonic() - seen["since"] > seconds
+
+    return idle
+
+
 def alerter_for(alerts: AlertConfig):
     if not alerts.sns_topic_arn:
         return LogAlerter()

@@ -21,7 +21,7 @@ from sales_cdc import config as C
 from sales_cdc.aws import aws_client, aws_resource
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import Interrupted, JobError, one_line
-from sales_cdc.job import build_spark, check_paths, merge_sql, run_stream, stop_on_signals
+from sales_cdc.job import build_spark, check_paths, idle_for, merge_sql, run_stream, stop_on_signals
 from sales_cdc.lake import Lake, maintain, moto_storage_options
 from sales_cdc.migration import Migration, preview
 from sales_cdc.quality import DataQualityHalt
@@ -41,6 +41,7 @@ from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, load_expected, read_state
 
 console = Console()
+ONCE_IDLE_SECONDS = 15.0  # `run --once` on Kinesis: the stream counts as drained after this long without a batch
 def print_summary(summary: RunSummary, seconds: float) -> None:
     table = Table(title=f"sales-cdc run summary ({seconds:.1f} s)")
     table.add_column("metric")
@@ -73,8 +74,10 @@ def _run(args: argparse.Namespace) -> int:
     check_paths(stream)  # before Spark and PostgreSQL start
     started = time.monotonic()
     spark = build_spark(config.job_name, stream.shuffle_partitions)
+    # Kinesis has no end: --once stops once the stream is drained (no batch for a while)
+    drained = idle_for(ONCE_IDLE_SECONDS) if args.kinesis_stream and stream.available_now else None
     with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
-        summary = run_stream(spark, config, stream, connection.url)
+        summary = run_stream(spark, config, stream, connection.url, stop_when=drained)
     print_summary(summary, time.monotonic() - started)
     return 0
 
@@ -155,6 +158,13 @@ def _status(args: argparse.Namespace) -> int:
     from .status import run_status
 
     return run_status(args, console)
+
+
+def _quarantine(args: argparse.Namespace) -> int:
+    from . import quarantine as Q
+
+    commands = {"list": Q.run_list, "show": Q.run_show, "replay": Q.run_replay}
+    return commands[args.quarantine_command](args, console)
 
 
 def _dq_docs(args: argparse.Namespace) -> int:
@@ -338,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     stop_on_signals()
     logs.configure(args.verbose, args.quiet, args.log_format)
-    commands = {"run": _run, "status": _status, "contract": _contract, "migrate": _migrate, "backfill": _backfill,
-                "demo": _demo, "demo-fixtures": _demo_fixtures,
+    commands = {"run": _run, "status": _status, "quarantine": _quarantine, "contract": _contract, "migrate": _migrate,
+                "backfill": _backfill, "demo": _demo, "demo-fixtures": _demo_fixtures,
                 "generate": _generate, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
                 "deploy": _deploy, "teardown": _teardown}
     try:

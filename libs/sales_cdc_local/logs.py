@@ -19,6 +19,7 @@ from sales_cdc.pipeline import PROGRESS_LOGGER
 
 PROJECT_LOGGERS = ("sales_cdc", "sales_cdc_local")
 LOG_FORMATS = ("text", "json")
+HANDLER_NAME = "sales-cdc"
 SPARK_OUTPUT = Path(tempfile.gettempdir()) / "sales-cdc-spark.log"  # Spark's own output when not -v
 
 
@@ -40,8 +41,10 @@ def configure(verbose: bool, quiet: bool, log_format: str = "text") -> None:
     handler.setFormatter(JsonLines() if log_format == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s" if verbose else
                                            "%(message)s"))
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    # ours replaces what an earlier command of the process set (a test's run), and leaves others' handlers alone
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != HANDLER_NAME] + [handler]
     root.setLevel(logging.WARNING)  # libraries (pgserver, py4j, botocore): their warnings only, even with -v
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)

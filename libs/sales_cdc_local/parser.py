@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
 from sales_cdc import config as C
+from sales_cdc import schema as S
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.errors import JobError
 from sales_cdc.settings import Settings
@@ -129,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('sales-cdc')}")
     _add_output_args(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_status, _add_demos, _add_contract, _add_migrate, _add_backfill, _add_tools, _add_aws):
+    for add in (_add_run, _add_status, _add_quarantine, _add_demos, _add_contract, _add_migrate, _add_backfill,
+                _add_tools, _add_aws):
         add(sub)
     for command in _commands(sub):
         command.formatter_class = HelpFormatter
@@ -300,6 +303,34 @@ def _add_status(sub) -> None:
     status.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(status)
+
+
+def _add_quarantine(sub) -> None:
+    quarantine = sub.add_parser("quarantine", help="the records the job set aside: list or show them, or replay them "
+                                                   "through the job once a rule or the contract is fixed "
+                                                   "(docs/operations.md)")
+    commands = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    shown = [commands.add_parser("list", help="one line per quarantined record (newest last)"),
+             commands.add_parser("show", help="the selected records whole, their payloads included, as JSON")]
+    replay = commands.add_parser("replay", help="run the selected records through decode, data quality, the lake and "
+                                                "the warehouse again, with the current contract and suites; give it "
+                                                "the options `run` has; the same replay twice runs once")
+    for command in shown:
+        _add_contract_arg(command)
+        command.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                             help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
+        _add_warehouse_args(command)
+    add_job_args(replay)
+    replay.add_argument("--replay-dir", type=Path, default=Path(".replays"),
+                        help="a folder per replay: the selected payloads and the replay's checkpoint")
+    for command in (*shown, replay):
+        selection = command.add_argument_group("which records (every filter given must hold)")
+        selection.add_argument("--batch", type=int, help="quarantined by this batch")
+        selection.add_argument("--stage", choices=S.QUARANTINE_STAGES, help="rejected at this stage")
+        selection.add_argument("--rule", help="rejected by this data-quality rule (its name, or part of it)")
+        selection.add_argument("--since", type=datetime.fromisoformat, help="quarantined at or after (ISO-8601)")
+        selection.add_argument("--key", help="of the item with this key (as the quarantine shows it)")
+        selection.add_argument("--limit", type=int, help="at most this many records")
 
 
 def _add_tools(sub) -> None:

@@ -11,6 +11,7 @@ quarantine hold a record once however often it comes. The selection's id (the ha
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -102,3 +103,95 @@ def mark_replayed(url: str, sql: MergeSql, replay: str, rows: list[dict]) -> Non
             cursor.executemany(f"INSERT INTO {sql.qualified(REPLAYS_TABLE)} (replay_id, record_id, stage) "
                                "VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
                                [(replay, r[S.RECORD_ID], r["stage"]) for r in rows])
+
+
+# --- the commands -----------------------------------------------------------------------------------------
+REPLAY_SUFFIX = "-replay"  # a replay's job name: its ledger rows and results stay apart from the stream's
+
+
+def _sql(args) -> MergeSql:
+    from sales_cdc.contract import load_contract
+    from sales_cdc.sql import Dialect
+
+    return MergeSql(Dialect.POSTGRES, load_contract(args.contract).entity, db_schema=args.db_schema, table=args.table)
+
+
+def _selection(args) -> Selection:
+    return Selection(args.batch, args.stage, args.rule, args.since, args.key, args.limit)
+
+
+def run_list(args, console) -> int:
+    from rich.table import Table
+
+    from .embedded import warehouse_connection
+
+    with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
+        rows = select(connection.url, _sql(args), _selection(args))
+    table = Table(title=f"{len(rows)} quarantined record(s)")
+    for column in ("quarantined at", "batch", "stage", "key", "reason", "replayed at"):
+        table.add_column(column)
+    for r in rows:
+        replayed = r["replayed_at"].isoformat(timespec="seconds") if r["replayed_at"] else ""
+        table.add_row(r["quarantined_at"].isoformat(timespec="seconds"), str(r[S.CDC_BATCH_ID]), r["stage"],
+                      r["record_key"] or "", r[S.QUARANTINE_REASON], replayed)
+    console.print(table)
+    return 0
+
+
+def run_show(args, console) -> int:
+    from .embedded import warehouse_connection
+
+    with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
+        rows = select(connection.url, _sql(args), _selection(args), (*LISTED, S.CDC_EVENT_ID, S.PAYLOAD))
+    for r in rows:
+        print(json.dumps({**r, S.PAYLOAD: _parsed(r[S.PAYLOAD])}, indent=2, default=str))
+    return 0
+
+
+def _parsed(payload: str | None):
+    try:
+        return json.loads(payload) if payload else payload
+    except ValueError:  # not JSON (a bad record): shown as it is
+        return payload
+
+
+def run_replay(args, console) -> int:
+    """Run the selected records through the job again (see the module's docstring)."""
+    from dataclasses import replace
+
+    from sales_cdc.config import FileSource, StreamConfig
+    from sales_cdc.contract import load_contract
+    from sales_cdc.job import build_spark, merge_sql, run_stream
+    from sales_cdc.settings import job_config
+    from sales_cdc.sql import Dialect
+
+    from .embedded import warehouse_connection
+    from .parser import settings
+
+    config = job_config(settings(args), load_contract(args.contract).entity)
+    config = replace(config, job_name=config.job_name + REPLAY_SUFFIX)
+    sql = merge_sql(Dialect.POSTGRES, config)
+    with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
+        rows = select(connection.url, sql, _selection(args), (*LISTED, S.PAYLOAD))
+        if not rows:
+            console.print("no quarantined record matches: nothing to replay")
+            return 0
+        replay = replay_id(rows)
+        done = replayed_before(connection.url, sql, replay)
+        if done is not None:
+            console.print(f"replay {replay} of these {len(rows)} record(s) ran at {done:%Y-%m-%d %H:%M:%S %Z}: "
+                          "nothing to do (select other records, or fix them first)")
+            return 0
+        work = args.replay_dir / replay
+        written, unreadable = write_payloads(rows, work / "inbox")
+        stream = StreamConfig(FileSource(work / "inbox"), work / "checkpoint")
+        summary = run_stream(build_spark(config.job_name, stream.shuffle_partitions), config, stream, connection.url)
+        mark_replayed(connection.url, sql, replay, rows)
+    totals = summary.totals()
+    again = sum(b.merge.quarantined_rows for b in summary.batches)  # at every stage, the warehouse's included
+    console.print(f"replay {replay}: {written} record(s) replayed, {written - again} now pass "
+                  f"({totals['rows upserted']} upserted, {totals['rows deleted']} deleted, "
+                  f"{totals['stale events ignored (older than stored)']} older than what is stored, so skipped), "
+                  f"{again} quarantined again" + (f"; {unreadable} not replayable (a payload with a line break)"
+                                                  if unreadable else ""), soft_wrap=True)
+    return 0

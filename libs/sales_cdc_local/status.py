@@ -50,6 +50,8 @@ class Status:
 def read_status(url: str, sql: MergeSql, job_name: str, batches: int = 10) -> Status:
     """The job's latest stream (checkpoint) and its ``batches`` latest committed batches."""
     with psycopg.connect(url) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (sql.ledger,)).fetchone()[0] is None:
+            return Status(job_name, None, [])  # the job has not started in this warehouse yet
         latest = conn.execute(f"SELECT stream_id FROM {sql.ledger} WHERE job_name = %s "
                               "ORDER BY committed_at DESC LIMIT 1", (job_name,)).fetchone()
         if latest is None:
@@ -92,7 +94,7 @@ def _committed_batch(checkpoint: Path) -> int | None:
 def file_lag(checkpoint: Path, source_dir: Path) -> dict:
     """Files in the source folder the job has not read yet (the file source's log in the checkpoint)."""
     read: set[str] = set()
-    for log_file in (checkpoint / "sources" / "0").glob("*"):
+    for log_file in (checkpoint / "sources" / "0").glob("[0-9]*"):  # N and N.compact; not the .crc files
         for line in log_file.read_text().splitlines()[1:]:  # the first line is the log's version
             read.add(Path(json.loads(line)["path"].removeprefix("file://")).name)
     waiting = sorted(p for p in source_dir.glob("*") if p.is_file() and p.name not in read)

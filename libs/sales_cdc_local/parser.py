@@ -23,7 +23,7 @@ DEFAULT_FIXTURES = FIXTURES / "cdc"
 DEFAULT_EXPECTED = FIXTURES / "expected" / "orders.jsonl"
 
 
-def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
+def _add_warehouse_args(parser: argparse.ArgumentParser, embedded: bool = True) -> None:
     parser.add_argument("--warehouse-url", default=os.environ.get("SALES_CDC_WAREHOUSE_URL"),
                         help="PostgreSQL URL (env SALES_CDC_WAREHOUSE_URL); default: an embedded PostgreSQL")
     parser.add_argument("--db-schema", default=C.WarehouseConfig.db_schema,
@@ -31,6 +31,9 @@ def _add_warehouse_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity name)")
     parser.add_argument("--soft-delete", action="store_true",
                         help="keep deleted items with is_deleted/deleted_at instead of removing them")
+    if embedded:  # the demos keep theirs in their work folder
+        parser.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                            help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
 
 
 def _add_contract_arg(parser: argparse.ArgumentParser) -> None:
@@ -189,8 +192,6 @@ def add_job_args(parser: argparse.ArgumentParser) -> None:
     for layer in ("raw", "silver", "quarantine"):
         parser.add_argument(f"--{layer}-format", choices=C.FORMATS, default=getattr(C.LakeConfig, f"{layer}_format"),
                             help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
-    parser.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(parser)
     _add_dq_args(parser, docs_default=".demo/data_docs")
 
@@ -210,7 +211,7 @@ def _add_demos(sub) -> None:
     demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     _add_contract_arg(demo)
     _add_dq_param_arg(demo)
-    _add_warehouse_args(demo)
+    _add_warehouse_args(demo, embedded=False)
     fixtures = sub.add_parser("demo-fixtures", help="offline: the checked-in fixtures through the file source, "
                                                     "then compared with their expected state")
     fixtures.add_argument("--fixtures", type=Path, default=None,
@@ -221,7 +222,7 @@ def _add_demos(sub) -> None:
     fixtures.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     _add_contract_arg(fixtures)
     _add_dq_param_arg(fixtures)
-    _add_warehouse_args(fixtures)
+    _add_warehouse_args(fixtures, embedded=False)
 
 
 def _add_contract(sub) -> None:
@@ -280,8 +281,6 @@ def _add_migrate(sub) -> None:
     migrate.add_argument("--endpoint-url", default=None, help="S3 endpoint of the lake (e.g. a moto server)")
     migrate.add_argument("--region", default=C.KinesisConfig.region)
     migrate.add_argument("--job-name", default=C.JobConfig.job_name)
-    migrate.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                         help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(migrate)
 
 
@@ -300,8 +299,6 @@ def _add_status(sub) -> None:
     status.add_argument("--endpoint-url", default=None)
     status.add_argument("--region", default=C.KinesisConfig.region)
     status.add_argument("--json", action="store_true", help="one JSON document (its schema: docs/operations.md)")
-    status.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
     _add_warehouse_args(status)
 
 
@@ -317,8 +314,6 @@ def _add_quarantine(sub) -> None:
                                                 "the options `run` has; the same replay twice runs once")
     for command in shown:
         _add_contract_arg(command)
-        command.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                             help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
         _add_warehouse_args(command)
     add_job_args(replay)
     replay.add_argument("--replay-dir", type=Path, default=Path(".replays"),

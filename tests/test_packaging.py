@@ -3,6 +3,7 @@ local harness (or what only the harness needs)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -66,6 +67,7 @@ def test_a_non_editable_install_runs_from_an_empty_folder(tmp_path, pg_url):
     the fixtures from any folder: `--help`, `--version` and the offline demo from an empty one."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
                    check=True, capture_output=True, timeout=300)
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # what setuptools left: not for the next wheel
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"

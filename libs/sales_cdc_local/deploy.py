@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ def build_wheel(dist: Path = REPO / "dist") -> Path:
     """``pip wheel`` of this project (no dependencies: Glue installs them from PyPI at start-up)."""
     dist.mkdir(parents=True, exist_ok=True)
     before = set(dist.glob("sales_cdc-*.whl"))
+    # setuptools packs whatever its build folder holds: a full wheel built before (the harness's) would leak into it
+    shutil.rmtree(REPO / "build", ignore_errors=True)
     # the job package alone, with the job's requirements (setup.py): Glue never installs the harness
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)], check=True,
                    env={**os.environ, "SALES_CDC_WHEEL": "job"})

@@ -13,7 +13,8 @@ local stream slowed down the longer it ran (at 2,000 records/s, a third of a cor
 sequence numbers are consecutive integers (moto numbers each record ``newest + 1``), so both are
 direct lookups here, with the same answers (tested against moto's own methods).
 
-Run as ``python -m sales_cdc.moto_server [moto_server options]``; local tooling only (never in Glue).
+Run as ``python -m sales_cdc_local.moto_server -H 127.0.0.1 -p 5000`` (moto_server's options); local tooling only
+(never in Glue).
 """
 
 from __future__ import annotations

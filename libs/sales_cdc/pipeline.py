@@ -363,7 +363,7 @@ class BatchHandler:
             self.warehouse.record_dq_results(outcome.history(self.job_name, stream_id))
         except Exception:  # the halt must still stop the job, with its own message
             log.exception("could not record the halted batch's results in the warehouse")
-        failed = [r.rule.name for r in outcome.failed(Severity.HALT)]
+        failed = outcome.failed_rule_names(Severity.HALT)
         self.alerter.send(Alert("halt", self.job_name, outcome.batch_id, f"HALTED by {', '.join(failed)}",
                                 {"events_read": events_read}, outcome.failed_rule_names(),
                                 outcome.docs_url() or self.summary.docs_url))
@@ -379,6 +379,6 @@ class BatchHandler:
         self.alerter.send(Alert(
             "quarantine_share", self.job_name, result.batch_id,
             f"{result.quarantined} of {result.events_read} events quarantined ({share:.1%})",
-            {"events_read": result.events_read, "quarantined_decode": result.events_read - result.events_valid,
+            {"events_read": result.events_read, "quarantined_decode": result.decode_quarantined,
              "quarantined_data_quality": result.dq_quarantined, "rows_upserted": result.merge.upserted_rows},
             list(result.dq_failed_rules), docs or self.summary.docs_url))

@@ -24,15 +24,19 @@ class BatchResult:
     elapsed_seconds: float = 0.0  # the whole batch, wall time
 
     @property
+    def decode_quarantined(self) -> int:
+        return self.events_read - self.events_valid
+
+    @property
     def quarantined(self) -> int:
-        return self.events_read - self.events_valid + self.dq_quarantined
+        return self.decode_quarantined + self.dq_quarantined
 
     def fields(self) -> dict:
         """The batch as the metrics and the JSON log carry it."""
         merge = self.merge
         return {"batch_id": self.batch_id, "events_read": self.events_read, "replayed": merge.replayed,
-                "quarantined_decode": self.events_read - self.events_valid,
-                "quarantined_data_quality": self.dq_quarantined, "quarantined_warehouse": merge.quarantined_rows,
+                "quarantined_decode": self.decode_quarantined, "quarantined_data_quality": self.dq_quarantined,
+                "quarantine_rows": merge.quarantined_rows,  # what the quarantine took, every stage's
                 "rows_upserted": merge.upserted_rows, "rows_deleted": merge.deleted_rows,
                 "stale_events": merge.stale_rows, "dq_outcome": self.dq_outcome,
                 "dq_failed_rules": list(self.dq_failed_rules),
@@ -46,7 +50,7 @@ class BatchResult:
         merge = self.merge
         stages = ", ".join(f"{stage} {s:.2f}" for stage, s in self.seconds.items())
         return (f"batch {self.batch_id}: {self.events_read} events, {self.quarantined} quarantined "
-                f"(decode {self.events_read - self.events_valid}, data quality {self.dq_quarantined}), "
+                f"(decode {self.decode_quarantined}, data quality {self.dq_quarantined}), "
                 f"{merge.upserted_rows} upserted, {merge.deleted_rows} deleted, {merge.stale_rows} stale; "
                 f"data quality {self.dq_outcome}; {self.elapsed_seconds:.2f} s ({stages})")
 
@@ -65,7 +69,7 @@ class RunSummary:
             "batches": len(self.batches),
             "batches replayed (skipped)": len(self.batches) - len(applied),
             "events read": sum(b.events_read for b in self.batches),
-            "events quarantined (decode)": sum(b.events_read - b.events_valid for b in applied),
+            "events quarantined (decode)": sum(b.decode_quarantined for b in applied),
             "events quarantined (data quality)": sum(b.dq_quarantined for b in applied),
             "batches with data-quality warnings": sum(bool(b.dq_warned_rules) for b in applied),
             "events with decode warnings": sum(b.events_with_warnings for b in applied),

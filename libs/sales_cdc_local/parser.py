@@ -10,9 +10,11 @@ from pathlib import Path
 
 from sales_cdc import config as C
 from sales_cdc import schema as S
-from sales_cdc.contract import DEFAULT_CONTRACT
+from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError
-from sales_cdc.settings import Settings
+from sales_cdc.job import merge_sql
+from sales_cdc.settings import Settings, job_config
+from sales_cdc.sql import Dialect, MergeSql
 
 from .embedded import DEFAULT_DATA_DIR
 from .logs import LOG_FORMATS
@@ -82,6 +84,11 @@ def settings(args: argparse.Namespace) -> Settings:
     if "dq_param" in values:
         values["dq_params"] = dq_params(args)
     return Settings.of(values)
+
+
+def warehouse_sql(args: argparse.Namespace) -> MergeSql:
+    """The warehouse's tables a command's options name (contract, schema, table, delete mode), as the job's."""
+    return merge_sql(Dialect.POSTGRES, job_config(settings(args), load_contract(args.contract).entity))
 
 
 class HelpFormatter(argparse.HelpFormatter):

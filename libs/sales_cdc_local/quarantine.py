@@ -21,6 +21,8 @@ import psycopg
 from sales_cdc import schema as S
 from sales_cdc.sql import MergeSql, quote
 
+from .parser import settings, warehouse_sql
+
 REPLAYS_TABLE = "quarantine_replays"
 # A stream record's id is its payload's SHA-256 (transforms.record_id): the same for rows quarantined before the
 # column existed
@@ -109,13 +111,6 @@ def mark_replayed(url: str, sql: MergeSql, replay: str, rows: list[dict]) -> Non
 REPLAY_SUFFIX = "-replay"  # a replay's job name: its ledger rows and results stay apart from the stream's
 
 
-def _sql(args) -> MergeSql:
-    from sales_cdc.contract import load_contract
-    from sales_cdc.sql import Dialect
-
-    return MergeSql(Dialect.POSTGRES, load_contract(args.contract).entity, db_schema=args.db_schema, table=args.table)
-
-
 def _selection(args) -> Selection:
     return Selection(args.batch, args.stage, args.rule, args.since, args.key, args.limit)
 
@@ -126,7 +121,7 @@ def run_list(args, console) -> int:
     from .embedded import warehouse_connection
 
     with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
-        rows = select(connection.url, _sql(args), _selection(args))
+        rows = select(connection.url, warehouse_sql(args), _selection(args))
     table = Table(title=f"{len(rows)} quarantined record(s)")
     for column in ("quarantined at", "batch", "stage", "key", "reason", "replayed at"):
         table.add_column(column)
@@ -142,7 +137,7 @@ def run_show(args, console) -> int:
     from .embedded import warehouse_connection
 
     with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
-        rows = select(connection.url, _sql(args), _selection(args), (*LISTED, S.CDC_EVENT_ID, S.PAYLOAD))
+        rows = select(connection.url, warehouse_sql(args), _selection(args), (*LISTED, S.CDC_EVENT_ID, S.PAYLOAD))
     for r in rows:
         print(json.dumps({**r, S.PAYLOAD: _parsed(r[S.PAYLOAD])}, indent=2, default=str))
     return 0
@@ -161,16 +156,14 @@ def run_replay(args, console) -> int:
 
     from sales_cdc.config import FileSource, StreamConfig
     from sales_cdc.contract import load_contract
-    from sales_cdc.job import build_spark, merge_sql, run_stream
+    from sales_cdc.job import build_spark, run_stream
     from sales_cdc.settings import job_config
-    from sales_cdc.sql import Dialect
 
     from .embedded import warehouse_connection
-    from .parser import settings
 
     config = job_config(settings(args), load_contract(args.contract).entity)
     config = replace(config, job_name=config.job_name + REPLAY_SUFFIX)
-    sql = merge_sql(Dialect.POSTGRES, config)
+    sql = warehouse_sql(args)
     with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
         rows = select(connection.url, sql, _selection(args), (*LISTED, S.PAYLOAD))
         if not rows:

@@ -162,14 +162,11 @@ def _lag_line(lag: dict) -> str:
 
 
 def run_status(args, console) -> int:
-    from sales_cdc.contract import load_contract
-    from sales_cdc.sql import Dialect
-
     from .embedded import warehouse_connection
+    from .parser import warehouse_sql
 
-    sql = MergeSql(Dialect.POSTGRES, load_contract(args.contract).entity, db_schema=args.db_schema, table=args.table)
     with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
-        status = read_status(connection.url, sql, args.job_name, args.batches)
+        status = read_status(connection.url, warehouse_sql(args), args.job_name, args.batches)
     if args.checkpoint_dir and args.source_dir:
         status.lag = file_lag(args.checkpoint_dir, args.source_dir)
     elif args.checkpoint_dir and args.kinesis_stream:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from sales_cdc import glue
+from sales_cdc import metrics as M
 from tests.helpers import MOTO_TYPES, TEMPLATE, without_removed
 
 
@@ -174,3 +175,36 @@ def test_the_backfill_job_s_arguments_are_its_entry_script_s_parameters(template
     assert ours <= {p.name for p in BACKFILL_PARAMS}
     assert {p.name for p in BACKFILL_PARAMS if p.default is None} <= ours
     assert template["Outputs"]["BackfillJobName"] == {"Value": {"Ref": "BackfillJob"}}
+
+
+def _alarm_metrics(alarm: dict) -> list[tuple[str, str]]:
+    """(namespace, metric name) of every metric an alarm reads, alone or in metric math."""
+    props = alarm["Properties"]
+    if "MetricName" in props:
+        return [(props["Namespace"], props["MetricName"])]
+    return [(q["MetricStat"]["Metric"]["Namespace"], q["MetricStat"]["Metric"]["MetricName"])
+            for q in props["Metrics"] if "MetricStat" in q]
+
+
+def test_the_alarms_watch_what_the_job_publishes_and_tell_the_alert_topic(template):
+    alarms = resources(template, "AWS::CloudWatch::Alarm")
+    ours = {metric for alarm in alarms.values() for ns, metric in _alarm_metrics(alarm) if ns == M.NAMESPACE}
+    assert ours <= {m.name for m in M.BATCH_METRICS} | {M.HALTS, M.STAGE_SECONDS}
+    # batch duration, quarantine share, halts, no batch while records arrive, lag
+    assert {"BatchSeconds", "EventsQuarantined", "EventsRead", M.HALTS, "BatchesCommitted", "EventLagSeconds"} <= ours
+    for alarm in alarms.values():
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlertTopic"}], alarm["Properties"]["AlarmDescription"]
+        if any(ns == M.NAMESPACE for ns, _ in _alarm_metrics(alarm)):  # a quiet table alarms on nothing
+            assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
+
+
+def test_the_job_publishes_metrics_to_its_namespace_only(template):
+    (allowed,) = [s for _, s in statements(template) if s["Action"] == "cloudwatch:PutMetricData"]
+    assert M.NAMESPACE in allowed["Condition"]["StringEquals"]["cloudwatch:namespace"]
+
+
+def test_the_dashboard_draws_every_metric_the_job_publishes(template):
+    (dashboard,) = resources(template, "AWS::CloudWatch::Dashboard").values()
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "0", dashboard["Properties"]["DashboardBody"]["Fn::Sub"]))
+    drawn = {tuple(m[:2]) for widget in body["widgets"] for m in widget["properties"]["metrics"]}
+    assert {(M.NAMESPACE, name) for name in [*(m.name for m in M.BATCH_METRICS), M.HALTS, M.STAGE_SECONDS]} <= drawn

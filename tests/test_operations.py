@@ -4,6 +4,7 @@ command line, on the checked-in fixtures (file source) and on Kinesis (moto) wit
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -16,8 +17,9 @@ from sales_cdc.sql import Dialect, MergeSql, quote
 from sales_cdc_local.cli import main, stage_fixtures
 from sales_cdc_local.local_aws import create_kinesis_stream
 from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
+from sales_cdc_local.status import read_status
 from sales_cdc_local.verify import diff_rows, load_expected, read_lake_state, read_state
-from tests.helpers import ORDERS, put_fixture_lines
+from tests.helpers import ORDERS, cloudwatch_sums, put_fixture_lines
 
 pytestmark = pytest.mark.slow
 
@@ -73,12 +75,12 @@ def create_tables(job: Job) -> None:
     assert main(["migrate", *job.sinks]) == 0
 
 
-def run_with_rejects(job: Job, stages: tuple[str, ...] = S.QUARANTINE_STAGES) -> None:
+def run_with_rejects(job: Job, stages: tuple[str, ...] = S.QUARANTINE_STAGES, extra: tuple[str, ...] = ()) -> None:
     """A run where each stage rejects something: decode (the malformed fixtures), data quality (a ceiling too low
     for laptops and phones), the warehouse (a constraint against tablets)."""
     create_tables(job)
     refuse_tablets(job, True)
-    job.run("--dq-param", LOW_CEILING)
+    job.run("--dq-param", LOW_CEILING, *extra)
     assert set(stages) <= set(job.quarantined())
     assert diff_rows(job.state(), load_expected(DEFAULT_EXPECTED), ("orderid",))  # some rows are missing
 
@@ -103,6 +105,18 @@ def replay_each_stage(job: Job, capsys, lake: Lake, old_record: tuple[str, ...] 
     if old_record:  # replayed alone, an old record does not overwrite the newer one the warehouse holds
         assert "1 older than what is stored" in job.replay(capsys, "--stage", S.DQ_STAGE, *old_record)
         assert diff_rows(job.state(), expected, ("orderid",)) == []
+
+
+def assert_metrics_agree_with_the_ledger(job: Job, metrics: dict[str, float]) -> None:
+    """What CloudWatch got from the run is what the warehouse's ledger and quarantine hold."""
+    batches = read_status(job.url, job.sql, "ops", batches=10_000).batches
+    assert metrics["BatchesCommitted"] == len(batches) > 1
+    assert metrics["RowsUpserted"] == sum(b.upserted_rows for b in batches)
+    assert metrics["RowsDeleted"] == sum(b.deleted_rows for b in batches)
+    assert metrics["StaleEvents"] == sum(b.stale_rows for b in batches)
+    assert metrics["QuarantineRows"] == sum(sum(b.quarantined.values()) for b in batches) > 0
+    assert metrics["EventsRead"] >= metrics["EventsQuarantined"] > 0
+    assert metrics["EventLagSeconds"] > 0 and metrics["StageSeconds:decode"] > 0
 
 
 def test_status_and_replay_on_the_file_source(tmp_path, pg_url, db_schema, capsys):
@@ -145,7 +159,10 @@ def test_status_and_replay_on_kinesis_with_the_lake_on_s3(tmp_path, pg_url, db_s
     status = job.status(capsys)
     assert status["last_batch_id"] is None and status["lag"]["max_age_seconds"] >= 0
     assert all(s["next_unread_sequence"] for s in status["lag"]["shards"].values())  # nothing read: behind
-    run_with_rejects(job, stages=(S.DECODE_STAGE, S.DQ_STAGE))  # the batches' cut varies: the tablets' fate too
+    namespace = f"SalesCdcOps{uuid.uuid4().hex[:8]}"
+    # the batches' cut varies: the tablets' fate too
+    run_with_rejects(job, stages=(S.DECODE_STAGE, S.DQ_STAGE), extra=("--metrics-namespace", namespace))
+    assert_metrics_agree_with_the_ledger(job, cloudwatch_sums(moto.client("cloudwatch"), namespace, "ops"))
     status = job.status(capsys)
     assert all(s["next_unread_sequence"] is None for s in status["lag"]["shards"].values())  # caught up
     replay_each_stage(job, capsys, Lake(LakeConfig(lake_root, moto_storage_options(moto.endpoint)), "ops", ORDERS))

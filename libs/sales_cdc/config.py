@@ -161,6 +161,15 @@ class AlertConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Per-batch CloudWatch metrics (``metrics.py``): published to ``namespace``, else none."""
+
+    namespace: str | None = None
+    endpoint_url: str | None = None  # a moto server locally
+    region: str = REGION
+
+
+@dataclass(frozen=True)
 class SinkConfig:
     """Where each batch is written, and how."""
 
@@ -180,6 +189,7 @@ class JobConfig:
     sinks: SinkConfig = field(default_factory=SinkConfig)
     dq: DqConfig | None = field(default_factory=DqConfig)  # None: no data-quality checks
     alerts: AlertConfig = field(default_factory=AlertConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     contract_source: str = ""  # where the contract was read (a file, an s3:// URI): the schema history says so
 
     def __post_init__(self) -> None:

@@ -196,6 +196,7 @@ class DecodedBatch:
     valid: int  # no errors (and, with ``on_new_attribute: quarantine``, no attribute the contract lacks)
     warned: int  # no errors, some warnings
     unmapped: int = 0  # valid, with attributes the contract does not name in the image that becomes the state
+    oldest_event: float | None = None  # the oldest event time read (epoch seconds): how far behind the batch is
 
 
 def _state_unmapped() -> Column:
@@ -231,6 +232,7 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
         F.count_if(flags).alias("flagged"),
         F.count_if(~F.col(HAS_ERRORS) & _state_unmapped().isNotNull()).alias("unmapped"),
         F.count_if(~F.col(HAS_ERRORS) & _unknown_attributes(entity)).alias("unknown"),
+        F.min(F.col(S.CDC_EVENT_TIME).cast("double")).alias("oldest_event"),
     ))
     counts = observed.get
     columns = [f.name for f in S.event_fields(entity)]
@@ -239,7 +241,7 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
         flagged = first.where(flags).select(*[f.name for f in S.SOURCE_FIELDS])
         clean = clean.where(~flags).unionByName(materialize(decode_pipe_records(flagged, entity)))
     return DecodedBatch(clean, counts["read"], counts["valid"] - counts["unknown"], counts["warned"],
-                        counts["unmapped"])
+                        counts["unmapped"], counts["oldest_event"])
 
 
 @functools.lru_cache(maxsize=16)

@@ -31,6 +31,7 @@ from .config import (
     WarehouseConfig,
 )
 from .contract import DEFAULT_CONTRACT, Contract, load_contract
+from .metrics import NAMESPACE as METRICS_NAMESPACE
 from .settings import Settings
 from .settings import job_config as settings_job_config
 from .sql import Dialect
@@ -83,6 +84,8 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("alert_quarantine_share", str(AlertConfig.quarantine_share),
               "alert when a batch quarantines more than this share"),
     GlueParam("sns_topic_arn", "", "SNS topic for alerts; empty: log only"),
+    GlueParam("metrics_namespace", METRICS_NAMESPACE, "CloudWatch namespace of the per-batch metrics (the "
+              "dashboard's and the alarms'); empty: none"),
 )
 
 
@@ -196,7 +199,8 @@ def dq_params(text: str) -> tuple[tuple[str, str], ...]:
 
 def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.EntitySchema) -> JobConfig:
     """The job's settings from Glue's text arguments (named as :class:`Settings` names them)."""
-    text = {name: args[name] or None for name in ("table", "lake_root", "docs_location", "sns_topic_arn")}
+    text = {name: args[name] or None
+            for name in ("table", "lake_root", "docs_location", "sns_topic_arn", "metrics_namespace")}
     settings = Settings.of({
         **text, "job_name": args["JOB_NAME"],
         "contract_source": args["contract_uri"] or "the packaged default contract",

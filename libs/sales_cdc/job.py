@@ -23,9 +23,10 @@ from pyspark.sql.streaming import StreamingQuery
 from . import faults
 from .alerts import LogAlerter, SnsAlerter
 from .aws import aws_client
-from .config import AlertConfig, FileSource, JobConfig, KinesisConfig, StreamConfig, WarehouseConfig
+from .config import AlertConfig, FileSource, JobConfig, KinesisConfig, MetricsConfig, StreamConfig, WarehouseConfig
 from .errors import Interrupted, JobError
 from .lake import Lake
+from .metrics import CloudWatchMetrics, Metrics, NoMetrics
 from .migration import Migration
 from .pipeline import BatchHandler, HandlerOptions
 from .quality import DataQuality
@@ -221,6 +222,13 @@ def alerter_for(alerts: AlertConfig):
     return SnsAlerter(aws_client("sns", endpoint=alerts.sns_endpoint_url, region=alerts.region), alerts.sns_topic_arn)
 
 
+def metrics_for(metrics: MetricsConfig, job_name: str) -> Metrics:
+    if not metrics.namespace:
+        return NoMetrics()
+    cloudwatch = aws_client("cloudwatch", endpoint=metrics.endpoint_url, region=metrics.region)
+    return CloudWatchMetrics(cloudwatch, job_name, metrics.namespace)
+
+
 def migrate(spark: SparkSession, config: JobConfig, warehouse: Warehouse) -> JobConfig:
     """Bring every sink to the contract's columns before the first batch (docs/schema-evolution.md); the config
     with the contract they hold (the file's, plus attributes the job added on its own before)."""
@@ -242,7 +250,8 @@ def batch_handler(config: JobConfig, warehouse: Warehouse) -> BatchHandler:
                              # the share alert belongs to data quality: none without it (the behaviour kept)
                              alert_quarantine_share=config.alerts.quarantine_share if config.dq else 1.0)
     return BatchHandler(warehouse=warehouse, lake=lake, quality=quality,
-                        alerter=alerter_for(config.alerts), options=options)
+                        alerter=alerter_for(config.alerts), metrics=metrics_for(config.metrics, config.job_name),
+                        options=options)
 
 
 def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,

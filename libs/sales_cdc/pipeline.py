@@ -32,6 +32,7 @@ from .evolution import with_fields
 from .faults import crash_point
 from .lake import Lake, LakeBatch, Rows
 from .merge_rules import MergeRules
+from .metrics import Metrics, NoMetrics
 from .migration import Migration
 from .new_attributes import new_fields
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
@@ -104,7 +105,8 @@ class BatchHandler:
     """decode -> quarantine split -> latest per key -> data quality -> lake + warehouse, for one micro-batch."""
 
     def __init__(self, *, warehouse: Warehouse, lake: Lake | None = None, quality: DataQuality | None = None,
-                 alerter: Alerter | None = None, options: HandlerOptions = HandlerOptions()):
+                 alerter: Alerter | None = None, metrics: Metrics | None = None,
+                 options: HandlerOptions = HandlerOptions()):
         if lake is not None and lake.rules != warehouse.rules:
             raise ValueError("the lake and the warehouse were built for different entities or delete modes: "
                              "build both from one JobConfig")
@@ -113,6 +115,7 @@ class BatchHandler:
         self.lake = lake
         self.quality = quality
         self.alerter = alerter if alerter is not None else LogAlerter()
+        self.metrics = metrics if metrics is not None else NoMetrics()
         self.options = options
         self.summary = RunSummary(docs_url=quality.docs_index_url if quality else None)
         self.halt: DataQualityHalt | None = None  # set when a batch halted the job
@@ -349,10 +352,12 @@ class BatchHandler:
                              dq_outcome=outcome.outcome if outcome else "not checked",
                              dq_failed_rules=tuple(outcome.failed_rule_names()) if outcome else (),
                              dq_warned_rules=tuple(outcome.failed_rule_names(Severity.WARN)) if outcome else (),
-                             seconds=batch.clock.seconds, elapsed_seconds=time.perf_counter() - batch.started)
+                             seconds=batch.clock.seconds, elapsed_seconds=time.perf_counter() - batch.started,
+                             lag_seconds=None if decoded.oldest_event is None else time.time() - decoded.oldest_event)
         self.summary.add(result)
         if not merge.replayed:
             self._alert_on_quarantine_share(result, outcome)
+            self.metrics.batch(result)
         progress.info(result.progress_line(), extra={"fields": {"batch": result.fields()}})
         return result
 
@@ -363,6 +368,7 @@ class BatchHandler:
             self.warehouse.record_dq_results(outcome.history(self.job_name, stream_id))
         except Exception:  # the halt must still stop the job, with its own message
             log.exception("could not record the halted batch's results in the warehouse")
+        self.metrics.halt(outcome.batch_id)
         failed = outcome.failed_rule_names(Severity.HALT)
         self.alerter.send(Alert("halt", self.job_name, outcome.batch_id, f"HALTED by {', '.join(failed)}",
                                 {"events_read": events_read}, outcome.failed_rule_names(),

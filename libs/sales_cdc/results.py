@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from .warehouse.base import MergeResult
 
 
+def duration(seconds: float) -> str:
+    """A duration as a person reads it: 4.2 s, 12 min, 5.0 h, 3.1 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.0f} {unit}" if unit == "min" else f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
 @dataclass(frozen=True)
 class BatchResult:
     batch_id: int
@@ -22,6 +30,7 @@ class BatchResult:
     # per stage, for logs and benchmarks; "docs", "lake" and "warehouse" overlap (their wall time is "sinks")
     seconds: dict[str, float] = field(default_factory=dict)
     elapsed_seconds: float = 0.0  # the whole batch, wall time
+    lag_seconds: float | None = None  # the age of its oldest event when the batch committed (None: no event time)
 
     @property
     def decode_quarantined(self) -> int:
@@ -40,6 +49,7 @@ class BatchResult:
                 "rows_upserted": merge.upserted_rows, "rows_deleted": merge.deleted_rows,
                 "stale_events": merge.stale_rows, "dq_outcome": self.dq_outcome,
                 "dq_failed_rules": list(self.dq_failed_rules),
+                "lag_seconds": None if self.lag_seconds is None else round(self.lag_seconds, 3),
                 "seconds": {"batch": round(self.elapsed_seconds, 3),
                             **{stage: round(s, 3) for stage, s in self.seconds.items()}}}
 
@@ -52,7 +62,8 @@ class BatchResult:
         return (f"batch {self.batch_id}: {self.events_read} events, {self.quarantined} quarantined "
                 f"(decode {self.decode_quarantined}, data quality {self.dq_quarantined}), "
                 f"{merge.upserted_rows} upserted, {merge.deleted_rows} deleted, {merge.stale_rows} stale; "
-                f"data quality {self.dq_outcome}; {self.elapsed_seconds:.2f} s ({stages})")
+                f"data quality {self.dq_outcome}; {self.elapsed_seconds:.2f} s ({stages})"
+                + ("" if self.lag_seconds is None else f"; lag {duration(self.lag_seconds)}"))
 
 
 @dataclass

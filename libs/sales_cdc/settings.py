@@ -18,6 +18,7 @@ from .config import (
     DqConfig,
     JobConfig,
     LakeConfig,
+    MetricsConfig,
     SinkConfig,
     WarehouseConfig,
 )
@@ -46,6 +47,7 @@ class Settings:
     dq_result_format: str = DqConfig.result_format
     alert_quarantine_share: float = AlertConfig.quarantine_share
     sns_topic_arn: str | None = None  # None: alerts go to the log
+    metrics_namespace: str | None = None  # None: no CloudWatch metrics
     endpoint_url: str | None = None  # a local AWS (a moto server) for the lake, the docs and the alerts
     region: str = REGION
 
@@ -83,4 +85,5 @@ def job_config(settings: Settings, entity: EntitySchema) -> JobConfig:
     topic = s.sns_topic_arn or None  # arn:aws:sns:<region>:<account>:<name>: published in its own region
     alerts = AlertConfig(topic, s.endpoint_url, topic.split(":")[3] if topic else s.region,
                          quarantine_share=s.alert_quarantine_share)
-    return JobConfig(entity, s.job_name, sinks, dq, alerts, contract_source=s.contract_source)
+    metrics = MetricsConfig(s.metrics_namespace or None, s.endpoint_url, s.region)
+    return JobConfig(entity, s.job_name, sinks, dq, alerts, metrics, contract_source=s.contract_source)

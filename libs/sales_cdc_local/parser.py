@@ -13,6 +13,7 @@ from sales_cdc import schema as S
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import JobError
 from sales_cdc.job import merge_sql
+from sales_cdc.metrics import NAMESPACE
 from sales_cdc.settings import Settings, job_config
 from sales_cdc.sql import Dialect, MergeSql
 
@@ -74,6 +75,9 @@ def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> N
     group.add_argument("--alert-quarantine-share", type=float, default=C.AlertConfig.quarantine_share,
                        help="alert when a batch quarantines more than this share of its events (default 0.05)")
     group.add_argument("--sns-topic-arn", default=None, help="SNS topic for alerts (default: alerts go to the log)")
+    group.add_argument("--metrics-namespace", default=None,
+                       help=f"publish per-batch CloudWatch metrics to this namespace (the template's is "
+                            f"{NAMESPACE}; default: none)")
 
 
 def settings(args: argparse.Namespace) -> Settings:

@@ -104,17 +104,32 @@ def test_demo_command_verifies_the_fixtures(pg_url, db_schema, tmp_path, capsys)
     assert "OK" in out and "events quarantined" in out
 
 
-def test_spark_submit_runs_the_local_entry_point(pg_url, db_schema, tmp_path, fixtures_dir):
+HARNESS_ONLY = ("sales_cdc_local", "rich", "pgserver", "faker", "moto")  # the `local` extra's, not the job's
+BLOCK_HARNESS = f"""
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {HARNESS_ONLY!r}:
+            raise ImportError(f"{{name}} is not installed here: the job package alone")
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def test_spark_submit_runs_the_local_entry_point_with_the_job_package_alone(pg_url, db_schema, tmp_path):
+    """As where only the job package is installed: the local harness and its extra cannot be imported."""
     stage_fixtures(DEFAULT_FIXTURES, tmp_path / "inbox")
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_HARNESS)
     venv_bin = Path(sys.executable).parent
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
     completed = subprocess.run(
         [str(venv_bin / "spark-submit"), "--master", "local[2]", str(REPO / "jobs" / "local_job.py"),
          "run", "--source-dir", str(tmp_path / "inbox"), "--checkpoint-dir", str(tmp_path / "checkpoint"),
          "--warehouse-url", pg_url, "--db-schema", db_schema, "--max-files-per-trigger", "2"],
         capture_output=True, text=True, env=env, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "rows upserted" in completed.stdout
+    assert "rows upserted" in completed.stdout and "Traceback" not in completed.stderr
     actual = read_state(pg_url, MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS), COLUMNS)
     assert diff_rows(actual, load_expected(DEFAULT_EXPECTED), ("orderid",)) == []
 

@@ -9,6 +9,8 @@ import sys
 import time
 import webbrowser
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,10 +20,11 @@ from rich.progress import Progress
 from rich.table import Table
 
 from sales_cdc import config as C
+from sales_cdc import local_job as LJ
 from sales_cdc.aws import aws_client, aws_resource
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import Interrupted, JobError, one_line
-from sales_cdc.job import build_spark, check_paths, idle_for, merge_sql, run_stream, stop_on_signals
+from sales_cdc.job import build_spark, merge_sql, run_stream, stop_on_signals
 from sales_cdc.lake import Lake, maintain, moto_storage_options
 from sales_cdc.migration import Migration, preview
 from sales_cdc.quality import DataQualityHalt
@@ -36,12 +39,11 @@ from . import generator as G
 from . import logs
 from .demo import DEMO_JOB_NAME, DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
 from .embedded import warehouse_connection
-from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, build_parser, dq_params, settings
+from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, build_parser
 from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, load_expected, read_state
 
 console = Console()
-ONCE_IDLE_SECONDS = 15.0  # `run --once` on Kinesis: the stream counts as drained after this long without a batch
 def print_summary(summary: RunSummary, seconds: float) -> None:
     table = Table(title=f"sales-cdc run summary ({seconds:.1f} s)")
     table.add_column("metric")
@@ -53,33 +55,18 @@ def print_summary(summary: RunSummary, seconds: float) -> None:
         console.print(f"data-quality docs: {summary.docs_url}")
 
 
-def _stream_config(args: argparse.Namespace) -> C.StreamConfig:
-    source: C.FileSource | C.KinesisConfig
-    if not args.kinesis_stream:
-        source = C.FileSource(args.source_dir, args.max_files_per_trigger)
-    else:
-        source = C.KinesisConfig(stream_name=args.kinesis_stream, endpoint_url=args.endpoint_url, region=args.region,
-                                 starting_position=args.starting_position, starting_timestamp=args.starting_timestamp,
-                                 max_records_per_shard=args.max_records_per_shard)
-    return C.StreamConfig(source, args.checkpoint_dir, available_now=args.available_now,
-                          trigger_interval=args.trigger_interval)
-
-
-def _job_config(args: argparse.Namespace) -> C.JobConfig:
-    return job_config(settings(args), load_contract(args.contract).entity)
-
-
 def _run(args: argparse.Namespace) -> int:
-    config, stream = _job_config(args), _stream_config(args)
-    check_paths(stream)  # before Spark and PostgreSQL start
     started = time.monotonic()
-    spark = build_spark(config.job_name, stream.shuffle_partitions)
-    # Kinesis has no end: --once stops once the stream is drained (no batch for a while)
-    drained = idle_for(ONCE_IDLE_SECONDS) if args.kinesis_stream and stream.available_now else None
-    with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
-        summary = run_stream(spark, config, stream, connection.url, stop_when=drained)
+    summary = LJ.run(args, _warehouse_url)
     print_summary(summary, time.monotonic() - started)
     return 0
+
+
+@contextmanager
+def _warehouse_url(args: argparse.Namespace) -> Iterator[str]:
+    """The warehouse at --warehouse-url, or an embedded PostgreSQL for the run."""
+    with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:
+        yield connection.url
 
 
 def _contract(args: argparse.Namespace) -> int:
@@ -127,7 +114,7 @@ def _contract_infer(args: argparse.Namespace) -> int:
 def _migrate(args: argparse.Namespace) -> int:
     """``migrate [--dry-run]``: what the job does at start-up, on its own (docs/schema-evolution.md)."""
     contract = load_contract(args.contract)
-    config = _job_config(args)
+    config = LJ.job_config_of(args)
     sinks = config.sinks
     lake = Lake(sinks.lake, args.job_name, contract.entity, sinks.soft_delete) if sinks.lake else None
     spark = build_spark(args.job_name)
@@ -208,7 +195,7 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
     files = stage_fixtures(args.fixtures, work / "inbox")
     console.print(f"[bold]demo[/]: {len(files)} fixture files from {args.fixtures} -> Spark (local) -> PostgreSQL")
     entity = load_contract(args.contract).entity
-    config = job_config(replace(settings(args), job_name=DEMO_JOB_NAME, docs_location=str(work / "data_docs")),
+    config = job_config(replace(LJ.settings(args), job_name=DEMO_JOB_NAME, docs_location=str(work / "data_docs")),
                         entity)
     stream = C.StreamConfig(C.FileSource(work / "inbox", max_files_per_trigger=1), work / "checkpoint")
     started = time.monotonic()
@@ -238,7 +225,7 @@ def _demo(args: argparse.Namespace) -> int:
     workload = Workload(args.count, args.update_share, args.delete_share, args.seed, args.rate, args.preload)
     warehouse = DemoWarehouse(args.warehouse_url, args.db_schema, args.soft_delete)
     options = DemoOptions(load_contract(args.contract), args.work_dir, workload, DemoStream(shards=args.shards),
-                          warehouse, dq_params(args))
+                          warehouse, LJ.dq_params(args))
     result = run_demo(options, console)
     print_summary(result.summary, result.seconds)
     console.print(f"records put on Kinesis: {result.records_on_kinesis}; DynamoDB table: {result.table_rows} items; "

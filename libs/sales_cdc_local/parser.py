@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 
 from sales_cdc import config as C
+from sales_cdc import local_job as LJ
 from sales_cdc import schema as S
-from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
-from sales_cdc.errors import JobError
+from sales_cdc.contract import load_contract
 from sales_cdc.job import merge_sql
-from sales_cdc.metrics import NAMESPACE
-from sales_cdc.settings import Settings, job_config
+from sales_cdc.settings import job_config
 from sales_cdc.sql import Dialect, MergeSql
 
 from .embedded import DEFAULT_DATA_DIR
@@ -26,73 +24,23 @@ DEFAULT_FIXTURES = FIXTURES / "cdc"
 DEFAULT_EXPECTED = FIXTURES / "expected" / "orders.jsonl"
 
 
+EMBEDDED_URL_HELP = f"PostgreSQL URL (env {LJ.WAREHOUSE_URL_ENV}); default: an embedded PostgreSQL"
+
+
+def _add_pg_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
+
+
 def _add_warehouse_args(parser: argparse.ArgumentParser, embedded: bool = True) -> None:
-    parser.add_argument("--warehouse-url", default=os.environ.get("SALES_CDC_WAREHOUSE_URL"),
-                        help="PostgreSQL URL (env SALES_CDC_WAREHOUSE_URL); default: an embedded PostgreSQL")
-    parser.add_argument("--db-schema", default=C.WarehouseConfig.db_schema,
-                        help="warehouse schema (default: %(default)s)")
-    parser.add_argument("--table", default=None, help="current-state table (default: the contract's entity name)")
-    parser.add_argument("--soft-delete", action="store_true",
-                        help="keep deleted items with is_deleted/deleted_at instead of removing them")
+    LJ.add_warehouse_args(parser, EMBEDDED_URL_HELP)
     if embedded:  # the demos keep theirs in their work folder
-        parser.add_argument("--pg-data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                            help="data folder of the embedded PostgreSQL (when no --warehouse-url)")
-
-
-def _add_contract_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--contract", type=Path, default=DEFAULT_CONTRACT,
-                        help="the table contract: table, key, attributes (default: the tutorial's OrdersRawTable, "
-                             "%(default)s)")
-
-
-def _add_dq_param_arg(parser) -> None:
-    parser.add_argument("--dq-param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a value for the suites' $PARAMETER NAME (repeatable), e.g. price_ceiling=5000; "
-                             "a parameter not given keeps the default in its suite file's meta.parameters")
-
-
-def dq_params(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    try:
-        return C.parse_params(args.dq_param)
-    except ValueError as exc:
-        raise JobError(str(exc)) from None
-
-
-def _add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> None:
-    group = parser.add_argument_group("data quality (Great Expectations)")
-    group.add_argument("--no-dq", action="store_true", help="skip data-quality validation")
-    _add_dq_param_arg(group)
-    group.add_argument("--expectations-dir", type=Path, default=C.DqConfig.expectations_dir,
-                       help="GX project with the suites in <dir>/expectations/*.json (default: the job's own suites)")
-    group.add_argument("--docs-location", default=docs_default,
-                       help=f"Data Docs site: a folder or s3://bucket/prefix (default: {docs_default})")
-    group.add_argument("--docs-index-batches", type=int, default=C.DocsConfig.index_batches,
-                       help="the Data Docs index lists this many latest batches (default %(default)s); "
-                            "pages of older ones stay")
-    group.add_argument("--dq-result-format", default=C.DqConfig.result_format,
-                       choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
-                       help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
-    group.add_argument("--alert-quarantine-share", type=float, default=C.AlertConfig.quarantine_share,
-                       help="alert when a batch quarantines more than this share of its events (default 0.05)")
-    group.add_argument("--sns-topic-arn", default=None, help="SNS topic for alerts (default: alerts go to the log)")
-    group.add_argument("--metrics-namespace", default=None,
-                       help=f"publish per-batch CloudWatch metrics to this namespace (the template's is "
-                            f"{NAMESPACE}; default: none)")
-
-
-def settings(args: argparse.Namespace) -> Settings:
-    """The job's settings a command was given (its options are named as the settings are)."""
-    values = {**vars(args), "contract_source": str(args.contract)}
-    if "no_dq" in values:
-        values["dq"] = not args.no_dq
-    if "dq_param" in values:
-        values["dq_params"] = dq_params(args)
-    return Settings.of(values)
+        _add_pg_data_dir(parser)
 
 
 def warehouse_sql(args: argparse.Namespace) -> MergeSql:
     """The warehouse's tables a command's options name (contract, schema, table, delete mode), as the job's."""
-    return merge_sql(Dialect.POSTGRES, job_config(settings(args), load_contract(args.contract).entity))
+    return merge_sql(Dialect.POSTGRES, job_config(LJ.settings(args), load_contract(args.contract).entity))
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -110,12 +58,7 @@ class HelpFormatter(argparse.HelpFormatter):
 SHARED_HELP = {
     "--region": "AWS region",
     "--endpoint-url": "AWS endpoint, e.g. a moto server (default: AWS itself)",
-    "--job-name": "the job's name: its ledger rows, data-quality results and alerts carry it (one per stream and "
-                  "checkpoint)",
-    "--starting-position": "where a new checkpoint starts in the stream: its oldest record, new records only, or "
-                           "--starting-timestamp",
-    "--trigger-interval": "time between micro-batches with --continuous (a Spark interval)",
-    "--max-files-per-trigger": "files the file source takes per micro-batch (default: every new file)",
+    "--job-name": LJ.JOB_NAME_HELP,
     "--count": "operations to generate",
     "--update-share": "share of the operations that update an existing item",
     "--delete-share": "share of the operations that delete one",
@@ -169,42 +112,15 @@ def _commands(sub) -> list[argparse.ArgumentParser]:
 
 def _add_run(sub) -> None:
     run = sub.add_parser("run", help="run the streaming job (source: a folder of Pipe payload files, or Kinesis)")
-    source = run.add_mutually_exclusive_group(required=True)
-    source.add_argument("--source-dir", type=Path, help="folder of JSON-lines files the file source watches")
-    source.add_argument("--kinesis-stream", help="Kinesis stream name (e.g. kinesis-for-sales-data)")
-    run.add_argument("--starting-position", default=C.KinesisConfig.starting_position,
-                     choices=["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"])
-    run.add_argument("--starting-timestamp", default=None, help="with AT_TIMESTAMP: epoch seconds or ISO-8601")
-    run.add_argument("--max-records-per-shard", type=int, default=C.KinesisConfig.max_records_per_shard,
-                     help="Kinesis records per shard per batch")
-    run.add_argument("--checkpoint-dir", type=Path, required=True, help="Spark checkpoint folder (resume point)")
-    mode = run.add_mutually_exclusive_group()
-    mode.add_argument("--once", dest="available_now", action="store_true", default=True,
-                      help="process what is there, then stop (default)")
-    mode.add_argument("--continuous", dest="available_now", action="store_false",
-                      help="keep running, one micro-batch per --trigger-interval, until Ctrl-C")
-    run.add_argument("--trigger-interval", default=C.StreamConfig.trigger_interval)
-    run.add_argument("--max-files-per-trigger", type=int, default=None)
+    LJ.add_stream_args(run)
     add_job_args(run)
 
 
 def add_job_args(parser: argparse.ArgumentParser) -> None:
-    """What the job writes where, and how it checks it: ``run``'s options beside its source, which a replay of
-    quarantined records takes too (the same sinks, suites and contract as the job's)."""
-    _add_contract_arg(parser)
-    parser.add_argument("--endpoint-url", default=None, help="AWS endpoint (e.g. a moto server) of the Kinesis "
-                                                             "source, the lake on S3 and SNS")
-    parser.add_argument("--region", default=C.KinesisConfig.region)
-    parser.add_argument("--job-name", default=C.JobConfig.job_name)
-    parser.add_argument("--sink-retry-seconds", type=float, default=C.SinkConfig.retry_seconds,
-                        help="retry an unreachable warehouse or lake this long, with backoff, then stop with an error")
-    parser.add_argument("--lake-root", default=None,
-                        help="also write the lake here (a folder or s3://bucket/prefix); default: warehouse only")
-    for layer in ("raw", "silver", "quarantine"):
-        parser.add_argument(f"--{layer}-format", choices=C.FORMATS, default=getattr(C.LakeConfig, f"{layer}_format"),
-                            help=f"{layer} layer format (parquet: written by Spark, so a folder here, s3:// in Glue)")
-    _add_warehouse_args(parser)
-    _add_dq_args(parser, docs_default=".demo/data_docs")
+    """``run``'s options beside its source (the job's own, and an embedded PostgreSQL), which a replay of
+    quarantined records takes too."""
+    LJ.add_job_args(parser, EMBEDDED_URL_HELP, docs_default=".demo/data_docs")
+    _add_pg_data_dir(parser)
 
 
 def _add_demos(sub) -> None:
@@ -220,8 +136,8 @@ def _add_demos(sub) -> None:
                            "loaded by a backfill while the job runs and --count more are written (docs/backfill.md)")
     demo.add_argument("--shards", type=int, default=2, help="Kinesis shards")
     demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
-    _add_contract_arg(demo)
-    _add_dq_param_arg(demo)
+    LJ.add_contract_arg(demo)
+    LJ.add_dq_param_arg(demo)
     _add_warehouse_args(demo, embedded=False)
     fixtures = sub.add_parser("demo-fixtures", help="offline: the checked-in fixtures through the file source, "
                                                     "then compared with their expected state")
@@ -231,8 +147,8 @@ def _add_demos(sub) -> None:
                           help=f"JSON lines of the expected final rows (default, with the default contract: "
                                f"{DEFAULT_EXPECTED})")
     fixtures.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
-    _add_contract_arg(fixtures)
-    _add_dq_param_arg(fixtures)
+    LJ.add_contract_arg(fixtures)
+    LJ.add_dq_param_arg(fixtures)
     _add_warehouse_args(fixtures, embedded=False)
 
 
@@ -261,7 +177,7 @@ def _add_contract(sub) -> None:
 def _add_backfill(sub) -> None:
     backfill = sub.add_parser("backfill", help="load a table's existing items (a parallel Scan, or a DynamoDB export) "
                                                "through the running job (docs/backfill.md)")
-    _add_contract_arg(backfill)
+    LJ.add_contract_arg(backfill)
     source = backfill.add_mutually_exclusive_group(required=True)
     source.add_argument("--scan", action="store_true", help="scan the table (--table, default the contract's)")
     source.add_argument("--export", help="a DynamoDB export (DYNAMODB_JSON): its folder, or s3://bucket/prefix")
@@ -284,7 +200,7 @@ def _add_backfill(sub) -> None:
 def _add_migrate(sub) -> None:
     migrate = sub.add_parser("migrate", help="bring the warehouse and the lake to a contract's columns, as the job "
                                              "does at start-up (docs/schema-evolution.md)")
-    _add_contract_arg(migrate)
+    LJ.add_contract_arg(migrate)
     migrate.add_argument("--dry-run", action="store_true", help="print what each sink would run; change nothing")
     migrate.add_argument("--lake-root", default=None,
                          help="the lake (a folder or s3://bucket/prefix), if the job has one")
@@ -299,7 +215,7 @@ def _add_status(sub) -> None:
     status = sub.add_parser("status", help="where a job is: its last committed batch, recent batches (counts, "
                                            "quarantine, data quality) and its lag behind the source; while it runs "
                                            "or after (docs/operations.md)")
-    _add_contract_arg(status)
+    LJ.add_contract_arg(status)
     status.add_argument("--job-name", default=C.JobConfig.job_name)
     status.add_argument("--batches", type=int, default=10, help="recent batches to show")
     status.add_argument("--checkpoint-dir", type=Path, default=None,
@@ -324,7 +240,7 @@ def _add_quarantine(sub) -> None:
                                                 "the warehouse again, with the current contract and suites; give it "
                                                 "the options `run` has; the same replay twice runs once")
     for command in shown:
-        _add_contract_arg(command)
+        LJ.add_contract_arg(command)
         _add_warehouse_args(command)
     add_job_args(replay)
     replay.add_argument("--replay-dir", type=Path, default=Path(".replays"),
@@ -347,7 +263,7 @@ def _add_tools(sub) -> None:
     docs.add_argument("--open", action="store_true", help="open the index in a browser (local folders)")
     generate = sub.add_parser("generate", help="Faker items of the contract's table (orders by default): to DynamoDB, "
                                                "or to Pipe-format fixture files")
-    _add_contract_arg(generate)
+    LJ.add_contract_arg(generate)
     generate.add_argument("--count", type=int, default=1000)
     generate.add_argument("--update-share", type=float, default=0.2)
     generate.add_argument("--delete-share", type=float, default=0.1)
@@ -362,7 +278,7 @@ def _add_tools(sub) -> None:
     generate.add_argument("--region", default=C.REGION)
     maintain = sub.add_parser("lake-maintain", help="compact small files and vacuum old ones in the Delta lake")
     maintain.add_argument("--lake-root", required=True, help="folder or s3://bucket/prefix")
-    _add_contract_arg(maintain)
+    LJ.add_contract_arg(maintain)
     maintain.add_argument("--retention-hours", type=int, default=168,
                           help="keep files a reader of a version this recent may need (default 7 days)")
     maintain.add_argument("--no-vacuum", action="store_true", help="compact only")
@@ -372,7 +288,7 @@ def _add_tools(sub) -> None:
     maintain.add_argument("--endpoint-url", default=None, help="S3 endpoint, e.g. a moto server")
     maintain.add_argument("--region", default=C.REGION)
     pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
-    _add_contract_arg(pipe)
+    LJ.add_contract_arg(pipe)
     pipe.add_argument("--table", default=None, help="the DynamoDB table (default: the contract's)")
     pipe.add_argument("--kinesis-stream", default="kinesis-for-sales-data")
     pipe.add_argument("--state-file", type=Path, default=Path(".demo/pipe-state.json"))
@@ -390,7 +306,7 @@ def _add_aws(sub) -> None:
     deploy.add_argument("--parameter", action="append", default=[], metavar="KEY=VALUE",
                         help="any other stack parameter (repeatable), e.g. KinesisStreamMode=PROVISIONED")
     deploy.add_argument("--start", action="store_true", help="start a job run after deploying")
-    _add_contract_arg(deploy)
+    LJ.add_contract_arg(deploy)
     deploy.add_argument("--region", default=None)
     teardown = sub.add_parser("teardown", help="empty the artifacts/docs buckets and delete the stack "
                                                "(table, lake bucket and Redshift namespace are retained)")

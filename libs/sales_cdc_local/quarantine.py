@@ -21,7 +21,7 @@ import psycopg
 from sales_cdc import schema as S
 from sales_cdc.sql import MergeSql, quote
 
-from .parser import settings, warehouse_sql
+from .parser import warehouse_sql
 
 REPLAYS_TABLE = "quarantine_replays"
 # A stream record's id is its payload's SHA-256 (transforms.record_id): the same for rows quarantined before the
@@ -155,13 +155,12 @@ def run_replay(args, console) -> int:
     from dataclasses import replace
 
     from sales_cdc.config import FileSource, StreamConfig
-    from sales_cdc.contract import load_contract
     from sales_cdc.job import build_spark, run_stream
-    from sales_cdc.settings import job_config
+    from sales_cdc.local_job import job_config_of
 
     from .embedded import warehouse_connection
 
-    config = job_config(settings(args), load_contract(args.contract).entity)
+    config = job_config_of(args)
     config = replace(config, job_name=config.job_name + REPLAY_SUFFIX)
     sql = warehouse_sql(args)
     with warehouse_connection(args.warehouse_url, args.pg_data_dir) as connection:

@@ -119,3 +119,36 @@ def test_the_moto_demo_of_a_second_entity(pg_url, tmp_path, customers):
     totals = result.summary.totals()
     assert totals["events read"] == 250 and totals["rows deleted"] > 0
     assert totals["events quarantined (decode)"] == totals["events quarantined (data quality)"] == 0
+
+
+def test_the_readme_s_own_table_walkthrough_on_a_moto_server(pg_url, tmp_path, customers, fixtures_dir, moto, capsys):
+    """The README's step by step, as a user chains the commands: the table, the Kinesis stream and the bucket on a
+    moto server, items written, the pipe, the job until drained, then status; warehouse == lake == the table."""
+    suffix = tmp_path.name[-8:].replace("_", "-").lower()
+    table, stream, bucket = f"Customers-{suffix}", f"kinesis-{suffix}", f"lake-{suffix}"
+    contract, aws = str(fixtures_dir / "customers" / "contract.yaml"), ["--endpoint-url", moto.endpoint]
+    schema = fresh_schema(pg_url, "second_entity_walkthrough")
+    setup = ["local-setup", "--contract", contract, "--table", table, "--kinesis-stream", stream, "--bucket", bucket,
+             *aws]
+    assert main(setup) == 0 and "DynamoDB table" in capsys.readouterr().out
+    assert main(setup) == 0 and "nothing created" in capsys.readouterr().out
+    assert main(["generate", "--contract", contract, "--table", table, "--count", "200", *aws]) == 0
+    assert main(["pipe", "--contract", contract, "--table", table, "--kinesis-stream", stream, "--idle-seconds", "2",
+                 "--state-file", str(tmp_path / "pipe.json"), *aws]) == 0
+    job = ["--contract", contract, "--kinesis-stream", stream, "--checkpoint-dir", str(tmp_path / "ck"), *aws,
+           "--warehouse-url", pg_url, "--db-schema", schema]
+    lake_root = f"s3://{bucket}/lake"
+    assert main(["run", *job, "--lake-root", lake_root, "--docs-location", str(tmp_path / "docs")]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json", *job]) == 0
+    assert all(s["next_unread_sequence"] is None for s in json.loads(capsys.readouterr().out)["lag"]["shards"].values())
+
+    from sales_cdc.lake import moto_storage_options
+    from sales_cdc_local.verify import scan_table
+
+    entity = customers.entity
+    expected = state_from_items(scan_table(moto.resource("dynamodb").Table(table)), entity)
+    sql = MergeSql(Dialect.POSTGRES, entity, db_schema=schema)
+    assert diff_rows(read_state(pg_url, sql, entity.names), expected, entity.keys) == []
+    lake = Lake(C.LakeConfig(lake_root, moto_storage_options(moto.endpoint)), C.JobConfig.job_name, entity)
+    assert diff_rows(read_lake_state(lake, entity.names), expected, entity.keys) == []

@@ -39,6 +39,7 @@ from . import generator as G
 from . import logs
 from .demo import DEMO_JOB_NAME, DemoOptions, DemoStream, DemoWarehouse, Workload, run_demo
 from .embedded import warehouse_connection
+from .local_aws import set_up_source
 from .parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES, build_parser
 from .pipe_emulator import PipeEmulator
 from .verify import diff_rows, load_expected, read_state
@@ -265,6 +266,14 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_setup(args: argparse.Namespace) -> int:
+    contract = load_contract(args.contract)
+    created = set_up_source(args.endpoint_url, contract.entity, args.table or contract.table, args.kinesis_stream,
+                            args.shards, args.bucket)
+    console.print("created: " + "; ".join(created) if created else "everything was there already: nothing created")
+    return 0
+
+
 def _pipe(args: argparse.Namespace) -> int:
     contract = load_contract(args.contract)
     dynamodb = aws_client("dynamodb", endpoint=args.endpoint_url, region=args.region)
@@ -336,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_signals()
     logs.configure(args.verbose, args.quiet, args.log_format)
     commands = {"run": _run, "status": _status, "quarantine": _quarantine, "contract": _contract, "migrate": _migrate,
-                "backfill": _backfill, "demo": _demo, "demo-fixtures": _demo_fixtures,
-                "generate": _generate, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
+                "backfill": _backfill, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate,
+                "local-setup": _local_setup, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
                 "deploy": _deploy, "teardown": _teardown}
     try:
         return commands[args.command](args)

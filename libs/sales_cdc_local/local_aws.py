@@ -135,3 +135,21 @@ def read_alerts(sqs_client, queue_url: str, wait_seconds: int = 1) -> list[dict]
         for message in messages:
             notifications.append(json.loads(message["Body"]))
             sqs_client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def set_up_source(endpoint: str, entity: EntitySchema, table_name: str, kinesis_stream: str = KINESIS_STREAM,
+                  shards: int = 2, bucket: str | None = None) -> list[str]:
+    """On a moto server at ``endpoint``: the table (with its stream), the Kinesis stream ``pipe`` writes and the job
+    reads, and a bucket for the lake, each unless it exists. Returns what was created (a second call: nothing)."""
+    dynamodb, kinesis, s3 = (aws_client(s, endpoint=endpoint) for s in ("dynamodb", "kinesis", "s3"))
+    created = []
+    if table_name not in dynamodb.list_tables()["TableNames"]:
+        create_source_table(dynamodb, entity, table_name)
+        created.append(f"DynamoDB table {table_name} (stream NEW_AND_OLD_IMAGES)")
+    if kinesis_stream not in kinesis.list_streams()["StreamNames"]:
+        create_kinesis_stream(kinesis, kinesis_stream, shards)
+        created.append(f"Kinesis stream {kinesis_stream} ({shards} shards)")
+    if bucket and bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=bucket)
+        created.append(f"S3 bucket {bucket}")
+    return created

@@ -16,6 +16,7 @@ from sales_cdc.settings import job_config
 from sales_cdc.sql import Dialect, MergeSql
 
 from .embedded import DEFAULT_DATA_DIR
+from .local_aws import KINESIS_STREAM
 from .logs import LOG_FORMATS
 
 # the orders table's fixtures travel with the harness: `demo-fixtures` runs from any folder
@@ -287,10 +288,20 @@ def _add_tools(sub) -> None:
     maintain.add_argument("--keep-snapshots", type=int, default=10, help="Parquet silver snapshots to keep")
     maintain.add_argument("--endpoint-url", default=None, help="S3 endpoint, e.g. a moto server")
     maintain.add_argument("--region", default=C.REGION)
+    setup = sub.add_parser("local-setup", help="on a moto server: the contract's DynamoDB table with its stream, the "
+                                              "Kinesis stream and a lake bucket (what exists is kept)")
+    LJ.add_contract_arg(setup)
+    setup.add_argument("--table", default=None, help="the DynamoDB table (default: the contract's)")
+    setup.add_argument("--kinesis-stream", default=KINESIS_STREAM)
+    setup.add_argument("--shards", type=int, default=2, help="Kinesis shards")
+    setup.add_argument("--bucket", default="sales-lake", help="S3 bucket for --lake-root s3://<bucket>/lake")
+    setup.add_argument("--endpoint-url", required=True,
+                       help="the moto server (python -m sales_cdc_local.moto_server -p 5000: http://127.0.0.1:5000); "
+                            "on AWS, `deploy` creates these")
     pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
     LJ.add_contract_arg(pipe)
     pipe.add_argument("--table", default=None, help="the DynamoDB table (default: the contract's)")
-    pipe.add_argument("--kinesis-stream", default="kinesis-for-sales-data")
+    pipe.add_argument("--kinesis-stream", default=KINESIS_STREAM)
     pipe.add_argument("--state-file", type=Path, default=Path(".demo/pipe-state.json"))
     pipe.add_argument("--idle-seconds", type=float, default=10.0, help="stop after this long without new records")
     pipe.add_argument("--endpoint-url", default=None)

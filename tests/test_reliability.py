@@ -34,7 +34,8 @@ from tests.helpers import ORDERS, Outage, postgres_socket
 
 pytestmark = pytest.mark.slow
 COLUMNS = [*ORDERS.names, S.UNMAPPED, S.CDC_SEQUENCE]
-NOISE = ("Traceback", "\tat ", "ERROR", "Exception in thread", "StackOverflowError")
+NOISE = ("Traceback", "\tat ", "ERROR", "Exception in thread", "StackOverflowError",
+         "log4j", "NativeCodeLoader", "incubator modules")  # (the last three: Spark's and the JVM's start-up lines)
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -246,3 +246,15 @@ def cloudwatch_sums(cloudwatch, namespace: str, job: str) -> dict[str, float]:
         name = metric["MetricName"] + (f":{dimensions[M.STAGE_DIMENSION]}" if M.STAGE_DIMENSION in dimensions else "")
         found[name] = _metric_sum(cloudwatch, namespace, metric["MetricName"], dimensions)
     return found
+
+
+HARNESS_ONLY = ("sales_cdc_local", "rich", "faker", "pgserver", "moto")  # the local extra's: never the job's
+# Python source that makes the harness and its libraries unimportable in the process that runs it
+HARNESS_BLOCKER = f"""
+import importlib.abc, sys
+class _HarnessBlocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {set(HARNESS_ONLY)!r}:
+            raise ImportError("the job imported " + name + ": the job package runs alone")
+sys.meta_path.insert(0, _HarnessBlocked())
+"""

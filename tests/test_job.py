@@ -23,7 +23,7 @@ from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import main, stage_fixtures
 from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
 from sales_cdc_local.verify import diff_rows, load_expected, read_state
-from tests.helpers import COLUMNS, ORDERS, ORDERS_CONTRACT
+from tests.helpers import COLUMNS, HARNESS_BLOCKER, ORDERS, ORDERS_CONTRACT
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).parent.parent
@@ -104,22 +104,11 @@ def test_demo_command_verifies_the_fixtures(pg_url, db_schema, tmp_path, capsys)
     assert "OK" in out and "events quarantined" in out
 
 
-HARNESS_ONLY = ("sales_cdc_local", "rich", "pgserver", "faker", "moto")  # the `local` extra's, not the job's
-BLOCK_HARNESS = f"""
-import sys
-class _Blocked:
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {HARNESS_ONLY!r}:
-            raise ImportError(f"{{name}} is not installed here: the job package alone")
-sys.meta_path.insert(0, _Blocked())
-"""
-
-
 def test_spark_submit_runs_the_local_entry_point_with_the_job_package_alone(pg_url, db_schema, tmp_path):
     """As where only the job package is installed: the local harness and its extra cannot be imported."""
     stage_fixtures(DEFAULT_FIXTURES, tmp_path / "inbox")
     (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(BLOCK_HARNESS)
+    (tmp_path / "site" / "sitecustomize.py").write_text(HARNESS_BLOCKER)
     venv_bin = Path(sys.executable).parent
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
            "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from sales_cdc_local.cli import stage_fixtures
 from sales_cdc_local.deploy import REPO, build_wheel
-
-HARNESS_ONLY = ("sales_cdc_local", "rich", "faker", "pgserver", "moto")
+from sales_cdc_local.parser import DEFAULT_FIXTURES
+from tests.helpers import HARNESS_BLOCKER
 
 
 def test_the_glue_wheel_holds_the_job_alone(tmp_path):
@@ -32,13 +33,8 @@ def test_the_glue_wheel_holds_the_job_alone(tmp_path):
     assert requires and not [r for r in requires if r.startswith(("rich", "faker", "moto", "pgserver", "pyspark"))]
 
 
-BLOCKER = """
-import importlib.abc, pkgutil, sys
-class Blocked(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {blocked}:
-            raise ImportError("the job imported " + name)
-sys.meta_path.insert(0, Blocked())
+BLOCKER = HARNESS_BLOCKER + """
+import pkgutil
 import sales_cdc
 for module in pkgutil.walk_packages(sales_cdc.__path__, "sales_cdc."):
     __import__(module.name)
@@ -48,7 +44,7 @@ print("imported", len(sys.modules))
 
 def test_the_job_imports_nothing_of_the_harness():
     """Every module of the job imports with the harness and its libraries made unimportable."""
-    done = subprocess.run([sys.executable, "-c", BLOCKER.format(blocked=set(HARNESS_ONLY))], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("imported")
@@ -64,7 +60,7 @@ print(sales_cdc_local.__file__)
 @pytest.mark.slow
 def test_a_non_editable_install_runs_from_an_empty_folder(tmp_path, pg_url):
     """The wheel a user installs (the local extra's, not the editable checkout) finds its suites, its contract and
-    the fixtures from any folder: `--help`, `--version` and the offline demo from an empty one."""
+    the fixtures from any folder: `--help`, `--version`, the offline demo and `run` from an empty one."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
                    check=True, capture_output=True, timeout=300)
     shutil.rmtree(REPO / "build", ignore_errors=True)  # what setuptools left: not for the next wheel
@@ -92,3 +88,7 @@ def test_a_non_editable_install_runs_from_an_empty_folder(tmp_path, pg_url):
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "OK" in demo.stdout and "Traceback" not in demo.stdout + demo.stderr
     assert (empty / ".demo" / "data_docs" / "index.html").exists()
+    stage_fixtures(DEFAULT_FIXTURES, empty / "inbox")  # and the job itself, on relative paths, from that folder
+    run = sales_cdc("run", "--source-dir", "inbox", "--checkpoint-dir", "ck", "--warehouse-url", pg_url,
+                    "--db-schema", "installed_run")
+    assert run.returncode == 0 and "rows upserted" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]

@@ -128,7 +128,9 @@ def test_status_and_replay_on_the_file_source(tmp_path, pg_url, db_schema, capsy
     assert status["last_batch_id"] == 5 and [b["batch_id"] for b in status["batches"]] == [5, 4, 3, 2, 1, 0]
     assert status["lag"] == {**status["lag"], "source": "files", "files_not_read": 0, "committed_batch_id": 5}
     batch_2 = status["batches"][3]
-    assert batch_2["quarantined"][S.DECODE_STAGE] > 0
+    assert batch_2["quarantined"][S.DECODE_STAGE] > 0 and batch_2["events_read"] == 9
+    assert sum(b["events_read"] for b in status["batches"]) == 27  # every fixture line
+    assert all(b["stage_seconds"]["decode"] > 0 for b in status["batches"])
     assert any(b["failed_rules"] and b["dq_outcome"] == "quarantined" for b in status["batches"])
     (tmp_path / "inbox" / "later.jsonl").write_text("{}\n")
     assert job.status(capsys)["lag"]["files_not_read"] == 1

@@ -81,7 +81,7 @@ def test_the_meta_driven_ledger_row_and_merge_work_on_postgresql(pg_url, db_sche
             conn.execute(statement)
         conn.execute(sql.create_stage())
         conn.execute(create_meta)
-        conn.execute(f"INSERT INTO {meta} VALUES ('job', 's', 7, 5, 1, 'v1', 2, 0)")
+        conn.execute(f"INSERT INTO {meta} VALUES ('job', 's', 7, 5, 1, 'v1', 2, 0, 9, %s)", ('{"decode": 0.5}',))
         columns = "orderid, cdc_event_id, cdc_op, cdc_sequence, cdc_batch_id"
         conn.execute(f"INSERT INTO {sql.target} ({columns}) VALUES ('o5', 'e5', 'INSERT', %s, 6)", ("5".zfill(40),))
         # o4 and o5 come from a backfill (sequence 0): o5 is stored already, so its snapshot row is skipped
@@ -93,8 +93,8 @@ def test_the_meta_driven_ledger_row_and_merge_work_on_postgresql(pg_url, db_sche
             conn.execute(statement)
         assert conn.execute(f"SELECT job_name, stream_id, batch_id, staged_rows, upserted_rows, deleted_rows, "
                             f"stale_rows, quarantined_rows, snapshot_rows, snapshot_loaded_rows, "
-                            f"snapshot_quarantined_rows FROM {sql.ledger}").fetchall() == [
-            ("job", "s", 7, 5, 3, 1, 1, 1, 2, 1, 0)]
+                            f"snapshot_quarantined_rows, events_read, stage_seconds FROM {sql.ledger}").fetchall() == [
+            ("job", "s", 7, 5, 3, 1, 1, 1, 2, 1, 0, 9, '{"decode": 0.5}')]
         assert sorted(r[0] for r in conn.execute(f"SELECT orderid FROM {sql.target}").fetchall()) == [
             "o1", "o2", "o4", "o5"]
 

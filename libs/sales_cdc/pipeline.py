@@ -49,7 +49,7 @@ from .transforms import (
     to_state_rows,
     warehouse_quarantine_rows,
 )
-from .warehouse.base import MergeResult, RowsRefused, Warehouse
+from .warehouse.base import BatchFacts, MergeResult, RowsRefused, Warehouse
 
 Alerter = SnsAlerter | LogAlerter
 
@@ -339,7 +339,8 @@ class BatchHandler:
 
         merge = self.warehouse.merge_batch(
             batch_id=batch.id, stream_id=batch.stream_id, state=batch.state_rows, quarantine=batch.quarantine_rows,
-            dq_results=history, before_commit=warehouse_clock.paused(all_beside_done))
+            dq_results=history, before_commit=warehouse_clock.paused(all_beside_done),
+            facts=BatchFacts(batch.decoded.read, dict(batch.clock.seconds)))
         for work in batch.beside.values():  # an error raises even when the warehouse had nothing to commit
             work.result()
         return merge

@@ -89,12 +89,16 @@ LEDGER_FIELDS: tuple[S.Field, ...] = (
     S.Field("snapshot_loaded_rows", T.LongType(),
             description="Snapshot rows applied; the others found a stored row as new or newer, and were skipped"),
     S.Field("snapshot_quarantined_rows", T.LongType(), description="Snapshot records quarantined"),
+    # what the batch did before its merge (warehouse.base.BatchFacts); null in batches recorded before 2026-12-05
+    S.Field("events_read", T.LongType(), description="Stream records the batch read"),
+    S.Field("stage_seconds", T.StringType(), description="Seconds per stage up to the merge, as a JSON object"),
 )
+BATCH_FACTS = ("events_read", "stage_seconds")
 SNAPSHOT_COUNTS = ("snapshot_rows", "snapshot_loaded_rows", "snapshot_quarantined_rows")
 # Columns added to the pipeline's own tables after their first release: an existing table gets them at start-up
 LEDGER_TABLE = "cdc_batch_ledger"
 QUARANTINE_SUFFIX = "_quarantine"
-ADDED_LEDGER_COLUMNS = ("contract_version", *SNAPSHOT_COUNTS)
+ADDED_LEDGER_COLUMNS = ("contract_version", *SNAPSHOT_COUNTS, *BATCH_FACTS)
 ADDED_QUARANTINE_COLUMNS = (S.RECORD_ID,)
 # One-row stage with the batch's ledger values (Redshift Data API batches take no bound parameters).
 BATCH_META_FIELDS: tuple[S.Field, ...] = (
@@ -106,19 +110,23 @@ BATCH_META_FIELDS: tuple[S.Field, ...] = (
     S.Field("contract_version", T.StringType()),
     S.Field("snapshot_rows", T.LongType(), nullable=False),
     S.Field("snapshot_quarantined_rows", T.LongType(), nullable=False),
+    S.Field("events_read", T.LongType()),
+    S.Field("stage_seconds", T.StringType()),
 )
 
 
 def batch_values(job_name: str, stream_id: str, batch_id: int, state: pa.Table, quarantine: pa.Table | None,
-                 contract_version: str) -> dict:
+                 contract_version: str, facts: dict | None = None) -> dict:
     """The ledger values of one batch known before its merge (``BATCH_META_FIELDS``): the staged and quarantined
-    rows (``quarantine`` None: none), and how many of each came from a backfill's snapshot."""
+    rows (``quarantine`` None: none), how many of each came from a backfill's snapshot, and ``facts``
+    (``BatchFacts.ledger_values()``: events read, stage times; None where not given)."""
     snapshot_rows = pc.sum(pc.equal(state[S.CDC_SEQUENCE], STORED_SNAPSHOT_SEQUENCE)).as_py() or 0
     snapshot_records = 0 if quarantine is None else (
         pc.sum(pc.starts_with(quarantine[S.RECORD_ID], SNAPSHOT_EVENT_PREFIX)).as_py() or 0)
     return {"job_name": job_name, "stream_id": stream_id, "batch_id": batch_id, "staged_rows": state.num_rows,
             "quarantined_rows": 0 if quarantine is None else quarantine.num_rows, "contract_version": contract_version,
-            "snapshot_rows": snapshot_rows, "snapshot_quarantined_rows": snapshot_records}
+            "snapshot_rows": snapshot_rows, "snapshot_quarantined_rows": snapshot_records,
+            **dict.fromkeys(BATCH_FACTS), **(facts or {})}
 
 
 @dataclass(frozen=True)
@@ -274,7 +282,8 @@ class MergeSql:
             f"  {self._param('staged_rows')} - COUNT({k}), {self._param('quarantined_rows')},"
             f" {self._param('contract_version')},\n"
             f"  {self._param('snapshot_rows')}, {self._snapshot_rows_left()},"
-            f" {self._param('snapshot_quarantined_rows')}\n"
+            f" {self._param('snapshot_quarantined_rows')}, {self._param('events_read')},"
+            f" {self._param('stage_seconds')}\n"
             f"FROM {self.stage}"
         )
 
@@ -316,7 +325,7 @@ class MergeSql:
             f"  {m['staged_rows']} - (SELECT COUNT({k}) FROM {self.stage}), {m['quarantined_rows']},"
             f" {m['contract_version']},\n"
             f"  {m['snapshot_rows']}, (SELECT {self._snapshot_rows_left()} FROM {self.stage}),"
-            f" {m['snapshot_quarantined_rows']}\n"
+            f" {m['snapshot_quarantined_rows']}, {m['events_read']}, {m['stage_seconds']}\n"
             f"FROM {meta} AS m"
         )
 

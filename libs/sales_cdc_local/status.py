@@ -27,6 +27,8 @@ class BatchStatus:
     upserted_rows: int
     deleted_rows: int
     stale_rows: int
+    events_read: int | None = None  # None: a batch recorded before the ledger kept it
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # per stage, up to the merge
     quarantined: dict[str, int] = field(default_factory=dict)  # stage -> records (decode, dq, warehouse)
     dq_outcome: str = "not checked"
     failed_rules: dict[str, str] = field(default_factory=dict)  # rule -> its severity
@@ -58,10 +60,11 @@ def read_status(url: str, sql: MergeSql, job_name: str, batches: int = 10) -> St
             return Status(job_name, None, [])
         stream_id = latest[0]
         rows = conn.execute(
-            f"SELECT batch_id, committed_at, staged_rows, upserted_rows, deleted_rows, stale_rows FROM {sql.ledger} "
-            "WHERE job_name = %s AND stream_id = %s ORDER BY batch_id DESC LIMIT %s",
+            f"SELECT batch_id, committed_at, staged_rows, upserted_rows, deleted_rows, stale_rows, events_read, "
+            f"stage_seconds FROM {sql.ledger} WHERE job_name = %s AND stream_id = %s ORDER BY batch_id DESC LIMIT %s",
             (job_name, stream_id, batches)).fetchall()
-        found = {r[0]: BatchStatus(r[0], r[1].astimezone(UTC).isoformat(), *r[2:]) for r in rows}
+        found = {r[0]: BatchStatus(r[0], r[1].astimezone(UTC).isoformat(), *r[2:7], json.loads(r[7] or "{}"))
+                 for r in rows}
         if found:
             _add_quarantine(conn, sql, found)
             _add_quality(conn, sql, job_name, stream_id, found)
@@ -139,14 +142,16 @@ def show(status: Status, console) -> None:
     if status.lag:
         console.print(f"lag: {_lag_line(status.lag)}")
     table = Table(title="recent batches (newest first)")
-    for column in ("batch", "committed at", "staged", "upserted", "deleted", "stale", "quarantined", "data quality",
-                   "failed rules"):
+    for column in ("batch", "committed at", "events", "staged", "upserted", "deleted", "stale", "quarantined",
+                   "data quality", "failed rules", "seconds to the merge"):
         table.add_column(column)
     for b in status.batches:
         quarantined = ", ".join(f"{stage} {n}" for stage, n in sorted(b.quarantined.items())) or "0"
         rules = ", ".join(f"{rule} ({severity})" for rule, severity in b.failed_rules.items())
-        table.add_row(str(b.batch_id), b.committed_at[:19], str(b.staged_rows), str(b.upserted_rows),
-                      str(b.deleted_rows), str(b.stale_rows), quarantined, b.dq_outcome, rules)
+        seconds = ", ".join(f"{stage} {s:.2f}" for stage, s in b.stage_seconds.items())
+        table.add_row(str(b.batch_id), b.committed_at[:19], "?" if b.events_read is None else str(b.events_read),
+                      str(b.staged_rows), str(b.upserted_rows), str(b.deleted_rows), str(b.stale_rows), quarantined,
+                      b.dq_outcome, rules, seconds)
     if status.batches:
         console.print(table)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import pyarrow as pa
@@ -30,6 +31,19 @@ class MergeResult:
     replayed: bool  # True: the batch was already in the ledger and nothing was changed
 
 
+@dataclass(frozen=True)
+class BatchFacts:
+    """What a batch did before its merge, recorded in its ledger row for ``sales-cdc status``."""
+
+    events_read: int | None = None
+    seconds: Mapping[str, float] = field(default_factory=dict)  # per stage, up to the merge
+
+    def ledger_values(self) -> dict:
+        """As the ledger keeps them (``sql.BATCH_FACTS``): the stage times as JSON text, to the millisecond."""
+        seconds = json.dumps({stage: round(s, 3) for stage, s in self.seconds.items()}) if self.seconds else None
+        return {"events_read": self.events_read, "stage_seconds": seconds}
+
+
 class RowsRefused(Exception):
     """The warehouse refused some of a batch's state rows (a constraint, a value it cannot store); nothing of
     the batch was committed. ``rows``: state-row index -> the warehouse's reason."""
@@ -48,9 +62,10 @@ class Warehouse(Protocol):
     def ensure_tables(self) -> None: ...
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None,
-                    before_commit: Callable[[], None] | None = None) -> MergeResult:
-        """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, record the batch: one transaction.
+                    dq_results: pa.Table | None = None, before_commit: Callable[[], None] | None = None,
+                    facts: BatchFacts | None = None) -> MergeResult:
+        """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, record the batch (with ``facts``):
+        one transaction.
         ``state`` holds the rows as stored (``rules.row_columns``: ``MergeRules.stored_rows`` of the state rows).
 
         ``before_commit`` is called once all the batch's work is done and before it is committed (not for a

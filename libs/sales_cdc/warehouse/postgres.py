@@ -23,7 +23,7 @@ from ..faults import crash_point
 from ..merge_rules import MergeRules
 from ..sql import Dialect, MergeSql, batch_values, quote
 from ..sql_migrate import MigrationSql
-from .base import MergeResult, RowsRefused
+from .base import BatchFacts, MergeResult, RowsRefused
 
 log = logging.getLogger(__name__)
 
@@ -143,13 +143,13 @@ class PostgresWarehouse:
         return MergeResult(batch_id, *row, replayed=True) if row else None
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None,
-                    before_commit: Callable[[], None] | None = None) -> MergeResult:
+                    dq_results: pa.Table | None = None, before_commit: Callable[[], None] | None = None,
+                    facts: BatchFacts | None = None) -> MergeResult:
         """:meth:`Warehouse.merge_batch`; raises :class:`RowsRefused` naming the state rows PostgreSQL refuses
         (a data error or a constraint, e.g. a CHECK a user added), so that the caller can quarantine them."""
         try:
             return self._merge_batch(batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine,
-                                     dq_results=dq_results, before_commit=before_commit)
+                                     dq_results=dq_results, before_commit=before_commit, facts=facts)
         except REFUSALS as refused:
             rows = self._refused_rows(stream_id, batch_id, state)
             if not rows:  # not a state row: the quarantine or results rows, or the merge itself
@@ -191,8 +191,10 @@ class PostgresWarehouse:
             return first_line(refused)
 
     def _merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                     dq_results: pa.Table | None, before_commit: Callable[[], None] | None) -> MergeResult:
-        params = batch_values(self.job_name, stream_id, batch_id, state, quarantine, self.sql.entity.version)
+                     dq_results: pa.Table | None, before_commit: Callable[[], None] | None,
+                     facts: BatchFacts | None) -> MergeResult:
+        params = batch_values(self.job_name, stream_id, batch_id, state, quarantine, self.sql.entity.version,
+                              facts.ledger_values() if facts else None)
         try:
             with self.conn.transaction():
                 if self.conn.execute(self.sql.ledger_lookup(), params).fetchone():

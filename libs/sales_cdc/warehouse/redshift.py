@@ -34,7 +34,7 @@ from ..evolution import ChangeKind
 from ..merge_rules import MergeRules
 from ..sql import BATCH_META_FIELDS, Dialect, MergeSql, batch_values, check_role_arn, check_s3_uri
 from ..sql_migrate import MigrationSql
-from .base import MergeResult
+from .base import BatchFacts, MergeResult
 
 log = logging.getLogger(__name__)
 
@@ -280,12 +280,12 @@ class RedshiftDataApiWarehouse:
         return MergeResult(batch_id, *recorded, replayed=True) if recorded is not None else None
 
     def stage_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None) -> dict[str, str]:
+                    dq_results: pa.Table | None = None, facts: BatchFacts | None = None) -> dict[str, str]:
         """Upload the batch's rows for COPY: Parquet objects under the batch's own prefix (so a retry
         overwrites them), KMS-encrypted; their s3:// URIs by name (state, batch, quarantine, dq_results)."""
         prefix = self._batch_prefix(stream_id, batch_id)
         meta = pa.Table.from_pylist([batch_values(self.job_name, stream_id, batch_id, state, quarantine,
-                                                  self.sql.entity.version)],
+                                                  self.sql.entity.version, facts.ledger_values() if facts else None)],
                                     schema=pa.schema([(f.name, f.arrow_type) for f in BATCH_META_FIELDS]))
         objects = {"state": self._stage_object(prefix, "state", state.select(self.sql.stage_columns)),
                    "batch": self._stage_object(prefix, "batch", meta)}
@@ -297,15 +297,15 @@ class RedshiftDataApiWarehouse:
         return objects
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
-                    dq_results: pa.Table | None = None,
-                    before_commit: Callable[[], None] | None = None) -> MergeResult:
+                    dq_results: pa.Table | None = None, before_commit: Callable[[], None] | None = None,
+                    facts: BatchFacts | None = None) -> MergeResult:
         key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
         recorded = self.committed(batch_id=batch_id, stream_id=stream_id)
         if recorded is not None:
             log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
             return recorded
         objects = self.stage_batch(batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine,
-                                   dq_results=dq_results)
+                                   dq_results=dq_results, facts=facts)
         if before_commit is not None:  # the Data API runs the transaction in one call: nothing to roll back yet
             before_commit()
         self.run_transaction(self.staged_batch_statements(objects))

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import yaml
 
-from sales_cdc import glue
+from sales_cdc import glue, metrics
 from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc_local.cli import stage_fixtures
@@ -52,13 +52,16 @@ def test_redshift_needs_its_parameters():
         glue.warehouse_for(args, glue.job_config(args, None, ORDERS), clients=lambda name: None)
 
 
-def test_alerts_publish_in_the_topic_s_region_and_the_settings_match_the_cli_s():
+def test_alerts_publish_in_the_topic_s_region_metrics_in_the_job_s_and_the_settings_match_the_cli_s():
     args = {**glue.DEFAULTS, "JOB_NAME": "j", "stream_arn": STREAM_ARN, "checkpoint_location": "s3://c/x",
             "sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:sales-cdc-alerts", "soft_delete": "true"}
     config = glue.job_config(args, None, ORDERS)
     assert (config.alerts.sns_topic_arn, config.alerts.region) == (args["sns_topic_arn"], "eu-west-1")
     assert (config.job_name, config.sinks.soft_delete, config.sinks.retry_seconds) == ("j", True, 300.0)
     assert config.dq.docs.index_batches == 100 and config.sinks.lake is None
+    # the metrics go where the stack's dashboard and alarms are: the job's region (its stream's), by default
+    eu = glue.job_config({**args, "stream_arn": STREAM_ARN.replace("us-east-1", "eu-central-1")}, None, ORDERS)
+    assert (eu.metrics.namespace, eu.metrics.region) == (metrics.NAMESPACE, "eu-central-1")
 
 
 @pytest.mark.slow

@@ -208,7 +208,8 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
         "sink_retry_seconds": float(args["sink_retry_seconds"]), "docs_index_batches": int(args["docs_index_batches"]),
         **{f"{layer}_format": args[f"{layer}_format"] for layer in ("raw", "silver", "quarantine")},
         "expectations_dir": expectations_dir or DEFAULT_EXPECTATIONS, "dq_params": dq_params(args["dq_params"]),
-        "dq_result_format": args["dq_result_format"], "alert_quarantine_share": float(args["alert_quarantine_share"])})
+        "dq_result_format": args["dq_result_format"], "alert_quarantine_share": float(args["alert_quarantine_share"]),
+        "region": args["stream_arn"].split(":")[3]})  # the stream's: the job's own (metrics, docs, the lake)
     return settings_job_config(settings, entity)
 
 

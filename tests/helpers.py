@@ -8,12 +8,10 @@ import re
 import shutil
 import socket
 import threading
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from sales_cdc import metrics as M
 from sales_cdc import schema as S
 from sales_cdc.config import DEFAULT_EXPECTATIONS
 from sales_cdc.contract import DEFAULT_CONTRACT, load_contract, parse_contract
@@ -225,27 +223,6 @@ def put_fixture_lines(kinesis, stream: str, folder: Path) -> int:
         kinesis.put_records(StreamName=stream, Records=[
             {"Data": line.encode(), "PartitionKey": str(start + i)} for i, line in enumerate(lines[start:start + 500])])
     return len(lines)
-
-
-def _metric_sum(cloudwatch, namespace: str, name: str, dimensions: dict[str, str]) -> float:
-    now = datetime.now(UTC)
-    points = cloudwatch.get_metric_statistics(
-        Namespace=namespace, MetricName=name, Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
-        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=60,
-        Statistics=["Sum"])["Datapoints"]
-    return sum(p["Sum"] for p in points)
-
-
-def cloudwatch_sums(cloudwatch, namespace: str, job: str) -> dict[str, float]:
-    """Every metric of ``job`` in ``namespace``, summed (stage times by ``StageSeconds:<stage>``)."""
-    found = {}
-    for metric in cloudwatch.list_metrics(Namespace=namespace)["Metrics"]:
-        dimensions = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
-        if dimensions.get(M.JOB_DIMENSION) != job:
-            continue
-        name = metric["MetricName"] + (f":{dimensions[M.STAGE_DIMENSION]}" if M.STAGE_DIMENSION in dimensions else "")
-        found[name] = _metric_sum(cloudwatch, namespace, metric["MetricName"], dimensions)
-    return found
 
 
 HARNESS_ONLY = ("sales_cdc_local", "rich", "faker", "pgserver", "moto")  # the local extra's: never the job's

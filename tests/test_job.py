@@ -137,6 +137,7 @@ def test_moto_demo_small_run_ends_with_warehouse_equal_to_table(pg_url, db_schem
     assert totals["rows deleted"] > 0
     assert totals["events quarantined (decode)"] == totals["events quarantined (data quality)"] == 0
     assert result.alerts == []  # clean generated data: no SNS alert reached the SQS subscription
+    assert result.metrics["EventsRead"] == 300  # and CloudWatch (moto) got what the summary counts (mismatches)
     assert (tmp_path / "demo" / "data_docs" / "index.html").exists()
     assert result.summary.docs_url.endswith("data_docs/index.html")
 

@@ -12,7 +12,7 @@ from botocore.config import Config
 from sales_cdc import metrics as M
 from sales_cdc.results import BatchResult
 from sales_cdc.warehouse.base import MergeResult
-from tests.helpers import cloudwatch_sums
+from sales_cdc_local.verify import cloudwatch_sums
 
 MERGE = MergeResult(batch_id=7, staged_rows=40, upserted_rows=35, deleted_rows=3, stale_rows=2, quarantined_rows=9,
                     snapshot_rows=0, snapshot_loaded_rows=0, snapshot_quarantined_rows=0, replayed=False)

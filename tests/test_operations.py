@@ -18,8 +18,8 @@ from sales_cdc_local.cli import main, stage_fixtures
 from sales_cdc_local.local_aws import create_kinesis_stream
 from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
 from sales_cdc_local.status import read_status
-from sales_cdc_local.verify import diff_rows, load_expected, read_lake_state, read_state
-from tests.helpers import ORDERS, cloudwatch_sums, put_fixture_lines
+from sales_cdc_local.verify import cloudwatch_sums, diff_rows, load_expected, read_lake_state, read_state
+from tests.helpers import ORDERS, put_fixture_lines
 
 pytestmark = pytest.mark.slow
 

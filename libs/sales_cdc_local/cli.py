@@ -26,6 +26,7 @@ from sales_cdc.contract import DEFAULT_CONTRACT, load_contract
 from sales_cdc.errors import Interrupted, JobError, one_line
 from sales_cdc.job import build_spark, merge_sql, run_stream, stop_on_signals
 from sales_cdc.lake import Lake, maintain, moto_storage_options
+from sales_cdc.metrics import NAMESPACE
 from sales_cdc.migration import Migration, preview
 from sales_cdc.quality import DataQualityHalt
 from sales_cdc.quality.gx_runner import DocsSite
@@ -232,6 +233,9 @@ def _demo(args: argparse.Namespace) -> int:
     console.print(f"records put on Kinesis: {result.records_on_kinesis}; DynamoDB table: {result.table_rows} items; "
                   f"warehouse: {result.warehouse_rows} rows; lake silver: {result.silver_rows} rows")
     console.print(f"alerts published to SNS (read back through SQS): {len(result.alerts)}")
+    console.print(f"CloudWatch metrics (moto, namespace {NAMESPACE}): " + ", ".join(
+        f"{name} {result.metrics.get(name, 0):g}" for name in ("BatchesCommitted", "EventsRead", "RowsUpserted",
+                                                               "RowsDeleted", "EventsQuarantined")))
     for alert in result.alerts:
         console.print(f"  - {escape(alert)}")
     console.print("lake tables (Delta, on the demo's moto S3, gone when it stops):")

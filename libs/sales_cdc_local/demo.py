@@ -21,6 +21,7 @@ from sales_cdc import config as C
 from sales_cdc.contract import Contract
 from sales_cdc.job import build_spark, merge_sql, run_stream
 from sales_cdc.lake import Lake
+from sales_cdc.metrics import NAMESPACE
 from sales_cdc.results import RunSummary
 from sales_cdc.settings import Settings, job_config
 from sales_cdc.sql import Dialect
@@ -37,7 +38,15 @@ from .local_aws import (
     enable_stream,
     read_alerts,
 )
-from .verify import diff_rows, read_lake_state, read_state, scan_table, state_from_items
+from .verify import (
+    cloudwatch_sums,
+    diff_rows,
+    metrics_mismatches,
+    read_lake_state,
+    read_state,
+    scan_table,
+    state_from_items,
+)
 
 LAKE_BUCKET = "sales-lake"
 DEMO_JOB_NAME = "sales-cdc-demo"
@@ -92,6 +101,7 @@ class DemoResult:
     silver_rows: int = 0
     lake_tables: dict[str, str] = field(default_factory=dict)
     alerts: list[str] = field(default_factory=list)  # subjects of the SNS alerts, read back through SQS
+    metrics: dict[str, float] = field(default_factory=dict)  # the run's CloudWatch metrics (moto), summed
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult:
@@ -124,16 +134,19 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoResult
             console.print(f"backfill: {feeding.backfilled} snapshot records of the preloaded table put on Kinesis")
         result = _compare(options, config, connection.url, moto)
         alerts = [m["Subject"] for m in read_alerts(moto.client("sqs"), alert_queue)]
-    return DemoResult(summary, result.mismatches, result.table_rows, result.warehouse_rows, feeding.records_put,
-                      time.monotonic() - started, result.silver_rows, result.lake_tables, alerts)
+        metrics = cloudwatch_sums(moto.client("cloudwatch"), NAMESPACE, config.job_name)
+    return DemoResult(summary, result.mismatches + metrics_mismatches(metrics, summary), result.table_rows,
+                      result.warehouse_rows, feeding.records_put, time.monotonic() - started, result.silver_rows,
+                      result.lake_tables, alerts, metrics)
 
 
 def _job_config(options: DemoOptions, endpoint: str, topic_arn: str) -> C.JobConfig:
-    """The job the demo runs: the lake on moto's S3, alerts to moto's SNS."""
+    """The job the demo runs: the lake on moto's S3, alerts to moto's SNS, metrics to moto's CloudWatch."""
     warehouse = options.warehouse
     settings = Settings(DEMO_JOB_NAME, options.contract.source, warehouse.db_schema, soft_delete=warehouse.soft_delete,
                         lake_root=f"s3://{LAKE_BUCKET}/lake", docs_location=str(options.work_dir / "data_docs"),
-                        dq_params=options.dq_params, sns_topic_arn=topic_arn, endpoint_url=endpoint)
+                        dq_params=options.dq_params, sns_topic_arn=topic_arn, metrics_namespace=NAMESPACE,
+                        endpoint_url=endpoint)
     return job_config(settings, options.contract.entity)
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from sales_cdc import metrics as M
 from sales_cdc import schema as S
 from sales_cdc.sql import MergeSql, quote
 
@@ -119,3 +120,34 @@ def scan_table(table) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def metrics_mismatches(sums: dict[str, float], summary) -> list[str]:
+    """Where the CloudWatch metrics of a run (``cloudwatch_sums``) disagree with its summary (a ``RunSummary``)."""
+    applied = [b for b in summary.batches if not b.merge.replayed]
+    expected = {"BatchesCommitted": len(applied), "EventsRead": sum(b.events_read for b in applied),
+                "RowsUpserted": sum(b.merge.upserted_rows for b in applied),
+                "RowsDeleted": sum(b.merge.deleted_rows for b in applied)}
+    return [f"CloudWatch {name}: {sums.get(name, 0):g}, the run's summary {value}"
+            for name, value in expected.items() if sums.get(name, 0) != value]
+
+
+def _metric_sum(cloudwatch, namespace: str, name: str, dimensions: dict[str, str]) -> float:
+    now = datetime.now(UTC)
+    points = cloudwatch.get_metric_statistics(
+        Namespace=namespace, MetricName=name, Dimensions=[{"Name": k, "Value": v} for k, v in dimensions.items()],
+        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5), Period=60,
+        Statistics=["Sum"])["Datapoints"]
+    return sum(p["Sum"] for p in points)
+
+
+def cloudwatch_sums(cloudwatch, namespace: str, job: str) -> dict[str, float]:
+    """Every metric of ``job`` in ``namespace`` of the last hour, summed (stage times by ``StageSeconds:<stage>``)."""
+    found = {}
+    for metric in cloudwatch.list_metrics(Namespace=namespace)["Metrics"]:
+        dimensions = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+        if dimensions.get(M.JOB_DIMENSION) != job:
+            continue
+        name = metric["MetricName"] + (f":{dimensions[M.STAGE_DIMENSION]}" if M.STAGE_DIMENSION in dimensions else "")
+        found[name] = _metric_sum(cloudwatch, namespace, metric["MetricName"], dimensions)
+    return found

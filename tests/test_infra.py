@@ -186,25 +186,32 @@ def _alarm_metrics(alarm: dict) -> list[tuple[str, str]]:
             for q in props["Metrics"] if "MetricStat" in q]
 
 
+OURS = {"Ref": "MetricsNamespace"}  # the job's namespace, a stack parameter passed to the job
+
+
 def test_the_alarms_watch_what_the_job_publishes_and_tell_the_alert_topic(template):
+    assert template["Parameters"]["MetricsNamespace"]["Default"] == M.NAMESPACE == glue.DEFAULTS["metrics_namespace"]
     alarms = resources(template, "AWS::CloudWatch::Alarm")
-    ours = {metric for alarm in alarms.values() for ns, metric in _alarm_metrics(alarm) if ns == M.NAMESPACE}
+    ours = {metric for alarm in alarms.values() for ns, metric in _alarm_metrics(alarm) if ns == OURS}
     assert ours <= {m.name for m in M.BATCH_METRICS} | {M.HALTS, M.STAGE_SECONDS}
     # batch duration, quarantine share, halts, no batch while records arrive, lag
     assert {"BatchSeconds", "EventsQuarantined", "EventsRead", M.HALTS, "BatchesCommitted", "EventLagSeconds"} <= ours
     for alarm in alarms.values():
         assert alarm["Properties"]["AlarmActions"] == [{"Ref": "AlertTopic"}], alarm["Properties"]["AlarmDescription"]
-        if any(ns == M.NAMESPACE for ns, _ in _alarm_metrics(alarm)):  # a quiet table alarms on nothing
+        if any(ns == OURS for ns, _ in _alarm_metrics(alarm)):  # a quiet table alarms on nothing
             assert alarm["Properties"]["TreatMissingData"] == "notBreaching"
 
 
 def test_the_job_publishes_metrics_to_its_namespace_only(template):
     (allowed,) = [s for _, s in statements(template) if s["Action"] == "cloudwatch:PutMetricData"]
-    assert M.NAMESPACE in allowed["Condition"]["StringEquals"]["cloudwatch:namespace"]
+    assert OURS in allowed["Condition"]["StringEquals"]["cloudwatch:namespace"]
+    job_arguments = template["Resources"]["StreamingJob"]["Properties"]["DefaultArguments"]
+    assert job_arguments["--metrics_namespace"] == OURS
 
 
 def test_the_dashboard_draws_every_metric_the_job_publishes(template):
     (dashboard,) = resources(template, "AWS::CloudWatch::Dashboard").values()
-    body = json.loads(re.sub(r"\$\{[^}]+\}", "0", dashboard["Properties"]["DashboardBody"]["Fn::Sub"]))
+    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"].replace("${MetricsNamespace}", "ours")
+    body = json.loads(re.sub(r"\$\{[^}]+\}", "0", text))
     drawn = {tuple(m[:2]) for widget in body["widgets"] for m in widget["properties"]["metrics"]}
-    assert {(M.NAMESPACE, name) for name in [*(m.name for m in M.BATCH_METRICS), M.HALTS, M.STAGE_SECONDS]} <= drawn
+    assert {("ours", name) for name in [*(m.name for m in M.BATCH_METRICS), M.HALTS, M.STAGE_SECONDS]} <= drawn

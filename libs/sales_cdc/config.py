@@ -146,6 +146,11 @@ def parse_params(pairs: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(parsed)
 
 
+def arn_region(arn: str) -> str:
+    """The region an ARN names (``arn:partition:service:region:account:resource``)."""
+    return arn.split(":")[3]
+
+
 @dataclass(frozen=True)
 class AlertConfig:
     """Alerts (a halt, a batch quarantining too much): to an SNS topic, else to the log only."""

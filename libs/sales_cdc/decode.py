@@ -29,6 +29,7 @@ from pyspark.sql import types as T
 
 from . import decode_values as V
 from . import schema as S
+from .merge_rules import STORED_SNAPSHOT_SEQUENCE
 from .transforms import to_quarantine_rows
 
 
@@ -196,7 +197,9 @@ class DecodedBatch:
     valid: int  # no errors (and, with ``on_new_attribute: quarantine``, no attribute the contract lacks)
     warned: int  # no errors, some warnings
     unmapped: int = 0  # valid, with attributes the contract does not name in the image that becomes the state
-    oldest_event: float | None = None  # the oldest event time read (epoch seconds): how far behind the batch is
+    # the oldest valid stream event's time (epoch seconds): how far behind the batch is (a backfill's snapshot
+    # records carry the snapshot's time, not a change's: they do not count)
+    oldest_event: float | None = None
 
 
 def _state_unmapped() -> Column:
@@ -232,7 +235,8 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
         F.count_if(flags).alias("flagged"),
         F.count_if(~F.col(HAS_ERRORS) & _state_unmapped().isNotNull()).alias("unmapped"),
         F.count_if(~F.col(HAS_ERRORS) & _unknown_attributes(entity)).alias("unknown"),
-        F.min(F.col(S.CDC_EVENT_TIME).cast("double")).alias("oldest_event"),
+        F.min(F.when(~F.col(HAS_ERRORS) & (F.col(S.CDC_SEQUENCE) != F.lit(STORED_SNAPSHOT_SEQUENCE)),
+                     F.col(S.CDC_EVENT_TIME).cast("double"))).alias("oldest_event"),
     ))
     counts = observed.get
     columns = [f.name for f in S.event_fields(entity)]

@@ -29,6 +29,7 @@ from .config import (
     LakeConfig,
     SinkConfig,
     WarehouseConfig,
+    arn_region,
 )
 from .contract import DEFAULT_CONTRACT, Contract, load_contract
 from .metrics import NAMESPACE as METRICS_NAMESPACE
@@ -209,7 +210,7 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
         **{f"{layer}_format": args[f"{layer}_format"] for layer in ("raw", "silver", "quarantine")},
         "expectations_dir": expectations_dir or DEFAULT_EXPECTATIONS, "dq_params": dq_params(args["dq_params"]),
         "dq_result_format": args["dq_result_format"], "alert_quarantine_share": float(args["alert_quarantine_share"]),
-        "region": args["stream_arn"].split(":")[3]})  # the stream's: the job's own (metrics, docs, the lake)
+        "region": arn_region(args["stream_arn"])})  # the stream's: the job's own (metrics, docs, the lake)
     return settings_job_config(settings, entity)
 
 

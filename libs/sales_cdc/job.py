@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from botocore.config import Config
 from pyspark import SparkConf, SparkContext
 from pyspark.errors import StreamingQueryException
 from pyspark.java_gateway import launch_gateway
@@ -225,7 +226,9 @@ def alerter_for(alerts: AlertConfig):
 def metrics_for(metrics: MetricsConfig, job_name: str) -> Metrics:
     if not metrics.namespace:
         return NoMetrics()
-    cloudwatch = aws_client("cloudwatch", endpoint=metrics.endpoint_url, region=metrics.region)
+    # best effort, as alerts are: a slow or unreachable CloudWatch costs a batch seconds, not minutes of retries
+    cloudwatch = aws_client("cloudwatch", endpoint=metrics.endpoint_url, region=metrics.region, config=Config(
+        retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=2, read_timeout=5))
     return CloudWatchMetrics(cloudwatch, job_name, metrics.namespace)
 
 

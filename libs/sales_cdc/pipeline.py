@@ -354,7 +354,8 @@ class BatchHandler:
                              dq_failed_rules=tuple(outcome.failed_rule_names()) if outcome else (),
                              dq_warned_rules=tuple(outcome.failed_rule_names(Severity.WARN)) if outcome else (),
                              seconds=batch.clock.seconds, elapsed_seconds=time.perf_counter() - batch.started,
-                             lag_seconds=None if decoded.oldest_event is None else time.time() - decoded.oldest_event)
+                             lag_seconds=None if decoded.oldest_event is None
+                             else max(0.0, time.time() - decoded.oldest_event))  # (a source clock ahead of ours)
         self.summary.add(result)
         if not merge.replayed:
             self._alert_on_quarantine_share(result, outcome)

@@ -21,6 +21,7 @@ from .config import (
     MetricsConfig,
     SinkConfig,
     WarehouseConfig,
+    arn_region,
 )
 from .schema import EntitySchema
 
@@ -83,7 +84,7 @@ def job_config(settings: Settings, entity: EntitySchema) -> JobConfig:
         dq = DqConfig(expectations_dir=s.expectations_dir, docs=docs, params=s.dq_params,
                       result_format=s.dq_result_format)
     topic = s.sns_topic_arn or None  # arn:aws:sns:<region>:<account>:<name>: published in its own region
-    alerts = AlertConfig(topic, s.endpoint_url, topic.split(":")[3] if topic else s.region,
+    alerts = AlertConfig(topic, s.endpoint_url, arn_region(topic) if topic else s.region,
                          quarantine_share=s.alert_quarantine_share)
     metrics = MetricsConfig(s.metrics_namespace or None, s.endpoint_url, s.region)
     return JobConfig(entity, s.job_name, sinks, dq, alerts, metrics, contract_source=s.contract_source)

@@ -273,7 +273,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _local_setup(args: argparse.Namespace) -> int:
     contract = load_contract(args.contract)
     created = set_up_source(args.endpoint_url, contract.entity, args.table or contract.table, args.kinesis_stream,
-                            args.shards, args.bucket)
+                            args.shards, args.bucket, args.region)
     console.print("created: " + "; ".join(created) if created else "everything was there already: nothing created")
     return 0
 

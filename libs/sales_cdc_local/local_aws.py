@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sales_cdc.aws import aws_client, aws_resource
+from sales_cdc.config import REGION
 
 if TYPE_CHECKING:
     from sales_cdc.schema import EntitySchema
@@ -138,10 +139,10 @@ def read_alerts(sqs_client, queue_url: str, wait_seconds: int = 1) -> list[dict]
 
 
 def set_up_source(endpoint: str, entity: EntitySchema, table_name: str, kinesis_stream: str = KINESIS_STREAM,
-                  shards: int = 2, bucket: str | None = None) -> list[str]:
+                  shards: int = 2, bucket: str | None = None, region: str = REGION) -> list[str]:
     """On a moto server at ``endpoint``: the table (with its stream), the Kinesis stream ``pipe`` writes and the job
     reads, and a bucket for the lake, each unless it exists. Returns what was created (a second call: nothing)."""
-    dynamodb, kinesis, s3 = (aws_client(s, endpoint=endpoint) for s in ("dynamodb", "kinesis", "s3"))
+    dynamodb, kinesis, s3 = (aws_client(s, endpoint=endpoint, region=region) for s in ("dynamodb", "kinesis", "s3"))
     created = []
     if table_name not in dynamodb.list_tables()["TableNames"]:
         create_source_table(dynamodb, entity, table_name)
@@ -150,6 +151,7 @@ def set_up_source(endpoint: str, entity: EntitySchema, table_name: str, kinesis_
         create_kinesis_stream(kinesis, kinesis_stream, shards)
         created.append(f"Kinesis stream {kinesis_stream} ({shards} shards)")
     if bucket and bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
-        s3.create_bucket(Bucket=bucket)
+        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, **where)
         created.append(f"S3 bucket {bucket}")
     return created

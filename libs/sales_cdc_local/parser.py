@@ -298,6 +298,7 @@ def _add_tools(sub) -> None:
     setup.add_argument("--endpoint-url", required=True,
                        help="the moto server (python -m sales_cdc_local.moto_server -p 5000: http://127.0.0.1:5000); "
                             "on AWS, `deploy` creates these")
+    setup.add_argument("--region", default=C.REGION)
     pipe = sub.add_parser("pipe", help="local EventBridge Pipe: DynamoDB stream -> Kinesis, resumable")
     LJ.add_contract_arg(pipe)
     pipe.add_argument("--table", default=None, help="the DynamoDB table (default: the contract's)")

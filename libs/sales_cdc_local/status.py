@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from sales_cdc.sql import MergeSql, quote
+from sales_cdc.sql import BATCH_FACTS, LEDGER_TABLE, MergeSql, quote
 
 SCHEMA_VERSION = 1  # of the JSON document; raised when a field changes meaning or goes away
 
@@ -59,9 +59,10 @@ def read_status(url: str, sql: MergeSql, job_name: str, batches: int = 10) -> St
         if latest is None:
             return Status(job_name, None, [])
         stream_id = latest[0]
+        facts = ", ".join(quote(c) if c in _columns(conn, sql) else f"NULL AS {quote(c)}" for c in BATCH_FACTS)
         rows = conn.execute(
-            f"SELECT batch_id, committed_at, staged_rows, upserted_rows, deleted_rows, stale_rows, events_read, "
-            f"stage_seconds FROM {sql.ledger} WHERE job_name = %s AND stream_id = %s ORDER BY batch_id DESC LIMIT %s",
+            f"SELECT batch_id, committed_at, staged_rows, upserted_rows, deleted_rows, stale_rows, {facts} "
+            f"FROM {sql.ledger} WHERE job_name = %s AND stream_id = %s ORDER BY batch_id DESC LIMIT %s",
             (job_name, stream_id, batches)).fetchall()
         found = {r[0]: BatchStatus(r[0], r[1].astimezone(UTC).isoformat(), *r[2:7], json.loads(r[7] or "{}"))
                  for r in rows}
@@ -69,6 +70,12 @@ def read_status(url: str, sql: MergeSql, job_name: str, batches: int = 10) -> St
             _add_quarantine(conn, sql, found)
             _add_quality(conn, sql, job_name, stream_id, found)
     return Status(job_name, stream_id, sorted(found.values(), key=lambda b: -b.batch_id))
+
+
+def _columns(conn, sql: MergeSql) -> set[str]:
+    """The ledger's columns: one a job of an earlier release wrote lacks the newer ones until the job starts again."""
+    return {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns "
+                                       "WHERE table_schema = %s AND table_name = %s", (sql.db_schema, LEDGER_TABLE))}
 
 
 def _add_quarantine(conn, sql: MergeSql, found: dict[int, BatchStatus]) -> None:

@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo demo-fixtures dq-docs test test-fast lint format fixtures bench wheel deploy teardown clean
+.PHONY: help install demo demo-fixtures dq-docs test test-fast lint format fixtures docs-assets bench wheel deploy teardown clean
 STACK ?= sales-cdc
 CHECKOV := .venv-checkov/bin/checkov
 
@@ -46,7 +46,7 @@ $(CHECKOV):  # own venv: checkov pins packaging<24, which pytest 9 cannot use
 	  | grep -v "^WARNING: Location" || true)
 
 lint: install $(CHECKOV) ## ruff, cfn-lint and checkov (CloudFormation)
-	$(VENV)/bin/ruff check libs jobs tests bench
+	$(VENV)/bin/ruff check libs jobs tests bench scripts
 	$(VENV)/bin/cfn-lint infra/cloudformation/*.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework cloudformation -d infra/cloudformation
 
@@ -55,6 +55,9 @@ format: install ## ruff format + autofix
 
 fixtures: install ## regenerate tests/fixtures from tests/fixtures/build_cdc_fixtures.py
 	$(PY) tests/fixtures/build_cdc_fixtures.py
+
+docs-assets: install ## fetch the Data Docs pages' scripts, styles and fonts from npm (pinned, into the package)
+	$(PY) scripts/vendor_docs_assets.py
 
 bench: install ## benchmarks with baselines in one run -> bench/results/ (about 12 minutes)
 	$(PY) -m bench.run $(BENCH_ARGS)

@@ -52,8 +52,10 @@ setup(
     packages=find_packages("libs", include=["sales_cdc", "sales_cdc.*"] if JOB_ONLY else ["sales_cdc*"]),
     install_requires=JOB_REQUIRES,
     # the default contract and suites travel with the job; the orders fixtures with the harness (demo-fixtures)
+    # and the Data Docs pages' scripts, styles and fonts (served from the site: it works offline)
     package_data={"sales_cdc": ["contracts/*.yaml", "expectations/great_expectations.yml",
-                                "expectations/expectations/*.json"],
+                                "expectations/expectations/*.json", "quality/static/vendor.json",
+                                "quality/static/vendor/**/*"],
                   "sales_cdc_local": ["fixtures/cdc/*.jsonl", "fixtures/expected/*.jsonl"]},
     extras_require={} if JOB_ONLY else {"local": LOCAL_REQUIRES, "dev": DEV_REQUIRES},
     entry_points={} if JOB_ONLY else {"console_scripts": ["sales-cdc=sales_cdc_local.cli:main"]},

@@ -41,14 +41,20 @@ from pyspark.sql import DataFrame
 
 from ..config import REGION
 from ..faults import crash_point
-from . import gx_spark  # noqa: F401 (registers add_sales_cdc_spark)
-from .docs_site import CachedJinjaIndexPageView, CachedJinjaPageView, RetainingSiteIndexBuilder, class_config
-from .suites import Suite
+from . import assets, gx_spark  # noqa: F401 (gx_spark registers add_sales_cdc_spark)
+from .docs_site import (
+    RULE_META,
+    CachedJinjaIndexPageView,
+    CachedJinjaPageView,
+    RetainingSiteIndexBuilder,
+    RuleValidationResultsPageRenderer,
+    class_config,
+)
+from .suites import Rule, Suite
 
 log = logging.getLogger(__name__)
 
 SITE_NAME = "sales_cdc_data_quality"
-RULE_META = "rule"  # added to each expectation's meta at load time: results name their rule
 SUITE_KEYS = ("name", "id", "expectations", "meta", "notes")
 SITE_SECTIONS = ("expectations", "validations", "profiling")  # GX's default sections, kept, with cached views
 RESULTS_DIR = "sales_cdc_results"  # under the site, per job: the results the index lists, for the next run to load
@@ -70,7 +76,8 @@ class DocsSite:
         backend = {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(local_dir.resolve())}
         page_view = class_config(CachedJinjaPageView)
         return {"class_name": "SiteBuilder", "show_how_to_buttons": False, "store_backend": backend,
-                "site_section_builders": {section: {"view": page_view} for section in SITE_SECTIONS},
+                "site_section_builders": {section: {"view": page_view} for section in SITE_SECTIONS} | {
+                    "validations": {"view": page_view, "renderer": class_config(RuleValidationResultsPageRenderer)}},
                 "site_index_builder": {**class_config(RetainingSiteIndexBuilder), "view": class_config(
                     CachedJinjaIndexPageView), "validation_results_limit": index_runs}}
 
@@ -94,7 +101,8 @@ class S3SiteSync:
 
     CONTENT_TYPES: ClassVar[dict[str, str]] = {
         ".html": "text/html", ".css": "text/css", ".js": "application/javascript", ".json": "application/json",
-        ".png": "image/png", ".svg": "image/svg+xml"}
+        ".png": "image/png", ".svg": "image/svg+xml", ".woff2": "font/woff2", ".ico": "image/x-icon",
+        ".gif": "image/gif", ".otf": "font/otf", ".txt": "text/plain", ".md": "text/markdown"}
 
     def __init__(self, site: DocsSite, local_dir: Path, s3) -> None:
         self.bucket, self.prefix = site.bucket_and_prefix
@@ -135,12 +143,21 @@ class S3SiteSync:
         return count
 
 
+def rule_notes(rule: Rule) -> list[str]:
+    """What GX's pages show beside an expectation (its notes, opened by ``docs_site``): the severity and why."""
+    why = [f"Why: {rule.why}"] if rule.why else []
+    return [f"**Severity: {rule.severity.value}** ({rule.severity.meaning})", *why]
+
+
 def _tagged(suite: Suite) -> dict[str, Any]:
-    """The suite document with each expectation's rule name in its meta, so results map back to rules."""
+    """The suite document with each expectation's rule name in its meta, so results map back to rules, and its
+    severity and why in its notes, so GX's pages show them."""
     document = {k: suite.document[k] for k in SUITE_KEYS if k in suite.document}
     expectations = []
     for expectation, rule in zip(suite.document["expectations"], suite.rules, strict=True):
-        expectations.append({**expectation, "meta": {**(expectation.get("meta") or {}), RULE_META: rule.name}})
+        notes = expectation.get("notes") or []
+        expectations.append({**expectation, "meta": {**(expectation.get("meta") or {}), RULE_META: rule.name},
+                             "notes": [*rule_notes(rule), *([notes] if isinstance(notes, str) else notes)]})
     return {**document, "expectations": expectations}
 
 
@@ -168,6 +185,7 @@ class GxRunner:
         self._held_limit = index_batches * len(suites) if docs is not None else 0
         if docs is not None:
             local_dir = Path(tempfile.mkdtemp(prefix="sales-cdc-docs-")) if docs.is_s3 else Path(docs.location)
+            assets.install(local_dir)  # the pages' scripts and styles (an S3 site's first sync uploads them)
             context.add_data_docs_site(SITE_NAME, docs.site_config(local_dir, self._held_limit))
             if docs.is_s3:
                 self.sync = S3SiteSync(docs, local_dir, s3_client or boto3.client(
@@ -200,6 +218,7 @@ class GxRunner:
         self._engine = datasource.get_execution_engine()
         # per job name: two jobs writing one site do not load (or drop) each other's results
         self._results_folder = f"{RESULTS_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+        self._site_dir = local_dir if docs is not None else None  # where the site is built
         self._results_dir = local_dir / self._results_folder if docs is not None else None
         if self._results_dir is not None:
             self._load_held()
@@ -238,6 +257,11 @@ class GxRunner:
         if not self._suite_pages_built:
             resources += [ExpectationSuiteIdentifier(name=suite.name) for suite in self.context.suites.all()]
         self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
+        site_dir = self._site_dir
+        written = [site_dir / "index.html", *[r.page for r in runs if r.page is not None]]
+        if not self._suite_pages_built:
+            written += sorted((site_dir / "expectations").rglob("*.html"))
+        assets.serve_locally(site_dir, written)  # their scripts and styles from the site itself
         self._suite_pages_built = True
         crash_point("mid-docs")  # pages written, the results the next run's index reads not yet
         kept = [self._keep(r) for r in runs]  # after their pages: a loaded result always has its page

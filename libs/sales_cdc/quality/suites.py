@@ -36,6 +36,13 @@ class Severity(StrEnum):
     QUARANTINE = "quarantine"
     HALT = "halt"
 
+    @property
+    def meaning(self) -> str:
+        """What a failure of a rule of this severity does to its batch (docs/data-quality.md, in one line)."""
+        return {"warn": "the batch is written, the failure is reported",
+                "quarantine": "the failing rows are quarantined, the rest of the batch is written",
+                "halt": "nothing of the batch is written and the job stops"}[self.value]
+
 
 class SuiteError(ValueError):
     """A suite file that the job cannot run safely (raised at start-up, never mid-stream)."""

@@ -55,7 +55,7 @@ setup(
     # and the Data Docs pages' scripts, styles and fonts (served from the site: it works offline)
     package_data={"sales_cdc": ["contracts/*.yaml", "expectations/great_expectations.yml",
                                 "expectations/expectations/*.json", "quality/static/vendor.json",
-                                "quality/static/vendor/**/*"],
+                                "quality/static/vendor/**/*", "quality/templates/*.j2"],
                   "sales_cdc_local": ["fixtures/cdc/*.jsonl", "fixtures/expected/*.jsonl"]},
     extras_require={} if JOB_ONLY else {"local": LOCAL_REQUIRES, "dev": DEV_REQUIRES},
     entry_points={} if JOB_ONLY else {"console_scripts": ["sales-cdc=sales_cdc_local.cli:main"]},

@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import socket
+import subprocess
 import threading
 from decimal import Decimal
 from pathlib import Path
@@ -235,3 +236,31 @@ class _HarnessBlocked(importlib.abc.MetaPathFinder):
             raise ImportError("the job imported " + name + ": the job package runs alone")
 sys.meta_path.insert(0, _HarnessBlocked())
 """
+
+
+CHROMIUM = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+# offline, whatever the machine's network: every host name fails to resolve, nothing is fetched in the background
+OFFLINE = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--host-resolver-rules=MAP * ~NOTFOUND",
+           "--hide-scrollbars", "--virtual-time-budget=5000"]
+
+
+def _chromium() -> str:
+    assert CHROMIUM is not None, "chromium is not installed: `make install` adds chromium-headless-shell (Debian)"
+    return CHROMIUM
+
+
+def rendered_dom(page: Path) -> str:
+    """The page's DOM once its scripts ran, in headless Chromium, offline."""
+    dom = subprocess.run([_chromium(), *OFFLINE, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert "<body" in dom
+    return dom
+
+
+def screenshot(page: Path, image: Path, size: str = "1400,1000") -> Path:
+    """What a reader sees of the page (headless Chromium, offline), as a PNG."""
+    image.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([_chromium(), *OFFLINE, f"--window-size={size}", f"--screenshot={image}", page.as_uri()],
+                   capture_output=True, timeout=60, check=True)
+    assert image.stat().st_size > 10_000, f"{image}: an empty page?"
+    return image

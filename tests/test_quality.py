@@ -17,6 +17,7 @@ from sales_cdc import schema as S
 from sales_cdc.config import DocsConfig, DqConfig, parse_params
 from sales_cdc.contract import DEFAULT_CONTRACT, parse_contract
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
+from sales_cdc.quality.batch_pages import GX_INDEX
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
 from sales_cdc_local import generator as G
@@ -315,10 +316,25 @@ def test_docs_keep_every_batch_page_and_index_the_latest_batches(spark, tmp_path
         for suite in ("cdc_envelope", "orders"):
             page = Path(outcome.docs_urls[suite].removeprefix("file://"))
             assert f"idx-batch-{batch_id}" in page.read_text()
-    index = (docs / "index.html").read_text()
+    index = (docs / GX_INDEX).read_text()  # GX's list of the results held
     assert "idx-batch-3" in index and "idx-batch-2" in index and "idx-batch-1" not in index
     assert len(dq.gx.context.validation_results_store.list_keys()) == 4  # 2 batches x 2 suites held in memory
     assert len(list((docs / RESULTS_DIR / "idx").glob("*.json"))) == 4  # and kept on the site for the next job
+
+
+def test_the_site_s_batch_list_keeps_the_latest_batches_across_a_restart(spark, tmp_path):
+    """The job's own index (batch_pages): a summary per batch, its page, the latest ``index_batches`` listed, and a
+    restarted job lists the batches before it."""
+    config = DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(str(tmp_path / "docs"), index_batches=2))
+    first = DataQuality(config, ORDERS, "pages")
+    for batch_id in (1, 2):
+        first.record_batch("stream-a", batch_id, events_read=batch_id * 10,
+                           outcome=first.check(frame(spark, [state_row(batch_id)]), batch_id=batch_id))
+    DataQuality(config, ORDERS, "pages").record_batch("stream-a", 3, events_read=30)  # restarted
+    index = (tmp_path / "docs" / "index.html").read_text()
+    assert "batches/pages-stream-a-3.html" in index and "batches/pages-stream-a-2.html" in index
+    assert "batches/pages-stream-a-1.html" not in index  # out of the list; its page stays
+    assert (tmp_path / "docs" / "batches" / "pages-stream-a-1.html").exists()
 
 
 def test_a_restarted_job_indexes_the_batches_before_the_restart(spark, tmp_path):
@@ -332,7 +348,7 @@ def test_a_restarted_job_indexes_the_batches_before_the_restart(spark, tmp_path)
     assert len(restarted.gx.context.validation_results_store.list_keys()) == 4
     restarted.check(frame(spark, [state_row(3)]), batch_id=3)
     restarted.check(frame(spark, [state_row(4)]), batch_id=4)
-    index = (docs / "index.html").read_text()
+    index = (docs / GX_INDEX).read_text()
     assert all(f"rs-batch-{b}" in index for b in (2, 3, 4)) and "rs-batch-1" not in index  # the latest 3
     assert len(list((docs / RESULTS_DIR / "rs").glob("*.json"))) == 6  # batch 1's results are no longer kept
     (docs / RESULTS_DIR / "rs" / "broken.json").write_text("{")  # unreadable files are skipped, with a warning
@@ -367,7 +383,7 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
 
     restarted = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(f"s3://{bucket}/dq", moto.endpoint)), ORDERS, "s3docs")  # a new local folder
     restarted.check(frame(spark, [state_row(3)]), batch_id=3)
-    index = s3.get_object(Bucket=bucket, Key="dq/index.html")["Body"].read().decode()
+    index = s3.get_object(Bucket=bucket, Key=f"dq/{GX_INDEX}")["Body"].read().decode()
     assert [b for b in (1, 2, 3) if f"s3docs-batch-{b}" not in index] == [], (
         len(restarted.gx.context.validation_results_store.list_keys()), sorted(on_s3())[:50])
     assert on_s3() >= {p.relative_to(restarted.gx.sync.local_dir).as_posix()

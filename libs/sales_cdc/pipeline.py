@@ -360,12 +360,20 @@ class BatchHandler:
         if not merge.replayed:
             self._alert_on_quarantine_share(result, outcome)
             self.metrics.batch(result)
+            if self.quality is not None:
+                self.quality.record_batch(batch.stream_id, batch.id, decoded.read, merge=merge, outcome=outcome,
+                                          quarantine_rows=batch.quarantine_rows, quarantine_at=self._quarantine_at())
         progress.info(result.progress_line(), extra={"fields": {"batch": result.fields()}})
         return result
+
+    def _quarantine_at(self) -> list[str]:
+        """Where the quarantined records are: the warehouse's table, and the lake's layer."""
+        return [self.warehouse.sql.quarantine, *([self.lake.quarantine_uri] if self.lake is not None else [])]
 
     def _halt(self, outcome: DqOutcome, stream_id: str, events_read: int) -> None:
         """Record the verdict, alert, and stop: raising here keeps Spark from committing the batch."""
         message = self.quality.halt_message(outcome)
+        self.quality.record_batch(stream_id, outcome.batch_id, events_read, outcome=outcome)
         try:
             self.warehouse.record_dq_results(outcome.history(self.job_name, stream_id))
         except Exception:  # the halt must still stop the job, with its own message

@@ -41,8 +41,14 @@ _CDN_ATTRIBUTES = re.compile(r'\s+(integrity|crossorigin)="[^"]*"')
 _GX_IMAGES = re.compile(r"https://great-expectations-web-assets\.s3\.us-east-2\.amazonaws\.com/([\w.-]+)(\?[^\"']*)?")
 
 
+# GX's own static/ links count a page's depth for a layout deeper than the one it writes (a validation page's
+# favicon pointed above the site): each is pointed at the site's root again
+_GX_STATIC = re.compile(r"""(["'(])(?:\./|(?:\.\./)+)static/""")
+
+
 def served_locally(html: str, root: str) -> str:
     """``html`` with every CDN URL it loads replaced by the site's own copy (``root``: the page's way to the root)."""
+    html = _GX_STATIC.sub(lambda m: f"{m[1]}{root}static/", html)
     html = _GX_IMAGES.sub(lambda m: f"{root}static/images/{m[1]}", html)
     for url, path in replacements().items():
         if url in html:

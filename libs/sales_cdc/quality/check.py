@@ -16,7 +16,9 @@ from pyspark.sql import functions as F
 
 from .. import schema as S
 from ..config import DqConfig, parameter_value
+from ..errors import first_line
 from . import rows
+from .batch_pages import summarize
 from .gx_runner import RULE_META, DocsSite, GxRunner, SuiteRun
 from .suites import Rule, Severity, Suite, SuiteError, load_suites
 
@@ -287,6 +289,21 @@ class DataQuality:
     def publish(self, outcome: DqOutcome) -> None:
         """The batch's Data Docs pages and the site index (the pages ``outcome.docs_urls`` names)."""
         self.gx.publish(outcome.suite_runs)
+
+    def record_batch(self, stream_id: str, batch_id: int, events_read: int, *, merge=None,
+                     outcome: DqOutcome | None = None, quarantine_rows: pa.Table | None = None,
+                     quarantine_at: list[str] | None = None) -> None:
+        """The batch's summary page and the site's index (``batch_pages``); best effort: the batch is committed, and
+        the ledger, the quarantine and the results history hold the same facts."""
+        if self.docs is None:
+            return
+        summary = summarize(self.job_name, stream_id, batch_id, events_read=events_read, merge=merge, outcome=outcome,
+                            quarantine_rows=quarantine_rows, quarantine_at=quarantine_at,
+                            gx_pages=self.gx.gx_pages(outcome.suite_runs) if outcome is not None else {})
+        try:
+            self.gx.add_batch(summary)
+        except Exception as error:  # a full disk, S3 refusing: the next batch writes the index again
+            log.warning("docs: could not write the summary page of batch %s (%s)", batch_id, first_line(error))
 
     def halt_message(self, outcome: DqOutcome) -> str:
         failed = outcome.failed(Severity.HALT)

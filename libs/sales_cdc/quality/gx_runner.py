@@ -42,6 +42,7 @@ from pyspark.sql import DataFrame
 from ..config import REGION
 from ..faults import crash_point
 from . import assets, gx_spark  # noqa: F401 (gx_spark registers add_sales_cdc_spark)
+from .batch_pages import GX_INDEX, BatchPages, BatchSummary
 from .docs_site import (
     RULE_META,
     CachedJinjaIndexPageView,
@@ -184,7 +185,7 @@ class GxRunner:
         self._held: deque = deque()
         self._held_limit = index_batches * len(suites) if docs is not None else 0
         if docs is not None:
-            local_dir = Path(tempfile.mkdtemp(prefix="sales-cdc-docs-")) if docs.is_s3 else Path(docs.location)
+            local_dir = Path(tempfile.mkdtemp(prefix="sales-cdc-docs-") if docs.is_s3 else docs.location).resolve()
             assets.install(local_dir)  # the pages' scripts and styles (an S3 site's first sync uploads them)
             context.add_data_docs_site(SITE_NAME, docs.site_config(local_dir, self._held_limit))
             if docs.is_s3:
@@ -220,8 +221,12 @@ class GxRunner:
         self._results_folder = f"{RESULTS_DIR}/{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
         self._site_dir = local_dir if docs is not None else None  # where the site is built
         self._results_dir = local_dir / self._results_folder if docs is not None else None
+        self.batch_pages = BatchPages(local_dir, name, index_batches) if docs is not None else None
         if self._results_dir is not None:
             self._load_held()
+            if self.sync is not None:
+                self.sync.download(self.batch_pages.summaries_folder)
+            self.batch_pages.load()
 
     def row_condition_sql(self, row_condition: Any, condition_parser: str | None = None) -> str:
         """A suite's ``row_condition`` as Spark SQL, translated by GX's own Spark engine."""
@@ -262,11 +267,26 @@ class GxRunner:
         if not self._suite_pages_built:
             written += sorted((site_dir / "expectations").rglob("*.html"))
         assets.serve_locally(site_dir, written)  # their scripts and styles from the site itself
+        (site_dir / "index.html").replace(site_dir / GX_INDEX)  # the site's index is the batches' (batch_pages)
+        written[0] = site_dir / GX_INDEX
+        written.append(self.batch_pages.write_index())
         self._suite_pages_built = True
         crash_point("mid-docs")  # pages written, the results the next run's index reads not yet
         kept = [self._keep(r) for r in runs]  # after their pages: a loaded result always has its page
         if self.sync is not None:
-            self.sync.sync([self.sync.local_dir / "index.html", *[r.page for r in runs if r.page is not None], *kept])
+            self.sync.sync([*written, *kept])
+
+    def add_batch(self, summary: BatchSummary) -> None:
+        """The batch's own page and the index that lists it (``batch_pages``), uploaded to an S3 site."""
+        if self.batch_pages is None:
+            return
+        written = self.batch_pages.add(summary)
+        if self.sync is not None:
+            self.sync.sync(written)
+
+    def gx_pages(self, runs: list[SuiteRun]) -> dict[str, str]:
+        """Suite -> its validation page of ``runs``, relative to the site."""
+        return {r.suite: r.page.relative_to(self._site_dir).as_posix() for r in runs if r.page is not None}
 
     def _hold(self, keys) -> None:
         """Keep the results the index lists (the latest ``index_batches`` batches), drop older ones."""

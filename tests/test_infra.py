@@ -120,7 +120,7 @@ def deploy_on_moto(template, moto, **parameters) -> tuple[dict[str, str], dict]:
 def test_the_stack_deploys_on_moto_cloudformation(template, moto):
     """A table with a partition and a sort key (the contract's key.partition and key.sort)."""
     physical, kept = deploy_on_moto(template, moto, KeyAttributeName="pk", SortKeyAttributeName="sk",
-                                    SortKeyAttributeType="N")
+                                    SortKeyAttributeType="N", DocsCdn="cloudfront")
     assert set(physical) == set(kept)
 
     table = moto.client("dynamodb").describe_table(TableName=physical["OrdersRawTable"])["Table"]
@@ -215,3 +215,42 @@ def test_the_dashboard_draws_every_metric_the_job_publishes(template):
     body = json.loads(re.sub(r"\$\{[^}]+\}", "0", text))
     drawn = {tuple(m[:2]) for widget in body["widgets"] for m in widget["properties"]["metrics"]}
     assert {("ours", name) for name in [*(m.name for m in M.BATCH_METRICS), M.HALTS, M.STAGE_SECONDS]} <= drawn
+
+
+def test_the_docs_site_can_sit_behind_cloudfront_reading_the_private_bucket_through_origin_access_control(template):
+    resources_ = template["Resources"]
+    distribution = resources_["DocsDistribution"]
+    assert distribution["Condition"] == "HasDocsCdn" and resources_["DocsOriginAccessControl"]["Condition"] == "HasDocsCdn"
+    config = distribution["Properties"]["DistributionConfig"]
+    (origin,) = config["Origins"]
+    assert origin["DomainName"] == {"Fn::GetAtt": ["DocsBucket", "RegionalDomainName"]}
+    assert origin["OriginPath"] == "/data-docs" and origin["OriginAccessControlId"] == {
+        "Fn::GetAtt": ["DocsOriginAccessControl", "Id"]}
+    assert config["DefaultCacheBehavior"]["ViewerProtocolPolicy"] == "redirect-to-https"
+    assert config["DefaultCacheBehavior"]["AllowedMethods"] == ["GET", "HEAD"]
+    assert config["WebACLId"] == {"Fn::If": ["HasDocsWebAcl", {"Ref": "DocsWebAclArn"}, {"Ref": "AWS::NoValue"}]}
+    # the bucket stays private: only this distribution reads, and only the site's prefix
+    policy = resources_["DocsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (reads,) = [s["Fn::If"][1] for s in policy if "Fn::If" in s]
+    assert reads["Principal"] == {"Service": "cloudfront.amazonaws.com"} and reads["Action"] == "s3:GetObject"
+    assert "distribution/${DocsDistribution}" in reads["Condition"]["StringEquals"]["AWS:SourceArn"]["Fn::Sub"]
+    assert reads["Resource"]["Fn::Sub"].endswith("/data-docs/*")
+    assert template["Outputs"]["DocsUrl"]["Condition"] == "HasDocsCdn"
+
+
+@pytest.mark.slow
+def test_dq_docs_prints_a_stack_s_docs_url(moto, capsys):
+    """`sales-cdc dq-docs --stack` reads the stack's outputs (a stack on moto with the outputs the template gives)."""
+    from sales_cdc_local.cli import main
+
+    cfn, name = moto.client("cloudformation"), f"docs-{uuid.uuid4().hex[:6]}"
+    outputs = {"DocsUrl": {"Value": "https://d111111abcdef8.cloudfront.net/index.html"},
+               "DocsLocation": {"Value": "s3://docs-bucket/data-docs"}}
+    for stack, kept in ((name, outputs), (f"{name}-private", {"DocsLocation": outputs["DocsLocation"]})):
+        body = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}}, "Outputs": kept}
+        cfn.create_stack(StackName=stack, TemplateBody=json.dumps(body))
+    capsys.readouterr()
+    assert main(["dq-docs", "--stack", name, "--endpoint-url", moto.endpoint]) == 0
+    assert capsys.readouterr().out.strip() == "https://d111111abcdef8.cloudfront.net/index.html"
+    assert main(["dq-docs", "--stack", f"{name}-private", "--endpoint-url", moto.endpoint]) == 0
+    assert "DocsCdn=cloudfront" in capsys.readouterr().out

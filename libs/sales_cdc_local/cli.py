@@ -157,6 +157,8 @@ def _quarantine(args: argparse.Namespace) -> int:
 
 
 def _dq_docs(args: argparse.Namespace) -> int:
+    if args.stack:
+        return _stack_docs(args.stack, args.region, args.endpoint_url)
     site = DocsSite(args.docs_location)
     if site.is_s3:
         print(args.website_url.rstrip("/") + "/index.html" if args.website_url else site.index_url)
@@ -168,6 +170,19 @@ def _dq_docs(args: argparse.Namespace) -> int:
     print(site.index_url)  # plain: scripts read it
     if args.open:
         webbrowser.open(site.index_url)
+    return 0
+
+
+def _stack_docs(stack: str, region: str | None, endpoint: str | None) -> int:
+    """The docs site of a deployed stack: its CloudFront URL, else where it is on S3 and how to open it."""
+    from .deploy import stack_outputs
+
+    outputs = stack_outputs(aws_client("cloudformation", endpoint=endpoint, region=region or C.REGION), stack)
+    if "DocsUrl" in outputs:
+        print(outputs["DocsUrl"])
+        return 0
+    console.print(f"{outputs.get('DocsLocation', '?')}/index.html: the stack's docs bucket is private; deploy with "
+                  "--parameter DocsCdn=cloudfront for a URL (docs/deploy.md)", soft_wrap=True)
     return 0
 
 

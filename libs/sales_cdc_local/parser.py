@@ -262,6 +262,9 @@ def _add_tools(sub) -> None:
     docs.add_argument("--website-url", default=None,
                       help="the docs bucket's website endpoint (printed instead of the s3:// location)")
     docs.add_argument("--open", action="store_true", help="open the index in a browser (local folders)")
+    docs.add_argument("--stack", default=None, help="a deployed stack: print its docs site's URL (with DocsCdn)")
+    docs.add_argument("--region", default=None)
+    docs.add_argument("--endpoint-url", default=None)
     generate = sub.add_parser("generate", help="Faker items of the contract's table (orders by default): to DynamoDB, "
                                                "or to Pipe-format fixture files")
     LJ.add_contract_arg(generate)

@@ -388,6 +388,14 @@ def test_an_s3_docs_site_uploads_the_whole_site_once_then_only_what_each_batch_w
         len(restarted.gx.context.validation_results_store.list_keys()), sorted(on_s3())[:50])
     assert on_s3() >= {p.relative_to(restarted.gx.sync.local_dir).as_posix()
                        for p in restarted.gx.sync.local_dir.rglob("*") if p.is_file()}
+    # the batch list: a summary per batch on S3, and a job restarted on a new folder still lists the earlier ones
+    restarted.record_batch("stream-s3", 3, events_read=3)
+    again = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, docs=DocsConfig(f"s3://{bucket}/dq", moto.endpoint)),
+                        ORDERS, "s3docs")
+    again.record_batch("stream-s3", 4, events_read=4)
+    batch_list = s3.get_object(Bucket=bucket, Key="dq/index.html")["Body"].read().decode()
+    assert "batches/s3docs-stream-s-3.html" in batch_list and "batches/s3docs-stream-s-4.html" in batch_list
+    assert "static/vendor/bootstrap/dist/css/bootstrap.min.css" in on_s3()  # the site's own styles, uploaded
 
 
 def test_a_suite_parameter_takes_its_suite_default_and_dq_param_overrides_it(spark):

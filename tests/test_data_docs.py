@@ -73,6 +73,12 @@ def test_a_failed_rule_shows_its_severity_and_why_on_the_batch_page_and_on_gx_s_
     screenshot(gx_page, ARTIFACTS / "validation.png", "1400,1400")
 
 
+def test_a_clean_batch_s_gx_page_shows_observed_values_not_unknown(site):
+    (page,) = site.glob(f"validations/cdc_envelope/{JOB}-batch-0/*/*.html")
+    dom = rendered_dom(page)
+    assert "100% not null" in dom and "% unexpected" in dom and "unknown % not null" not in dom
+
+
 def test_gx_s_own_index_and_pages_load_their_scripts_and_styles_from_the_site(site):
     dom = rendered_dom(site / "gx_index.html")
     assert 'data-index="0"' in dom  # bootstrap-table (jQuery, offline) built the list of validation results

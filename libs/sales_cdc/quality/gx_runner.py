@@ -51,6 +51,7 @@ from .docs_site import (
     RuleValidationResultsPageRenderer,
     class_config,
 )
+from .rows import is_row_level
 from .suites import Rule, Suite
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ class GxRunner:
                                "return_unexpected_index_query": False}))
             for detail in {result_format, "BOOLEAN_ONLY"}}
         self.result_format = result_format
+        self._rules = {rule.name: rule for suite in suites for rule in suite.rules}
         self._suite_pages_built = False
         self.context = context
         self.docs = docs
@@ -247,10 +249,26 @@ class GxRunner:
                                 run_id=RunIdentifier(run_name=run_name, run_time=run_time))
         runs = []
         for key, suite_result in result.run_results.items():
+            if not detailed and self._passing_without_counts(suite_result):
+                self.context.validation_results_store.set(key, suite_result)
             url, page = self._page(key) if self.docs is not None else (None, None)
             runs.append(SuiteRun(suite_result.suite_name, suite_result, url, key, page))
         self._hold(result.run_results)
         return runs
+
+    def _passing_without_counts(self, suite_result: ExpectationSuiteValidationResult) -> bool:
+        """A BOOLEAN_ONLY run carries no observed values (its pages read "unknown"). A row rule that passed without
+        ``mostly`` had no unexpected row: that is said, so its page shows 0 % unexpected. True if any was filled."""
+        filled = False
+        for result in suite_result.results:
+            rule = self._rules.get((result.expectation_config.meta or {}).get(RULE_META)) \
+                if result.expectation_config is not None else None
+            if result.success and not result.result and rule is not None and is_row_level(rule) \
+                    and "mostly" not in rule.kwargs:
+                result.result = {"unexpected_count": 0, "unexpected_percent": 0.0, "partial_unexpected_list": [],
+                                 "missing_count": 0, "missing_percent": 0.0}
+                filled = True
+        return filled
 
     def publish(self, runs: list[SuiteRun]) -> None:
         """Render the runs' pages and the index (of the results ``validate`` holds) in one build, and upload

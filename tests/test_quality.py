@@ -17,7 +17,7 @@ from sales_cdc import schema as S
 from sales_cdc.config import DocsConfig, DqConfig, parse_params
 from sales_cdc.contract import DEFAULT_CONTRACT, parse_contract
 from sales_cdc.quality import DataQuality, Severity, SuiteError, load_suites
-from sales_cdc.quality.batch_pages import GX_INDEX
+from sales_cdc.quality.batch_pages import BATCHES_DIR, GX_INDEX
 from sales_cdc.quality.gx_runner import RESULTS_DIR
 from sales_cdc.quality.rows import ROW_LEVEL_TYPES
 from sales_cdc_local import generator as G
@@ -335,6 +335,8 @@ def test_the_site_s_batch_list_keeps_the_latest_batches_across_a_restart(spark, 
     assert "batches/pages-stream-a-3.html" in index and "batches/pages-stream-a-2.html" in index
     assert "batches/pages-stream-a-1.html" not in index  # out of the list; its page stays
     assert (tmp_path / "docs" / "batches" / "pages-stream-a-1.html").exists()
+    kept = sorted(p.stem for p in (tmp_path / "docs" / BATCHES_DIR / "pages").glob("*.json"))
+    assert kept == ["pages-stream-a-2", "pages-stream-a-3"]  # a restart reads the batches listed, not every one
 
 
 def test_a_restarted_job_indexes_the_batches_before_the_restart(spark, tmp_path):

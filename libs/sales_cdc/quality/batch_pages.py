@@ -140,8 +140,9 @@ class BatchPages:
         """The summaries' folder relative to the site (what a restarted job downloads from an S3 site)."""
         return self.folder.relative_to(self.site_dir).as_posix()
 
-    def load(self) -> None:
-        """Hold the summaries an earlier job of this name kept (the newest ``limit``)."""
+    def load(self) -> list[Path]:
+        """Hold the summaries an earlier job of this name kept (the newest ``limit``); the older ones' files, deleted
+        (a smaller --docs-index-batches than before)."""
         found = []
         for path in sorted(self.folder.glob("*.json")) if self.folder.exists() else []:
             try:
@@ -150,18 +151,29 @@ class BatchPages:
                 continue
         found.sort(key=lambda s: s.finished_at)
         self.held = found[-self.limit:]
+        dropped = [self._kept(s) for s in found[:-self.limit]]
+        for path in dropped:
+            path.unlink(missing_ok=True)
+        return dropped
 
-    def add(self, summary: BatchSummary) -> list[Path]:
-        """Keep ``summary``, write its page and the index; the files written."""
+    def _kept(self, summary: BatchSummary) -> Path:
+        return self.folder / f"{Path(summary.page).stem}.json"
+
+    def add(self, summary: BatchSummary) -> tuple[list[Path], list[Path]]:
+        """Keep ``summary``, write its page and the index: (the files written, the summaries no longer listed,
+        deleted so that a restarted job reads ``limit`` files, not every batch's; their pages stay)."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        kept = self.folder / f"{Path(summary.page).stem}.json"
+        kept = self._kept(summary)
         kept.write_text(json.dumps(asdict(summary)))
-        self.held = ([s for s in self.held if s.page != summary.page] + [summary])[-self.limit:]
+        held = [s for s in self.held if s.page != summary.page] + [summary]
+        self.held, dropped = held[-self.limit:], [self._kept(s) for s in held[:-self.limit]]
+        for path in dropped:
+            path.unlink(missing_ok=True)
         page = self.site_dir / summary.page
         page.parent.mkdir(parents=True, exist_ok=True)
         page.write_text(self.env.get_template("batch.html.j2").render(
             batch=summary, root=_root(self.site_dir, page), gx_index=GX_INDEX))
-        return [kept, page, self.write_index()]
+        return [kept, page, self.write_index()], dropped
 
     def write_index(self) -> Path:
         index = self.site_dir / "index.html"

@@ -228,7 +228,9 @@ class GxRunner:
             self._load_held()
             if self.sync is not None:
                 self.sync.download(self.batch_pages.summaries_folder)
-            self.batch_pages.load()
+            for path in self.batch_pages.load():
+                if self.sync is not None:
+                    self.sync.delete(path)
 
     def row_condition_sql(self, row_condition: Any, condition_parser: str | None = None) -> str:
         """A suite's ``row_condition`` as Spark SQL, translated by GX's own Spark engine."""
@@ -298,9 +300,11 @@ class GxRunner:
         """The batch's own page and the index that lists it (``batch_pages``), uploaded to an S3 site."""
         if self.batch_pages is None:
             return
-        written = self.batch_pages.add(summary)
+        written, dropped = self.batch_pages.add(summary)
         if self.sync is not None:
             self.sync.sync(written)
+            for path in dropped:
+                self.sync.delete(path)
 
     def gx_pages(self, runs: list[SuiteRun]) -> dict[str, str]:
         """Suite -> its validation page of ``runs``, relative to the site."""

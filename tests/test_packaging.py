@@ -3,6 +3,7 @@ local harness (or what only the harness needs)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -19,6 +20,11 @@ from sales_cdc_local.parser import DEFAULT_FIXTURES
 from tests.helpers import HARNESS_BLOCKER
 
 
+def archive_text(wheel: Path, name: str) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        return archive.read(name).decode()
+
+
 def test_the_glue_wheel_holds_the_job_alone(tmp_path):
     wheel = build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
@@ -27,6 +33,11 @@ def test_the_glue_wheel_holds_the_job_alone(tmp_path):
     packages = {n.split("/")[0] for n in names}
     assert {p for p in packages if not p.endswith(".dist-info")} == {"sales_cdc"}
     assert "sales_cdc/contracts/orders.yaml" in names  # the default contract travels with the job
+    manifest = json.loads(archive_text(wheel, "sales_cdc/quality/static/vendor/MANIFEST.json"))
+    vendored = {f"sales_cdc/quality/static/vendor/{p['npm'].rsplit('@', 1)[0].split('/')[-1]}/{name}"
+                for p in manifest for name in p["files"]}
+    assert vendored <= set(names)  # and the docs pages' scripts, styles and fonts, every one of them
+    assert "sales_cdc/quality/templates/index.html.j2" in names
     assert not [n for n in names if n.endswith("entry_points.txt")]  # no console script: Glue runs glue_job.py
     requires = [line.split(":", 1)[1].strip().lower() for line in metadata.splitlines()
                 if line.startswith("Requires-Dist:")]

@@ -89,3 +89,20 @@ def test_kinesis_shard_lookups_answer_what_moto_scans_for():
     assert [r.data for r in fast_answers[0][2 * 5 + 3][0]] == ["data-7", "data-8", "data-9"]  # after 7, limit 3
     del shard.records[5]  # numbers with a gap (moto never leaves one): moto's own scan answers
     assert answers(fast) == answers(moto)
+
+
+def test_local_setup_finds_what_exists_beyond_the_first_page_of_a_listing(moto):
+    """A second `local-setup` creates nothing, also where the account lists more than one page of streams."""
+    import uuid
+
+    from sales_cdc.contract import load_contract
+    from sales_cdc_local.local_aws import set_up_source
+    from tests.helpers import REPO
+
+    entity = load_contract(REPO / "tests" / "fixtures" / "customers" / "contract.yaml").entity
+    kinesis, tag = moto.client("kinesis"), uuid.uuid4().hex[:6]
+    for i in range(101):  # list_streams answers 100 names a page
+        kinesis.create_stream(StreamName=f"a-{tag}-{i:03}", ShardCount=1)
+    names = (f"T-{tag}", f"z-{tag}", 2, f"lake-{tag}")
+    assert len(set_up_source(moto.endpoint, entity, *names)) == 3
+    assert set_up_source(moto.endpoint, entity, *names) == []

@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import ClientError
+
 from sales_cdc.aws import aws_client, aws_resource
 from sales_cdc.config import REGION
 
@@ -138,19 +140,31 @@ def read_alerts(sqs_client, queue_url: str, wait_seconds: int = 1) -> list[dict]
             sqs_client.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
+def _exists(describe) -> bool:
+    """Whether ``describe()`` finds its resource (a not-found error: no; any other error is raised)."""
+    try:
+        describe()
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("ResourceNotFoundException", "404", "NoSuchBucket"):
+            return False
+        raise
+    return True
+
+
 def set_up_source(endpoint: str, entity: EntitySchema, table_name: str, kinesis_stream: str = KINESIS_STREAM,
                   shards: int = 2, bucket: str | None = None, region: str = REGION) -> list[str]:
     """On a moto server at ``endpoint``: the table (with its stream), the Kinesis stream ``pipe`` writes and the job
     reads, and a bucket for the lake, each unless it exists. Returns what was created (a second call: nothing)."""
     dynamodb, kinesis, s3 = (aws_client(s, endpoint=endpoint, region=region) for s in ("dynamodb", "kinesis", "s3"))
     created = []
-    if table_name not in dynamodb.list_tables()["TableNames"]:
+    # asked by name, not found in a listing: list_tables and list_streams return a page (100) of the names
+    if not _exists(lambda: dynamodb.describe_table(TableName=table_name)):
         create_source_table(dynamodb, entity, table_name)
         created.append(f"DynamoDB table {table_name} (stream NEW_AND_OLD_IMAGES)")
-    if kinesis_stream not in kinesis.list_streams()["StreamNames"]:
+    if not _exists(lambda: kinesis.describe_stream_summary(StreamName=kinesis_stream)):
         create_kinesis_stream(kinesis, kinesis_stream, shards)
         created.append(f"Kinesis stream {kinesis_stream} ({shards} shards)")
-    if bucket and bucket not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+    if bucket and not _exists(lambda: s3.head_bucket(Bucket=bucket)):
         where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
         s3.create_bucket(Bucket=bucket, **where)
         created.append(f"S3 bucket {bucket}")

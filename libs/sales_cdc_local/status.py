@@ -59,7 +59,8 @@ def read_status(url: str, sql: MergeSql, job_name: str, batches: int = 10) -> St
         if latest is None:
             return Status(job_name, None, [])
         stream_id = latest[0]
-        facts = ", ".join(quote(c) if c in _columns(conn, sql) else f"NULL AS {quote(c)}" for c in BATCH_FACTS)
+        present = _columns(conn, sql)
+        facts = ", ".join(quote(c) if c in present else f"NULL AS {quote(c)}" for c in BATCH_FACTS)
         rows = conn.execute(
             f"SELECT batch_id, committed_at, staged_rows, upserted_rows, deleted_rows, stale_rows, {facts} "
             f"FROM {sql.ledger} WHERE job_name = %s AND stream_id = %s ORDER BY batch_id DESC LIMIT %s",

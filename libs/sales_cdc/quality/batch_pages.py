@@ -105,16 +105,15 @@ def summarize(job_name: str, stream_id: str, batch_id: int, *, events_read: int,
               quarantine_rows: pa.Table | None = None, gx_pages: dict[str, str] | None = None,
               quarantine_at: list[str] | None = None) -> BatchSummary:
     """A batch's summary from what the handler has at its end (``merge`` None: nothing was written, a halt)."""
-    quarantined = {}
-    if quarantine_rows is not None and quarantine_rows.num_rows:
-        for stage in quarantine_rows["stage"].to_pylist():
-            quarantined[stage] = quarantined.get(stage, 0) + 1
+    rejects = reject_groups(quarantine_rows) if quarantine_rows is not None else []
+    quarantined: dict[str, int] = {}
+    for group in rejects:
+        quarantined[group.stage] = quarantined.get(group.stage, 0) + group.count
     dq_outcome = outcome.outcome if outcome is not None else "not checked"
     return BatchSummary(
         job_name, stream_id, batch_id, datetime.now(UTC).isoformat(), verdict(quarantined, dq_outcome), events_read,
         merge.upserted_rows if merge else 0, merge.deleted_rows if merge else 0, merge.stale_rows if merge else 0,
-        quarantined, reject_groups(quarantine_rows) if quarantine_rows is not None else [],
-        failed_rules(outcome) if outcome is not None else [], gx_pages or {}, quarantine_at or [])
+        quarantined, rejects, failed_rules(outcome) if outcome is not None else [], gx_pages or {}, quarantine_at or [])
 
 
 def verdict(quarantined: dict[str, int], dq_outcome: str) -> str:

@@ -28,9 +28,10 @@ _NUL = _ESCAPED + r"\\u0000"
 _LONE_SURROGATE = (_ESCAPED + r"(\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
                    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})")
 # a JSON number, boolean or null where DynamoDB writes a string: the value of an S/N/B tag or of an envelope
-# field, or a member of an SS/NS/BS set (an attribute *named* like a tag holds an object: '{' is allowed)
-_NOT_A_STRING = (r'"(S|N|B|SequenceNumber|eventName|eventID)"\s*+:\s*+[^"\s{]'
-                 r'|"(SS|NS|BS)"\s*+:\s*+\[\s*+("([^"\\]|\\.)*+"\s*+,\s*+)*+[^"\s\]]')
+# field, or a member of an SS/NS/BS set (an attribute *named* like a tag holds an object: '{' is allowed).
+# Two patterns, each starting with a literal: one alternation of both ran at half their combined speed.
+_NOT_A_STRING = (r'"(?:[SNB]|SequenceNumber|eventName|eventID)"\s*+:\s*+[^"\s{]',
+                 r'"[SNB]S"\s*+:\s*+\[\s*+("([^"\\]|\\.)*+"\s*+,\s*+)*+[^"\s\]]')
 
 
 @dataclass
@@ -176,15 +177,16 @@ def fits_the_warehouse(value: Column, column: str, label: str, problems: Problem
 
 def payload_problems(payload: Column) -> dict[str, tuple[Column, str]]:
     """Problems visible in the payload text only: what from_json reads leniently or changes silently."""
-    escaped = F.instr(payload, "\\u") > 0
+    # contains (a byte search), not instr (which counts characters: 4x slower on a 1 KB payload)
+    escaped = payload.contains("\\u")
     return {
-        "_has_nul": ((F.instr(payload, "\u0000") > 0) | (escaped & payload.rlike(_NUL)),
+        "_has_nul": (payload.contains("\u0000") | (escaped & payload.rlike(_NUL)),
                      "payload has U+0000 (NUL), which the warehouse cannot store"),
-        "_not_utf8": (F.col("_invalid_utf8") | (F.instr(payload, "\ufffd") > 0),
+        "_not_utf8": (F.col("_invalid_utf8") | payload.contains("\ufffd"),
                       "payload is not valid UTF-8 (invalid bytes, or U+FFFD: a source replaced them)"),
         "_lone_surrogate": (escaped & payload.rlike(_LONE_SURROGATE),
                             "payload has a lone UTF-16 surrogate escape (\\uD800-\\uDFFF without its pair)"),
-        "_not_a_string": (payload.rlike(_NOT_A_STRING),
+        "_not_a_string": (payload.rlike(_NOT_A_STRING[0]) | payload.rlike(_NOT_A_STRING[1]),
                           "payload has a JSON number, boolean or null where DynamoDB writes a string (a type "
                           "tag's value, a set member, eventName, eventID or SequenceNumber)"),
     }

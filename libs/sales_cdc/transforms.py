@@ -10,7 +10,7 @@ from pyspark.sql import types as T
 from . import schema as S
 from .merge_rules import STORED_SNAPSHOT_SEQUENCE
 
-RANK, CONFLICT = "_rank", "_conflict"
+RANK, CONFLICT, CONTENT = "_rank", "_conflict", "_content"
 CONFLICT_REASON = ("another record of this item has the same sequence number and other content: no order between "
                    "them can be decided, so neither is applied")
 
@@ -25,14 +25,17 @@ def ranked(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
     ``_rank``: 1 for the latest event of its key that does not conflict, by sequence (ties, i.e. redeliveries,
     broken by event id) — the event that would have applied had the conflicting ones not come.
 
-    ``cdc_sequence`` is zero-padded, so string order is numeric order. Both windows partition by the key
-    first, so Spark shuffles the batch once for them.
+    ``cdc_sequence`` is zero-padded, so string order is numeric order.
     """
     same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
-    content = F.xxhash64(S.PAYLOAD)
-    differ = F.min(content).over(same_sequence) != F.max(content).over(same_sequence)
+    # the payload's hash is a column before the window: the window's shuffle then carries 8 bytes per event,
+    # not its payload (~1 KB), which no later step of the state needs
+    # Spread by the key alone, which both windows' partitionings accept: left to itself, Spark shuffles once
+    # by (key, sequence) for the first window and again by key for the second
+    hashed = events.withColumn(CONTENT, F.xxhash64(S.PAYLOAD)).repartition(*keys)
+    differ = F.min(CONTENT).over(same_sequence) != F.max(CONTENT).over(same_sequence)
     # two snapshots of an item (merge rule 6) are both true states: the later one is kept, no conflict
-    flagged = events.withColumn(CONFLICT, differ & ~_is_snapshot())
+    flagged = hashed.withColumn(CONFLICT, differ & ~_is_snapshot()).drop(CONTENT)
     by_recency = Window.partitionBy(*keys).orderBy(F.col(CONFLICT).asc(), F.col(S.CDC_SEQUENCE).desc(),
                                                    F.col(S.CDC_EVENT_TIME).desc(), F.col(S.CDC_EVENT_ID).desc())
     return flagged.withColumn(RANK, F.row_number().over(by_recency))

@@ -30,11 +30,14 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
     assert {"end_to_end", "without_gx", "ceiling_decode_dedupe_merge", "udf_type_deserializer_s"} <= set(
         results["sizes"][0])
     assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
+    # the performance targets: decode, end to end, fixed cost, freshness; then merge, raw and reuse
     assert len(results["checks"]) == 11 and results["machine"]["cores"]
+    assert results["fixed_cost"]["events"] == 1 and results["fixed_cost"]["spark_jobs"] > 0
+    assert results["sizes"][0]["end_to_end"]["spark_jobs"] > 0 and results["sizes"][0]["typed_floor_dedupe_s"] > 0
     assert all(seconds > 0 for seconds in results["sizes"][0]["reuse"].values())  # decode columns, docs pages
     assert results["sizes"][0]["parse_dedupe_floor_s"] > 0 and "Floor of any decode" in (tmp_path / "results.md").read_text()
     assert results["sizes"][0]["typed_flatten_floor_s"] > 0
-    fresh = results["freshness"]
+    [fresh] = results["freshness"]
     assert fresh["visible"] == fresh["events"] == 100
     # the latency split per hop: DynamoDB write -> on Kinesis (pipe) -> visible in the warehouse (job)
     assert 0 <= fresh["write_to_kinesis_p95_s"] <= fresh["max_s"] and fresh["kinesis_to_warehouse_p95_s"] >= 0

@@ -82,6 +82,8 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("dq_params", "{}", "values of the suites' $PARAMETERs as a JSON object, e.g. "
               '{"price_ceiling": "5000"}; a parameter not given keeps its suite\'s default'),
     GlueParam("dq_result_format", DqConfig.result_format, "GX result format: SUMMARY or BOOLEAN_ONLY"),
+    GlueParam("dq_screen_rows", str(DqConfig.screen_rows), "a batch of up to this many rows is validated on GX's "
+              "pandas engine first (faster); 0: always on Spark"),
     GlueParam("alert_quarantine_share", str(AlertConfig.quarantine_share),
               "alert when a batch quarantines more than this share"),
     GlueParam("sns_topic_arn", "", "SNS topic for alerts; empty: log only"),
@@ -209,7 +211,8 @@ def job_config(args: dict[str, str], expectations_dir: Path | None, entity: S.En
         "sink_retry_seconds": float(args["sink_retry_seconds"]), "docs_index_batches": int(args["docs_index_batches"]),
         **{f"{layer}_format": args[f"{layer}_format"] for layer in ("raw", "silver", "quarantine")},
         "expectations_dir": expectations_dir or DEFAULT_EXPECTATIONS, "dq_params": dq_params(args["dq_params"]),
-        "dq_result_format": args["dq_result_format"], "alert_quarantine_share": float(args["alert_quarantine_share"]),
+        "dq_result_format": args["dq_result_format"], "dq_screen_rows": int(args["dq_screen_rows"]),
+        "alert_quarantine_share": float(args["alert_quarantine_share"]),
         "region": arn_region(args["stream_arn"])})  # the stream's: the job's own (metrics, docs, the lake)
     return settings_job_config(settings, entity)
 

@@ -94,6 +94,9 @@ def add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> No
     group.add_argument("--dq-result-format", default=C.DqConfig.result_format,
                        choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
                        help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
+    group.add_argument("--dq-screen-rows", type=int, default=C.DqConfig.screen_rows,
+                       help="a batch of up to this many rows is validated on GX's pandas engine first, ~0.5 s "
+                            "faster; 0: always on Spark (default %(default)s)")
     group.add_argument("--alert-quarantine-share", type=float, default=C.AlertConfig.quarantine_share,
                        help="alert when a batch quarantines more than this share of its events (default 0.05)")
     group.add_argument("--sns-topic-arn", default=None, help="SNS topic for alerts (default: alerts go to the log)")

@@ -274,7 +274,8 @@ class BatchHandler:
         # GX's queries are aggregates: over one partition each is a single stage (no shuffle, no adaptive
         # re-planning), ~0.1 s less per query here; big batches keep a partition per DQ_ROWS_PER_PARTITION rows
         state = batch.state.coalesce(max(1, math.ceil(batch.decoded.valid / DQ_ROWS_PER_PARTITION)))
-        outcome = batch.outcome = self.quality.check(state, batch.id, publish=False)
+        collected = state.toArrow() if self.quality.screens(batch.decoded.valid) else None
+        outcome = batch.outcome = self.quality.check(state, batch.id, publish=False, collected=collected)
         batch.clock.lap("data_quality")
         if outcome.halted:
             self.quality.publish(outcome)  # the halt's message and alert link to its pages

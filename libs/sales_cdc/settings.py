@@ -46,6 +46,7 @@ class Settings:
     docs_index_batches: int = DocsConfig.index_batches
     dq_params: tuple[tuple[str, str], ...] = ()
     dq_result_format: str = DqConfig.result_format
+    dq_screen_rows: int = DqConfig.screen_rows
     alert_quarantine_share: float = AlertConfig.quarantine_share
     sns_topic_arn: str | None = None  # None: alerts go to the log
     metrics_namespace: str | None = None  # None: no CloudWatch metrics
@@ -82,7 +83,7 @@ def job_config(settings: Settings, entity: EntitySchema) -> JobConfig:
     if s.dq:
         docs = DocsConfig(s.docs_location or None, s.endpoint_url, s.region, index_batches=s.docs_index_batches)
         dq = DqConfig(expectations_dir=s.expectations_dir, docs=docs, params=s.dq_params,
-                      result_format=s.dq_result_format)
+                      result_format=s.dq_result_format, screen_rows=s.dq_screen_rows)
     topic = s.sns_topic_arn or None  # arn:aws:sns:<region>:<account>:<name>: published in its own region
     alerts = AlertConfig(topic, s.endpoint_url, arn_region(topic) if topic else s.region,
                          quarantine_share=s.alert_quarantine_share)

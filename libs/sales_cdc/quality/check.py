@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import operator
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import reduce
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 from pyspark.sql import Column, DataFrame
@@ -24,6 +25,7 @@ from .suites import Rule, Severity, Suite, SuiteError, load_suites
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 DQ_REJECTED = "_dq_rejected"  # true where a quarantine rule flags the row
 
 
@@ -132,12 +134,23 @@ class _TimedGx:
         self.gx, self.state, self.run_name, self.parameters, self.now = gx, state, run_name, parameters, now
         self.seconds = 0.0
 
-    def validate(self, detailed: bool) -> list:
+    def _timed(self, run: Callable[[], T]) -> T:
         started = time.perf_counter()
         try:
-            return self.gx.validate(self.state, self.run_name, self.parameters, detailed=detailed, run_time=self.now)
+            return run()
         finally:
             self.seconds += time.perf_counter() - started
+
+    def validate(self, detailed: bool) -> list:
+        return self._timed(lambda: self.gx.validate(self.state, self.run_name, self.parameters, detailed=detailed,
+                                                    run_time=self.now))
+
+    def first_pass(self, rows: pa.Table | None) -> list | None:
+        """BOOLEAN_ONLY verdicts: on the pandas screen when ``rows`` (the state collected) are given and the suites
+        allow it, which answers None when a rule fails there (the batch then goes the Spark way); else on Spark."""
+        if rows is not None and self.gx.pandas is not None:
+            return self._timed(lambda: self.gx.screen(self.state, rows, self.run_name, self.parameters, self.now))
+        return self.validate(detailed=False)
 
 
 def _split(state: DataFrame, flags: _RowFlags) -> tuple[DataFrame, DataFrame | None, int]:
@@ -183,6 +196,10 @@ class DataQuality:
         """The same suites over ``entity``'s columns (after a migration): the contract's rules follow them."""
         return DataQuality(self.config, entity, self.job_name)
 
+    def screens(self, rows: int) -> bool:
+        """Whether a batch of ``rows`` state rows goes to the pandas screen first (``check``'s ``collected``)."""
+        return self._gx_first and self.gx.pandas is not None and rows <= self.config.screen_rows
+
     def parameters(self, now: datetime) -> dict[str, Any]:
         """The $PARAMETER values for a batch validated at ``now``: the suites' defaults, then the job's."""
         return {**self._parameter_defaults, **self.config.parameters(now)}
@@ -226,10 +243,11 @@ class DataQuality:
                          totals["rejected"])
 
     def check(self, state: DataFrame, batch_id: int, validated_at: datetime | None = None, *,
-              publish: bool = True) -> DqOutcome:
+              publish: bool = True, collected: pa.Table | None = None) -> DqOutcome:
         """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
         ``publish=False`` leaves the Data Docs pages to a later ``publish(outcome)`` (the batch handler renders
-        them while the sinks write).
+        them while the sinks write). ``collected``, the state as Arrow (a small batch), lets a clean batch be cleared
+        on GX's pandas engine (``gx_pandas``) instead of Spark's.
 
         Quarantine needs rows, which the row predicates of quarantine and warn rules find (one Spark job);
         halt rules are GX's alone (a halt writes nothing, so their rows are never needed, and the ``unique``
@@ -246,7 +264,7 @@ class DataQuality:
         row_rules = [r for r in self.rules if rows.is_row_level(r) and r.severity is not Severity.HALT]
         gx = _TimedGx(self.gx, state, f"{self.job_name}-batch-{batch_id}", parameters, now)
         flags, detailed = None, False
-        runs = gx.validate(detailed=False) if self._gx_first else None
+        runs = gx.first_pass(collected) if self._gx_first else None
         if runs is None or not _all_passed(runs):
             flags = self._row_flags(state, row_rules, parameters) if row_rules else None
             if runs is None:  # predicates first: a rule they find failing asks for the detail up front

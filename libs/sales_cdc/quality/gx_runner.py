@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 import boto3
 import great_expectations as gx
+import pyarrow as pa
 from botocore.exceptions import ClientError
 from great_expectations.core.expectation_suite import ExpectationSuite
 from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
@@ -51,6 +52,7 @@ from .docs_site import (
     RuleValidationResultsPageRenderer,
     class_config,
 )
+from .gx_pandas import PandasScreen, not_screenable
 from .rows import is_row_level
 from .suites import Rule, Suite
 
@@ -213,6 +215,11 @@ class GxRunner:
                 result_format={"result_format": detail, "partial_unexpected_count": 10,
                                "return_unexpected_index_query": False}))
             for detail in {result_format, "BOOLEAN_ONLY"}}
+        reason = not_screenable([d.suite for d in definitions])
+        self.pandas = PandasScreen(context, name, [d.suite for d in definitions], batch_definition) \
+            if reason is None else None
+        if reason is not None:
+            log.info("data quality: every batch on Spark (%s)", reason)
         self.result_format = result_format
         self._rules = {rule.name: rule for suite in suites for rule in suite.rules}
         self._suite_pages_built = False
@@ -249,13 +256,29 @@ class GxRunner:
         checkpoint = self.checkpoints[self.result_format if detailed else "BOOLEAN_ONLY"]
         result = checkpoint.run(batch_parameters={"dataframe": df}, expectation_parameters=parameters,
                                 run_id=RunIdentifier(run_name=run_name, run_time=run_time))
+        return self._runs(result.run_results, detailed)
+
+    def screen(self, df: DataFrame, rows: pa.Table, run_name: str, parameters: dict[str, Any],
+               run_time=None) -> list[SuiteRun] | None:
+        """The batch's runs on the pandas screen (``gx_pandas``) over ``rows``, ``df`` collected, if every rule
+        passes there; else None (nothing held), and the batch goes the Spark way."""
+        if self.pandas is None:
+            return None
+        results = self.pandas.run(df, rows, parameters, RunIdentifier(run_name=run_name, run_time=run_time))
+        if not all(result.success for result in results.values()):
+            return None
+        for key, result in results.items():  # a checkpoint stores its results; the screen's are stored here
+            self.context.validation_results_store.set(key, result)
+        return self._runs(results, detailed=False)
+
+    def _runs(self, run_results: dict, detailed: bool) -> list[SuiteRun]:
         runs = []
-        for key, suite_result in result.run_results.items():
+        for key, suite_result in run_results.items():
             if not detailed and self._passing_without_counts(suite_result):
                 self.context.validation_results_store.set(key, suite_result)
             url, page = self._page(key) if self.docs is not None else (None, None)
             runs.append(SuiteRun(suite_result.suite_name, suite_result, url, key, page))
-        self._hold(result.run_results)
+        self._hold(run_results)
         return runs
 
     def _passing_without_counts(self, suite_result: ExpectationSuiteValidationResult) -> bool:

@@ -1,0 +1,92 @@
+"""The pandas screen (quality/gx_pandas.py) against GX's Spark engine on the same rows: the same verdict for every
+rule, the same quarantined rows, and a clean small batch cleared without a Spark job."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import pytest
+from bench.cases import spark_jobs_started
+from great_expectations.core.run_identifier import RunIdentifier
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pyspark.sql import types as T
+
+from sales_cdc import schema as S
+from sales_cdc.config import DqConfig
+from sales_cdc.quality import DataQuality
+from sales_cdc.quality.docs_site import RULE_META
+from tests.helpers import EXPECTATIONS, ORDERS
+from tests.test_quality import BAD_ROWS, HALT_ROWS, frame, state_row
+
+CHANGES = [change for variants in [*BAD_ROWS.values(), *HALT_ROWS.values()] for change in variants]
+REMOVED = dict(cdc_op="REMOVE", product_name=None, quantity=None, price=None, customer_id=None, customer_name=None,
+               created_at=None)  # a delete may carry a partial image: the rules skip it where they say so
+
+
+@pytest.fixture(scope="module")
+def dq():
+    return DataQuality(DqConfig(expectations_dir=EXPECTATIONS), ORDERS, job_name="engines")
+
+
+@pytest.fixture(scope="module")
+def dq_spark():
+    return DataQuality(DqConfig(expectations_dir=EXPECTATIONS, screen_rows=0), ORDERS, job_name="engines-spark")
+
+
+def verdicts(runs_or_results) -> dict[str, bool]:
+    results = [r for run in runs_or_results for r in run.results]
+    return {r.expectation_config.meta[RULE_META]: bool(r.success) for r in results}
+
+
+def both_engines(dq, state) -> tuple[dict[str, bool], dict[str, bool]]:
+    now = datetime.now(UTC)
+    parameters = dq.parameters(now)
+    on_pandas = dq.gx.pandas.run(state, state.toArrow(), parameters, RunIdentifier(run_name="p", run_time=now))
+    on_spark = dq.gx.validate(state, "s", parameters, detailed=False, run_time=now)
+    return verdicts(on_pandas.values()), verdicts(run.result for run in on_spark)
+
+
+rows_of_a_batch = st.lists(st.one_of(st.just({}), st.just(REMOVED), st.sampled_from(CHANGES)), min_size=1, max_size=8)
+
+
+@settings(max_examples=int(os.environ.get("SALES_CDC_ENGINE_RUNS", "25")), deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(changes=rows_of_a_batch)
+def test_every_rule_has_the_same_verdict_on_pandas_and_on_spark(spark, dq, changes):
+    state = frame(spark, [state_row(f"r{n}", **change) for n, change in enumerate(changes)])
+    on_pandas, on_spark = both_engines(dq, state)
+    assert on_pandas == on_spark
+
+
+def test_schema_drift_fails_the_type_rules_on_the_screen_too(spark, dq):
+    drifted = T.StructType([T.StructField("price", T.DoubleType()) if f.name == "price" else f
+                            for f in S.state_schema(ORDERS).fields])
+    on_pandas, on_spark = both_engines(dq, frame(spark, [state_row(1, price=9.5)], drifted))
+    assert on_pandas == on_spark
+    assert [rule for rule, passed in on_pandas.items() if not passed] == ["orders.price.be_of_type"]
+
+
+@pytest.mark.parametrize("changes", [[{}, REMOVED, {}], [{}, *CHANGES[:4]], [{}, *CHANGES]], ids=["clean", "some", "all"])
+def test_a_batch_has_the_same_outcome_and_quarantine_with_or_without_the_screen(spark, dq, dq_spark, changes):
+    state = frame(spark, [state_row(f"q{n}", **change) for n, change in enumerate(changes)])
+    screened = dq.check(state, batch_id=7, collected=state.toArrow())
+    on_spark = dq_spark.check(state, batch_id=7)
+    fields = ("success", "element_count", "unexpected_count", "failed_rows")
+    assert [(r.rule.name, *[getattr(r, f) for f in fields]) for r in screened.rules] == \
+        [(r.rule.name, *[getattr(r, f) for f in fields]) for r in on_spark.rules]
+    assert screened.outcome == on_spark.outcome
+    quarantined = [sorted(o.rejected.collect(), key=repr) if o.rejected is not None else [] for o in (screened, on_spark)]
+    assert quarantined[0] == quarantined[1]
+
+
+def test_a_clean_small_batch_is_cleared_without_a_spark_job(spark, dq):
+    state = frame(spark, [state_row(f"c{n}") for n in range(3)])
+    collected = state.toArrow()
+    dq.check(state, batch_id=8, collected=collected)  # (after a failing batch, the next runs predicates first)
+    before = spark_jobs_started(spark)
+    outcome = dq.check(state, batch_id=9, collected=collected)
+    assert outcome.outcome == "passed"
+    assert spark_jobs_started(spark) == before
+    assert dq.screens(DqConfig.screen_rows) and not dq.screens(DqConfig.screen_rows + 1)

@@ -241,7 +241,7 @@ class BatchHandler:
         # the deduped state is read by GX, the collect and the lake: materialised here, so that the
         # data-quality time is data quality only
         observed = Observation(f"dedupe_{uuid.uuid4().hex}")
-        latest = ranked(batch.events, self.entity.keys).observe(observed, F.count_if(CONFLICT).alias("conflicts"))
+        latest = ranked(batch.events, self.entity.keys, batch.decoded.valid).observe(observed, F.count_if(CONFLICT).alias("conflicts"))
         batch.state = batch.materialized(to_state_rows(latest.where(f"{RANK} = 1 AND NOT {CONFLICT}"), batch.id,
                                                        self.entity))
         if observed.get["conflicts"]:  # rare: the records are found again, each quarantined once

@@ -55,6 +55,8 @@ def write_report(results: dict, out: Path) -> None:
               f"Raw write of a {results['raw_write']['batch_events']}-event batch (each record once), "
               "and a plain append: " + _raw_text(results["raw_write"]),
               _fixed_text(results["fixed_cost"]),
+              _largest_text(results["largest"], results["sizes"]),
+              _core_count_text(results["cores"]),
               *["Freshness (DynamoDB write -> visible in the warehouse, moto path, 1 s trigger): "
                 + _freshness_text(fresh) for fresh in results["freshness"]],
               _floor_text(results["sizes"][-1]),
@@ -72,6 +74,23 @@ def _fixed_text(fixed: dict) -> str:
     stages = ", ".join(f"{k} {v:.2f}" for k, v in fixed["stages"].items())
     return (f"Fixed cost per batch (a one-event batch, whole pipeline): {fixed['seconds']:.2f} s, "
             f"{fixed.get('spark_jobs', '?')} Spark jobs; stages (s): {stages}.")
+
+
+def _largest_text(largest: dict, sizes: list[dict]) -> str:
+    if "error" in largest:
+        return f"The largest batch, {largest['events']:,} events, failed: {largest['error']}"
+    memory = ", ".join(f"{r['events']:,} events {r['end_to_end'].get('driver_arrow_peak_mb', 0):.0f} MB"
+                       for r in sizes)
+    return (f"The largest batch, {largest['events']:,} events: {largest['seconds']:.2f} s "
+            f"({largest['events_per_s']:,.0f} events/s), {largest.get('spark_jobs', '?')} Spark jobs. Arrow memory "
+            f"the driver holds at its peak: {memory}, {largest['events']:,} events "
+            f"{largest['driver_arrow_peak_mb']:.0f} MB.")
+
+
+def _core_count_text(cores: list[dict]) -> str:
+    runs = [f"{c['master']} {c['seconds']:.2f} s" if "seconds" in c else f"{c['master']} failed: {c.get('error')}"
+            for c in cores]
+    return f"One batch of {cores[0]['events']:,} events, whole pipeline, per Spark master: {', '.join(runs)}."
 
 
 def _floor_text(size: dict) -> str:
@@ -121,29 +140,55 @@ def _source_text(source: dict) -> str:
 
 
 def chart(results: dict, path: Path) -> None:
+    """Throughput per batch size beside its baselines; seconds per batch by size, with the targets as lines."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig, (rates, times) = plt.subplots(1, 2, figsize=(12, 4.5))
+    _throughput(rates, results)
+    _batch_seconds(times, results)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _throughput(ax, results: dict) -> None:
     sizes = [r["events"] for r in results["sizes"]]
     series = {"end-to-end": [r["end_to_end"]["events_per_s"] for r in results["sizes"]],
               "without GX": [r["without_gx"]["events_per_s"] for r in results["sizes"]],
               "decode+dedupe+merge ceiling": [r["ceiling_decode_dedupe_merge"]["events_per_s"]
                                               for r in results["sizes"]],
               "naive per-record upsert": [results["naive_upsert"]["events_per_s"]] * len(sizes)}
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.2
     for i, (name, values) in enumerate(series.items()):
         ax.bar([x + i * width for x in range(len(sizes))], values, width, label=name)
     ax.set_xticks([x + 1.5 * width for x in range(len(sizes))], [f"{s:,}" for s in sizes])
     ax.set_xlabel("events per micro-batch")
     ax.set_ylabel("events / s")
-    ax.set_title("sales-cdc throughput (local[2])")
+    ax.set_title("throughput (local[2])")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+
+def _batch_seconds(ax, results: dict) -> None:
+    """Seconds per batch by size (log-log), the naive upsert's as a line, and the targets: a one-event batch
+    <= 0.4 s, a 1000-event batch <= 0.6 s."""
+    largest = results["largest"]
+    points = sorted([(1, results["fixed_cost"]["seconds"]), *[(r["events"], r["end_to_end"]["seconds"])
+                                                               for r in results["sizes"]],
+                     *([(largest["events"], largest["seconds"])] if "seconds" in largest else [])])
+    events = [e for e, _ in points]
+    ax.plot(events, [s for _, s in points], marker="o", label="whole batch")
+    ax.plot(events, [e / results["naive_upsert"]["events_per_s"] for e in events], linestyle=":",
+            label="naive per-record upsert")
+    ax.scatter([1, 1000], [0.4, 0.6], marker="_", s=400, color="red", label="targets (1 event, 1000 events)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("events per micro-batch")
+    ax.set_ylabel("seconds per batch")
+    ax.set_title("batch time by size")
+    ax.legend(fontsize=8)
 
 
 def _raw_text(raw: dict) -> str:

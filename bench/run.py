@@ -7,8 +7,10 @@ Cases: end-to-end throughput per batch size with per-stage times; baselines (nai
 Spark's raw JSON-parse ceiling, the pipeline without GX, a Python-UDF TypeDeserializer decode yielding
 the same rows as ours, the decode + dedupe + merge ceiling); warehouse merge into 10k vs 1M rows; raw's write
 into a day of 10k vs 1M rows, beside a plain append;
-a one-event batch (the fixed cost per batch); Spark jobs per batch; freshness on the moto path at a 1 s
-trigger and two write rates, and its baseline: the emulated AWS side alone, with the CPU it uses.
+a one-event batch (the fixed cost per batch); Spark jobs per batch; the largest batch (1M events: time and the
+Arrow memory the driver holds, against 100k); local[1] vs local[2] at 100k (each in a Spark of its own);
+freshness on the moto path at a 1 s trigger and two write rates, and its baseline: the emulated AWS side alone,
+with the CPU it uses.
 ``--smoke`` runs tiny sizes to check the harness (part of the test suite); benchmarks are never part of
 the tests' pass/fail.
 """
@@ -20,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -27,9 +30,11 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from bench.cases import REPO, Bench, payload_lines, source_frame, warm_together
+from bench.cores import in_a_spark_of_its_own
 from bench.freshness import FRESHNESS_WARMUP_S, freshness, source_alone
 from bench.raw_layer import raw_write
 from bench.report import check, machine, write_report
+from sales_cdc.errors import first_line
 from sales_cdc.job import build_spark
 from sales_cdc_local.embedded import start_embedded_postgres
 
@@ -37,24 +42,32 @@ from sales_cdc_local.embedded import start_embedded_postgres
 PREVIOUS_E2E_AT_100K = 14_724.0
 
 
-def run(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
-        pg_url: str, fresh: tuple[tuple[float, ...], float, float] = ((200.0, 500.0), 20.0, FRESHNESS_WARMUP_S)
-        ) -> dict:
+@dataclass(frozen=True)
+class Sizes:
+    batches: list[int]  # events per batch of the size cases
+    naive_events: int
+    merge: tuple[int, int]  # batch events, big table rows
+    largest: int  # the largest batch: whole pipeline only (time, driver memory)
+    cores_events: int  # local[1] vs local[2]
+    fresh: tuple[tuple[float, ...], float, float] = ((200.0, 500.0), 20.0, FRESHNESS_WARMUP_S)
+
+
+def run(sizes: Sizes, out: Path, spark: SparkSession, pg_url: str) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-"))
     try:
-        return _run_cases(sizes, naive_events, merge_sizes, out, spark, pg_url, fresh, workdir)
+        return _run_cases(sizes, out, spark, pg_url, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int], out: Path, spark: SparkSession,
-               pg_url: str, fresh: tuple[tuple[float, ...], float, float], workdir: Path) -> dict:
+def _run_cases(sizes: Sizes, out: Path, spark: SparkSession, pg_url: str, workdir: Path) -> dict:
+    naive_events, merge_sizes, fresh = sizes.naive_events, sizes.merge, sizes.fresh
     bench = Bench(spark, pg_url, workdir)
-    warm_up = source_frame(spark, payload_lines(min(sizes), workdir, seed=1))
+    warm_up = source_frame(spark, payload_lines(min(sizes.batches), workdir, seed=1))
     bench.pipeline(warm_up, gx=True, lake=True)  # warm-up: JIT, GX first run, connection set-up
     bench.pipeline(warm_up, gx=False, lake=False)
 
-    rows = [_size_case(bench, spark, size, workdir) for size in sizes]
+    rows = [_size_case(bench, spark, size, workdir) for size in sizes.batches]
     fixed = _fixed_cost(bench, spark, workdir)
     naive_lines = payload_lines(naive_events, workdir, seed=3)
     naive_rate = naive_events / bench.naive_upsert(naive_lines)
@@ -67,8 +80,11 @@ def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int]
     source_result = source_alone(max(rates), seconds, workdir)
     fresh_results = [freshness(spark, pg_url, rate, seconds, _folder(workdir / f"fresh-{rate:g}"), warmup=warmup)
                      for rate in rates]
+    # last: the largest batch presses on the driver's memory, and may fail (reported, not raised)
+    cores = [in_a_spark_of_its_own(master, sizes.cores_events, pg_url) for master in ("local[1]", "local[2]")]
+    largest = _largest(bench, spark, sizes.largest, workdir)
 
-    checks = _checks(rows, fixed, naive_rate, fresh_results)
+    checks = [*_checks(rows, fixed, naive_rate, fresh_results), *_scale_checks(rows, largest, cores)]
     raw_ratio = raw[merge_sizes[1]]["seconds"] / raw[merge_sizes[0]]["seconds"]
     checks += [check(f"merge into {merge_sizes[1]} rows vs into {merge_sizes[0]} rows", merge_large / merge_small,
                      "<= 1.5", merge_large / merge_small <= 1.5),
@@ -76,7 +92,8 @@ def _run_cases(sizes: list[int], naive_events: int, merge_sizes: tuple[int, int]
                      "<= 1.5", raw_ratio <= 1.5),
                *_reuse_checks(rows[-1]["reuse"])]
     results = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "sizes": rows,
-               "fixed_cost": fixed, "naive_upsert": {"events": naive_events, "events_per_s": naive_rate},
+               "fixed_cost": fixed, "largest": largest, "cores": cores,
+               "naive_upsert": {"events": naive_events, "events_per_s": naive_rate},
                "merge": {"batch_events": merge_sizes[0], "into_rows": list(merge_sizes),
                          "seconds": [merge_small, merge_large]},
                "raw_write": {"batch_events": merge_sizes[0], "day_rows": list(merge_sizes),
@@ -127,6 +144,29 @@ def _fixed_cost(bench: Bench, spark: SparkSession, workdir: Path) -> dict:
     result = warm_together({"one": partial(bench.pipeline, df, gx=True, lake=True)})["one"]
     df.unpersist()
     return result
+
+
+def _largest(bench: Bench, spark: SparkSession, events: int, workdir: Path) -> dict:
+    """The largest batch, whole pipeline only: a warm-up and one run (a 1M-event run takes about a minute)."""
+    df = source_frame(spark, payload_lines(events, workdir, seed=13))
+    try:
+        result = warm_together({"full": partial(bench.pipeline, df, gx=True, lake=True)}, runs=1)["full"]
+    except Exception as error:  # e.g. the driver out of memory: that is the finding
+        return {"events": events, "error": first_line(error)}
+    finally:
+        df.unpersist()
+    return {**result, "events_per_s": events / result["seconds"]}
+
+
+def _scale_checks(rows: list[dict], largest: dict, cores: list[dict]) -> list[dict]:
+    """The driver's memory as the batch grows; the speed-up a second core gives."""
+    big = _at(rows, 100_000) or rows[-1]
+    memory = largest.get("driver_arrow_peak_mb", float("inf")) / max(big["end_to_end"]["driver_arrow_peak_mb"], 1e-9)
+    one, two = (c.get("seconds", float("nan")) for c in cores)
+    return [check(f"driver Arrow memory at {largest['events']:,} events vs at {big['events']:,} (x)", memory,
+                  "<= 1.5", memory <= 1.5),
+            check(f"{cores[1]['master']} vs {cores[0]['master']} at {cores[0]['events']:,} events (x)", one / two,
+                  ">= 1.6", one / two >= 1.6)]
 
 
 def _at(rows: list[dict], events: int) -> dict | None:
@@ -184,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000", help="events per batch, comma-separated")
     parser.add_argument("--naive-events", type=int, default=10_000)
     parser.add_argument("--merge", default="10000,1000000", help="batch events and big-table rows")
+    parser.add_argument("--largest", type=int, default=1_000_000, help="the largest batch (time, driver memory)")
+    parser.add_argument("--cores-events", type=int, default=100_000, help="events per batch of local[1] vs local[2]")
     parser.add_argument("--freshness", default="200,500", help="writes/s of each moto-path freshness run")
     parser.add_argument("--freshness-seconds", default=f"20,{FRESHNESS_WARMUP_S:g}",
                         help="measured seconds and (optional) warm-up seconds of each freshness run")
@@ -193,9 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.sizes, args.naive_events, args.merge, args.freshness = "200", 50, "100,1000", "100"
+        args.largest, args.cores_events = 400, 200
         args.freshness_seconds = "1,0"
-    sizes = [int(s) for s in args.sizes.split(",")]
-    merge = tuple(int(s) for s in args.merge.split(","))
     # 100k-event batches with the default 1 GB driver once lost a task result ("TaskResultLost"): give it room
     os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 4g pyspark-shell")
     spark = build_spark("sales-cdc-bench", shuffle_partitions=4)
@@ -207,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seconds, *warmup = (float(x) for x in args.freshness_seconds.split(","))
         rates = tuple(float(x) for x in args.freshness.split(","))
-        fresh = (rates, seconds, warmup[0] if warmup else FRESHNESS_WARMUP_S)
-        results = run(sizes, args.naive_events, merge, args.out, spark, url, fresh)
+        sizes = Sizes([int(s) for s in args.sizes.split(",")], args.naive_events,
+                      tuple(int(s) for s in args.merge.split(",")), args.largest, args.cores_events,
+                      (rates, seconds, warmup[0] if warmup else FRESHNESS_WARMUP_S))
+        results = run(sizes, args.out, spark, url)
     finally:
         if server is not None:
             server.cleanup()

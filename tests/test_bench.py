@@ -30,8 +30,11 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
     assert {"end_to_end", "without_gx", "ceiling_decode_dedupe_merge", "udf_type_deserializer_s"} <= set(
         results["sizes"][0])
     assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
-    # the performance targets: decode, end to end, fixed cost, freshness; then merge, raw and reuse
-    assert len(results["checks"]) == 11 and results["machine"]["cores"]
+    # the performance targets: decode, end to end, fixed cost, freshness, driver memory, cores; merge, raw, reuse
+    assert len(results["checks"]) == 13 and results["machine"]["cores"]
+    assert results["largest"]["events"] == 400 and results["largest"]["driver_arrow_peak_mb"] > 0
+    assert [c["master"] for c in results["cores"]] == ["local[1]", "local[2]"]
+    assert all(c["seconds"] > 0 and c["events"] == 200 for c in results["cores"])
     assert results["fixed_cost"]["events"] == 1 and results["fixed_cost"]["spark_jobs"] > 0
     assert results["sizes"][0]["end_to_end"]["spark_jobs"] > 0 and results["sizes"][0]["typed_floor_dedupe_s"] > 0
     assert all(seconds > 0 for seconds in results["sizes"][0]["reuse"].values())  # decode columns, docs pages

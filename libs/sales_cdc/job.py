@@ -59,6 +59,9 @@ SPARK_LOG_LEVEL_ENV = "SALES_CDC_SPARK_LOG_LEVEL"
 SPARK_OUTPUT_ENV = "SALES_CDC_SPARK_OUTPUT"
 
 
+MASTER_ENV = "SALES_CDC_SPARK_MASTER"  # the master of a plain python run (not spark-submit); default local[2]
+
+
 def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> SparkSession:
     """A local session unless spark-submit already chose a master. Workers use this interpreter."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -68,7 +71,7 @@ def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> Spa
         ("spark.sql.shuffle.partitions", str(shuffle_partitions)), ("spark.ui.enabled", "false"),
         ("spark.ui.showConsoleProgress", "false"), ("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")])
     if not conf.contains("spark.master"):  # spark-submit --master wins; plain python runs local[2]
-        conf.setMaster(os.environ.get("SALES_CDC_SPARK_MASTER", "local[2]"))
+        conf.setMaster(os.environ.get(MASTER_ENV, "local[2]"))
     _launch_jvm(conf)
     spark = tune_session(SparkSession.builder.config(conf=conf).getOrCreate())
     # the CLI sets OFF unless -v: an expected failure reaches the user as one line, not Java's stack frames

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -152,10 +153,16 @@ def _largest(bench: Bench, spark: SparkSession, events: int, workdir: Path) -> d
     try:
         result = warm_together({"full": partial(bench.pipeline, df, gx=True, lake=True)}, runs=1)["full"]
     except Exception as error:  # e.g. the driver out of memory: that is the finding
-        return {"events": events, "error": first_line(error)}
+        return {"events": events, "error": _java_cause(error)}
     finally:
         df.unpersist()
     return {**result, "events_per_s": events / result["seconds"]}
+
+
+def _java_cause(error: Exception) -> str:
+    """The Java error under py4j's "An error occurred while calling ..." (an out-of-memory, a lost result)."""
+    cause = re.search(r"java\.lang\.\w+Error[^\n]*|TaskResultLost[^\n]*", str(error))
+    return cause.group(0) if cause else first_line(error)
 
 
 def _scale_checks(rows: list[dict], largest: dict, cores: list[dict]) -> list[dict]:

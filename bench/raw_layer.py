@@ -1,7 +1,8 @@
 """Raw's write of one batch as the day's partition grows. Raw holds each record once (``schema.RECORD_ID``), so a
 write looks up the records the layer holds, narrowed to the batch's partitions and sequence range
-(``lake.delta.sequence_scope``); its baseline, measured beside it, is a plain append of the same rows (the write
-before records had an identity, which a deleted checkpoint doubled)."""
+(``lake.delta_files.SequenceScope``; the files are written by Spark's tasks); its baseline, measured beside it,
+is a plain append of the same rows (the write before records had an identity, which a deleted checkpoint
+doubled)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from deltalake import write_deltalake
 from bench.cases import timed
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
-from sales_cdc.lake.delta import DeltaAppend, DeltaTables, sequence_scope
+from sales_cdc.lake.delta import DeltaTables
+from sales_cdc.lake.delta_files import DeltaFilesAppend
 from sales_cdc.lake.layers import LakeBatch
 
 DAY = date(2026, 12, 4)
@@ -37,18 +39,20 @@ def raw_rows(start: int, count: int) -> pa.Table:
                      S.EVENT_DATE: pa.array([DAY] * count, pa.date32())})
 
 
-def raw_write(workdir: Path, held: int, batch: int) -> dict:
+def raw_write(spark, workdir: Path, held: int, batch: int) -> dict:
     """Seconds of raw's write of a ``batch``-event batch into a day that holds ``held`` rows (in batches of that
     size, as a stream leaves them), and of a plain append of another such batch."""
     uri = str(workdir / f"raw-{uuid.uuid4().hex[:8]}")
     for start in range(0, held, batch):
         write_deltalake(uri, raw_rows(start, batch), mode="append", partition_by=[S.EVENT_DATE])
-    rows, appended = raw_rows(held, batch), raw_rows(held + batch, batch)
-    writer = DeltaAppend(DeltaTables(LakeConfig(str(workdir)), "bench"), uri, lambda _: rows, S.RAW_IDENTITY,
-                         [S.EVENT_DATE], narrow=sequence_scope)
+    rows, appended = spark.createDataFrame(raw_rows(held, batch)).cache(), raw_rows(held + batch, batch)
+    rows.count()
+    writer = DeltaFilesAppend(DeltaTables(LakeConfig(str(workdir)), "bench"), uri, lambda _: rows, S.RAW_IDENTITY,
+                              S.EVENT_DATE)
     try:
         seconds = timed(lambda: writer.write(LakeBatch(1, "bench", None, None, None)))
         append = timed(lambda: write_deltalake(uri, appended, mode="append", partition_by=[S.EVENT_DATE]))
     finally:
+        rows.unpersist()
         shutil.rmtree(uri, ignore_errors=True)
     return {"seconds": seconds, "append_s": append}

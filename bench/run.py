@@ -76,7 +76,7 @@ def _run_cases(sizes: Sizes, out: Path, spark: SparkSession, pg_url: str, workdi
     # a merge is a ~0.1 s figure, where one run's noise is a large share of it: five rounds, not three
     merge = warm_together({size: partial(bench.merge_scaling, merge_state, size) for size in merge_sizes}, runs=5)
     merge_small, merge_large = merge[merge_sizes[0]], merge[merge_sizes[1]]
-    raw = warm_together({held: partial(raw_write, workdir, held, merge_sizes[0]) for held in merge_sizes})
+    raw = warm_together({held: partial(raw_write, spark, workdir, held, merge_sizes[0]) for held in merge_sizes})
     rates, seconds, warmup = fresh
     source_result = source_alone(max(rates), seconds, workdir)
     fresh_results = [freshness(spark, pg_url, rate, seconds, _folder(workdir / f"fresh-{rate:g}"), warmup=warmup)

@@ -7,10 +7,11 @@ Layout under the lake root (a local path or ``s3://bucket/prefix``):
   quarantine/<entity>      rejected records with reasons
   meta/<entity>_schema_changes   the schema history of silver (docs/schema-evolution.md), a Delta table
 
-Each layer has one writer, chosen when the lake is built from its format: Delta (``lake.delta``, delta-rs:
-transactional, the default) or Parquet (``lake.parquet``, Spark's own writer). A replayed batch changes
-nothing: a Delta table or the Parquet silver skips a batch it already holds; Parquet raw and quarantine
-rewrite exactly that batch's own partition.
+Each layer has one writer, chosen when the lake is built from its format: Delta (transactional, the default;
+committed by delta-rs: raw's files written by Spark's executors, ``lake.delta_files``, silver and quarantine by
+delta-rs from the rows the warehouse merges too, ``lake.delta``) or Parquet (``lake.parquet``, Spark's own
+writer). A replayed batch changes nothing: a Delta table or the Parquet silver skips a batch it already holds;
+Parquet raw and quarantine rewrite exactly that batch's own partition.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from ..config import REGION, LakeConfig
 from ..evolution import ChangeKind
 from ..faults import crash_point
 from ..merge_rules import MergeRules
-from .delta import DeltaAppend, DeltaSilver, DeltaTables, sequence_scope
+from .delta import DeltaAppend, DeltaSilver, DeltaTables
+from .delta_files import DeltaFilesAppend
 from .layers import LakeBatch, LayerWriter, Rows
 from .parquet import ParquetAppend, ParquetSilver, check_filesystem
 
@@ -64,8 +66,7 @@ class Lake:
         self.quarantine_uri = f"{root}/quarantine/{entity.name}"
         self.delta = DeltaTables(config, job_name)
         self.raw: LayerWriter = (
-            DeltaAppend(self.delta, self.raw_uri, lambda batch: batch.raw.toArrow(), S.RAW_IDENTITY, [S.EVENT_DATE],
-                        narrow=sequence_scope)
+            DeltaFilesAppend(self.delta, self.raw_uri, lambda batch: batch.raw, S.RAW_IDENTITY, S.EVENT_DATE)
             if config.raw_format == "delta"
             else ParquetAppend(self.raw_uri, lambda batch: batch.raw, S.RAW_IDENTITY, [S.EVENT_DATE]))
         self.quarantine: LayerWriter = (
@@ -153,8 +154,8 @@ def maintain(lake: Lake, *, retention_hours: int = 168, vacuum: bool = True, spa
         before = len(table.file_uris())
         table.optimize.compact(target_size=lake.config.target_file_size)
         removed = 0
-        if vacuum:
-            removed = len(table.vacuum(retention_hours=retention_hours, dry_run=False,
+        if vacuum:  # full: also the files of a batch that crashed before its commit (``lake.delta_files``)
+            removed = len(table.vacuum(retention_hours=retention_hours, dry_run=False, full=True,
                                        enforce_retention_duration=retention_hours >= 168))
         table = lake.table(uri)
         results.append(MaintenanceResult(uri, before, len(table.file_uris()), removed))

@@ -1,5 +1,5 @@
-"""Delta lake layers, written by delta-rs: append-only layers (raw, quarantine) and silver (a MERGE, with
-tombstones in hard-delete mode).
+"""Delta lake layers written by delta-rs from rows the driver holds: quarantine (append-only) and silver (a
+MERGE, with tombstones in hard-delete mode). Raw's files are written by Spark's executors (``lake.delta_files``).
 
 Every commit carries a Delta app transaction ``(job/stream/table, batch id)``. Before writing a table the
 writer reads that table's last committed batch id and skips the batch when it is already there, so a
@@ -21,7 +21,7 @@ from .. import column_types as CT
 from .. import schema as S
 from ..config import LakeConfig
 from ..errors import JobError
-from ..merge_rules import REMOVE, STORED_SNAPSHOT_SEQUENCE, MergeRules
+from ..merge_rules import REMOVE, MergeRules
 from .layers import LakeBatch, Written
 
 CONTRACT_VERSION = "sales_cdc.contract_version"  # commit metadata: the contract a commit was written with
@@ -62,8 +62,8 @@ class DeltaTables:
                                       custom_metadata={CONTRACT_VERSION: batch.contract_version}))
         return True
 
-    def append(self, uri: str, data: pa.Table, commit: CommitProperties, partition_by=None) -> None:
-        write_deltalake(uri, data, mode="append", partition_by=partition_by, schema_mode="merge",
+    def append(self, uri: str, data: pa.Table, commit: CommitProperties) -> None:
+        write_deltalake(uri, data, mode="append", schema_mode="merge",
                         storage_options=self.config.storage_options, target_file_size=self.config.target_file_size,
                         commit_properties=commit)
 
@@ -76,18 +76,14 @@ class DeltaTables:
 
 
 class DeltaAppend:
-    """An append-only layer: the batch's rows (``rows_of``) that the layer does not hold yet, by ``identity``
-    (``schema.RAW_IDENTITY``, ``schema.QUARANTINE_IDENTITY``). A replay of a batch it holds is skipped by the
-    batch's app transaction; the same records under another stream id (a reset checkpoint, a backfill run again)
-    are found by their identity, looked up in the batch's own partitions only (raw: its event dates), so that a
-    batch reads what it could repeat and not the whole layer; ``narrow`` (raw: :func:`sequence_scope`) may narrow
-    it further, to files whose statistics can hold the rows."""
+    """An append-only layer written from rows the driver holds (quarantine): the batch's rows (``rows_of``) that
+    the layer does not hold yet, by ``identity`` (``schema.QUARANTINE_IDENTITY``). A replay of a batch it holds is
+    skipped by the batch's app transaction; the same records under another stream id (a reset checkpoint, a
+    backfill run again) are found by their identity."""
 
     def __init__(self, tables: DeltaTables, uri: str, rows_of: Callable[[LakeBatch], pa.Table],
-                 identity: tuple[str, ...], partition_by: list[str] | None = None,
-                 narrow: Callable[[pa.Table], str | None] = lambda rows: None):
-        self.tables, self.uri, self.rows_of, self.partition_by = tables, uri, rows_of, partition_by or []
-        self.identity, self.narrow = identity, narrow
+                 identity: tuple[str, ...]):
+        self.tables, self.uri, self.rows_of, self.identity = tables, uri, rows_of, identity
         self.delta_tables = (uri,)
 
     def write(self, batch: LakeBatch) -> Written:
@@ -99,47 +95,18 @@ class DeltaAppend:
         def add(table: DeltaTable | None, commit: CommitProperties) -> None:
             nonlocal added
             if table is None:
-                self.tables.append(self.uri, rows, commit, self.partition_by or None)
+                self.tables.append(self.uri, rows, commit)
                 added = rows.num_rows
                 return
-            metrics = (table.merge(rows, predicate=self._same_record(rows), source_alias="s", target_alias="t",
-                                   merge_schema=True, commit_properties=commit)
+            same = " AND ".join(f"t.{c} = s.{c}" for c in self.identity)
+            metrics = (table.merge(rows, predicate=same, source_alias="s", target_alias="t", merge_schema=True,
+                                   commit_properties=commit)
                        .when_not_matched_insert_all().execute())
             added = metrics["num_target_rows_inserted"]
 
         if not self.tables.once(self.uri, batch, add):
             return Written(0, (self.uri,))
         return Written(added)
-
-    def _same_record(self, rows: pa.Table) -> str:
-        """The MERGE's match: the same identity in one of the rows' partitions (listed as literals, so that
-        delta-rs reads those partitions' files only)."""
-        same = [f"t.{c} = s.{c}" for c in (*self.partition_by, *self.identity)]
-        for column in self.partition_by:
-            values = ", ".join(f"'{v}'" for v in pc.unique(rows[column].cast(pa.string())).to_pylist())
-            same.append(f"t.{column} IN ({values})")  # dates (``schema.EVENT_DATE``): no quote can occur
-        narrower = self.narrow(rows)
-        return " AND ".join([*same, narrower] if narrower else same)
-
-
-def sequence_scope(rows: pa.Table) -> str | None:
-    """Where raw can hold ``rows`` by their sequence: the same record has the same sequence, and a batch's
-    stream records span a narrow range, so the files of other times are skipped by their statistics (measured:
-    a lookup that stays flat as the day's partition grows, where one by identity alone grows with it). Snapshot
-    records (sequence 0) and undecoded ones (none) are looked up as such. None (no narrowing) when a sequence is
-    not digits only: values are never written into the predicate unchecked."""
-    sequences = rows[S.CDC_SEQUENCE]
-    if pc.all(pc.match_substring_regex(sequences.drop_null(), r"^[0-9]+$")).as_py() is False:
-        return None
-    stream = pc.filter(sequences, pc.not_equal(sequences, STORED_SNAPSHOT_SEQUENCE))
-    column = f"t.{S.CDC_SEQUENCE}"
-    scopes = [f"{column} IS NULL"] if sequences.null_count else []
-    if len(stream):
-        bounds = pc.min_max(stream)
-        scopes.append(f"{column} BETWEEN '{bounds['min'].as_py()}' AND '{bounds['max'].as_py()}'")
-    if pc.any(pc.equal(sequences, STORED_SNAPSHOT_SEQUENCE)).as_py():
-        scopes.append(f"{column} = '{STORED_SNAPSHOT_SEQUENCE}'")
-    return f"({' OR '.join(scopes)})"
 
 
 class DeltaSilver:

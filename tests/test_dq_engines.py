@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
+from decimal import Decimal
 
+import psycopg
 import pytest
 from bench.cases import spark_jobs_started
 from great_expectations.core.run_identifier import RunIdentifier
@@ -15,8 +17,12 @@ from pyspark.sql import types as T
 
 from sales_cdc import schema as S
 from sales_cdc.config import DqConfig
+from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality
 from sales_cdc.quality.docs_site import RULE_META
+from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc_local.records import stream_record, to_json_line
 from tests.helpers import EXPECTATIONS, ORDERS
 from tests.test_quality import BAD_ROWS, HALT_ROWS, frame, state_row
 
@@ -90,3 +96,33 @@ def test_a_clean_small_batch_is_cleared_without_a_spark_job(spark, dq):
     assert outcome.outcome == "passed"
     assert spark_jobs_started(spark) == before
     assert dq.screens(DqConfig.screen_rows) and not dq.screens(DqConfig.screen_rows + 1)
+
+
+@pytest.mark.parametrize("soft_delete", [False, True], ids=["hard delete", "soft delete"])
+def test_the_sinks_get_the_same_rows_whether_the_screen_collected_the_batch_or_not(spark, pg_url, db_schema,
+                                                                                     soft_delete):
+    """A screened batch is collected once, as the sinks store it (soft-delete columns included), and reused."""
+    lines = [to_json_line(stream_record("INSERT", 1, key="a", new=full_order("a"), entity=ORDERS)),
+             to_json_line(stream_record("INSERT", 2, key="b", new=full_order("b"), entity=ORDERS)),
+             to_json_line(stream_record("REMOVE", 3, key="b", old=full_order("b"), entity=ORDERS))]
+    batch = spark.createDataFrame([(x, "shard-0", str(i), None, None) for i, x in enumerate(lines)], S.SOURCE_SCHEMA)
+    stored = []
+    for screen_rows in (DqConfig.screen_rows, 0):
+        schema = f"{db_schema}_{screen_rows}"
+        warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, db_schema=schema, soft_delete=soft_delete,
+                                                       entity=ORDERS), "engines")
+        warehouse.ensure_tables()
+        quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, screen_rows=screen_rows), ORDERS, "engines")
+        BatchHandler(warehouse=warehouse, quality=quality, options=HandlerOptions(job_name="engines"))(batch, 0)
+        with psycopg.connect(pg_url) as conn:
+            cursor = conn.execute(f'SELECT * FROM "{schema}".orders ORDER BY orderid')
+            names = [c.name for c in cursor.description]
+            stored.append([{n: v for n, v in zip(names, row, strict=True) if n != "loaded_at"} for row in cursor])
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        warehouse.close()
+    assert stored[0] == stored[1] and len(stored[0]) == (2 if soft_delete else 1)
+
+
+def full_order(orderid: str) -> dict:
+    return {"orderid": orderid, "product_name": "Phone", "quantity": 1, "price": Decimal("199.00"),
+            "customer_id": "c-00001", "customer_name": "Ann Lee", "created_at": "2026-11-25T09:00:00Z"}

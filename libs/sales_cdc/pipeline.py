@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import DecodedBatch, decode_batch, split_decoded
-from .errors import TRANSIENT, Interrupted, SinkUnavailable, StopRequested, first_line
+from .errors import Interrupted, StopRequested
 from .evolution import with_fields
 from .faults import crash_point
 from .lake import Lake, LakeBatch, Rows
@@ -37,7 +37,7 @@ from .migration import Migration
 from .new_attributes import new_fields
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
 from .results import BatchResult, RunSummary
-from .runtime import InBackground, Materialized, Stopwatch
+from .runtime import InBackground, Materialized, Stopwatch, retrying
 from .transforms import (
     CONFLICT,
     CONFLICT_REASON,
@@ -92,7 +92,7 @@ class _Batch:
         # latest event per key as state rows: what data quality passed, after it; as stored, after the collect
         self.state: DataFrame | None = None
         self.outcome: DqOutcome | None = None
-        self.state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` collected for the sinks
+        self.state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` as stored, collected for the sinks
         self.quarantine_rows: pa.Table | None = None
         self.starters: dict[str, Callable[[], object]] = {}  # work beside the warehouse merge
         self.beside: dict[str, InBackground] = {}  # ... started (the docs, the lake)
@@ -175,25 +175,7 @@ class BatchHandler:
         return self._retrying("the warehouse", lambda: self.warehouse.committed(batch_id=batch_id, stream_id=stream_id))
 
     def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
-        """``attempt()``, again with exponential backoff while it fails with a transient error (a connection,
-        the network), for up to ``sink_retry_seconds``; then :class:`SinkUnavailable`. Every sink write is
-        safe to repeat: the warehouse transaction rolled back, the lake skips what it committed."""
-        patience = self.options.sink_retry_seconds
-        deadline = time.monotonic() + patience
-        delay = 1.0
-        while True:
-            try:
-                return attempt()
-            except TRANSIENT as exc:
-                if patience <= 0:
-                    raise
-                if time.monotonic() + delay > deadline:
-                    raise SinkUnavailable(
-                        f"{what} failed for {patience:.0f} s ({first_line(exc)}); check that it is "
-                        "reachable, then run the job again: the batch is replayed from the checkpoint") from exc
-                log.warning("%s failed (%s): retrying in %.0f s", what, first_line(exc), delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        return retrying(what, attempt, self.options.sink_retry_seconds)
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> BatchResult:
         try:
@@ -275,8 +257,11 @@ class BatchHandler:
         # GX's queries are aggregates: over one partition each is a single stage (no shuffle, no adaptive
         # re-planning), ~0.1 s less per query here; big batches keep a partition per DQ_ROWS_PER_PARTITION rows
         state = batch.state.coalesce(max(1, math.ceil(batch.decoded.valid / DQ_ROWS_PER_PARTITION)))
-        collected = state.toArrow() if self.quality.screens(batch.decoded.valid) else None
-        outcome = batch.outcome = self.quality.check(state, batch.id, publish=False, collected=collected)
+        # a batch small enough for the pandas screen is collected as the sinks store it, once: its state columns
+        # are screened, and, when nothing is rejected, the whole is what the sinks get
+        stored = self.rules.stored_rows(state).toArrow() if self.quality.screens(batch.decoded.valid) else None
+        outcome = batch.outcome = self.quality.check(
+            state, batch.id, publish=False, collected=None if stored is None else stored.select(state.columns))
         batch.clock.lap("data_quality")
         if outcome.halted:
             self.quality.publish(outcome)  # the halt's message and alert link to its pages
@@ -289,12 +274,13 @@ class BatchHandler:
         # the frame data quality read is coalesced: collected as it is, a batch's state would be one task's result
         # (at 1M events, ~250 MB; lost by the block manager, measured): a clean batch keeps its partitions
         batch.state = outcome.passed if outcome.rejected is not None else batch.state
+        batch.state_rows = stored if outcome.rejected is None else None
 
     def _collect(self, batch: _Batch) -> None:
         """The rows as every sink stores them, collected to Arrow once for both sinks; the lake's write is
         prepared."""
         batch.state = self.rules.stored_rows(batch.state)
-        batch.state_rows = batch.state.toArrow()
+        batch.state_rows = batch.state.toArrow() if batch.state_rows is None else batch.state_rows
         batch.quarantine = batch.quarantine.dropDuplicates(list(S.QUARANTINE_IDENTITY))
         batch.quarantine_rows = batch.quarantine.toArrow()
         batch.clock.lap("collect")

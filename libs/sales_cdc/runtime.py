@@ -1,13 +1,41 @@
-"""What a batch needs while it runs: a stopwatch per stage, work on a thread beside the batch, and the frames
-it reads several times, computed once."""
+"""What a batch needs while it runs: a stopwatch per stage, work on a thread beside the batch, the frames it
+reads several times, computed once, and its sink writes retried while a sink is unreachable."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from pyspark import InheritableThread, StorageLevel
 from pyspark.sql import DataFrame
+
+from .errors import TRANSIENT, SinkUnavailable, first_line
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def retrying(what: str, attempt: Callable[[], T], patience: float) -> T:
+    """``attempt()``, again with exponential backoff while it fails with a transient error (a connection,
+    the network), for up to ``patience`` seconds; then :class:`SinkUnavailable`. Every sink write is
+    safe to repeat: the warehouse transaction rolled back, the lake skips what it committed."""
+    deadline = time.monotonic() + patience
+    delay = 1.0
+    while True:
+        try:
+            return attempt()
+        except TRANSIENT as exc:
+            if patience <= 0:
+                raise
+            if time.monotonic() + delay > deadline:
+                raise SinkUnavailable(
+                    f"{what} failed for {patience:.0f} s ({first_line(exc)}); check that it is "
+                    "reachable, then run the job again: the batch is replayed from the checkpoint") from exc
+            log.warning("%s failed (%s): retrying in %.0f s", what, first_line(exc), delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 class Stopwatch:

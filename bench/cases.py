@@ -250,15 +250,16 @@ class Bench:
                                             docs=DocsConfig(str(workdir / "docs"))), ORDERS, "bench")
         self.batch_ids = itertools.count()  # a new id per run, as a stream's batches have (a new constant in plans)
 
-    def _warehouse(self) -> PostgresWarehouse:
-        sql = MergeSql(Dialect.POSTGRES, db_schema=f"b_{uuid.uuid4().hex[:10]}", entity=ORDERS)
+    def _warehouse(self, entity: S.EntitySchema = ORDERS) -> PostgresWarehouse:
+        sql = MergeSql(Dialect.POSTGRES, db_schema=f"b_{uuid.uuid4().hex[:10]}", entity=entity)
         warehouse = PostgresWarehouse(self.pg_url, sql, "bench")
         warehouse.ensure_tables()
         return warehouse
 
-    def pipeline(self, df: DataFrame, *, gx: bool, lake: bool) -> dict:
-        warehouse = self._warehouse()
-        sink = Lake(LakeConfig(str(self.workdir / f"lake-{uuid.uuid4().hex[:8]}")), "bench", ORDERS) \
+    def pipeline(self, df: DataFrame, *, gx: bool, lake: bool, history: bool = False) -> dict:
+        entity = replace(ORDERS, history=history)
+        warehouse = self._warehouse(entity)
+        sink = Lake(LakeConfig(str(self.workdir / f"lake-{uuid.uuid4().hex[:8]}")), "bench", entity) \
             if lake else None
         handler = BatchHandler(warehouse=warehouse, lake=sink, quality=self.quality if gx else None,
                                options=HandlerOptions(job_name="bench", alert_quarantine_share=1.0,

@@ -70,6 +70,7 @@ def _run_cases(sizes: Sizes, out: Path, spark: SparkSession, pg_url: str, workdi
 
     rows = [_size_case(bench, spark, size, workdir) for size in sizes.batches]
     fixed = _fixed_cost(bench, spark, workdir)
+    history = _history_cost(bench, spark, max(sizes.batches), workdir)
     naive_lines = payload_lines(naive_events, workdir, seed=3)
     naive_rate = naive_events / bench.naive_upsert(naive_lines)
     merge_state = bench.merge_state(payload_lines(merge_sizes[0], workdir, seed=5))
@@ -86,6 +87,9 @@ def _run_cases(sizes: Sizes, out: Path, spark: SparkSession, pg_url: str, workdi
     largest = _largest(bench, spark, sizes.largest, workdir)
 
     checks = [*_checks(rows, fixed, naive_rate, fresh_results), *_scale_checks(rows, largest, cores)]
+    history_x = history["on"]["seconds"] / history["off"]["seconds"]
+    checks.append(check(f"a batch of {history['events']:,} events with history on vs off (x)", history_x, "<= 1.3",
+                        history_x <= 1.3))
     raw_ratio = raw[merge_sizes[1]]["seconds"] / raw[merge_sizes[0]]["seconds"]
     checks += [check(f"merge into {merge_sizes[1]} rows vs into {merge_sizes[0]} rows", merge_large / merge_small,
                      "<= 1.5", merge_large / merge_small <= 1.5),
@@ -93,7 +97,7 @@ def _run_cases(sizes: Sizes, out: Path, spark: SparkSession, pg_url: str, workdi
                      "<= 1.5", raw_ratio <= 1.5),
                *_reuse_checks(rows[-1]["reuse"])]
     results = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(), "sizes": rows,
-               "fixed_cost": fixed, "largest": largest, "cores": cores,
+               "fixed_cost": fixed, "history": history, "largest": largest, "cores": cores,
                "naive_upsert": {"events": naive_events, "events_per_s": naive_rate},
                "merge": {"batch_events": merge_sizes[0], "into_rows": list(merge_sizes),
                          "seconds": [merge_small, merge_large]},
@@ -145,6 +149,15 @@ def _fixed_cost(bench: Bench, spark: SparkSession, workdir: Path) -> dict:
     result = warm_together({"one": partial(bench.pipeline, df, gx=True, lake=True)})["one"]
     df.unpersist()
     return result
+
+
+def _history_cost(bench: Bench, spark: SparkSession, events: int, workdir: Path) -> dict:
+    """A batch through the whole pipeline (lake and data quality on) with the change history kept and without."""
+    df = source_frame(spark, payload_lines(events, workdir, seed=17))
+    runs = warm_together({"off": partial(bench.pipeline, df, gx=True, lake=True),
+                          "on": partial(bench.pipeline, df, gx=True, lake=True, history=True)})
+    df.unpersist()
+    return {"events": events, **runs}
 
 
 def _largest(bench: Bench, spark: SparkSession, events: int, workdir: Path) -> dict:

@@ -18,6 +18,7 @@ from sales_cdc.lake.parquet import silver_commits
 from sales_cdc.migration import Migration, Plan
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.sql_history import HistorySql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.records import stream_record
 from tests.helpers import ORDERS, source_rows
@@ -30,11 +31,13 @@ class Event:
     sequence: int
     image: dict  # NewImage (INSERT/MODIFY) or OldImage (REMOVE): the values the state row carries
     entity: S.EntitySchema = ORDERS
+    event_time: int | None = None  # ApproximateCreationDateTime (epoch seconds); None: the records' default
 
     def record(self) -> dict:
         image = {**dict(zip(self.entity.keys, self.key, strict=True)), **self.image}  # images hold the key too
         other = {"new": image} if self.op != "REMOVE" else {"old": image}
-        return stream_record(self.op, self.sequence, key=self.key, **other, entity=self.entity)
+        return stream_record(self.op, self.sequence, key=self.key, **other, entity=self.entity,
+                             event_time=self.event_time)
 
 
 @dataclass
@@ -152,6 +155,22 @@ class Sinks:
 
     def warehouse_state(self) -> dict:
         return actual_rows(self._query(self.warehouse.sql.target), self.soft_delete, self.entity)
+
+    def warehouse_history(self) -> list[dict]:
+        """Every row of the warehouse's history table (a contract with ``history: true``)."""
+        return self._query(HistorySql(self.warehouse.sql).table)
+
+    def lake_history(self) -> list[dict]:
+        """Every row of the lake's history (its latest snapshot, for Parquet)."""
+        if self.lake_format == "parquet":
+            path = self.lake_history_path()
+            return [r.asDict() for r in self.spark.read.parquet(path).collect()] if path else []
+        return DeltaTable(self.lake.history_uri).to_pyarrow_table().to_pylist()
+
+    def lake_history_path(self) -> str | None:
+        """Where the Parquet history's latest snapshot is (None before its first batch)."""
+        commits = silver_commits(self.spark, self.lake.history_uri)
+        return commits[-1].state_path if commits else None
 
     def warehouse_tombstones(self) -> dict:
         return {} if self.soft_delete else tombstone_rows(self._query(self.warehouse.sql.tombstones), self.entity)

@@ -31,7 +31,7 @@ def test_bench_harness_smoke(spark, pg_url, tmp_path):
         results["sizes"][0])
     assert results["sizes"][0]["end_to_end"]["stages"].keys() >= {"decode", "data_quality", "lake", "warehouse"}
     # the performance targets: decode, end to end, fixed cost, freshness, driver memory, cores; merge, raw, reuse
-    assert len(results["checks"]) == 13 and results["machine"]["cores"]
+    assert len(results["checks"]) == 14 and results["machine"]["cores"]
     assert results["largest"]["events"] == 400 and results["largest"]["driver_arrow_peak_mb"] > 0
     assert [c["master"] for c in results["cores"]] == ["local[1]", "local[2]"]
     assert all(c["seconds"] > 0 and c["events"] == 200 for c in results["cores"])

@@ -63,6 +63,9 @@ def valid() -> dict:
     (lambda d: d["attributes"].update(cdc_op={"dynamodb": "S", "type": "string"}), "attributes.cdc_op"),
     (lambda d: d["attributes"]["active"].update(colour="red"), "attributes.active"),
     (lambda d: d["attributes"]["profile"].update(dynamodb="BOOL"), "attributes.profile"),
+    (lambda d: d.update(history="yes"), "history"),
+    (lambda d: d.update(history=True) or d["attributes"].update(operation={"dynamodb": "S", "type": "string"}),
+     "attributes.operation"),
 ])
 def test_a_bad_contract_is_refused_in_one_line_naming_the_file_and_the_field(tmp_path, change, field):
     document = valid()
@@ -157,3 +160,11 @@ def test_the_example_in_the_contract_docs_is_the_default_contract(tmp_path):
     entity = load_contract_text(example, tmp_path).entity
     assert [(f.name, f.spark_type, f.required) for f in entity.fields] == \
         [(f.name, f.spark_type, f.required) for f in ORDERS.fields]
+
+
+def test_history_is_off_unless_the_contract_turns_it_on_and_an_attribute_may_then_not_take_its_columns(tmp_path):
+    assert load_contract(write(tmp_path, valid())).entity.history is False
+    document = valid()
+    document["attributes"]["operation"] = {"dynamodb": "S", "type": "string"}  # fine without history
+    assert load_contract(write(tmp_path, document)).entity.history is False
+    assert load_contract(write(tmp_path, {**valid(), "history": True})).entity.history is True

@@ -5,10 +5,12 @@ are the rules one at a time, readable when one breaks.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
 
+from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
 from sales_cdc.lake import Lake
 from sales_cdc.pipeline import BatchHandler
@@ -100,3 +102,30 @@ def test_sinks_built_for_different_delete_modes_are_refused(pg_url, tmp_path):
                                                         soft_delete=True))
     finally:
         warehouse.close()
+
+
+@pytest.mark.parametrize("soft_delete", [False, True], ids=["hard-delete", "soft-delete"])
+@pytest.mark.parametrize("lake_format", ["delta", "parquet"])
+def test_every_sink_keeps_the_versions_of_each_case_in_sequence_order(spark, pg_url, tmp_path, soft_delete,
+                                                                      lake_format):
+    """Rule 7: each case's history holds every distinct event once, by sequence, whatever the arrival order,
+    redeliveries and replays; the last is the current one."""
+    schema = f"rules_history_{lake_format}_{'soft' if soft_delete else 'hard'}"
+    with pg_connection(pg_url) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    sinks = Sinks(spark, pg_url, schema, tmp_path / "lake", soft_delete, lake_format, replace(ORDERS, history=True))
+    try:
+        sinks.run(histories(), replayed={1})
+        want = {(f"h{n}-case",): [(10**20 + seq, op) for seq, op in sorted({(s, o) for b in batches for o, s, _ in b})]
+                for n, (batches, _, _) in enumerate(CASES.values())}
+        names = list(CASES)
+        for sink, rows in {"warehouse": sinks.warehouse_history(), f"{lake_format}": sinks.lake_history()}.items():
+            got: dict[tuple, list] = {}
+            for r in sorted(rows, key=lambda r: r[S.VALID_FROM_SEQUENCE]):
+                got.setdefault((r["orderid"],), []).append((int(r[S.VALID_FROM_SEQUENCE]), r[S.OPERATION]))
+            current = {(r["orderid"],): int(r[S.VALID_FROM_SEQUENCE]) for r in rows if r[S.IS_CURRENT]}
+            wrong = [names[int(k[0][1:].split("-")[0])] for k in want
+                     if got.get(k) != want[k] or current.get(k) != want[k][-1][0]]
+            assert not wrong, f"{sink} history breaks: {wrong}"
+    finally:
+        sinks.warehouse.close()

@@ -86,7 +86,7 @@ def test_the_worked_example_on_every_sink(spark, pg_url, tmp_path, lake_format):
                for h in history(sinks) if h["change"] != "contract"]
     assert changes == [("warehouse", "add_column", "discount", 3, 1), ("warehouse", "widen", "quantity", 0, 0),
                        ("warehouse", "widen", "price", 0, 0), ("warehouse", "optional", "product_name", None, None)]
-    lake_history = DeltaTable(sinks.lake.history_uri).to_pyarrow_table().to_pylist()
+    lake_history = DeltaTable(sinks.lake.schema_changes_uri).to_pyarrow_table().to_pylist()
     assert {(h["change"], h["column_name"]) for h in lake_history} >= {("add_column", "discount"),
                                                                       ("widen", "quantity"), ("widen", "price")}
     check_contract_versions(sinks, [V1.version, V2.version, V3.version])

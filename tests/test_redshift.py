@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 
 import psycopg
@@ -239,3 +240,48 @@ def test_a_migration_larger_than_one_data_api_call_runs_in_several_transactions(
                                               " %s AND table_name = 'shop_orders'", (db_schema,)).fetchall()}
     assert {f"extra_{i:02d}" for i in range(45)} <= columns
     assert not migration.plan(wide, "contract.yaml").pending
+
+
+# --- the change history through the Data API, run on PostgreSQL ------------------------------------------------
+def test_the_history_is_staged_and_merged_in_the_batchs_transaction_also_out_of_order(pg_url, db_schema, moto):
+    """Merge rule 7 on Redshift's path: the versions go through a staged Parquet object and the same statements;
+    a late event, in a later batch, lands between two versions."""
+    s3 = moto.client("s3")
+    s3.create_bucket(Bucket="sales-cdc-staging")
+    entity = replace(ORDERS, history=True)
+    wh = RedshiftDataApiWarehouse(DataApiOnPostgres(pg_url, s3), s3, MergeSql(Dialect.REDSHIFT, entity, db_schema),
+                                  "sales-cdc", RedshiftTarget(DataApiConnection("dev", workgroup_name="wg"), ROLE,
+                                                              "s3://sales-cdc-staging/merge",
+                                                              Polling(5, initial_seconds=0.01)))
+    wh.ensure_tables()
+
+    def rows(fields, *events):
+        made = [{"orderid": "o1", "product_name": "Lamp", "quantity": q, "price": Decimal("9.99"),
+                 S.CDC_EVENT_ID: f"e{seq}", S.CDC_BATCH_ID: 0, S.CDC_EVENT_TIME: None,
+                 **dict.fromkeys((S.CDC_OP, S.OPERATION), "MODIFY"),
+                 **dict.fromkeys((S.CDC_SEQUENCE, S.VALID_FROM_SEQUENCE), str(seq).zfill(40)), S.IS_DELETED: False}
+                for seq, q in events]
+        return pa.Table.from_pylist([{f.name: r.get(f.name) for f in fields} for r in made],
+                                    schema=pa.schema([(f.name, f.arrow_type) for f in fields]))
+
+    quarantine = pa.Table.from_pylist([], schema=pa.schema([(f.name, f.arrow_type) for f in S.QUARANTINE_FIELDS]))
+    versions = S.version_fields(entity)
+    wh.merge_batch(batch_id=0, stream_id=STREAM, state=rows(wh.sql.stored_fields, (30, 3)), quarantine=quarantine,
+                   versions=rows(versions, (10, 1), (30, 3)))
+    wh.merge_batch(batch_id=1, stream_id=STREAM, state=rows(wh.sql.stored_fields, (20, 2)), quarantine=quarantine,
+                   versions=rows(versions, (20, 2)))
+    with psycopg.connect(pg_url) as conn:
+        history = conn.execute(f'SELECT quantity, valid_from_sequence, valid_to_sequence, is_current FROM '
+                               f'"{db_schema}".orders_history ORDER BY valid_from_sequence').fetchall()
+    seq = [str(n).zfill(40) for n in (10, 20, 30)]
+    assert history == [(1, seq[0], seq[1], False), (2, seq[1], seq[2], False), (3, seq[2], None, True)]
+
+
+def test_the_history_statements_are_valid_redshift():
+    wh = warehouse()
+    wh.sql = replace(wh.sql, entity=replace(ORDERS, history=True))
+    statements = wh.staged_batch_statements({**OBJECTS, "versions": OBJECTS["state"].replace("state", "versions")})
+    parsed = [sqlglot.parse_one(s, read="redshift") for s in statements]
+    assert len([p for p in parsed if isinstance(p, exp.Copy)]) == 5
+    assert isinstance(parsed[-1], exp.Update) and isinstance(parsed[-2], exp.Insert)
+    assert any('"orders_history"' in s for s in wh.sql.create_statements())

@@ -38,6 +38,7 @@ _SCHEMA: dict[str, Any] = {
                 "properties": {"partition": {"type": "string"}, "sort": {"type": "string"}}},
         "unmapped": {"enum": ["keep"]},
         "on_new_attribute": {"enum": list(S.NEW_ATTRIBUTE_POLICIES)},
+        "history": {"type": "boolean"},
         "attributes": {"type": "object", "minProperties": 1, "additionalProperties": {
             "type": "object", "required": ["dynamodb", "type"], "additionalProperties": False,
             "properties": {"dynamodb": {"enum": list(S.DDB_TYPES)}, "type": {"type": "string"},
@@ -92,7 +93,12 @@ def parse_contract(document: Any, source: str) -> Contract:
                                 f"{by_name[key].ddb_type}")
     fields = tuple(_as_key(f) if f.name in keys else f for f in fields)
     policy = document.get("on_new_attribute", "keep_json")
-    return Contract(source, document["table"], S.EntitySchema(entity_name, keys, fields, policy))
+    history = document.get("history", False)
+    clashes = sorted(S.HISTORY_COLUMNS & set(by_name)) if history else []
+    if clashes:
+        raise ContractError(f"{source}: attributes.{clashes[0]}: with history: true the history table has a column of "
+                            "this name; rename the attribute's column, or leave history off")
+    return Contract(source, document["table"], S.EntitySchema(entity_name, keys, fields, policy, history))
 
 
 def _identifier(name: str, source: str, field: str, why: str = "it names the column") -> str:

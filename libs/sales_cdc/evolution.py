@@ -12,7 +12,7 @@ The rules (docs/schema-evolution.md):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -147,9 +147,9 @@ def contract_document(entity: S.EntitySchema, table: str = "", automatic: frozen
             spec["automatic"] = True
         attributes[f.name] = spec
     return {"table": table or entity.name, "entity": entity.name, "key": key,
-            "on_new_attribute": entity.on_new_attribute, "attributes": attributes}
+            "on_new_attribute": entity.on_new_attribute, "history": entity.history, "attributes": attributes}
 
 
 def with_fields(entity: S.EntitySchema, fields: list[S.Field]) -> S.EntitySchema:
     """``entity`` with ``fields`` added (optional attributes, after its own)."""
-    return S.EntitySchema(entity.name, entity.keys, (*entity.fields, *fields), entity.on_new_attribute)
+    return replace(entity, fields=(*entity.fields, *fields))

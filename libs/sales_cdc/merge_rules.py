@@ -1,6 +1,7 @@
 """The merge rules: how an event changes what a sink stores for its key. Stated once, here; the warehouse
-(``sql.MergeSql``), Delta silver (``lake.delta.DeltaSilver``) and Parquet silver (``lake.parquet.ParquetSilver``)
-apply them through this module, and tests/test_merge_rules.py runs the same cases on each of them.
+(``sql.MergeSql``, the history ``sql_history.HistorySql``), Delta silver (``lake.delta.DeltaSilver``) and Parquet
+silver (``lake.parquet.ParquetSilver``) apply them through this module, and tests/test_merge_rules.py runs the
+same cases on each of them.
 
 Per key, a sink stores a *row* (the latest event's values) and, with hard deletes, a *tombstone* (the key
 and sequence of its delete).
@@ -21,6 +22,17 @@ and sequence of its delete).
    DynamoDB gives: by rule 1 one fills a key no stream event has written and never replaces one (nor passes a
    tombstone), and a second snapshot of the key changes nothing. Two snapshots of one item in one batch are not a
    conflict (both are true states of the item at some moment): the later one is kept.
+
+7. **History** (a contract with ``history: true``): every event a sink applies is also a *version* of its
+   item, kept in the item's history (``schema.history_fields``): the item's values from that event on (a REMOVE:
+   the deleted image, ``is_deleted``). A version is identified by the item and its sequence, so a redelivered
+   event or a replayed batch adds nothing, and it is valid from its event (``valid_from``,
+   ``valid_from_sequence``) until the item's next version *by sequence* (``valid_to``, ``valid_to_sequence``;
+   none for the latest, ``is_current``). The order is the sequence, never the arrival: a late event is inserted
+   in its place and the validity of its neighbours follows. Unlike rules 1-3, no event is stale here: a late
+   event older than the current row or a tombstone is still a version of the past. Events a batch supersedes
+   are versions too; a snapshot row (rule 6) is a version at sequence 0, before the stream's. So the current
+   versions are the current state: with hard deletes those not ``is_deleted``, with soft deletes all of them.
 
 The predicates below are SQL expression text over a stored row ``t`` and an incoming row ``s``: PostgreSQL,
 Redshift, delta-rs (DataFusion) and Spark all read them.

@@ -47,7 +47,9 @@ from .transforms import (
     to_quarantine_rows,
     to_raw_rows,
     to_state_rows,
+    to_version_rows,
     warehouse_quarantine_rows,
+    without_rejected,
 )
 from .warehouse.base import BatchFacts, MergeResult, RowsRefused, Warehouse
 
@@ -94,6 +96,8 @@ class _Batch:
         self.outcome: DqOutcome | None = None
         self.state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` as stored, collected for the sinks
         self.quarantine_rows: pa.Table | None = None
+        self.versions: DataFrame | None = None  # with history: every applied event as a version
+        self.version_rows: pa.Table | None = None  # ... collected
         self.starters: dict[str, Callable[[], object]] = {}  # work beside the warehouse merge
         self.beside: dict[str, InBackground] = {}  # ... started (the docs, the lake)
         self.merge: MergeResult | None = None
@@ -227,6 +231,9 @@ class BatchHandler:
             observed, F.count_if(CONFLICT).alias("conflicts"))
         batch.state = batch.materialized(to_state_rows(latest.where(f"{RANK} = 1 AND NOT {CONFLICT}"), batch.id,
                                                        self.entity))
+        if self.entity.history:  # every event of the batch is a version, not only the latest of its item
+            batch.versions = batch.materialized(to_version_rows(
+                ranked(batch.events, self.entity.keys, batch.decoded.valid), batch.id, self.entity))
         if observed.get["conflicts"]:  # rare: the records are found again, each quarantined once
             conflicts = ranked(batch.events, self.entity.keys).where(CONFLICT).dropDuplicates([S.PAYLOAD])
             rows = batch.materialized(to_quarantine_rows(conflicts, F.lit(CONFLICT_REASON), batch.id, S.DECODE_STAGE,
@@ -271,6 +278,8 @@ class BatchHandler:
         if outcome.rejected is not None:
             batch.quarantine = batch.quarantine.unionByName(
                 dq_quarantine_rows(batch.events, outcome.rejected, batch.id, self.entity))
+            if batch.versions is not None:
+                batch.versions = without_rejected(batch.versions, outcome.rejected, self.entity.keys)
         # the frame data quality read is coalesced: collected as it is, a batch's state would be one task's result
         # (at 1M events, ~250 MB; lost by the block manager, measured): a clean batch keeps its partitions
         batch.state = outcome.passed if outcome.rejected is not None else batch.state
@@ -283,6 +292,7 @@ class BatchHandler:
         batch.state_rows = batch.state.toArrow() if batch.state_rows is None else batch.state_rows
         batch.quarantine = batch.quarantine.dropDuplicates(list(S.QUARANTINE_IDENTITY))
         batch.quarantine_rows = batch.quarantine.toArrow()
+        batch.version_rows = batch.versions.toArrow() if batch.versions is not None else None
         batch.clock.lap("collect")
         if self.lake is not None:
             # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
@@ -291,7 +301,7 @@ class BatchHandler:
             batch.starters["lake"] = partial(self.lake.write_batch, LakeBatch(
                 batch.id, batch.stream_id, to_raw_rows(batch.decoded.frame, batch.id, self.entity),
                 Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows),
-                self.entity.version))
+                self.entity.version, None if batch.versions is None else Rows(batch.versions, batch.version_rows)))
 
     def _write_sinks(self, batch: _Batch) -> None:
         """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink
@@ -330,7 +340,7 @@ class BatchHandler:
         merge = self.warehouse.merge_batch(
             batch_id=batch.id, stream_id=batch.stream_id, state=batch.state_rows, quarantine=batch.quarantine_rows,
             dq_results=history, before_commit=warehouse_clock.paused(all_beside_done),
-            facts=BatchFacts(batch.decoded.read, dict(batch.clock.seconds)))
+            facts=BatchFacts(batch.decoded.read, dict(batch.clock.seconds)), versions=batch.version_rows)
         for work in batch.beside.values():  # an error raises even when the warehouse had nothing to commit
             work.result()
         return merge

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import types as T
 
@@ -99,6 +99,7 @@ class EntitySchema:
     # what becomes of an attribute the fields do not name (docs/schema-evolution.md): kept as typed JSON in
     # unmapped_attributes, given a column of its own, or its event quarantined
     on_new_attribute: str = "keep_json"
+    history: bool = False  # keep every version of every item beside the current state (``merge_rules`` rule 7)
 
     def __post_init__(self) -> None:
         check_identifier(self.name)
@@ -112,6 +113,9 @@ class EntitySchema:
         for key in self.keys:
             if key not in names:
                 raise ValueError(f"{self.name}: key {key!r} is not a field")
+        if self.history and HISTORY_COLUMNS & set(names):
+            raise ValueError(f"{self.name}: with history, {', '.join(sorted(HISTORY_COLUMNS & set(names)))} "
+                             "name(s) the history's own columns")
 
     @property
     def key_fields(self) -> tuple[Field, ...]:
@@ -170,11 +174,17 @@ CDC_FIELDS: tuple[Field, ...] = (
 
 IS_DELETED = "is_deleted"
 DELETED_AT = "deleted_at"
+# the change history's own columns (``history_fields``)
+VALID_FROM, VALID_TO = "valid_from", "valid_to"
+VALID_FROM_SEQUENCE, VALID_TO_SEQUENCE = "valid_from_sequence", "valid_to_sequence"
+OPERATION, IS_CURRENT = "operation", "is_current"
 EVENT_DATE = "event_date"
 DECODE_ERRORS = "decode_errors"
 # Column names the pipeline adds to an entity's own: a contract cannot name an attribute's column so
 RESERVED_COLUMNS = frozenset({*(f.name for f in (*SOURCE_FIELDS, *CDC_FIELDS)), CDC_BATCH_ID, CDC_ERRORS, CDC_WARNINGS,
                               RECORD_ID, UNMAPPED, IS_DELETED, DELETED_AT, EVENT_DATE, DECODE_ERRORS, "loaded_at"})
+# ... and, in a contract with ``history: true``, these too
+HISTORY_COLUMNS = frozenset({VALID_FROM, VALID_TO, VALID_FROM_SEQUENCE, VALID_TO_SEQUENCE, OPERATION, IS_CURRENT})
 
 
 
@@ -209,6 +219,27 @@ def state_fields(entity: EntitySchema) -> tuple[Field, ...]:
     """Columns of a current-state row (``merge_rules.MergeRules.stored_rows`` adds the soft-delete columns)."""
     unmapped = Field(UNMAPPED, T.StringType(), description="Attributes not in the schema, DynamoDB typed JSON")
     return (*entity.fields, unmapped, *STATE_CDC_FIELDS)
+
+
+# --- change history (SCD type 2, ``merge_rules`` rule 7) ---------------------------------------------
+# a version's start is its event's: the state row's columns under the names a history query reads
+VERSION_START = {CDC_EVENT_TIME: VALID_FROM, CDC_SEQUENCE: VALID_FROM_SEQUENCE, CDC_OP: OPERATION}
+VERSION_END_FIELDS: tuple[Field, ...] = (
+    Field(VALID_TO, T.TimestampType(), description="Event time of the next version; null while current"),
+    Field(VALID_TO_SEQUENCE, T.StringType(), description="Sequence of the next version; null while current"),
+    Field(IS_CURRENT, T.BooleanType(), nullable=False, description="The item's latest version (also a delete)"),
+)
+
+
+def version_fields(entity: EntitySchema) -> tuple[Field, ...]:
+    """A version as staged: a state row with its start renamed (:data:`VERSION_START`) and ``is_deleted``."""
+    fields = [replace(f, name=VERSION_START[f.name]) if f.name in VERSION_START else f for f in state_fields(entity)]
+    return (*fields, Field(IS_DELETED, T.BooleanType(), nullable=False, description="The version is a REMOVE"))
+
+
+def history_fields(entity: EntitySchema) -> tuple[Field, ...]:
+    """A row of the history: one version of an item, valid from its event until the next one's."""
+    return (*version_fields(entity), *VERSION_END_FIELDS)
 
 
 def state_schema(entity: EntitySchema) -> T.StructType:

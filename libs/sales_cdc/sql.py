@@ -210,7 +210,7 @@ class MergeSql:
         defs = [f"{quote(f.name)} {sql_type(f, self.dialect)}{'' if f.nullable else ' NOT NULL'}" for f in fields]
         return ",\n  ".join([*defs, *extra])
 
-    def _key_clauses(self, keys: list[str]) -> tuple[str, ...]:
+    def key_clauses(self, keys: list[str]) -> tuple[str, ...]:
         cols = ", ".join(quote(k) for k in keys)
         return (f"PRIMARY KEY ({cols})",)
 
@@ -220,7 +220,7 @@ class MergeSql:
         return f" DISTKEY({quote(self.entity.keys[0])}) SORTKEY({sort})" if self.dialect is Dialect.REDSHIFT else ""
 
     # --- DDL -----------------------------------------------------------------------------------
-    def _create_table(self, table: str, fields, extra: tuple[str, ...] = (), keyed: bool = False) -> str:
+    def create_table(self, table: str, fields, extra: tuple[str, ...] = (), keyed: bool = False) -> str:
         suffix = self._table_suffix() if keyed else ""
         return f"CREATE TABLE IF NOT EXISTS {table} (\n  {self._column_defs(fields, extra)}\n){suffix}"
 
@@ -230,20 +230,24 @@ class MergeSql:
         def now_column(name: str) -> str:
             return f"{quote(name)} TIMESTAMP DEFAULT CURRENT_TIMESTAMP"
 
-        ledger_key = self._key_clauses(["job_name", "stream_id", "batch_id"])
+        ledger_key = self.key_clauses(["job_name", "stream_id", "batch_id"])
         statements = [
             f"CREATE SCHEMA IF NOT EXISTS {quote(self.db_schema)}",
-            self._create_table(self.target, self.stored_fields, (now_column("loaded_at"), *self._key_clauses(key)),
+            self.create_table(self.target, self.stored_fields, (now_column("loaded_at"), *self.key_clauses(key)),
                                keyed=True),
-            self._create_table(self.quarantine, S.QUARANTINE_FIELDS, (now_column("quarantined_at"),)),
-            self._create_table(self.ledger, LEDGER_FIELDS, (now_column("committed_at"), *ledger_key)),
-            self._create_table(self.dq_results, S.DQ_RESULT_FIELDS,
-                               self._key_clauses(["job_name", "stream_id", "batch_id", "validated_at", "rule"])),
-            self._create_table(self.schema_changes, S.SCHEMA_CHANGE_FIELDS),
+            self.create_table(self.quarantine, S.QUARANTINE_FIELDS, (now_column("quarantined_at"),)),
+            self.create_table(self.ledger, LEDGER_FIELDS, (now_column("committed_at"), *ledger_key)),
+            self.create_table(self.dq_results, S.DQ_RESULT_FIELDS,
+                               self.key_clauses(["job_name", "stream_id", "batch_id", "validated_at", "rule"])),
+            self.create_table(self.schema_changes, S.SCHEMA_CHANGE_FIELDS),
         ]
         if self.rules.keeps_tombstones:
-            statements.append(self._create_table(self.tombstones, self.rules.tombstone_fields, self._key_clauses(key),
+            statements.append(self.create_table(self.tombstones, self.rules.tombstone_fields, self.key_clauses(key),
                                                  keyed=True))
+        if self.entity.history:
+            from .sql_history import HistorySql  # (which builds on this module)
+
+            statements.append(HistorySql(self).create_table())
         return statements
 
     def added_columns(self) -> dict[str, tuple[S.Field, ...]]:

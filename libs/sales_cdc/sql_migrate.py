@@ -19,6 +19,7 @@ from . import schema as S
 from .column_types import Dialect
 from .evolution import Change, ChangeKind
 from .sql import MergeSql, quote, sql_type
+from .sql_history import HistorySql
 
 WIDENED_SUFFIX = "__widened"
 
@@ -64,8 +65,8 @@ class MigrationSql:
         return (f"ALTER TABLE {table or self.sql.target} ADD COLUMN{if_not_exists} {quote(field.name)} "
                 f"{sql_type(field, self.dialect)}")
 
-    def widen(self, field: S.Field) -> list[str]:
-        target, column = self.sql.target, quote(field.name)
+    def widen(self, field: S.Field, table: str | None = None) -> list[str]:
+        target, column = table or self.sql.target, quote(field.name)
         if self.dialect is Dialect.POSTGRES:
             return [f"ALTER TABLE {target} ALTER COLUMN {column} TYPE {sql_type(field, self.dialect)}"]
         widened = quote(S.check_identifier(field.name[:63 - len(WIDENED_SUFFIX)] + WIDENED_SUFFIX))
@@ -80,10 +81,14 @@ class MigrationSql:
         groups: list[list[str]] = []
         for change in changes:
             if change.kind is ChangeKind.ADD:
-                groups.append([self.add_column(self._field(change.column))])
+                groups.append([self.add_column(self._field(change.column), table) for table in self._tables()])
             elif change.kind is ChangeKind.WIDEN:
-                groups.append(self.widen(self._field(change.column)))
+                groups.append([s for table in self._tables() for s in self.widen(self._field(change.column), table)])
         return groups
+
+    def _tables(self) -> list[str]:
+        """The tables with the entity's columns: the current state, and its history (``history: true``)."""
+        return [self.sql.target, *([HistorySql(self.sql).table] if self.sql.entity.history else [])]
 
     def statements(self, changes: list[Change]) -> list[str]:
         return [statement for group in self.statement_groups(changes) for statement in group]

@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
-from .merge_rules import STORED_SNAPSHOT_SEQUENCE
+from .merge_rules import REMOVE, STORED_SNAPSHOT_SEQUENCE
 
 RANK, CONFLICT, CONTENT = "_rank", "_conflict", "_content"
 CONFLICT_REASON = ("another record of this item has the same sequence number and other content: no order between "
@@ -70,6 +70,26 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema) -> D
         *[F.col(f.name) for f in S.CDC_FIELDS],
         F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID),
     )
+
+
+def to_version_rows(ranked_events: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
+    """Ranked events (:func:`ranked`) -> the batch's versions for the history (``schema.version_fields``, merge
+    rule 7): every event that does not conflict, superseded ones included, once per item and sequence (of
+    redeliveries and two snapshots of an item, the one the ranking puts first)."""
+    same_version = Window.partitionBy(*entity.keys, S.CDC_SEQUENCE)
+    first = (ranked_events.where(~F.col(CONFLICT)).withColumn("_first", F.min(RANK).over(same_version))
+             .where(F.col(RANK) == F.col("_first")))
+    state = to_state_rows(first, batch_id, entity)
+    named = {version: name for name, version in S.VERSION_START.items()}
+    is_deleted = (F.col(S.CDC_OP) == F.lit(REMOVE)).alias(S.IS_DELETED)
+    return state.select(*[is_deleted if f.name == S.IS_DELETED else F.col(named.get(f.name, f.name)).alias(f.name)
+                          for f in S.version_fields(entity)])
+
+
+def without_rejected(versions: DataFrame, rejected: DataFrame, keys: tuple[str, ...]) -> DataFrame:
+    """The versions less those whose state row data quality rejected (quarantined: not applied)."""
+    rejected = rejected.select(*keys, F.col(S.CDC_SEQUENCE).alias(S.VALID_FROM_SEQUENCE))
+    return versions.join(rejected, [*keys, S.VALID_FROM_SEQUENCE], "left_anti")
 
 
 def record_id() -> Column:

@@ -156,6 +156,12 @@ def _quarantine(args: argparse.Namespace) -> int:
     return commands[args.quarantine_command](args, console)
 
 
+def _history(args: argparse.Namespace) -> int:
+    from .history import run_history
+
+    return run_history(args, console)
+
+
 def _dq_docs(args: argparse.Namespace) -> int:
     if args.stack:
         return _stack_docs(args.stack, args.region, args.endpoint_url)
@@ -241,8 +247,11 @@ def _demo_fixtures(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     workload = Workload(args.count, args.update_share, args.delete_share, args.seed, args.rate, args.preload)
     warehouse = DemoWarehouse(args.warehouse_url, args.db_schema, args.soft_delete)
-    options = DemoOptions(load_contract(args.contract), args.work_dir, workload, DemoStream(shards=args.shards),
-                          warehouse, LJ.dq_params(args))
+    contract = load_contract(args.contract)
+    if args.history:  # the contract's table with its change history kept (docs/history.md)
+        contract = replace(contract, entity=replace(contract.entity, history=True))
+    options = DemoOptions(contract, args.work_dir, workload, DemoStream(shards=args.shards), warehouse,
+                          LJ.dq_params(args))
     result = run_demo(options, console)
     print_summary(result.summary, result.seconds)
     console.print(f"records put on Kinesis: {result.records_on_kinesis}; DynamoDB table: {result.table_rows} items; "
@@ -261,7 +270,8 @@ def _demo(args: argparse.Namespace) -> int:
         for problem in result.mismatches[:50]:
             console.print(f"  - {problem}")
         return 1
-    console.print("[bold green]OK[/]: 0 mismatches — warehouse == lake silver == DynamoDB table, row for row")
+    history = ", history's current versions, a version per write" if contract.entity.history else ""
+    console.print(f"[bold green]OK[/]: 0 mismatches — warehouse == lake silver == DynamoDB table, row for row{history}")
     return 0
 
 
@@ -363,10 +373,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     stop_on_signals()
     logs.configure(args.verbose, args.quiet, args.log_format)
-    commands = {"run": _run, "status": _status, "quarantine": _quarantine, "contract": _contract, "migrate": _migrate,
-                "backfill": _backfill, "demo": _demo, "demo-fixtures": _demo_fixtures, "generate": _generate,
-                "local-setup": _local_setup, "pipe": _pipe, "lake-maintain": _lake_maintain, "dq-docs": _dq_docs,
-                "deploy": _deploy, "teardown": _teardown}
+    commands = {"run": _run, "status": _status, "quarantine": _quarantine, "history": _history, "contract": _contract,
+                "migrate": _migrate, "backfill": _backfill, "demo": _demo, "demo-fixtures": _demo_fixtures,
+                "generate": _generate, "local-setup": _local_setup, "pipe": _pipe, "lake-maintain": _lake_maintain,
+                "dq-docs": _dq_docs, "deploy": _deploy, "teardown": _teardown}
     try:
         return commands[args.command](args)
     except DataQualityHalt as halt:

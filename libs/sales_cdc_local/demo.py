@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +42,9 @@ from .local_aws import (
 from .verify import (
     cloudwatch_sums,
     diff_rows,
+    history_mismatches,
     metrics_mismatches,
+    read_history,
     read_lake_state,
     read_state,
     scan_table,
@@ -196,7 +199,21 @@ def _compare(options: DemoOptions, config: C.JobConfig, warehouse_url: str, moto
     sink = Lake(config.sinks.lake, config.job_name, entity, config.sinks.soft_delete)
     silver = read_lake_state(sink, entity.names)
     mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
+    if entity.history:
+        mismatches += history_mismatches(read_history(warehouse_url, sql), expected, entity,
+                                         config.sinks.soft_delete, _writes_per_key(options))
     tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
     if sink.rules.keeps_tombstones:
         tables["tombstones"] = sink.tombstones_uri
     return _Comparison(mismatches, len(expected), len(actual), len(silver), tables)
+
+
+def _writes_per_key(options: DemoOptions) -> Counter | None:
+    """The generator's writes per key (its plan, again from its seed): each is a stream record, so a version.
+    None with a preload: a backfill's snapshot of an item is a version too, taken while writes go on."""
+    workload = options.workload
+    if workload.preload:
+        return None
+    plan = G.plan(workload.count, entity=options.contract.entity, update_share=workload.update_share,
+                  delete_share=workload.delete_share, seed=workload.seed)
+    return Counter(tuple(str(v) for v in operation.key) for operation in plan)

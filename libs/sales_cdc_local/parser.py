@@ -89,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('sales-cdc')}")
     _add_output_args(parser, defaults=True)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_status, _add_quarantine, _add_demos, _add_contract, _add_migrate, _add_backfill,
-                _add_tools, _add_aws):
+    for add in (_add_run, _add_status, _add_quarantine, _add_history, _add_demos, _add_contract, _add_migrate,
+                _add_backfill, _add_tools, _add_aws):
         add(sub)
     for command in _commands(sub):
         command.formatter_class = HelpFormatter
@@ -136,6 +136,9 @@ def _add_demos(sub) -> None:
                       help="operations written before the table's stream is enabled (a table older than its stream), "
                            "loaded by a backfill while the job runs and --count more are written (docs/backfill.md)")
     demo.add_argument("--shards", type=int, default=2, help="Kinesis shards")
+    demo.add_argument("--history", action="store_true",
+                      help="keep the change history too (the contract with history: true; docs/history.md), and "
+                           "check its current versions and a version per write")
     demo.add_argument("--work-dir", type=Path, default=Path(".demo"), help="wiped and recreated on every demo")
     LJ.add_contract_arg(demo)
     LJ.add_dq_param_arg(demo)
@@ -254,6 +257,18 @@ def _add_quarantine(sub) -> None:
         selection.add_argument("--since", type=datetime.fromisoformat, help="quarantined at or after (ISO-8601)")
         selection.add_argument("--key", help="of the item with this key (as the quarantine shows it)")
         selection.add_argument("--limit", type=int, help="at most this many records")
+
+
+def _add_history(sub) -> None:
+    history = sub.add_parser("history", help="the versions of one item, oldest first, from the warehouse's history "
+                                             "(a contract with history: true; docs/history.md)")
+    LJ.add_contract_arg(history)
+    _add_warehouse_args(history)
+    history.add_argument("--key", required=True, help="the item's key: its value, or for a partition + sort key a "
+                                                      "JSON object, e.g. '{\"pk\": \"a\", \"sk\": 1}'")
+    history.add_argument("--as-of", type=datetime.fromisoformat, default=None,
+                         help="only the version valid at this time (ISO-8601, UTC)")
+    history.add_argument("--json", action="store_true", help="the versions as JSON, every column")
 
 
 def _add_tools(sub) -> None:

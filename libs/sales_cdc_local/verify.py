@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -14,6 +15,7 @@ import psycopg
 from sales_cdc import metrics as M
 from sales_cdc import schema as S
 from sales_cdc.sql import MergeSql, quote
+from sales_cdc.sql_history import HistorySql
 
 from .records import to_typed_image
 
@@ -35,6 +37,28 @@ def read_state(url: str, sql: MergeSql, columns: list[str]) -> list[dict[str, An
     with psycopg.connect(url) as conn:
         rows = conn.execute(query).fetchall()
     return [{c: normalise(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+
+
+def read_history(url: str, sql: MergeSql) -> list[dict[str, Any]]:
+    """Every row of the warehouse's history table (``sql_history``), as dicts."""
+    with psycopg.connect(url) as conn:
+        cursor = conn.execute(f"SELECT * FROM {HistorySql(sql).table}")
+        names = [c.name for c in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def history_mismatches(rows: list[dict[str, Any]], expected: list[dict[str, Any]], entity: S.EntitySchema,
+                       soft_delete: bool, changes: Counter | None) -> list[str]:
+    """The history against the table: its current versions are the table's items, and (``changes``: the writes
+    per key since the stream began, when known) each item has a version per write."""
+    current = [{c: normalise(r[c]) for c in entity.names} for r in rows
+               if r[S.IS_CURRENT] and (soft_delete or not r[S.IS_DELETED])]
+    problems = [f"history's current versions: {m}" for m in diff_rows(current, expected, entity.keys)]
+    if changes is not None:
+        versions = Counter(tuple(str(r[k]) for k in entity.keys) for r in rows)
+        wrong = {k: (versions.get(k, 0), n) for k, n in changes.items() if versions.get(k, 0) != n}
+        problems += [f"history of {k}: {got} version(s), {n} write(s)" for k, (got, n) in list(wrong.items())[:20]]
+    return problems
 
 
 def read_lake_state(lake, columns: list[str]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@ Layout under the lake root (a local path or ``s3://bucket/prefix``):
   raw/<entity>_events      every record as received + decode outcome + batch id, partitioned by event_date
   silver/<entity>          current state under the merge rules (``merge_rules``), like the warehouse
   silver/<entity>_tombstones   hard-delete mode: key + sequence of deleted keys (no resurrection)
+  silver/<entity>_history   with ``history: true``: every version of every item (``lake.history``)
   quarantine/<entity>      rejected records with reasons
   meta/<entity>_schema_changes   the schema history of silver (docs/schema-evolution.md), a Delta table
 
@@ -29,7 +30,8 @@ from ..faults import crash_point
 from ..merge_rules import MergeRules
 from .delta import DeltaAppend, DeltaSilver, DeltaTables
 from .delta_files import DeltaFilesAppend
-from .layers import LakeBatch, LayerWriter, Rows
+from .history import DeltaHistory, ParquetHistory
+from .layers import LakeBatch, LayerWriter, Rows, Written
 from .parquet import ParquetAppend, ParquetSilver, check_filesystem
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,7 @@ class Lake:
         self.config, self.job_name = config, job_name
         self.rules = MergeRules(entity, soft_delete)
         root = config.root.rstrip("/")
-        self.history_uri = f"{root}/meta/{entity.name}_schema_changes"
+        self.schema_changes_uri = f"{root}/meta/{entity.name}_schema_changes"
         self.raw_uri = f"{root}/raw/{entity.name}_events"
         self.silver_uri = f"{root}/silver/{entity.name}"
         self.tombstones_uri = f"{self.silver_uri}_tombstones"
@@ -77,6 +79,10 @@ class Lake:
         self.silver: DeltaSilver | ParquetSilver = (
             DeltaSilver(self.delta, self.rules, self.silver_uri) if config.silver_format == "delta"
             else ParquetSilver(self.rules, self.silver_uri))
+        self.history_uri = f"{self.silver_uri}_history"
+        self.history: DeltaHistory | ParquetHistory | None = None if not entity.history else (
+            DeltaHistory(self.delta, self.rules, self.history_uri) if config.silver_format == "delta"
+            else ParquetHistory(self.rules, self.history_uri))
 
     @property
     def entity(self) -> S.EntitySchema:
@@ -90,11 +96,11 @@ class Lake:
     def record_changes(self, history: pa.Table) -> None:
         """Append rows to the lake's schema history (``schema.SCHEMA_CHANGE_FIELDS``)."""
         if history.num_rows:
-            self.delta.append(self.history_uri, history, CommitProperties())
+            self.delta.append(self.schema_changes_uri, history, CommitProperties())
 
     def recorded_contract(self, sink: str) -> str | None:
         """The contract ``sink`` last recorded in the lake's schema history, as its JSON text."""
-        table = self.delta.table(self.history_uri)
+        table = self.delta.table(self.schema_changes_uri)
         if table is None:
             return None
         rows = table.to_pyarrow_table(columns=["changed_at", "change", "sink", "statement"]).to_pylist()
@@ -108,7 +114,8 @@ class Lake:
     @property
     def delta_tables(self) -> tuple[str, ...]:
         """Every Delta table this lake writes (the maintenance command compacts and vacuums them)."""
-        return self.raw.delta_tables + self.silver.delta_tables + self.quarantine.delta_tables
+        history = self.history.delta_tables if self.history is not None else ()
+        return self.raw.delta_tables + self.silver.delta_tables + self.quarantine.delta_tables + history
 
     def table(self, uri: str):
         """The Delta table at ``uri`` (one of this lake's) at its latest version, or None before its first commit."""
@@ -125,7 +132,8 @@ class Lake:
         crash_point("between-lake-layers")
         quarantine = self.quarantine.write(batch)
         silver = self.silver.write(batch)
-        skipped = raw.skipped + quarantine.skipped + silver.skipped
+        history = self.history.write(batch) if self.history is not None else Written(0)
+        skipped = raw.skipped + quarantine.skipped + silver.skipped + history.skipped
         if skipped:
             log.info("batch %s: already in the lake for %s (replay)", batch.id, ", ".join(skipped))
         return LakeResult(raw.rows, silver.rows, quarantine.rows, skipped)

@@ -30,6 +30,7 @@ class LakeBatch:
     state: Rows  # stored rows (``merge_rules.MergeRules.stored_rows``): the latest event per key
     quarantine: Rows  # quarantine rows (``schema.QUARANTINE_FIELDS``)
     contract_version: str = ""  # of the contract the batch is written with: every commit records it
+    versions: Rows | None = None  # with history: every applied event as a version (``schema.version_fields``)
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,11 @@ def _read_text(spark: SparkSession, fs, path) -> str:
         stream.close()
 
 
+def write_commit(spark: SparkSession, uri: str, commit: SilverCommit) -> None:
+    """The commit file that makes a snapshot the table's latest (write-once per version)."""
+    _write_file_once(spark, f"{uri}/{COMMITS}/{commit.version:09d}.json", json.dumps(commit.__dict__))
+
+
 def silver_commits(spark: SparkSession, silver_uri: str) -> list[SilverCommit]:
     fs, root = _jvm_fs(spark, f"{silver_uri}/{COMMITS}")
     if not fs.exists(root):
@@ -171,7 +176,7 @@ class ParquetSilver:
         return Written(batch.state.arrow.num_rows)
 
     def _commit(self, spark: SparkSession, commit: SilverCommit) -> None:
-        _write_file_once(spark, f"{self.uri}/{COMMITS}/{commit.version:09d}.json", json.dumps(commit.__dict__))
+        write_commit(spark, self.uri, commit)
 
     # --- schema migration (``migration``; docs/schema-evolution.md) ----------------------------------------
     def stored_columns(self, spark: SparkSession) -> dict[str, CT.ColumnType | None] | None:

@@ -22,6 +22,7 @@ from ..evolution import ChangeKind
 from ..faults import crash_point
 from ..merge_rules import MergeRules
 from ..sql import Dialect, MergeSql, batch_values, quote
+from ..sql_history import HistorySql
 from ..sql_migrate import MigrationSql
 from .base import BatchFacts, MergeResult, RowsRefused
 
@@ -144,12 +145,13 @@ class PostgresWarehouse:
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None, before_commit: Callable[[], None] | None = None,
-                    facts: BatchFacts | None = None) -> MergeResult:
+                    facts: BatchFacts | None = None, versions: pa.Table | None = None) -> MergeResult:
         """:meth:`Warehouse.merge_batch`; raises :class:`RowsRefused` naming the state rows PostgreSQL refuses
         (a data error or a constraint, e.g. a CHECK a user added), so that the caller can quarantine them."""
         try:
             return self._merge_batch(batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine,
-                                     dq_results=dq_results, before_commit=before_commit, facts=facts)
+                                     dq_results=dq_results, before_commit=before_commit, facts=facts,
+                                     versions=versions)
         except REFUSALS as refused:
             rows = self._refused_rows(stream_id, batch_id, state)
             if not rows:  # not a state row: the quarantine or results rows, or the merge itself
@@ -192,7 +194,7 @@ class PostgresWarehouse:
 
     def _merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                      dq_results: pa.Table | None, before_commit: Callable[[], None] | None,
-                     facts: BatchFacts | None) -> MergeResult:
+                     facts: BatchFacts | None, versions: pa.Table | None) -> MergeResult:
         params = batch_values(self.job_name, stream_id, batch_id, state, quarantine, self.sql.entity.version,
                               facts.ledger_values() if facts else None)
         try:
@@ -216,6 +218,7 @@ class PostgresWarehouse:
                     self._copy(self.sql.dq_results, self.sql.dq_result_columns, dq_results)
                 for statement in self.sql.merge_statements():
                     self.conn.execute(statement, params if "%(" in statement else None)
+                self._add_versions(versions)
                 counts = self._ledger_row(params)
                 if before_commit is not None:  # raising here rolls the whole batch back
                     before_commit()
@@ -223,6 +226,17 @@ class PostgresWarehouse:
             self.close()  # reconnect on the next batch
             raise
         return MergeResult(batch_id, *counts, replayed=False)
+
+    def _add_versions(self, versions: pa.Table | None) -> None:
+        """The batch's versions into the history (``sql_history``), when the contract keeps one."""
+        if versions is None or versions.num_rows == 0:
+            return
+        history = HistorySql(self.sql)
+        stage, create = history.stage()
+        self.conn.execute(create)
+        self._copy(stage, history.stage_columns, versions)
+        for statement in history.statements(stage):
+            self.conn.execute(statement)
 
     def _add_quarantine(self, quarantine: pa.Table) -> None:
         """The rows the quarantine does not hold yet, through a stage (``MergeSql.quarantine_insert``)."""

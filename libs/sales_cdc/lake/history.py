@@ -1,0 +1,127 @@
+"""The lake's change history (``merge_rules`` rule 7): one row per version of each item, under
+``silver/<entity>_history``, in the silver layer's format.
+
+- Delta (delta-rs): one MERGE per batch, with the batch's app transaction: the versions the table does not hold
+  are inserted, and every version of the items the batch touched gets its end from :func:`version_ends`.
+- Parquet (Spark): a snapshot per batch, as the Parquet silver (``lake.parquet``): the previous snapshot with the
+  new versions, their ends computed by a window over each item; a commit file names it.
+
+Either way the ends are recomputed for whole items, so a late event lands in its place and its neighbours
+follow; a replayed batch, or the same events under another stream id, adds no version and changes no end.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import CommitProperties, DeltaTable
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from .. import schema as S
+from ..merge_rules import MergeRules
+from .delta import DeltaTables
+from .layers import LakeBatch, Written
+from .parquet import SilverCommit, silver_commits, write_commit
+
+END_COLUMNS = tuple(f.name for f in S.VERSION_END_FIELDS)
+
+
+def version_ends(versions: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """Rule 7 on Arrow rows (the item's key, ``valid_from_sequence``, ``valid_from``): each version's end is the
+    next version of its item by sequence; the last is current."""
+    ordered = versions.sort_by([(k, "ascending") for k in (*keys, S.VALID_FROM_SEQUENCE)])
+
+    def following(column: str) -> pa.Array:
+        values = ordered[column].combine_chunks()
+        return pa.concat_arrays([values.slice(1), pa.nulls(1, values.type)]) if len(values) else values
+
+    same_item = functools.reduce(pc.and_, [pc.fill_null(pc.equal(ordered[k], following(k)), False) for k in keys])
+    nothing = {c: pa.scalar(None, ordered[c].type) for c in (S.VALID_FROM, S.VALID_FROM_SEQUENCE)}
+    return ordered.append_column(S.VALID_TO, pc.if_else(same_item, following(S.VALID_FROM), nothing[S.VALID_FROM])) \
+        .append_column(S.VALID_TO_SEQUENCE, pc.if_else(same_item, following(S.VALID_FROM_SEQUENCE),
+                                                       nothing[S.VALID_FROM_SEQUENCE])) \
+        .append_column(S.IS_CURRENT, pc.invert(same_item))
+
+
+class DeltaHistory:
+    def __init__(self, tables: DeltaTables, rules: MergeRules, uri: str):
+        self.tables, self.rules, self.uri = tables, rules, uri
+        self.delta_tables = (uri,)
+
+    @property
+    def version_key(self) -> list[str]:
+        return [*self.rules.keys, S.VALID_FROM_SEQUENCE]
+
+    def write(self, batch: LakeBatch) -> Written:
+        versions = batch.versions.arrow if batch.versions is not None else None
+        if versions is None or versions.num_rows == 0:
+            return Written(0)
+        added = 0
+
+        def merge(table: DeltaTable | None, commit: CommitProperties) -> None:
+            nonlocal added
+            source = self._source(table, versions)
+            table = self.tables.existing_or_created(self.uri, table, source)
+            same = " AND ".join(f"t.{c} = s.{c}" for c in self.version_key)
+            metrics = (table.merge(source, predicate=same, source_alias="s", target_alias="t", merge_schema=True,
+                                   commit_properties=commit)
+                       .when_matched_update({c: f"s.{c}" for c in END_COLUMNS})
+                       .when_not_matched_insert_all().execute())
+            added = metrics["num_target_rows_inserted"]
+
+        if not self.tables.once(self.uri, batch, merge):
+            return Written(0, (self.uri,))
+        return Written(added)
+
+    def _source(self, table: DeltaTable | None, versions: pa.Table) -> pa.Table:
+        """The new versions whole, and the ends of every version of the items they belong to."""
+        keys, version_key = list(self.rules.keys), self.version_key
+        starts = versions.select([*version_key, S.VALID_FROM])
+        stored = starts.slice(0, 0) if table is None else \
+            table.to_pyarrow_table(columns=[*version_key, S.VALID_FROM]).cast(starts.schema)
+        touched = stored.join(versions.select(keys).group_by(keys).aggregate([]), keys, join_type="left semi")
+        new = versions.join(stored.select(version_key), version_key, join_type="left anti")
+        ends = version_ends(pa.concat_tables([touched, new.select(starts.column_names)]), self.rules.keys)
+        source = ends.select([*version_key, *END_COLUMNS]).join(new, version_key, join_type="left outer")
+        # nullable throughout: a stored version's row carries its end only (the MERGE updates nothing else)
+        schema = pa.schema([f.with_nullable(True) for f in (*versions.schema, *[ends.schema.field(c)
+                                                                                 for c in END_COLUMNS])])
+        return source.select(schema.names).cast(schema)
+
+
+class ParquetHistory:
+    delta_tables = ()
+
+    def __init__(self, rules: MergeRules, uri: str):
+        self.rules, self.uri = rules, uri
+
+    def write(self, batch: LakeBatch) -> Written:
+        """The next snapshot of the history; skipped when this batch is already committed (a replay)."""
+        if batch.versions is None or batch.versions.arrow.num_rows == 0:
+            return Written(0)
+        spark = batch.versions.frame.sparkSession
+        commits = silver_commits(spark, self.uri)
+        if any(c.stream_id == batch.stream_id and c.batch_id == batch.id for c in commits):
+            return Written(0, (self.uri,))
+        previous = commits[-1] if commits else None
+        version = previous.version + 1 if previous else 1
+        path = f"{self.uri}/snapshot={version:09d}/history"
+        self._history(batch.versions.frame, previous).write.mode("overwrite").parquet(path)
+        write_commit(spark, self.uri, SilverCommit(version, batch.stream_id, batch.id, path, None,
+                                                   self.rules.entity.version))
+        return Written(None)
+
+    def _history(self, versions: DataFrame, previous: SilverCommit | None) -> DataFrame:
+        version_key = [*self.rules.keys, S.VALID_FROM_SEQUENCE]
+        if previous is not None:  # its columns as the versions have them (a contract may have added or widened)
+            read = versions.sparkSession.read.parquet(previous.state_path)
+            stored = read.select(*[(F.col(f.name) if f.name in read.columns else F.lit(None)).cast(f.dataType)
+                                   .alias(f.name) for f in versions.schema.fields])
+            versions = stored.unionByName(versions.join(stored.select(*version_key), version_key, "left_anti"))
+        item = Window.partitionBy(*self.rules.keys).orderBy(S.VALID_FROM_SEQUENCE)
+        next_sequence = F.lead(S.VALID_FROM_SEQUENCE).over(item)
+        return versions.withColumns({S.VALID_TO: F.lead(S.VALID_FROM).over(item), S.VALID_TO_SEQUENCE: next_sequence,
+                                     S.IS_CURRENT: next_sequence.isNull()})

@@ -24,7 +24,7 @@ from .. import schema as S
 from ..merge_rules import MergeRules
 from .delta import DeltaTables
 from .layers import LakeBatch, Written
-from .parquet import SilverCommit, silver_commits, write_commit
+from .parquet import SilverCommit, next_snapshot, write_commit
 
 END_COLUMNS = tuple(f.name for f in S.VERSION_END_FIELDS)
 
@@ -103,11 +103,10 @@ class ParquetHistory:
         if batch.versions is None or batch.versions.arrow.num_rows == 0:
             return Written(0)
         spark = batch.versions.frame.sparkSession
-        commits = silver_commits(spark, self.uri)
-        if any(c.stream_id == batch.stream_id and c.batch_id == batch.id for c in commits):
+        following = next_snapshot(spark, self.uri, batch)
+        if following is None:
             return Written(0, (self.uri,))
-        previous = commits[-1] if commits else None
-        version = previous.version + 1 if previous else 1
+        version, previous = following
         path = f"{self.uri}/snapshot={version:09d}/history"
         self._history(batch.versions.frame, previous).write.mode("overwrite").parquet(path)
         write_commit(spark, self.uri, SilverCommit(version, batch.stream_id, batch.id, path, None,

@@ -97,6 +97,16 @@ def silver_commits(spark: SparkSession, silver_uri: str) -> list[SilverCommit]:
     return sorted(commits, key=lambda c: c.version)
 
 
+def next_snapshot(spark: SparkSession, uri: str, batch: LakeBatch) -> tuple[int, SilverCommit | None] | None:
+    """The version ``batch``'s snapshot of the table at ``uri`` takes, and the latest commit before it; None when
+    the batch is committed there already (a replay)."""
+    commits = silver_commits(spark, uri)
+    if any(c.stream_id == batch.stream_id and c.batch_id == batch.id for c in commits):
+        return None
+    previous = commits[-1] if commits else None
+    return (previous.version + 1 if previous else 1), previous
+
+
 def latest_silver_path(spark: SparkSession, silver_uri: str) -> str | None:
     """Where readers find the current state (``spark.read.parquet(path)``), or None before the first batch."""
     commits = silver_commits(spark, silver_uri)
@@ -155,11 +165,10 @@ class ParquetSilver:
         if batch.state.arrow.num_rows == 0:
             return Written(0)
         spark = batch.state.frame.sparkSession
-        commits = silver_commits(spark, self.uri)
-        if any(c.stream_id == batch.stream_id and c.batch_id == batch.id for c in commits):
+        following = next_snapshot(spark, self.uri, batch)
+        if following is None:
             return Written(0, (self.uri,))
-        previous = commits[-1] if commits else None
-        version = previous.version + 1 if previous else 1
+        version, previous = following
         current = self._current(spark, batch.state.frame, previous).alias("s")
         snapshot = f"{self.uri}/snapshot={version:09d}"
         state_path, tombstones_path = f"{snapshot}/state", None

@@ -229,11 +229,11 @@ class BatchHandler:
         observed = Observation(f"dedupe_{uuid.uuid4().hex}")
         latest = ranked(batch.events, self.entity.keys, batch.decoded.valid).observe(
             observed, F.count_if(CONFLICT).alias("conflicts"))
+        if self.entity.history:  # every event is a version too: the ranking is read twice, so computed once
+            latest = batch.materialized(latest.drop(S.PAYLOAD))  # (~1 KB an event, which neither reads)
+            batch.versions = to_version_rows(latest, batch.id, self.entity)  # read once, by the collect
         batch.state = batch.materialized(to_state_rows(latest.where(f"{RANK} = 1 AND NOT {CONFLICT}"), batch.id,
                                                        self.entity))
-        if self.entity.history:  # every event of the batch is a version, not only the latest of its item
-            batch.versions = batch.materialized(to_version_rows(
-                ranked(batch.events, self.entity.keys, batch.decoded.valid), batch.id, self.entity))
         if observed.get["conflicts"]:  # rare: the records are found again, each quarantined once
             conflicts = ranked(batch.events, self.entity.keys).where(CONFLICT).dropDuplicates([S.PAYLOAD])
             rows = batch.materialized(to_quarantine_rows(conflicts, F.lit(CONFLICT_REASON), batch.id, S.DECODE_STAGE,

@@ -1,10 +1,11 @@
 """The SQL of the change history (``merge_rules`` rule 7), for PostgreSQL and Redshift, in the batch's own
-transaction: the versions are staged, those the history does not hold are inserted, and the validity of every
-version of the items the batch touched is recomputed from the order of their sequences.
+transaction: the versions are staged; those the history does not hold are inserted with their ends, computed by
+one window over every version of their items (held and new); then the held versions whose end that window
+changed are updated (an item's previous latest version, a late event's predecessor), and no other.
 
-Recomputing the touched items' validity, rather than closing only the latest version, is what keeps the history
+Computing the ends over whole items, rather than closing only the latest version, is what keeps the history
 right when events come out of order: a late event lands between two versions, and both its own end and its
-predecessor's follow from the one window below.
+predecessor's follow.
 """
 
 from __future__ import annotations
@@ -52,23 +53,34 @@ class HistorySql:
     def _same_item(self, a: str, b: str) -> str:
         return " AND ".join(f"{a}.{quote(k)} = {b}.{quote(k)}" for k in self.sql.entity.keys)
 
-    def statements(self, stage: str) -> list[str]:
-        """Insert the staged versions the history does not hold; then every version of the staged items gets its
-        end from the next version by sequence (none: the current one)."""
-        columns = ", ".join(quote(c) for c in self.stage_columns)
-        insert = (f"INSERT INTO {self.table} ({columns}, {quote(S.IS_CURRENT)})\n"
-                  f"SELECT {columns}, FALSE FROM {stage} s\n"
-                  f"WHERE NOT EXISTS (SELECT 1 FROM {self.table} h WHERE {self._same_version('h', 's')})")
+    def _ends(self, starts: str) -> str:
+        """Each version of ``starts`` (key, start sequence, start time) with the next one's start: its end."""
         keys = ", ".join(quote(k) for k in self.sql.entity.keys)
         by_sequence = f"OVER (PARTITION BY {keys} ORDER BY {quote(S.VALID_FROM_SEQUENCE)})"
-        following = (f"SELECT {keys}, {quote(S.VALID_FROM_SEQUENCE)},\n"
-                     f"    LEAD({quote(S.VALID_FROM)}) {by_sequence} AS next_from,\n"
-                     f"    LEAD({quote(S.VALID_FROM_SEQUENCE)}) {by_sequence} AS next_sequence\n"
-                     f"  FROM {self.table} h\n"
-                     f"  WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {self._same_item('s', 'h')})")
-        validity = (f"UPDATE {self.table} AS v\n"
-                    f"SET {quote(S.VALID_TO)} = n.next_from, {quote(S.VALID_TO_SEQUENCE)} = n.next_sequence,\n"
-                    f"  {quote(S.IS_CURRENT)} = n.next_sequence IS NULL\n"
-                    f"FROM (\n  {following}\n) AS n\n"
-                    f"WHERE {self._same_version('v', 'n')}")
-        return [insert, validity]
+        return (f"SELECT {keys}, {quote(S.VALID_FROM_SEQUENCE)},\n"
+                f"    LEAD({quote(S.VALID_FROM)}) {by_sequence} AS next_from,\n"
+                f"    LEAD({quote(S.VALID_FROM_SEQUENCE)}) {by_sequence} AS next_sequence\n"
+                f"  FROM ({starts}) AS a")
+
+    def statements(self, stage: str) -> list[str]:
+        """The staged versions the history does not hold, inserted with their ends; then the ends of the versions
+        it held that the new ones changed (the items' previous latest versions, a late event's predecessor)."""
+        keys = ", ".join(quote(k) for k in self.sql.entity.keys)
+        start = f"{keys}, {quote(S.VALID_FROM_SEQUENCE)}, {quote(S.VALID_FROM)}"
+        new = f"NOT EXISTS (SELECT 1 FROM {self.table} h WHERE {self._same_version('h', 's')})"
+        held = (f"SELECT {start} FROM {self.table} h\n"
+                f"    WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {self._same_item('s', 'h')})")
+        columns = ", ".join(quote(c) for c in self.stage_columns)
+        ends = (quote(S.VALID_TO), quote(S.VALID_TO_SEQUENCE), quote(S.IS_CURRENT))
+        every = f"{held}\n  UNION ALL SELECT {start} FROM {stage} s WHERE {new}"  # the item's versions, held or new
+        insert = (f"INSERT INTO {self.table} ({columns}, {', '.join(ends)})\n"
+                  f"SELECT {', '.join(f's.{quote(c)}' for c in self.stage_columns)},"
+                  f" n.next_from, n.next_sequence, n.next_sequence IS NULL\n"
+                  f"FROM {stage} s JOIN (\n  {self._ends(every)}\n) AS n ON {self._same_version('s', 'n')}\n"
+                  f"WHERE {new}")
+        changed = f"COALESCE(v.{ends[1]}, '') <> COALESCE(n.next_sequence, '')"  # a sequence is never ''
+        update = (f"UPDATE {self.table} AS v\n"
+                  f"SET {ends[0]} = n.next_from, {ends[1]} = n.next_sequence, {ends[2]} = n.next_sequence IS NULL\n"
+                  f"FROM (\n  {self._ends(held)}\n) AS n\n"
+                  f"WHERE {self._same_version('v', 'n')} AND {changed}")
+        return [insert, update]

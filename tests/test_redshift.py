@@ -283,5 +283,7 @@ def test_the_history_statements_are_valid_redshift():
     statements = wh.staged_batch_statements({**OBJECTS, "versions": OBJECTS["state"].replace("state", "versions")})
     parsed = [sqlglot.parse_one(s, read="redshift") for s in statements]
     assert len([p for p in parsed if isinstance(p, exp.Copy)]) == 5
-    assert isinstance(parsed[-1], exp.Update) and isinstance(parsed[-2], exp.Insert)
+    ends, update, insert = parsed[-3:]  # the ends staged, the held versions' ends updated, the new inserted
+    assert isinstance(ends, exp.Create) and isinstance(update, exp.Update) and isinstance(insert, exp.Insert)
+    assert "ON COMMIT" not in statements[-3]  # a PostgreSQL clause Redshift has not
     assert any('"orders_history"' in s for s in wh.sql.create_statements())

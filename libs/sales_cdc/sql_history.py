@@ -1,7 +1,8 @@
 """The SQL of the change history (``merge_rules`` rule 7), for PostgreSQL and Redshift, in the batch's own
-transaction: the versions are staged; those the history does not hold are inserted with their ends, computed by
-one window over every version of their items (held and new); then the held versions whose end that window
-changed are updated (an item's previous latest version, a late event's predecessor), and no other.
+transaction: the versions are staged; one window over every version of their items (held and new) gives each its
+end, kept in a second stage; the held versions whose end it changed are updated (an item's previous latest
+version, a late event's predecessor), and no other; then the versions the history does not hold are inserted with
+their ends. Updating first means the update reads the held versions only, not the ones the batch adds.
 
 Computing the ends over whole items, rather than closing only the latest version, is what keeps the history
 right when events come out of order: a late event lands between two versions, and both its own end and its
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import schema as S
+from .column_types import Dialect
 from .sql import MergeSql, quote
 
 HISTORY_SUFFIX = "_history"
@@ -63,24 +65,26 @@ class HistorySql:
                 f"  FROM ({starts}) AS a")
 
     def statements(self, stage: str) -> list[str]:
-        """The staged versions the history does not hold, inserted with their ends; then the ends of the versions
-        it held that the new ones changed (the items' previous latest versions, a late event's predecessor)."""
+        """The ends of every version of the staged items, held or new, into a stage of their own; the held
+        versions whose end changed, updated; the staged versions the history does not hold, inserted with theirs."""
         keys = ", ".join(quote(k) for k in self.sql.entity.keys)
         start = f"{keys}, {quote(S.VALID_FROM_SEQUENCE)}, {quote(S.VALID_FROM)}"
         new = f"NOT EXISTS (SELECT 1 FROM {self.table} h WHERE {self._same_version('h', 's')})"
-        held = (f"SELECT {start} FROM {self.table} h\n"
-                f"    WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {self._same_item('s', 'h')})")
+        every = (f"SELECT {start} FROM {self.table} h\n"
+                 f"    WHERE EXISTS (SELECT 1 FROM {stage} s WHERE {self._same_item('s', 'h')})\n"
+                 f"  UNION ALL SELECT {start} FROM {stage} s WHERE {new}")
+        ends_stage = quote(f"stage_{self.table_name}_ends")
+        on_commit = " ON COMMIT DROP" if self.sql.dialect is Dialect.POSTGRES else ""
         columns = ", ".join(quote(c) for c in self.stage_columns)
         ends = (quote(S.VALID_TO), quote(S.VALID_TO_SEQUENCE), quote(S.IS_CURRENT))
-        every = f"{held}\n  UNION ALL SELECT {start} FROM {stage} s WHERE {new}"  # the item's versions, held or new
-        insert = (f"INSERT INTO {self.table} ({columns}, {', '.join(ends)})\n"
-                  f"SELECT {', '.join(f's.{quote(c)}' for c in self.stage_columns)},"
-                  f" n.next_from, n.next_sequence, n.next_sequence IS NULL\n"
-                  f"FROM {stage} s JOIN (\n  {self._ends(every)}\n) AS n ON {self._same_version('s', 'n')}\n"
-                  f"WHERE {new}")
         changed = f"COALESCE(v.{ends[1]}, '') <> COALESCE(n.next_sequence, '')"  # a sequence is never ''
         update = (f"UPDATE {self.table} AS v\n"
                   f"SET {ends[0]} = n.next_from, {ends[1]} = n.next_sequence, {ends[2]} = n.next_sequence IS NULL\n"
-                  f"FROM (\n  {self._ends(held)}\n) AS n\n"
+                  f"FROM {ends_stage} AS n\n"
                   f"WHERE {self._same_version('v', 'n')} AND {changed}")
-        return [insert, update]
+        insert = (f"INSERT INTO {self.table} ({columns}, {', '.join(ends)})\n"
+                  f"SELECT {', '.join(f's.{quote(c)}' for c in self.stage_columns)},"
+                  f" n.next_from, n.next_sequence, n.next_sequence IS NULL\n"
+                  f"FROM {stage} s JOIN {ends_stage} AS n ON {self._same_version('s', 'n')}\n"
+                  f"WHERE {new}")
+        return [f"CREATE TEMP TABLE {ends_stage}{on_commit} AS\n{self._ends(every)}", update, insert]

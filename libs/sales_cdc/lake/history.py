@@ -1,8 +1,10 @@
 """The lake's change history (``merge_rules`` rule 7): one row per version of each item, under
 ``silver/<entity>_history``, in the silver layer's format.
 
-- Delta (delta-rs): one MERGE per batch, with the batch's app transaction: the versions the table does not hold
-  are inserted, and every version of the items the batch touched gets its end from :func:`version_ends`.
+- Delta (delta-rs): one commit per batch, with the batch's app transaction: the versions the table does not hold,
+  with their ends from :func:`version_ends`, and the held versions whose end those change (a late event's
+  neighbour, an item's last version when a newer one comes). When no held end changes (new items, the first
+  batch) the commit is an append; else a MERGE of those rows only, which rewrites only the files holding them.
 - Parquet (Spark): a snapshot per batch, as the Parquet silver (``lake.parquet``): the previous snapshot with the
   new versions, their ends computed by a window over each item; a commit file names it.
 
@@ -61,35 +63,51 @@ class DeltaHistory:
             return Written(0)
         added = 0
 
-        def merge(table: DeltaTable | None, commit: CommitProperties) -> None:
+        def commit_versions(table: DeltaTable | None, commit: CommitProperties) -> None:
             nonlocal added
-            source = self._source(table, versions)
-            table = self.tables.existing_or_created(self.uri, table, source)
+            new, moved = self._rows(table, versions)
+            added = new.num_rows
+            if moved.num_rows == 0:
+                self.tables.append(self.uri, new, commit)
+                return
             same = " AND ".join(f"t.{c} = s.{c}" for c in self.version_key)
-            metrics = (table.merge(source, predicate=same, source_alias="s", target_alias="t", merge_schema=True,
-                                   commit_properties=commit)
-                       .when_matched_update({c: f"s.{c}" for c in END_COLUMNS})
-                       .when_not_matched_insert_all().execute())
-            added = metrics["num_target_rows_inserted"]
+            (table.merge(pa.concat_tables([new, moved]), predicate=same, source_alias="s", target_alias="t",
+                         merge_schema=True, commit_properties=commit)
+             .when_matched_update({c: f"s.{c}" for c in END_COLUMNS})
+             .when_not_matched_insert_all().execute())
 
-        if not self.tables.once(self.uri, batch, merge):
+        if not self.tables.once(self.uri, batch, commit_versions):
             return Written(0, (self.uri,))
         return Written(added)
 
-    def _source(self, table: DeltaTable | None, versions: pa.Table) -> pa.Table:
-        """The new versions whole, and the ends of every version of the items they belong to."""
+    def _rows(self, table: DeltaTable | None, versions: pa.Table) -> tuple[pa.Table, pa.Table]:
+        """The new versions whole, with their ends; and the held versions whose end they change (their key and
+        new end only: the MERGE updates nothing else)."""
         keys, version_key = list(self.rules.keys), self.version_key
-        starts = versions.select([*version_key, S.VALID_FROM])
-        stored = starts.slice(0, 0) if table is None else \
-            table.to_pyarrow_table(columns=[*version_key, S.VALID_FROM]).cast(starts.schema)
-        touched = stored.join(versions.select(keys).group_by(keys).aggregate([]), keys, join_type="left semi")
-        new = versions.join(stored.select(version_key), version_key, join_type="left anti")
-        ends = version_ends(pa.concat_tables([touched, new.select(starts.column_names)]), self.rules.keys)
-        source = ends.select([*version_key, *END_COLUMNS]).join(new, version_key, join_type="left outer")
-        # nullable throughout: a stored version's row carries its end only (the MERGE updates nothing else)
+        starts = [*version_key, S.VALID_FROM]
+        held = self._held(table, versions)
+        touched = held.join(versions.select(keys).group_by(keys).aggregate([]), keys, join_type="left semi")
+        new = versions.join(held.select(version_key), version_key, join_type="left anti")
+        ends = version_ends(pa.concat_tables([touched.select(starts), new.select(starts)]), self.rules.keys) \
+            .select([*version_key, *END_COLUMNS])
+        was = touched.select(version_key).append_column("was", touched[S.VALID_TO_SEQUENCE])
+        moved = ends.join(was, version_key, join_type="inner")
+        now, before = moved[S.VALID_TO_SEQUENCE], moved["was"]
+        moved = moved.filter(pc.fill_null(pc.not_equal(now, before), pc.xor(pc.is_valid(now), pc.is_valid(before))))
+        # one schema, nullable throughout: a held version's row carries its end only
         schema = pa.schema([f.with_nullable(True) for f in (*versions.schema, *[ends.schema.field(c)
                                                                                  for c in END_COLUMNS])])
-        return source.select(schema.names).cast(schema)
+        return (new.join(ends, version_key, join_type="inner").select(schema.names).cast(schema),
+                pa.table({f.name: moved[f.name] if f.name in moved.column_names else pa.nulls(moved.num_rows, f.type)
+                          for f in schema}).cast(schema))
+
+    def _held(self, table: DeltaTable | None, versions: pa.Table) -> pa.Table:
+        """The versions the table holds: their key, start and end (none before the first commit)."""
+        columns = [*self.version_key, S.VALID_FROM]
+        schema = pa.schema([*versions.select(columns).schema,
+                            pa.field(S.VALID_TO_SEQUENCE, versions.schema.field(S.VALID_FROM_SEQUENCE).type)])
+        return schema.empty_table() if table is None else \
+            table.to_pyarrow_table(columns=schema.names).cast(schema)
 
 
 class ParquetHistory:

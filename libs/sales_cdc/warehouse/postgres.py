@@ -206,6 +206,9 @@ class PostgresWarehouse:
                 # the whole target. The default random_page_cost (4, for spinning disks) made PostgreSQL
                 # scan it (merge into 1M rows 3.5x the time of into 10k); 1.1 is the usual SSD setting.
                 self.conn.execute("SET LOCAL random_page_cost = 1.1")
+                # A 100k-event batch sorts ~30 MB (the stage by key, the history's versions by key and sequence):
+                # with the default 4 MB each sort spilled to disk; this transaction may use more.
+                self.conn.execute("SET LOCAL work_mem = '64MB'")
                 self.conn.execute(self.sql.create_stage())
                 self._copy(self.sql.stage, self.sql.stage_columns, state)
                 crash_point("after-stage-load")

@@ -267,9 +267,8 @@ def test_the_history_is_staged_and_merged_in_the_batchs_transaction_also_out_of_
     quarantine = pa.Table.from_pylist([], schema=pa.schema([(f.name, f.arrow_type) for f in S.QUARANTINE_FIELDS]))
     versions = S.version_fields(entity)
     wh.merge_batch(batch_id=0, stream_id=STREAM, state=rows(wh.sql.stored_fields, (30, 3)), quarantine=quarantine,
-                   versions=rows(versions, (10, 1), (30, 3)))
-    wh.merge_batch(batch_id=1, stream_id=STREAM, state=rows(wh.sql.stored_fields, (20, 2)), quarantine=quarantine,
-                   versions=rows(versions, (20, 2)))
+                   superseded=rows(versions, (10, 1)))
+    wh.merge_batch(batch_id=1, stream_id=STREAM, state=rows(wh.sql.stored_fields, (20, 2)), quarantine=quarantine)
     with psycopg.connect(pg_url) as conn:
         history = conn.execute(f'SELECT quantity, valid_from_sequence, valid_to_sequence, is_current FROM '
                                f'"{db_schema}".orders_history ORDER BY valid_from_sequence').fetchall()
@@ -280,10 +279,16 @@ def test_the_history_is_staged_and_merged_in_the_batchs_transaction_also_out_of_
 def test_the_history_statements_are_valid_redshift():
     wh = warehouse()
     wh.sql = replace(wh.sql, entity=replace(ORDERS, history=True))
-    statements = wh.staged_batch_statements({**OBJECTS, "versions": OBJECTS["state"].replace("state", "versions")})
+    superseded = OBJECTS["state"].replace("state", "superseded")
+    statements = wh.staged_batch_statements({**OBJECTS, "superseded": superseded})
     parsed = [sqlglot.parse_one(s, read="redshift") for s in statements]
     assert len([p for p in parsed if isinstance(p, exp.Copy)]) == 5
-    ends, update, insert = parsed[-3:]  # the ends staged, the held versions' ends updated, the new inserted
-    assert isinstance(ends, exp.Create) and isinstance(update, exp.Update) and isinstance(insert, exp.Insert)
-    assert "ON COMMIT" not in statements[-3]  # a PostgreSQL clause Redshift has not
+    # before the merge (it prunes the stage): the state rows' versions joined to the superseded, the ends staged,
+    # the held versions' ends updated, the new versions inserted
+    at = next(i for i, s in enumerate(statements) if superseded in s) + 1
+    latest, ends, update, insert = parsed[at:at + 4]
+    assert isinstance(latest, exp.Insert) and isinstance(ends, exp.Create)
+    assert isinstance(update, exp.Update) and isinstance(insert, exp.Insert)
+    assert "ON COMMIT" not in statements[at + 1]  # a PostgreSQL clause Redshift has not
+    assert any(s.startswith("DELETE FROM") for s in statements[at + 4:])  # the merge's pruning comes after
     assert any('"orders_history"' in s for s in wh.sql.create_statements())

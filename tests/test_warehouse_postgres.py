@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 from sales_cdc import schema as S
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.sql_history import HistorySql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc.warehouse.base import RowsRefused
 from sales_cdc_local.records import stream_record, to_json_line
@@ -19,9 +20,10 @@ from tests.helpers import ORDERS, insert, modify, remove, source_rows
 
 
 class Harness:
-    def __init__(self, spark, url, db_schema, soft_delete=False):
+    def __init__(self, spark, url, db_schema, soft_delete=False, history=False):
         self.spark, self.url = spark, url
-        self.sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=ORDERS)
+        self.sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete,
+                            entity=replace(ORDERS, history=history))
         self.warehouse = PostgresWarehouse(url, self.sql, job_name="test-job")
         self.warehouse.ensure_tables()
         self.handler = BatchHandler(warehouse=self.warehouse, options=HandlerOptions(default_stream_id="stream-a"))
@@ -187,9 +189,13 @@ def test_a_batch_releases_the_data_it_checkpointed(wh):
     assert set(persisted().keySet()) == before
 
 
-def test_rows_the_warehouse_refuses_are_quarantined_and_the_rest_of_the_batch_lands(wh):
+@pytest.mark.parametrize("history", [False, True], ids=["current", "with-history"])
+def test_rows_the_warehouse_refuses_are_quarantined_and_the_rest_of_the_batch_lands(spark, pg_url, db_schema,
+                                                                                     history):
     """A constraint the user added (or any value PostgreSQL refuses): the refused rows are found by halving
-    and quarantined with the warehouse's reason; the batch commits without them; the stream moves on."""
+    and quarantined with the warehouse's reason; the batch commits without them; the stream moves on. With a
+    history, a refused row leaves no version either: the history's current versions are the table."""
+    wh = Harness(spark, pg_url, db_schema, history=history)
     with psycopg.connect(wh.url, autocommit=True) as conn:
         conn.execute(f"ALTER TABLE {wh.sql.target} ADD CONSTRAINT no_thirteen CHECK (quantity <> 13)")
     records = [insert(f"o{i}", i + 1, quantity=13 if i in (2, 5) else 1) for i in range(8)]
@@ -200,3 +206,7 @@ def test_rows_the_warehouse_refuses_are_quarantined_and_the_rest_of_the_batch_la
     assert all("no_thirteen" in reason and '"o' in payload for _, _, reason, payload in quarantined)
     assert result.merge.upserted_rows == 6 and result.merge.quarantined_rows == 2
     assert wh.batch(1, insert("o9", 20)).merge.upserted_rows == 1  # the next batch goes on as usual
+    if history:
+        versions = wh.query(f"SELECT orderid, is_current FROM {HistorySql(wh.sql).table}")
+        assert sorted(versions) == sorted((k, True) for k in [*wh.state()])
+    wh.warehouse.close()

@@ -43,6 +43,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -101,6 +103,26 @@ class MergeRules:
         removed = F.col(S.CDC_OP) == F.lit(REMOVE)
         return rows.withColumns({S.IS_DELETED: removed,
                                  S.DELETED_AT: F.when(removed, F.col(S.CDC_EVENT_TIME)).cast(T.TimestampType())})
+
+    # --- rule 7: a state row as a version (its start renamed, ``is_deleted``), in each engine ------------------
+    def _version_sources(self) -> list[tuple[str, str | None]]:
+        """(version column, the state column it is) for ``schema.version_fields``; None: ``is_deleted``."""
+        named = {version: name for name, version in S.VERSION_START.items()}
+        return [(f.name, None if f.name == S.IS_DELETED else named.get(f.name, f.name))
+                for f in S.version_fields(self.entity)]
+
+    def as_versions(self, state: DataFrame) -> DataFrame:
+        return state.select(*[(F.col(S.CDC_OP) == F.lit(REMOVE)).alias(name) if source is None
+                              else F.col(source).alias(name) for name, source in self._version_sources()])
+
+    def as_version_table(self, state: pa.Table) -> pa.Table:
+        return pa.table({name: pc.equal(state[S.CDC_OP], REMOVE) if source is None else state[source]
+                         for name, source in self._version_sources()})
+
+    def version_select(self, s: str, quote: Callable[[str], str] = _plain) -> str:
+        """A SELECT list of ``s``'s state columns as a version."""
+        return ", ".join(f"{self.is_remove(s, quote)} AS {quote(name)}" if source is None
+                         else f"{s}.{quote(source)} AS {quote(name)}" for name, source in self._version_sources())
 
     # --- the rules as predicates ---------------------------------------------------------------------
     def same_item(self, t: str = "t", s: str = "s", quote: Callable[[str], str] = _plain) -> str:

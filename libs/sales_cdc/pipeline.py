@@ -20,7 +20,6 @@ from functools import partial
 from typing import TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
 
@@ -44,12 +43,12 @@ from .transforms import (
     RANK,
     dq_quarantine_rows,
     ranked,
+    split_rows,
     to_quarantine_rows,
     to_raw_rows,
     to_state_rows,
-    to_version_rows,
+    to_superseded_versions,
     warehouse_quarantine_rows,
-    without_rejected,
 )
 from .warehouse.base import BatchFacts, MergeResult, RowsRefused, Warehouse
 
@@ -66,12 +65,6 @@ T = TypeVar("T")
 QUERY_ID_PROPERTY = "sql.streaming.queryId"
 
 DQ_ROWS_PER_PARTITION = 1_000_000  # data quality reads the state in partitions of about this many rows
-
-
-def _split_rows(rows: pa.Table, refused: dict[int, str]) -> tuple[pa.Table, pa.Table]:
-    """(rows kept, rows refused) by row index."""
-    keep = pa.array([i not in refused for i in range(rows.num_rows)])
-    return rows.filter(keep), rows.filter(pc.invert(keep))
 
 
 @dataclass(frozen=True)
@@ -96,8 +89,8 @@ class _Batch:
         self.outcome: DqOutcome | None = None
         self.state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` as stored, collected for the sinks
         self.quarantine_rows: pa.Table | None = None
-        self.versions: DataFrame | None = None  # with history: every applied event as a version
-        self.version_rows: pa.Table | None = None  # ... collected
+        self.superseded: DataFrame | None = None  # with history: the versions the state rows do not carry
+        self.superseded_rows: pa.Table | None = None  # ... collected
         self.starters: dict[str, Callable[[], object]] = {}  # work beside the warehouse merge
         self.beside: dict[str, InBackground] = {}  # ... started (the docs, the lake)
         self.merge: MergeResult | None = None
@@ -227,11 +220,11 @@ class BatchHandler:
         # the deduped state is read by GX, the collect and the lake: materialised here, so that the
         # data-quality time is data quality only
         observed = Observation(f"dedupe_{uuid.uuid4().hex}")
-        latest = ranked(batch.events, self.entity.keys, batch.decoded.valid).observe(
+        latest = ranked(batch.events, self.entity.keys, batch.decoded.valid, repeats=self.entity.history).observe(
             observed, F.count_if(CONFLICT).alias("conflicts"))
         if self.entity.history:  # every event is a version too: the ranking is read twice, so computed once
             latest = batch.materialized(latest.drop(S.PAYLOAD))  # (~1 KB an event, which neither reads)
-            batch.versions = to_version_rows(latest, batch.id, self.entity)  # read once, by the collect
+            batch.superseded = to_superseded_versions(latest, batch.id, self.entity)  # read once, by the collect
         batch.state = batch.materialized(to_state_rows(latest.where(f"{RANK} = 1 AND NOT {CONFLICT}"), batch.id,
                                                        self.entity))
         if observed.get["conflicts"]:  # rare: the records are found again, each quarantined once
@@ -278,8 +271,6 @@ class BatchHandler:
         if outcome.rejected is not None:
             batch.quarantine = batch.quarantine.unionByName(
                 dq_quarantine_rows(batch.events, outcome.rejected, batch.id, self.entity))
-            if batch.versions is not None:
-                batch.versions = without_rejected(batch.versions, outcome.rejected, self.entity.keys)
         # the frame data quality read is coalesced: collected as it is, a batch's state would be one task's result
         # (at 1M events, ~250 MB; lost by the block manager, measured): a clean batch keeps its partitions
         batch.state = outcome.passed if outcome.rejected is not None else batch.state
@@ -292,7 +283,7 @@ class BatchHandler:
         batch.state_rows = batch.state.toArrow() if batch.state_rows is None else batch.state_rows
         batch.quarantine = batch.quarantine.dropDuplicates(list(S.QUARANTINE_IDENTITY))
         batch.quarantine_rows = batch.quarantine.toArrow()
-        batch.version_rows = batch.versions.toArrow() if batch.versions is not None else None
+        batch.superseded_rows = batch.superseded.toArrow() if batch.superseded is not None else None
         batch.clock.lap("collect")
         if self.lake is not None:
             # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
@@ -300,8 +291,8 @@ class BatchHandler:
             # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
             batch.starters["lake"] = partial(self.lake.write_batch, LakeBatch(
                 batch.id, batch.stream_id, to_raw_rows(batch.decoded.frame, batch.id, self.entity),
-                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows),
-                self.entity.version, None if batch.versions is None else Rows(batch.versions, batch.version_rows)))
+                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows), self.entity.version,
+                None if batch.superseded is None else Rows(batch.superseded, batch.superseded_rows)))
 
     def _write_sinks(self, batch: _Batch) -> None:
         """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink
@@ -315,7 +306,7 @@ class BatchHandler:
         except RowsRefused as refused:
             # quarantined, so that the stream moves on; the lake keeps what it accepted (docs/reliability.md)
             log.warning("batch %s: %s; quarantined, the rest of the batch is merged", batch.id, refused)
-            batch.state_rows, refused_rows = _split_rows(batch.state_rows, refused.rows)
+            batch.state_rows, refused_rows = split_rows(batch.state_rows, refused.rows)
             batch.quarantine_rows = pa.concat_tables([batch.quarantine_rows, warehouse_quarantine_rows(
                 batch.events, refused_rows, refused.rows, batch.id, self.entity).cast(batch.quarantine_rows.schema)])
             batch.merge = self._retrying(what, write)
@@ -340,7 +331,7 @@ class BatchHandler:
         merge = self.warehouse.merge_batch(
             batch_id=batch.id, stream_id=batch.stream_id, state=batch.state_rows, quarantine=batch.quarantine_rows,
             dq_results=history, before_commit=warehouse_clock.paused(all_beside_done),
-            facts=BatchFacts(batch.decoded.read, dict(batch.clock.seconds)), versions=batch.version_rows)
+            facts=BatchFacts(batch.decoded.read, dict(batch.clock.seconds)), superseded=batch.superseded_rows)
         for work in batch.beside.values():  # an error raises even when the warehouse had nothing to commit
             work.result()
         return merge

@@ -1,5 +1,6 @@
 """The SQL of the change history (``merge_rules`` rule 7), for PostgreSQL and Redshift, in the batch's own
-transaction: the versions are staged; one window over every version of their items (held and new) gives each its
+transaction: the versions the state rows do not carry are staged, and the staged state rows' own join them
+(``MergeRules.version_select``); one window over every version of their items (held and new) gives each its
 end, kept in a second stage; the held versions whose end it changed are updated (an item's previous latest
 version, a late event's predecessor), and no other; then the versions the history does not hold are inserted with
 their ends. Updating first means the update reads the held versions only, not the ones the batch adds.
@@ -64,9 +65,11 @@ class HistorySql:
                 f"    LEAD({quote(S.VALID_FROM_SEQUENCE)}) {by_sequence} AS next_sequence\n"
                 f"  FROM ({starts}) AS a")
 
-    def statements(self, stage: str) -> list[str]:
-        """The ends of every version of the staged items, held or new, into a stage of their own; the held
-        versions whose end changed, updated; the staged versions the history does not hold, inserted with theirs."""
+    def statements(self, stage: str, state_stage: str) -> list[str]:
+        """The state rows' versions joined to the superseded ones in ``stage``; the ends of every version of the
+        staged items, held or new, into a stage of their own; the held versions whose end changed, updated; the
+        staged versions the history does not hold, inserted with theirs. Run before the merge, which drops the
+        stale rows from ``state_stage`` (a late event is stale to the table, not to the history)."""
         keys = ", ".join(quote(k) for k in self.sql.entity.keys)
         start = f"{keys}, {quote(S.VALID_FROM_SEQUENCE)}, {quote(S.VALID_FROM)}"
         new = f"NOT EXISTS (SELECT 1 FROM {self.table} h WHERE {self._same_version('h', 's')})"
@@ -87,4 +90,6 @@ class HistorySql:
                   f" n.next_from, n.next_sequence, n.next_sequence IS NULL\n"
                   f"FROM {stage} s JOIN {ends_stage} AS n ON {self._same_version('s', 'n')}\n"
                   f"WHERE {new}")
-        return [f"CREATE TEMP TABLE {ends_stage}{on_commit} AS\n{self._ends(every)}", update, insert]
+        latest = (f"INSERT INTO {stage} ({columns})\n"
+                  f"SELECT {self.sql.rules.version_select('t', quote)} FROM {state_stage} t")
+        return [latest, f"CREATE TEMP TABLE {ends_stage}{on_commit} AS\n{self._ends(every)}", update, insert]

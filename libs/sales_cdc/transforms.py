@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
-from .merge_rules import REMOVE, STORED_SNAPSHOT_SEQUENCE
+from .merge_rules import REMOVE, STORED_SNAPSHOT_SEQUENCE, MergeRules
 
-RANK, CONFLICT, CONTENT = "_rank", "_conflict", "_content"
+RANK, CONFLICT, CONTENT, REPEAT = "_rank", "_conflict", "_content", "_repeat"
 CONFLICT_REASON = ("another record of this item has the same sequence number and other content: no order between "
                    "them can be decided, so neither is applied")
 
@@ -22,7 +23,7 @@ def _is_snapshot() -> Column:
 SINGLE_PARTITION_EVENTS = 20_000  # a batch of up to this many events is deduped in one partition, unshuffled
 
 
-def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None) -> DataFrame:
+def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None, repeats: bool = False) -> DataFrame:
     """``events`` with ``_conflict``: another record of the key has the same sequence and another payload
     (DynamoDB never gives two changes one sequence number, so one of them is not what it claims to be), and
     ``_rank``: 1 for the latest event of its key that does not conflict, by sequence (ties, i.e. redeliveries,
@@ -30,7 +31,8 @@ def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None) -
 
     ``cdc_sequence`` is zero-padded, so string order is numeric order. ``count``, the events' number if known:
     up to :data:`SINGLE_PARTITION_EVENTS`, the windows run in one partition, which needs no shuffle (a shuffle's
-    two stages cost ~0.1 s however few the rows).
+    two stages cost ~0.1 s however few the rows). ``repeats``: also ``_repeat``, the event ranked just before
+    has the same sequence (a redelivery, or an earlier snapshot of the item): each version's first is not one.
     """
     same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
     # the payload's hash is a column before the window: the window's shuffle then carries 8 bytes per event,
@@ -44,7 +46,8 @@ def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None) -
     flagged = hashed.withColumn(CONFLICT, differ & ~_is_snapshot()).drop(CONTENT)
     by_recency = Window.partitionBy(*keys).orderBy(F.col(CONFLICT).asc(), F.col(S.CDC_SEQUENCE).desc(),
                                                    F.col(S.CDC_EVENT_TIME).desc(), F.col(S.CDC_EVENT_ID).desc())
-    return flagged.withColumn(RANK, F.row_number().over(by_recency))
+    repeat = {REPEAT: F.coalesce(F.lag(S.CDC_SEQUENCE).over(by_recency) == F.col(S.CDC_SEQUENCE), F.lit(False))}
+    return flagged.withColumns({RANK: F.row_number().over(by_recency), **(repeat if repeats else {})})
 
 
 def latest_per_key(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
@@ -58,7 +61,7 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema) -> D
     INSERT/MODIFY carry the new image; a REMOVE carries the old image (what was deleted), which a
     soft-delete sink keeps and a hard-delete sink uses only for its key and sequence.
     """
-    is_remove = F.col(S.CDC_OP) == F.lit("REMOVE")
+    is_remove = F.col(S.CDC_OP) == F.lit(REMOVE)
 
     def image_value(name: str):
         return F.when(is_remove, F.col(S.OLD_PREFIX + name)).otherwise(F.col(S.NEW_PREFIX + name)).alias(name)
@@ -72,24 +75,20 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema) -> D
     )
 
 
-def to_version_rows(ranked_events: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
-    """Ranked events (:func:`ranked`) -> the batch's versions for the history (``schema.version_fields``, merge
-    rule 7): every event that does not conflict, superseded ones included, once per item and sequence (of
-    redeliveries and two snapshots of an item, the one the ranking puts first)."""
-    same_version = Window.partitionBy(*entity.keys, S.CDC_SEQUENCE)
-    first = (ranked_events.where(~F.col(CONFLICT)).withColumn("_first", F.min(RANK).over(same_version))
-             .where(F.col(RANK) == F.col("_first")))
-    state = to_state_rows(first, batch_id, entity)
-    named = {version: name for name, version in S.VERSION_START.items()}
-    is_deleted = (F.col(S.CDC_OP) == F.lit(REMOVE)).alias(S.IS_DELETED)
-    return state.select(*[is_deleted if f.name == S.IS_DELETED else F.col(named.get(f.name, f.name)).alias(f.name)
-                          for f in S.version_fields(entity)])
+def to_superseded_versions(ranked_events: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
+    """Ranked events (:func:`ranked`, with ``repeats``) -> the versions a batch's state rows do not carry (merge rule 7,
+    ``schema.version_fields``): the events the latest of their item supersedes in the batch, the conflicting ones
+    excepted, once per item and sequence (of redeliveries and two snapshots of an item, the one the ranking puts
+    first; the latest's own redeliveries are the state row's version)."""
+    # the ranking puts an item's events that do not conflict first, latest first, a version's repeats together
+    superseded = ranked_events.where(~F.col(CONFLICT) & ~F.col(REPEAT) & (F.col(RANK) > 1))
+    return MergeRules(entity).as_versions(to_state_rows(superseded, batch_id, entity))
 
 
-def without_rejected(versions: DataFrame, rejected: DataFrame, keys: tuple[str, ...]) -> DataFrame:
-    """The versions less those whose state row data quality rejected (quarantined: not applied)."""
-    rejected = rejected.select(*keys, F.col(S.CDC_SEQUENCE).alias(S.VALID_FROM_SEQUENCE))
-    return versions.join(rejected, [*keys, S.VALID_FROM_SEQUENCE], "left_anti")
+def split_rows(rows: pa.Table, refused: dict[int, str]) -> tuple[pa.Table, pa.Table]:
+    """(rows kept, rows refused) by row index."""
+    keep = pa.array([i not in refused for i in range(rows.num_rows)])
+    return rows.filter(keep), rows.filter(pc.invert(keep))
 
 
 def record_id() -> Column:

@@ -48,6 +48,14 @@ def version_ends(versions: pa.Table, keys: tuple[str, ...]) -> pa.Table:
         .append_column(S.IS_CURRENT, pc.invert(same_item))
 
 
+def batch_versions(batch: LakeBatch, rules: MergeRules) -> pa.Table | None:
+    """Every version of the batch: its state rows' and those they supersede (None: nothing to write)."""
+    if batch.superseded is None or batch.state.arrow.num_rows + batch.superseded.arrow.num_rows == 0:
+        return None
+    latest = rules.as_version_table(batch.state.arrow)
+    return pa.concat_tables([latest, batch.superseded.arrow.select(latest.column_names).cast(latest.schema)])
+
+
 class DeltaHistory:
     def __init__(self, tables: DeltaTables, rules: MergeRules, uri: str):
         self.tables, self.rules, self.uri = tables, rules, uri
@@ -58,8 +66,8 @@ class DeltaHistory:
         return [*self.rules.keys, S.VALID_FROM_SEQUENCE]
 
     def write(self, batch: LakeBatch) -> Written:
-        versions = batch.versions.arrow if batch.versions is not None else None
-        if versions is None or versions.num_rows == 0:
+        versions = batch_versions(batch, self.rules)
+        if versions is None:
             return Written(0)
         added = 0
 
@@ -118,15 +126,16 @@ class ParquetHistory:
 
     def write(self, batch: LakeBatch) -> Written:
         """The next snapshot of the history; skipped when this batch is already committed (a replay)."""
-        if batch.versions is None or batch.versions.arrow.num_rows == 0:
+        if batch.superseded is None or batch.state.arrow.num_rows + batch.superseded.arrow.num_rows == 0:
             return Written(0)
-        spark = batch.versions.frame.sparkSession
+        versions = self.rules.as_versions(batch.state.frame).unionByName(batch.superseded.frame)
+        spark = versions.sparkSession
         following = next_snapshot(spark, self.uri, batch)
         if following is None:
             return Written(0, (self.uri,))
         version, previous = following
         path = f"{self.uri}/snapshot={version:09d}/history"
-        self._history(batch.versions.frame, previous).write.mode("overwrite").parquet(path)
+        self._history(versions, previous).write.mode("overwrite").parquet(path)
         write_commit(spark, self.uri, SilverCommit(version, batch.stream_id, batch.id, path, None,
                                                    self.rules.entity.version))
         return Written(None)

@@ -30,7 +30,9 @@ class LakeBatch:
     state: Rows  # stored rows (``merge_rules.MergeRules.stored_rows``): the latest event per key
     quarantine: Rows  # quarantine rows (``schema.QUARANTINE_FIELDS``)
     contract_version: str = ""  # of the contract the batch is written with: every commit records it
-    versions: Rows | None = None  # with history: every applied event as a version (``schema.version_fields``)
+    # with history: the versions the state rows do not carry, the events their latest supersedes in the batch
+    # (``schema.version_fields``); the batch's versions are these and the state rows' (``MergeRules.as_versions``)
+    superseded: Rows | None = None
 
 
 @dataclass(frozen=True)

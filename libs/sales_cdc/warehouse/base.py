@@ -63,11 +63,12 @@ class Warehouse(Protocol):
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None, before_commit: Callable[[], None] | None = None,
-                    facts: BatchFacts | None = None, versions: pa.Table | None = None) -> MergeResult:
-        """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, add ``versions`` to the history
-        (a contract with ``history: true``), record the batch (with ``facts``): one transaction.
+                    facts: BatchFacts | None = None, superseded: pa.Table | None = None) -> MergeResult:
+        """Stage + merge ``state``, append ``quarantine`` and ``dq_results``, add the batch's versions to the
+        history (a contract with ``history: true``), record the batch (with ``facts``): one transaction.
         ``state`` holds the rows as stored (``rules.row_columns``: ``MergeRules.stored_rows`` of the state rows);
-        ``versions`` every applied event of the batch as a version (``schema.version_fields``).
+        the versions are the state rows' (``MergeRules.as_versions``) and ``superseded``, the events the latest
+        of their item supersedes in the batch (``schema.version_fields``).
 
         ``before_commit`` is called once all the batch's work is done and before it is committed (not for a
         replay): if it raises, nothing of the batch is committed. The batch handler waits there for the

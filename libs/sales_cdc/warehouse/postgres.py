@@ -145,13 +145,13 @@ class PostgresWarehouse:
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None, before_commit: Callable[[], None] | None = None,
-                    facts: BatchFacts | None = None, versions: pa.Table | None = None) -> MergeResult:
+                    facts: BatchFacts | None = None, superseded: pa.Table | None = None) -> MergeResult:
         """:meth:`Warehouse.merge_batch`; raises :class:`RowsRefused` naming the state rows PostgreSQL refuses
         (a data error or a constraint, e.g. a CHECK a user added), so that the caller can quarantine them."""
         try:
             return self._merge_batch(batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine,
                                      dq_results=dq_results, before_commit=before_commit, facts=facts,
-                                     versions=versions)
+                                     superseded=superseded)
         except REFUSALS as refused:
             rows = self._refused_rows(stream_id, batch_id, state)
             if not rows:  # not a state row: the quarantine or results rows, or the merge itself
@@ -194,7 +194,7 @@ class PostgresWarehouse:
 
     def _merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                      dq_results: pa.Table | None, before_commit: Callable[[], None] | None,
-                     facts: BatchFacts | None, versions: pa.Table | None) -> MergeResult:
+                     facts: BatchFacts | None, superseded: pa.Table | None) -> MergeResult:
         params = batch_values(self.job_name, stream_id, batch_id, state, quarantine, self.sql.entity.version,
                               facts.ledger_values() if facts else None)
         try:
@@ -219,9 +219,9 @@ class PostgresWarehouse:
                 self._add_quarantine(quarantine)
                 if dq_results is not None:
                     self._copy(self.sql.dq_results, self.sql.dq_result_columns, dq_results)
+                self._add_versions(superseded)  # before the merge, which drops the stage's stale rows
                 for statement in self.sql.merge_statements():
                     self.conn.execute(statement, params if "%(" in statement else None)
-                self._add_versions(versions)
                 counts = self._ledger_row(params)
                 if before_commit is not None:  # raising here rolls the whole batch back
                     before_commit()
@@ -230,15 +230,17 @@ class PostgresWarehouse:
             raise
         return MergeResult(batch_id, *counts, replayed=False)
 
-    def _add_versions(self, versions: pa.Table | None) -> None:
-        """The batch's versions into the history (``sql_history``), when the contract keeps one."""
-        if versions is None or versions.num_rows == 0:
+    def _add_versions(self, superseded: pa.Table | None) -> None:
+        """The batch's versions into the history (``sql_history``), when the contract keeps one: the staged state
+        rows' and ``superseded``."""
+        if not self.sql.entity.history:
             return
         history = HistorySql(self.sql)
         stage, create = history.stage()
         self.conn.execute(create)
-        self._copy(stage, history.stage_columns, versions)
-        for statement in history.statements(stage):
+        if superseded is not None:
+            self._copy(stage, history.stage_columns, superseded)
+        for statement in history.statements(stage, self.sql.stage):
             self.conn.execute(statement)
 
     def _add_quarantine(self, quarantine: pa.Table) -> None:

@@ -270,12 +270,12 @@ class RedshiftDataApiWarehouse:
             stage, create = sql.temp_stage("dq_results", S.DQ_RESULT_FIELDS)
             statements += [create, sql.copy_parquet(stage, objects["dq_results"], role),
                            sql.insert_from(sql.dq_results, stage, sql.dq_result_columns)]
-        statements += sql.merge_statements_from_meta(meta)
-        if "versions" in objects:
+        if sql.entity.history:  # before the merge, which drops the stage's stale rows
             history = HistorySql(sql)
             stage, create = history.stage()
-            statements += [create, sql.copy_parquet(stage, objects["versions"], role), *history.statements(stage)]
-        return statements
+            copy = [sql.copy_parquet(stage, objects["superseded"], role)] if "superseded" in objects else []
+            statements += [create, *copy, *history.statements(stage, sql.stage)]
+        return statements + sql.merge_statements_from_meta(meta)
 
     def _ledger_counts(self, params: dict[str, Any]) -> tuple | None:
         rows = self.query(self.sql.ledger_counts(), params)
@@ -287,7 +287,7 @@ class RedshiftDataApiWarehouse:
 
     def stage_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None, facts: BatchFacts | None = None,
-                    versions: pa.Table | None = None) -> dict[str, str]:
+                    superseded: pa.Table | None = None) -> dict[str, str]:
         """Upload the batch's rows for COPY: Parquet objects under the batch's own prefix (so a retry
         overwrites them), KMS-encrypted; their s3:// URIs by name (state, batch, quarantine, dq_results)."""
         prefix = self._batch_prefix(stream_id, batch_id)
@@ -301,21 +301,21 @@ class RedshiftDataApiWarehouse:
             objects["quarantine"] = self._stage_object(prefix, "quarantine", rows)
         if dq_results is not None and dq_results.num_rows:
             objects["dq_results"] = self._stage_object(prefix, "dq_results", dq_results)
-        if versions is not None and versions.num_rows:
-            objects["versions"] = self._stage_object(prefix, "versions",
-                                                     versions.select(HistorySql(self.sql).stage_columns))
+        if superseded is not None and superseded.num_rows:
+            objects["superseded"] = self._stage_object(prefix, "superseded",
+                                                       superseded.select(HistorySql(self.sql).stage_columns))
         return objects
 
     def merge_batch(self, *, batch_id: int, stream_id: str, state: pa.Table, quarantine: pa.Table,
                     dq_results: pa.Table | None = None, before_commit: Callable[[], None] | None = None,
-                    facts: BatchFacts | None = None, versions: pa.Table | None = None) -> MergeResult:
+                    facts: BatchFacts | None = None, superseded: pa.Table | None = None) -> MergeResult:
         key = {"job_name": self.job_name, "stream_id": stream_id, "batch_id": batch_id}
         recorded = self.committed(batch_id=batch_id, stream_id=stream_id)
         if recorded is not None:
             log.info("batch %s of stream %s is already in the ledger: skipped (replay)", batch_id, stream_id)
             return recorded
         objects = self.stage_batch(batch_id=batch_id, stream_id=stream_id, state=state, quarantine=quarantine,
-                                   dq_results=dq_results, facts=facts, versions=versions)
+                                   dq_results=dq_results, facts=facts, superseded=superseded)
         if before_commit is not None:  # the Data API runs the transaction in one call: nothing to roll back yet
             before_commit()
         self.run_transaction(self.staged_batch_statements(objects))

@@ -141,10 +141,12 @@ def test_the_moto_demo_with_history_ends_with_a_version_per_write_and_current_ve
     result = run_demo(DemoOptions(contract, tmp_path / "demo", Workload(count=300, update_share=0.4),
                                   DemoStream(trigger_interval="1 second", max_records_per_shard=60),
                                   DemoWarehouse(pg_url, db_schema)))
-    assert result.mismatches == []  # warehouse == silver == table; history's current == table; a version per write
+    # warehouse == silver == table; each history's (warehouse, lake) current versions == table; a version per write
+    assert result.mismatches == []
     with pg_connection(pg_url) as conn:
         versions = conn.execute(f'SELECT count(*) FROM "{db_schema}".orders_history').fetchone()[0]
     assert versions == result.records_on_kinesis == 300
+    assert result.lake_tables["history"].endswith("silver/orders_history")  # checked, and shown to the user
 
 
 @pytest.mark.parametrize("lake_format", ["delta", "parquet"])

@@ -270,7 +270,7 @@ def _demo(args: argparse.Namespace) -> int:
         for problem in result.mismatches[:50]:
             console.print(f"  - {problem}")
         return 1
-    history = ", history's current versions, a version per write" if contract.entity.history else ""
+    history = ", history (warehouse, lake): current versions, a version per write" if contract.entity.history else ""
     console.print(f"[bold green]OK[/]: 0 mismatches — warehouse == lake silver == DynamoDB table, row for row{history}")
     return 0
 

@@ -45,6 +45,7 @@ from .verify import (
     history_mismatches,
     metrics_mismatches,
     read_history,
+    read_lake_history,
     read_lake_state,
     read_state,
     scan_table,
@@ -199,12 +200,18 @@ def _compare(options: DemoOptions, config: C.JobConfig, warehouse_url: str, moto
     sink = Lake(config.sinks.lake, config.job_name, entity, config.sinks.soft_delete)
     silver = read_lake_state(sink, entity.names)
     mismatches += [f"lake silver: {m}" for m in diff_rows(silver, expected, entity.keys)]
-    if entity.history:
-        mismatches += history_mismatches(read_history(warehouse_url, sql), expected, entity,
-                                         config.sinks.soft_delete, _writes_per_key(options))
     tables = {"raw": sink.raw_uri, "silver": sink.silver_uri, "quarantine": sink.quarantine_uri}
     if sink.rules.keeps_tombstones:
         tables["tombstones"] = sink.tombstones_uri
+    if entity.history:
+        writes = _writes_per_key(options)
+        mismatches += history_mismatches(read_history(warehouse_url, sql), expected, entity,
+                                         config.sinks.soft_delete, writes)
+        lake_history = read_lake_history(sink)
+        if lake_history is not None:
+            mismatches += [f"lake {m}" for m in history_mismatches(lake_history, expected, entity,
+                                                                    config.sinks.soft_delete, writes)]
+            tables["history"] = sink.history_uri
     return _Comparison(mismatches, len(expected), len(actual), len(silver), tables)
 
 

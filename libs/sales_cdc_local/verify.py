@@ -72,6 +72,14 @@ def read_lake_state(lake, columns: list[str]) -> list[dict[str, Any]]:
     return sorted(({c: normalise(r[c]) for c in columns} for r in rows), key=_sort_key(lake.entity))
 
 
+def read_lake_history(lake) -> list[dict[str, Any]] | None:
+    """Every row of the lake's history, when it is a Delta table (None for a Parquet lake)."""
+    if lake.config.silver_format != "delta":
+        return None
+    history = lake.table(lake.history_uri)
+    return [] if history is None else history.to_pyarrow_table().to_pylist()
+
+
 def load_expected(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 

@@ -7,6 +7,7 @@ import json
 import os
 import time
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from sales_cdc.lake import Lake
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.quality import DataQuality, DataQualityHalt
 from sales_cdc.sql import Dialect, MergeSql
+from sales_cdc.sql_history import HistorySql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.cli import main
 from sales_cdc_local.local_aws import create_alert_topic, read_alerts
@@ -131,6 +133,37 @@ def write_batch_file(inbox: Path, name: str, lines: list[str], mtime: float) -> 
     path = inbox / name
     path.write_text("\n".join(lines) + "\n")
     os.utime(path, (mtime, mtime))
+
+
+def test_an_item_whose_latest_event_is_quarantined_keeps_its_history_as_its_row(spark, pg_url, db_schema, tmp_path):
+    """The batch's earlier events of an item whose latest data quality quarantines are not applied to its row, so
+    they are not versions either: in every history the item's current version stays the table's row."""
+    entity = replace(ORDERS, history=True)
+    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=entity)
+    warehouse = PostgresWarehouse(pg_url, sql, JOB)
+    warehouse.ensure_tables()
+    lake = Lake(C.LakeConfig(str(tmp_path / "lake")), JOB, entity)
+    quality = DataQuality(C.DqConfig(expectations_dir=EXPECTATIONS), entity, JOB)
+    handler = BatchHandler(warehouse=warehouse, lake=lake, quality=quality,
+                           options=HandlerOptions(job_name=JOB, default_stream_id="s1", alert_quarantine_share=1.0))
+
+    def modify(seq: int, quantity: int) -> str:
+        return to_json_line(stream_record("MODIFY", seq, key="o-1", new=order("o-1", quantity=quantity),
+                                          old=order("o-1"), entity=entity))
+
+    def batch(*lines: str):
+        return spark.createDataFrame([(x, "shard-0", str(i), None, None) for i, x in enumerate(lines)],
+                                     S.SOURCE_SCHEMA)
+
+    handler(batch(insert("o-1", 1), insert("o-2", 2)), 0)
+    result = handler(batch(modify(3, 2), modify(4, 9), insert("o-3", 5), modify(6, 3).replace('"o-1"', '"o-2"')), 1)
+    assert result.dq_quarantined == 1  # quantity 9 is out of range
+    assert sorted(query(pg_url, f"SELECT orderid, quantity FROM {sql.target}")) == [("o-1", 1), ("o-2", 3), ("o-3", 1)]
+    for rows in (query(pg_url, f"SELECT orderid, valid_from_sequence FROM {HistorySql(sql).table}"),
+                 [(r["orderid"], r["valid_from_sequence"])
+                  for r in DeltaTable(lake.history_uri).to_pyarrow_table().to_pylist()]):
+        assert sorted((k, int(seq)) for k, seq in rows) == [("o-1", 1), ("o-2", 2), ("o-2", 6), ("o-3", 5)]
+    warehouse.close()
 
 
 def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_checkpoint(

@@ -44,11 +44,13 @@ from .transforms import (
     dq_quarantine_rows,
     ranked,
     split_rows,
+    table_without_items_of,
     to_quarantine_rows,
     to_raw_rows,
     to_state_rows,
     to_superseded_versions,
     warehouse_quarantine_rows,
+    without_items_of,
 )
 from .warehouse.base import BatchFacts, MergeResult, RowsRefused, Warehouse
 
@@ -271,6 +273,8 @@ class BatchHandler:
         if outcome.rejected is not None:
             batch.quarantine = batch.quarantine.unionByName(
                 dq_quarantine_rows(batch.events, outcome.rejected, batch.id, self.entity))
+            if batch.superseded is not None:
+                batch.superseded = without_items_of(batch.superseded, batch.state, outcome.rejected, self.entity.keys)
         # the frame data quality read is coalesced: collected as it is, a batch's state would be one task's result
         # (at 1M events, ~250 MB; lost by the block manager, measured): a clean batch keeps its partitions
         batch.state = outcome.passed if outcome.rejected is not None else batch.state
@@ -307,6 +311,7 @@ class BatchHandler:
             # quarantined, so that the stream moves on; the lake keeps what it accepted (docs/reliability.md)
             log.warning("batch %s: %s; quarantined, the rest of the batch is merged", batch.id, refused)
             batch.state_rows, refused_rows = split_rows(batch.state_rows, refused.rows)
+            batch.superseded_rows = table_without_items_of(batch.superseded_rows, refused_rows, self.entity.keys)
             batch.quarantine_rows = pa.concat_tables([batch.quarantine_rows, warehouse_quarantine_rows(
                 batch.events, refused_rows, refused.rows, batch.id, self.entity).cast(batch.quarantine_rows.schema)])
             batch.merge = self._retrying(what, write)

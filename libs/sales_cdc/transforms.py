@@ -85,6 +85,22 @@ def to_superseded_versions(ranked_events: DataFrame, batch_id: int, entity: S.En
     return MergeRules(entity).as_versions(to_state_rows(superseded, batch_id, entity))
 
 
+def without_items_of(superseded: DataFrame, state: DataFrame, rejected: DataFrame,
+                     keys: tuple[str, ...]) -> DataFrame:
+    """The superseded versions less those of the items whose state row data quality rejected (``rejected``: event
+    id + reason): the item's row does not change in this batch, so neither does its history (its current version
+    stays the table's row)."""
+    items = state.join(F.broadcast(rejected.select(S.CDC_EVENT_ID)), S.CDC_EVENT_ID, "left_semi").select(*keys)
+    return superseded.join(items, list(keys), "left_anti")
+
+
+def table_without_items_of(rows: pa.Table | None, items: pa.Table, keys: tuple[str, ...]) -> pa.Table | None:
+    """:func:`without_items_of` on collected rows (the items of the state rows the warehouse refused)."""
+    if rows is None or items.num_rows == 0:
+        return rows
+    return rows.join(items.select(list(keys)), list(keys), join_type="left anti").select(rows.column_names)
+
+
 def split_rows(rows: pa.Table, refused: dict[int, str]) -> tuple[pa.Table, pa.Table]:
     """(rows kept, rows refused) by row index."""
     keep = pa.array([i not in refused for i in range(rows.num_rows)])
@@ -152,8 +168,6 @@ def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,
     rejected_events = (events.join(F.broadcast(rejected), on=S.CDC_EVENT_ID, how="inner")
                        .dropDuplicates([S.CDC_EVENT_ID]))
     return to_quarantine_rows(rejected_events, F.col(S.QUARANTINE_REASON), batch_id, stage, entity)
-
-
 
 
 def warehouse_quarantine_rows(events: DataFrame, refused: pa.Table, reasons: dict[int, str], batch_id: int,

@@ -48,9 +48,14 @@ def version_ends(versions: pa.Table, keys: tuple[str, ...]) -> pa.Table:
         .append_column(S.IS_CURRENT, pc.invert(same_item))
 
 
+def has_versions(batch: LakeBatch) -> bool:
+    """The batch keeps a history (``superseded`` is set) and has a version to write."""
+    return batch.superseded is not None and batch.state.arrow.num_rows + batch.superseded.arrow.num_rows > 0
+
+
 def batch_versions(batch: LakeBatch, rules: MergeRules) -> pa.Table | None:
     """Every version of the batch: its state rows' and those they supersede (None: nothing to write)."""
-    if batch.superseded is None or batch.state.arrow.num_rows + batch.superseded.arrow.num_rows == 0:
+    if not has_versions(batch):
         return None
     latest = rules.as_version_table(batch.state.arrow)
     return pa.concat_tables([latest, batch.superseded.arrow.select(latest.column_names).cast(latest.schema)])
@@ -126,7 +131,7 @@ class ParquetHistory:
 
     def write(self, batch: LakeBatch) -> Written:
         """The next snapshot of the history; skipped when this batch is already committed (a replay)."""
-        if batch.superseded is None or batch.state.arrow.num_rows + batch.superseded.arrow.num_rows == 0:
+        if not has_versions(batch):
             return Written(0)
         versions = self.rules.as_versions(batch.state.frame).unionByName(batch.superseded.frame)
         spark = versions.sparkSession

@@ -289,7 +289,7 @@ class RedshiftDataApiWarehouse:
                     dq_results: pa.Table | None = None, facts: BatchFacts | None = None,
                     superseded: pa.Table | None = None) -> dict[str, str]:
         """Upload the batch's rows for COPY: Parquet objects under the batch's own prefix (so a retry
-        overwrites them), KMS-encrypted; their s3:// URIs by name (state, batch, quarantine, dq_results)."""
+        overwrites them), KMS-encrypted; their s3:// URIs by name (state, batch, quarantine, dq_results, superseded)."""
         prefix = self._batch_prefix(stream_id, batch_id)
         meta = pa.Table.from_pylist([batch_values(self.job_name, stream_id, batch_id, state, quarantine,
                                                   self.sql.entity.version, facts.ledger_values() if facts else None)],

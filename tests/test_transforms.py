@@ -5,12 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from sales_cdc import schema as S
-from sales_cdc.transforms import CONFLICT, latest_per_key, ranked, to_state_rows
-from tests.helpers import ORDERS
+from sales_cdc.decode import decode_pipe_records
+from sales_cdc.sources.snapshot import snapshot_record
+from sales_cdc.transforms import CONFLICT, latest_per_key, ranked, to_raw_rows, to_state_rows
+from sales_cdc_local.records import to_json_line
+from tests.helpers import ORDERS, insert, modify, source_rows
 
 EVENT_COLUMNS = ("orderid string, cdc_event_id string, cdc_sequence string, expected_winner boolean, payload string, "
                  "cdc_event_time timestamp")
@@ -84,3 +88,21 @@ def test_two_snapshots_of_an_item_are_no_conflict_the_later_is_kept(spark):
     events = spark.createDataFrame(rows, EVENT_COLUMNS)
     actual = latest_per_key(events, ORDERS.keys).select("orderid", "cdc_event_id")
     assert_df_equality(actual, events.where("expected_winner").select("orderid", "cdc_event_id"))
+
+
+def raw_rows_of(spark, lines: list[str], records: int | None) -> list[str]:
+    """The payloads of ``to_raw_rows`` over ``lines`` (``records``: the count it is told, None for unknown)."""
+    decoded = decode_pipe_records(source_rows(spark, *lines), ORDERS)
+    return sorted(r[S.PAYLOAD] for r in to_raw_rows(decoded, 7, ORDERS, records).select(S.PAYLOAD).collect())
+
+
+@pytest.mark.parametrize("records", [3, None], ids=["small batch, one partition", "large batch, hash looked at"])
+def test_raw_rows_keep_each_record_once_whichever_way_the_batch_is_deduped(spark, records):
+    a, b = to_json_line(insert("o1", "1")), to_json_line(modify("o1", "2"))
+    assert raw_rows_of(spark, [a, b, "not json"], records) == sorted([a, b, "not json"])  # nothing repeated
+    assert raw_rows_of(spark, [a, b, a, "not json", "not json"], records) == sorted([a, b, "not json"])
+    # one item read by two snapshots: one record (its event id names the item's content), two payloads
+    item = {"orderid": {"S": "o9"}, "product_name": {"S": "Pen"}, "quantity": {"N": "2"}, "price": {"N": "3.50"}}
+    snapshots = [to_json_line(snapshot_record(item, ORDERS, taken_at)) for taken_at in (100, 200)]
+    kept = raw_rows_of(spark, [*snapshots, a], records)
+    assert len(kept) == 2 and a in kept and len(set(kept) & set(snapshots)) == 1

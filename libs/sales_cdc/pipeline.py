@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TypeVar
 
@@ -29,7 +29,7 @@ from .decode import DecodedBatch, decode_batch, split_decoded
 from .errors import Interrupted, StopRequested
 from .evolution import with_fields
 from .faults import crash_point
-from .lake import Lake, LakeBatch, Rows
+from .lake import Lake, LakeBatch, LakeResult, Rows
 from .merge_rules import MergeRules
 from .metrics import Metrics, NoMetrics
 from .migration import Migration
@@ -98,6 +98,12 @@ class _Batch:
         self.merge: MergeResult | None = None
         self.attempts = 0  # of the warehouse merge
         self.conflicts = 0  # valid events quarantined: another record has their key and sequence
+
+
+def _write_lake(lake: Lake, without_raw: LakeBatch, decoded: DecodedBatch, entity: S.EntitySchema) -> LakeResult:
+    """The lake's write of a batch, its raw rows made first (on the lake's thread)."""
+    raw = to_raw_rows(decoded.frame, without_raw.id, entity, decoded.read)
+    return lake.write_batch(replace(without_raw, raw=raw))
 
 
 class BatchHandler:
@@ -293,10 +299,11 @@ class BatchHandler:
             # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
             # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
             # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
-            batch.starters["lake"] = partial(self.lake.write_batch, LakeBatch(
-                batch.id, batch.stream_id, to_raw_rows(batch.decoded.frame, batch.id, self.entity),
-                Rows(batch.state, batch.state_rows), Rows(batch.quarantine, batch.quarantine_rows), self.entity.version,
-                None if batch.superseded is None else Rows(batch.superseded, batch.superseded_rows)))
+            # (its raw rows are made there too: for a large batch that is a Spark job, see ``each_record_once``)
+            without_raw = LakeBatch(batch.id, batch.stream_id, None, Rows(batch.state, batch.state_rows),
+                                    Rows(batch.quarantine, batch.quarantine_rows), self.entity.version,
+                                    None if batch.superseded is None else Rows(batch.superseded, batch.superseded_rows))
+            batch.starters["lake"] = partial(_write_lake, self.lake, without_raw, batch.decoded, self.entity)
 
     def _write_sinks(self, batch: _Batch) -> None:
         """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window
@@ -112,19 +114,42 @@ def record_id() -> Column:
     records that differ are both kept, even with one event id (a conflict). A snapshot record is its event id,
     which names the item's content (``sources.snapshot``): the same item read again by a resumed or repeated
     backfill is the same record though the snapshot's time in its payload differs."""
+    return _identity(lambda payload: F.sha2(payload, 256))
+
+
+def _identity(digest: Callable[[Column], Column]) -> Column:
+    """A snapshot record's event id, else ``digest`` of the record's bytes."""
     by_content = _is_snapshot() & F.col(S.CDC_EVENT_ID).isNotNull()
-    return F.when(by_content, F.col(S.CDC_EVENT_ID)).otherwise(F.sha2(F.coalesce(F.col(S.PAYLOAD), F.lit("")), 256))
+    return F.when(by_content, F.col(S.CDC_EVENT_ID)).otherwise(digest(F.coalesce(F.col(S.PAYLOAD), F.lit(""))))
 
 
-def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
+def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema, records: int | None = None) -> DataFrame:
     """Decoded rows (with ``cdc_errors``) -> raw/bronze rows (``schema.raw_fields``), malformed ones included,
-    each record once (a redelivery in the batch is the same record)."""
+    each record once (a redelivery in the batch is the same record). ``records``, the batch's records if known:
+    see :func:`each_record_once`, which runs a Spark job for a large batch."""
     errors = F.when(F.size(S.CDC_ERRORS) > 0, F.array_join(S.CDC_ERRORS, "; "))
     event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date("source_arrival_time"), F.current_date())
     columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date,
                S.RECORD_ID: record_id(), **{k: F.col(k).cast("string") for k in entity.keys}}
     rows = decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
-    return rows.dropDuplicates(list(S.RAW_IDENTITY))
+    return each_record_once(rows, decoded, records)
+
+
+def each_record_once(rows: DataFrame, decoded: DataFrame, records: int | None) -> DataFrame:
+    """``rows`` (made from ``decoded``, one per decoded row) with a record the batch repeats kept once.
+
+    Dropping repeats shuffles every row, payload and all (~1 KB each): at 100k events that shuffle was a third
+    of the raw layer's write, for repeats most batches do not have. So a batch of up to
+    :data:`SINGLE_PARTITION_EVENTS` records is deduped in one partition (no shuffle, one file per partition
+    value); a larger one is looked at first, one Spark job over an 8-byte hash of each record's identity, and
+    keeps its partitions unshuffled unless two records share a hash (equal identities have equal hashes; a
+    collision only costs the shuffle)."""
+    identity = list(S.RAW_IDENTITY)
+    if records is not None and records <= SINGLE_PARTITION_EVENTS:
+        return rows.coalesce(1).dropDuplicates(identity)
+    hashed = decoded.select(F.xxhash64(_identity(lambda payload: payload)).alias(CONTENT))
+    repeated = hashed.groupBy(CONTENT).count().where(F.col("count") > 1).limit(1).collect()
+    return rows.dropDuplicates(identity) if repeated else rows
 
 
 def record_key(entity: S.EntitySchema) -> Column:

@@ -26,7 +26,7 @@ class Rows:
 class LakeBatch:
     id: int
     stream_id: str
-    raw: DataFrame  # raw rows (``schema.raw_fields``): every record of the batch, collected only by Delta
+    raw: DataFrame | None  # raw rows (``schema.raw_fields``): every record of the batch once (None until made)
     state: Rows  # stored rows (``merge_rules.MergeRules.stored_rows``): the latest event per key
     quarantine: Rows  # quarantine rows (``schema.QUARANTINE_FIELDS``)
     contract_version: str = ""  # of the contract the batch is written with: every commit records it

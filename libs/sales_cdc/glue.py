@@ -82,8 +82,8 @@ GLUE_PARAMS: tuple[GlueParam, ...] = (
     GlueParam("dq_params", "{}", "values of the suites' $PARAMETERs as a JSON object, e.g. "
               '{"price_ceiling": "5000"}; a parameter not given keeps its suite\'s default'),
     GlueParam("dq_result_format", DqConfig.result_format, "GX result format: SUMMARY or BOOLEAN_ONLY"),
-    GlueParam("dq_screen_rows", str(DqConfig.screen_rows), "a batch of up to this many rows is validated on GX's "
-              "pandas engine first (faster); 0: always on Spark"),
+    GlueParam("dq_screen_rows", str(DqConfig.screen_rows), "a batch of up to this many valid events is validated "
+              "on GX's pandas engine first (faster); 0: always on Spark"),
     GlueParam("alert_quarantine_share", str(AlertConfig.quarantine_share),
               "alert when a batch quarantines more than this share"),
     GlueParam("sns_topic_arn", "", "SNS topic for alerts; empty: log only"),

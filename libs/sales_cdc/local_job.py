@@ -95,7 +95,7 @@ def add_dq_args(parser: argparse.ArgumentParser, docs_default: str | None) -> No
                        choices=["BOOLEAN_ONLY", "BASIC", "SUMMARY"],
                        help="GX result detail: SUMMARY shows failing values in the docs, BOOLEAN_ONLY is fastest")
     group.add_argument("--dq-screen-rows", type=int, default=C.DqConfig.screen_rows,
-                       help="a batch of up to this many rows is validated on GX's pandas engine first, ~0.5 s "
+                       help="a batch of up to this many valid events is validated on GX's pandas engine first, "
                             "faster; 0: always on Spark (default %(default)s)")
     group.add_argument("--alert-quarantine-share", type=float, default=C.AlertConfig.quarantine_share,
                        help="alert when a batch quarantines more than this share of its events (default 0.05)")

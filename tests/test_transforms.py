@@ -1,4 +1,4 @@
-"""Dedupe and event -> state projection (chispa, real Spark)."""
+"""Dedupe, event -> state projection and raw rows (chispa, real Spark)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from sales_cdc import schema as S
+from sales_cdc import transforms
 from sales_cdc.decode import decode_pipe_records
 from sales_cdc.sources.snapshot import snapshot_record
 from sales_cdc.transforms import CONFLICT, latest_per_key, ranked, to_raw_rows, to_state_rows
@@ -96,8 +97,10 @@ def raw_rows_of(spark, lines: list[str], records: int | None) -> list[str]:
     return sorted(r[S.PAYLOAD] for r in to_raw_rows(decoded, 7, ORDERS, records).select(S.PAYLOAD).collect())
 
 
-@pytest.mark.parametrize("records", [3, None], ids=["small batch, one partition", "large batch, hash looked at"])
-def test_raw_rows_keep_each_record_once_whichever_way_the_batch_is_deduped(spark, records):
+@pytest.mark.parametrize(("records", "repeats_apart"), [(3, 10), (None, 10), (None, 0)],
+                         ids=["small batch, one partition", "large batch, repeats apart", "large batch, many repeats"])
+def test_raw_rows_keep_each_record_once_whichever_way_the_batch_is_deduped(spark, monkeypatch, records, repeats_apart):
+    monkeypatch.setattr(transforms, "REPEATS_APART", repeats_apart)
     a, b = to_json_line(insert("o1", "1")), to_json_line(modify("o1", "2"))
     assert raw_rows_of(spark, [a, b, "not json"], records) == sorted([a, b, "not json"])  # nothing repeated
     assert raw_rows_of(spark, [a, b, a, "not json", "not json"], records) == sorted([a, b, "not json"])
@@ -106,3 +109,4 @@ def test_raw_rows_keep_each_record_once_whichever_way_the_batch_is_deduped(spark
     snapshots = [to_json_line(snapshot_record(item, ORDERS, taken_at)) for taken_at in (100, 200)]
     kept = raw_rows_of(spark, [*snapshots, a], records)
     assert len(kept) == 2 and a in kept and len(set(kept) & set(snapshots)) == 1
+

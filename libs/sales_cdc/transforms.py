@@ -23,6 +23,7 @@ def _is_snapshot() -> Column:
 
 
 SINGLE_PARTITION_EVENTS = 20_000  # a batch of up to this many events is deduped in one partition, unshuffled
+REPEATS_APART = 10_000  # raw: up to this many repeated records are deduped apart from the rest (each_record_once)
 
 
 def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None, repeats: bool = False) -> DataFrame:
@@ -132,24 +133,31 @@ def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema, recor
     columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date,
                S.RECORD_ID: record_id(), **{k: F.col(k).cast("string") for k in entity.keys}}
     rows = decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
-    return each_record_once(rows, decoded, records)
+    return each_record_once(rows, records)
 
 
-def each_record_once(rows: DataFrame, decoded: DataFrame, records: int | None) -> DataFrame:
-    """``rows`` (made from ``decoded``, one per decoded row) with a record the batch repeats kept once.
+def each_record_once(rows: DataFrame, records: int | None) -> DataFrame:
+    """Raw ``rows`` (``schema.raw_fields``) with a record the batch repeats kept once.
 
-    Dropping repeats shuffles every row, payload and all (~1 KB each): at 100k events that shuffle was a third
+    Dropping repeats shuffles the rows, payload and all (~1 KB each): at 100k events that shuffle was a third
     of the raw layer's write, for repeats most batches do not have. So a batch of up to
     :data:`SINGLE_PARTITION_EVENTS` records is deduped in one partition (no shuffle, one file per partition
-    value); a larger one is looked at first, one Spark job over an 8-byte hash of each record's identity, and
-    keeps its partitions unshuffled unless two records share a hash (equal identities have equal hashes; a
-    collision only costs the shuffle)."""
+    value). A larger one is looked at first: one Spark job over an 8-byte hash of each record's identity (equal
+    identities have equal hashes). With no hash twice, its rows go as they are; else only the rows of the
+    repeated hashes (up to :data:`REPEATS_APART` of them) are shuffled and deduped, the others go as they are."""
     identity = list(S.RAW_IDENTITY)
     if records is not None and records <= SINGLE_PARTITION_EVENTS:
         return rows.coalesce(1).dropDuplicates(identity)
-    hashed = decoded.select(F.xxhash64(_identity(lambda payload: payload)).alias(CONTENT))
-    repeated = hashed.groupBy(CONTENT).count().where(F.col("count") > 1).limit(1).collect()
-    return rows.dropDuplicates(identity) if repeated else rows
+    hashed = rows.withColumn(CONTENT, F.xxhash64(_identity(lambda payload: payload)))
+    repeated = [r[CONTENT] for r in hashed.groupBy(CONTENT).count().where(F.col("count") > 1).select(CONTENT)
+                .limit(REPEATS_APART + 1).collect()]
+    if not repeated:
+        return rows
+    if len(repeated) > REPEATS_APART:
+        return rows.dropDuplicates(identity)
+    is_repeated = F.col(CONTENT).isin(repeated)
+    return hashed.where(~is_repeated).drop(CONTENT).unionByName(
+        hashed.where(is_repeated).drop(CONTENT).dropDuplicates(identity))
 
 
 def record_key(entity: S.EntitySchema) -> Column:

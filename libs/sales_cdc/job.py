@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -72,6 +73,8 @@ def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> Spa
         ("spark.ui.showConsoleProgress", "false"), ("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")])
     if not conf.contains("spark.master"):  # spark-submit --master wins; plain python runs local[2]
         conf.setMaster(os.environ.get(MASTER_ENV, "local[2]"))
+        if _workers_import_the_daemon():
+            conf.set("spark.python.daemon.module", DAEMON_MODULE)
     _launch_jvm(conf)
     spark = tune_session(SparkSession.builder.config(conf=conf).getOrCreate())
     # the CLI sets OFF unless -v: an expected failure reaches the user as one line, not Java's stack frames
@@ -79,6 +82,20 @@ def build_spark(app_name: str = "sales-cdc", shuffle_partitions: int = 4) -> Spa
     if signal.getsignal(signal.SIGTERM) is _on_stop_signal:
         signal.signal(signal.SIGINT, _on_stop_signal)  # pyspark's own Ctrl-C handler replaced ours: ours again
     return spark
+
+
+DAEMON_MODULE = "sales_cdc.spark_daemon"
+
+
+def _workers_import_the_daemon() -> bool:
+    """Whether this session's Python workers start :mod:`sales_cdc.spark_daemon` (a fix for Python < 3.12):
+    only where they need it and can import it. The JVM this process starts, and so its workers (this
+    interpreter), get this process's environment: a fresh interpreter with it must find the module."""
+    if sys.version_info >= (3, 12) or os.environ.get("PYSPARK_PYTHON") != sys.executable:
+        return False
+    found = subprocess.run([sys.executable, "-c", f"import importlib.util as u; u.find_spec({DAEMON_MODULE!r}).origin"],
+                           capture_output=True, env=os.environ, check=False)
+    return found.returncode == 0
 
 
 def _launch_jvm(conf: SparkConf) -> None:

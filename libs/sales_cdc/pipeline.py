@@ -22,6 +22,7 @@ from typing import TypeVar
 import pyarrow as pa
 from pyspark.sql import DataFrame, Observation
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
@@ -104,6 +105,20 @@ def _write_lake(lake: Lake, without_raw: LakeBatch, decoded: DecodedBatch, entit
     """The lake's write of a batch, its raw rows made first (on the lake's thread)."""
     raw = to_raw_rows(decoded.frame, without_raw.id, entity, decoded.read)
     return lake.write_batch(replace(without_raw, raw=raw))
+
+
+def _rejected_any(batch: _Batch) -> bool:
+    """Whether the batch's quarantine may hold rows: a record that did not decode, a conflict, or a row data
+    quality rejected (the counts are the decode's and the dedupe's observations, exact)."""
+    rejected_by_dq = batch.outcome is not None and batch.outcome.rejected is not None
+    return batch.decoded.read != batch.decoded.valid or batch.conflicts > 0 or rejected_by_dq
+
+
+def _empty_arrow(frame: DataFrame) -> pa.Table:
+    """``frame.toArrow()`` of a frame known to be empty, without running it: the schema toArrow gives."""
+    large = frame.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") == "true"
+    return to_arrow_schema(frame.schema, error_on_duplicated_field_names_in_struct=True,
+                           prefers_large_types=large).empty_table()
 
 
 class BatchHandler:
@@ -292,7 +307,8 @@ class BatchHandler:
         batch.state = self.rules.stored_rows(batch.state)
         batch.state_rows = batch.state.toArrow() if batch.state_rows is None else batch.state_rows
         batch.quarantine = batch.quarantine.dropDuplicates(list(S.QUARANTINE_IDENTITY))
-        batch.quarantine_rows = batch.quarantine.toArrow()
+        # most batches reject nothing: their quarantine is known empty without a Spark job to collect it
+        batch.quarantine_rows = batch.quarantine.toArrow() if _rejected_any(batch) else _empty_arrow(batch.quarantine)
         batch.superseded_rows = batch.superseded.toArrow() if batch.superseded is not None else None
         batch.clock.lap("collect")
         if self.lake is not None:

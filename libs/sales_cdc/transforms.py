@@ -26,6 +26,13 @@ SINGLE_PARTITION_EVENTS = 20_000  # a batch of up to this many events is deduped
 REPEATS_APART = 10_000  # raw: up to this many repeated records are deduped apart from the rest (each_record_once)
 
 
+def in_one_partition(count: int | None) -> bool:
+    """Whether a batch of ``count`` events (None: not known) is deduped in one partition, unshuffled: a
+    shuffle's two stages cost ~0.1 s however few the rows, more than one task's work on up to
+    :data:`SINGLE_PARTITION_EVENTS` events."""
+    return count is not None and count <= SINGLE_PARTITION_EVENTS
+
+
 def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None, repeats: bool = False) -> DataFrame:
     """``events`` with ``_conflict``: another record of the key has the same sequence and another payload
     (DynamoDB never gives two changes one sequence number, so one of them is not what it claims to be), and
@@ -33,9 +40,9 @@ def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None, r
     broken by event id) — the event that would have applied had the conflicting ones not come.
 
     ``cdc_sequence`` is zero-padded, so string order is numeric order. ``count``, the events' number if known:
-    up to :data:`SINGLE_PARTITION_EVENTS`, the windows run in one partition, which needs no shuffle (a shuffle's
-    two stages cost ~0.1 s however few the rows). ``repeats``: also ``_repeat``, the event ranked just before
-    has the same sequence (a redelivery, or an earlier snapshot of the item): each version's first is not one.
+    the windows run in one partition when :func:`in_one_partition` says so. ``repeats``: also ``_repeat``, the
+    event ranked just before has the same sequence (a redelivery, or an earlier snapshot of the item): each
+    version's first is not one.
     """
     same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
     # the payload's hash is a column before the window: the window's shuffle then carries 8 bytes per event,
@@ -43,7 +50,7 @@ def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None, r
     # Spread by the key alone, which both windows' partitionings accept: left to itself, Spark shuffles once
     # by (key, sequence) for the first window and again by key for the second
     hashed = events.withColumn(CONTENT, F.xxhash64(S.PAYLOAD))
-    hashed = hashed.coalesce(1) if count is not None and count <= SINGLE_PARTITION_EVENTS else hashed.repartition(*keys)
+    hashed = hashed.coalesce(1) if in_one_partition(count) else hashed.repartition(*keys)
     differ = F.min(CONTENT).over(same_sequence) != F.max(CONTENT).over(same_sequence)
     # two snapshots of an item (merge rule 6) are both true states: the later one is kept, no conflict
     flagged = hashed.withColumn(CONFLICT, differ & ~_is_snapshot()).drop(CONTENT)
@@ -146,7 +153,7 @@ def each_record_once(rows: DataFrame, records: int | None) -> DataFrame:
     identities have equal hashes). With no hash twice, its rows go as they are; else only the rows of the
     repeated hashes (up to :data:`REPEATS_APART` of them) are shuffled and deduped, the others go as they are."""
     identity = list(S.RAW_IDENTITY)
-    if records is not None and records <= SINGLE_PARTITION_EVENTS:
+    if in_one_partition(records):
         return rows.coalesce(1).dropDuplicates(identity)
     hashed = rows.withColumn(CONTENT, F.xxhash64(_identity(lambda payload: payload)))
     repeated = [r[CONTENT] for r in hashed.groupBy(CONTENT).count().where(F.col("count") > 1).select(CONTENT)

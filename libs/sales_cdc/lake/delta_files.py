@@ -6,7 +6,8 @@ pyarrow's filesystem (a local folder, S3, or a moto server), and returns one sho
 partition value and statistics. The driver then holds those rows only, whatever the batch's size, and commits
 them as the table's add actions (``deltalake.transaction``). A task drops the rows the layer already holds by
 identity first: it reads only the identity of the committed files its rows could repeat (the same partition and
-a sequence range that overlaps theirs, from the files' statistics), so a batch of new records reads nothing.
+a sequence range that overlaps theirs, from the files' statistics; for an undecodable record, whose date may be
+the day it was read, any file with undecodable records), so a batch of new records reads nothing.
 Files a crashed batch wrote and never committed belong to no version: readers never see them, the batch's
 replay writes its own, and ``sales-cdc lake-maintain``'s vacuum removes them.
 """
@@ -100,10 +101,12 @@ class FileTarget:
                 "stats": json.dumps(statistics(rows))}
 
     def _not_committed(self, fs: pafs.FileSystem, root: str, partition: str, rows: pa.Table) -> pa.Table:
-        """``rows`` less those whose identity a committed file of their partition holds, reading only the files
-        whose sequence range can hold one of them."""
+        """``rows`` less those whose identity a committed file holds, reading only the files that can hold one of
+        them: of their partition, with a sequence range that overlaps theirs, and, for an undecoded record, any
+        file with undecoded records (:meth:`SequenceScope.may_hold_elsewhere`)."""
         value, scope = partition.split("=", 1)[1], SequenceScope.of(rows[S.CDC_SEQUENCE])
-        files = [f.path for f in self.committed if f.partition == value and scope.may_hold(f)]
+        files = [f.path for f in self.committed
+                 if (f.partition == value and scope.may_hold(f)) or scope.may_hold_elsewhere(f)]
         if not files:
             return rows
         held = pa.concat_tables([pq.read_table(f"{root}/{f}", columns=list(self.identity), filesystem=fs)
@@ -144,6 +147,12 @@ class SequenceScope:
         if self.low is not None and file.low <= self.high and file.high >= self.low:
             return True
         return self.snapshot and file.low <= STORED_SNAPSHOT_SEQUENCE <= file.high
+
+    def may_hold_elsewhere(self, file: Committed) -> bool:
+        """An undecoded record has no event time: its partition is its arrival's date or, from a source that
+        gives none (the file source), the date it was read. Read again on another day, it may be held in another
+        partition, in a file with undecoded records (few: only batches with an unreadable record make one)."""
+        return self.undecoded and (file.nulls is None or file.nulls > 0)
 
 
 def statistics(rows: pa.Table) -> dict:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sales_cdc import schema as S
-from sales_cdc.pipeline import _empty_arrow
-
-LARGE_VAR_TYPES = "spark.sql.execution.arrow.useLargeVarTypes"
+from sales_cdc.pipeline import LARGE_VAR_TYPES, _empty_arrow
 
 
 @pytest.mark.parametrize("large", ["false", "true"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import os
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ from pyspark.sql import functions as F
 from sales_cdc import schema as S
 from sales_cdc import transforms
 from sales_cdc.decode import decode_pipe_records
+from sales_cdc.sources.files import file_batch
 from sales_cdc.sources.snapshot import snapshot_record
 from sales_cdc.transforms import CONFLICT, latest_per_key, ranked, to_raw_rows, to_state_rows
 from sales_cdc_local.records import to_json_line
@@ -110,3 +112,17 @@ def test_raw_rows_keep_each_record_once_whichever_way_the_batch_is_deduped(spark
     kept = raw_rows_of(spark, [*snapshots, a], records)
     assert len(kept) == 2 and a in kept and len(set(kept) & set(snapshots)) == 1
 
+
+
+def test_a_file_record_without_an_event_time_is_dated_by_its_file_whenever_it_is_read(spark, tmp_path):
+    """A record that does not decode has no event time: from Kinesis its raw date is its arrival, from the file
+    source the file's modification time, so a file read again on another day gives the same raw date."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "records.jsonl").write_text(f"not json\n{to_json_line(insert('o1', '1'))}\n")
+    written = datetime(2020, 1, 2, 12, 0, tzinfo=UTC).timestamp()
+    os.utime(inbox / "records.jsonl", (written, written))
+    raw = to_raw_rows(decode_pipe_records(file_batch(spark, str(inbox)), ORDERS), 7, ORDERS, 2)
+    dates = {r[S.PAYLOAD]: r[S.EVENT_DATE] for r in raw.select(S.PAYLOAD, S.EVENT_DATE).collect()}
+    assert dates["not json"] == date(2020, 1, 2)
+    assert len(dates) == 2 and all(d != date(2020, 1, 2) for p, d in dates.items() if p != "not json")  # event time

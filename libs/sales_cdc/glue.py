@@ -157,7 +157,7 @@ def to_source_rows(frame: DataFrame) -> DataFrame:
     return frame.select(payload.alias(S.PAYLOAD), F.lit(None).cast("string").alias("source_shard_id"),
                         F.lit(None).cast("string").alias("source_sequence_number"),
                         F.lit(None).cast("string").alias("source_partition_key"),
-                        arrival.alias("source_arrival_time"))
+                        arrival.alias(S.SOURCE_ARRIVAL_TIME))
 
 
 def fetch_expectations(s3, uri: str, destination: Path) -> Path:

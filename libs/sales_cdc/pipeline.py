@@ -114,9 +114,13 @@ def _rejected_any(batch: _Batch) -> bool:
     return batch.decoded.read != batch.decoded.valid or batch.conflicts > 0 or rejected_by_dq
 
 
+# Spark's setting that makes toArrow give large string/binary types; the empty stand-in honours it too
+LARGE_VAR_TYPES = "spark.sql.execution.arrow.useLargeVarTypes"
+
+
 def _empty_arrow(frame: DataFrame) -> pa.Table:
     """``frame.toArrow()`` of a frame known to be empty, without running it: the schema toArrow gives."""
-    large = frame.sparkSession.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") == "true"
+    large = frame.sparkSession.conf.get(LARGE_VAR_TYPES, "false") == "true"
     return to_arrow_schema(frame.schema, error_on_duplicated_field_names_in_struct=True,
                            prefers_large_types=large).empty_table()
 

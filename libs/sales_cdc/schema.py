@@ -140,12 +140,14 @@ class EntitySchema:
 
 # --- columns every source provides to the batch handler ------------------------------------------
 PAYLOAD = "payload"  # the Kinesis record data: the JSON of one DynamoDB stream record
+SOURCE_ARRIVAL_TIME = "source_arrival_time"  # dates a record without an event time
 SOURCE_FIELDS: tuple[Field, ...] = (
     Field(PAYLOAD, T.StringType(), description="Raw Kinesis record data (Pipe JSON)"),
     Field("source_shard_id", T.StringType(), description="Kinesis shard id (file name for file sources)"),
     Field("source_sequence_number", T.StringType(), description="Kinesis record sequence number"),
     Field("source_partition_key", T.StringType(), description="Kinesis partition key"),
-    Field("source_arrival_time", T.TimestampType(), description="Kinesis approximate arrival time"),
+    Field(SOURCE_ARRIVAL_TIME, T.TimestampType(),
+          description="Kinesis approximate arrival time (file sources: the file's modification time)"),
 )
 SOURCE_SCHEMA = T.StructType([f.struct_field() for f in SOURCE_FIELDS])
 

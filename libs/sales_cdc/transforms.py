@@ -136,7 +136,7 @@ def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema, recor
     each record once (a redelivery in the batch is the same record). ``records``, the batch's records if known:
     see :func:`each_record_once`, which runs a Spark job for a large batch."""
     errors = F.when(F.size(S.CDC_ERRORS) > 0, F.array_join(S.CDC_ERRORS, "; "))
-    event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date("source_arrival_time"), F.current_date())
+    event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date(S.SOURCE_ARRIVAL_TIME), F.current_date())
     columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date,
                S.RECORD_ID: record_id(), **{k: F.col(k).cast("string") for k in entity.keys}}
     rows = decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])

@@ -13,11 +13,16 @@ from .. import schema as S
 
 
 def normalise_file_lines(lines: DataFrame) -> DataFrame:
-    """Text-source rows (``value``, ``_metadata``) -> source columns; blank lines are not records."""
+    """Text-source rows (``value``, ``_metadata``) -> source columns; blank lines are not records.
+
+    The file's modification time stands in for Kinesis's arrival time: a record without an event time (one
+    that does not decode) is dated by it in raw, so reading the file again on another day gives the same date.
+    """
+    stand_ins = {"source_shard_id": F.col("_metadata.file_name"),
+                 S.SOURCE_ARRIVAL_TIME: F.col("_metadata.file_modification_time")}
     return lines.where(F.trim("value") != "").select(
         F.col("value").alias(S.PAYLOAD),
-        F.col("_metadata.file_name").alias("source_shard_id"),
-        *[F.lit(None).cast(f.spark_type).alias(f.name) for f in S.SOURCE_FIELDS[2:]],
+        *[stand_ins.get(f.name, F.lit(None)).cast(f.spark_type).alias(f.name) for f in S.SOURCE_FIELDS[1:]],
     )
 
 

@@ -24,7 +24,7 @@ from sales_cdc.contract import DEFAULT_CONTRACT
 from sales_cdc.history_queries import HistoryQueries, spark_quote
 from sales_cdc.sql_history import HistorySql
 from sales_cdc_local.cli import main
-from tests.helpers import ORDERS, ORDERS_CONTRACT
+from tests.helpers import ORDERS, ORDERS_CONTRACT, source_rows
 from tests.sinks import Event, fresh_sinks, pg_connection
 
 pytestmark = pytest.mark.slow
@@ -186,5 +186,27 @@ def test_a_snapshot_row_opens_the_first_version_dated_by_the_snapshot(spark, pg_
                                r[S.IS_CURRENT]) for r in rows)
             assert versions == [(0, 3, at(5).replace(tzinfo=None), False), (10**20 + 20, 4, at(20).replace(tzinfo=None),
                                                                               True)], sink
+    finally:
+        sinks.warehouse.close()
+
+
+def test_a_version_the_history_table_refuses_quarantines_its_item_and_the_batch_moves_on(spark, pg_url, tmp_path):
+    """A user's constraint on the warehouse's history table (not on its state table) refuses one superseded
+    version: the item's rows are quarantined with the warehouse's reason, the other item is merged, and the
+    next batch runs (the refused-row probe merges each slice's versions as well as its state rows)."""
+    sinks = fresh_sinks(spark, pg_url, tmp_path / "lake", "history_refused", False, "delta", ENTITY)
+    history = HistorySql(sinks.warehouse.sql).table
+    with pg_connection(pg_url) as conn:
+        conn.execute(f"ALTER TABLE {history} ADD CONSTRAINT no_thirteen CHECK (quantity <> 13)")
+    batch = [event("INSERT", "o1", 10, 10, 13), event("MODIFY", "o1", 20, 20, 2), event("INSERT", "o2", 15, 15, 7)]
+    try:
+        sinks.handler(source_rows(spark, *[e.record() for e in batch]), 0)
+        assert set(sinks.warehouse_rows()) == {("o2",)}
+        assert {r["orderid"] for r in sinks.warehouse_history()} == {"o2"}
+        with pg_connection(pg_url) as conn:
+            quarantined = conn.execute(f"SELECT stage, reason FROM {sinks.warehouse.sql.quarantine}").fetchall()
+        assert len(quarantined) == 1 and quarantined[0][0] == S.WAREHOUSE_STAGE and "no_thirteen" in quarantined[0][1]
+        sinks.handler(source_rows(spark, event("MODIFY", "o2", 30, 30, 8).record()), 1)
+        assert sinks.warehouse_rows()[("o2",)]["quantity"] == 8
     finally:
         sinks.warehouse.close()

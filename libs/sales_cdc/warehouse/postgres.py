@@ -153,18 +153,24 @@ class PostgresWarehouse:
                                      dq_results=dq_results, before_commit=before_commit, facts=facts,
                                      superseded=superseded)
         except REFUSALS as refused:
-            rows = self._refused_rows(stream_id, batch_id, state)
-            if not rows:  # not a state row: the quarantine or results rows, or the merge itself
+            rows = self._refused_rows(stream_id, batch_id, state, superseded)
+            if not rows:  # not an item's rows: the quarantine or results rows, or the merge itself
                 raise
             raise RowsRefused(rows) from refused
 
-    def _refused_rows(self, stream_id: str, batch_id: int, state: pa.Table) -> dict[int, str]:
-        """The state rows the merge refuses on their own, found by halving: each probe runs the whole merge
-        of a slice in a transaction that is rolled back."""
+    def _refused_rows(self, stream_id: str, batch_id: int, state: pa.Table,
+                      superseded: pa.Table | None) -> dict[int, str]:
+        """The state rows whose item the merge refuses on its own (its state row, or one of its versions in the
+        history: a constraint a user put on either table), found by halving: each probe runs the whole merge of
+        a slice of the state rows, with the superseded versions of their items, in a transaction rolled back."""
         refused: dict[int, str] = {}
+        keys = list(self.sql.entity.keys)
 
         def probe(start: int, stop: int) -> None:
-            reason = self._probe(stream_id, batch_id, state.slice(start, stop - start))
+            rows = state.slice(start, stop - start)
+            versions = None if superseded is None else \
+                superseded.join(rows.select(keys), keys, join_type="left semi").select(superseded.column_names)
+            reason = self._probe(stream_id, batch_id, rows, versions)
             if reason is None:
                 return
             if stop - start == 1:
@@ -178,12 +184,13 @@ class PostgresWarehouse:
             probe(0, state.num_rows)
         return refused
 
-    def _probe(self, stream_id: str, batch_id: int, rows: pa.Table) -> str | None:
+    def _probe(self, stream_id: str, batch_id: int, rows: pa.Table, versions: pa.Table | None) -> str | None:
         params = batch_values(self.job_name, stream_id, batch_id, rows, None, self.sql.entity.version)
         try:
             with self.conn.transaction():
                 self.conn.execute(self.sql.create_stage())
                 self._copy(self.sql.stage, self.sql.stage_columns, rows)
+                self._add_versions(versions)
                 for statement in self.sql.merge_statements():
                     self.conn.execute(statement, params if "%(" in statement else None)
                 raise _RollBack

@@ -34,6 +34,7 @@ LOCAL_REQUIRES = [
 ]
 DEV_REQUIRES = [
     "pytest>=8",
+    "pytest-xdist>=3.5",  # make test: two pytest workers, one test file each at a time
     "hypothesis>=6.100",  # property tests: every sink against a last-writer-by-sequence model
     "chispa>=0.11",
     "ruff>=0.8",

@@ -113,7 +113,6 @@ def test_raw_rows_keep_each_record_once_whichever_way_the_batch_is_deduped(spark
     assert len(kept) == 2 and a in kept and len(set(kept) & set(snapshots)) == 1
 
 
-
 def test_a_file_record_without_an_event_time_is_dated_by_its_file_whenever_it_is_read(spark, tmp_path):
     """A record that does not decode has no event time: from Kinesis its raw date is its arrival, from the file
     source the file's modification time, so a file read again on another day gives the same raw date."""

@@ -35,6 +35,7 @@ from .contract import DEFAULT_CONTRACT, Contract, load_contract
 from .metrics import NAMESPACE as METRICS_NAMESPACE
 from .settings import Settings
 from .settings import job_config as settings_job_config
+from .sources import source_columns
 from .sql import Dialect
 
 log = logging.getLogger(__name__)
@@ -149,15 +150,12 @@ def to_source_rows(frame: DataFrame) -> DataFrame:
             F.lit(',"dynamodb":'), F.col("dynamodb"), F.lit("}")))
     else:  # a struct (schema inferred by Glue): re-encode it
         payload = F.to_json(F.struct(*envelope, *([F.col("dynamodb")] if "dynamodb" in fields else [])))
-    arrival = F.lit(None).cast("timestamp")
+    arrival = F.lit(None)
     if "__src_timestamp" in fields:
         ts = F.col("__src_timestamp")
         arrival = F.timestamp_millis(ts.cast("long")) if not isinstance(fields["__src_timestamp"], T.TimestampType) \
             else ts
-    return frame.select(payload.alias(S.PAYLOAD), F.lit(None).cast("string").alias("source_shard_id"),
-                        F.lit(None).cast("string").alias("source_sequence_number"),
-                        F.lit(None).cast("string").alias("source_partition_key"),
-                        arrival.alias(S.SOURCE_ARRIVAL_TIME))
+    return frame.select(*source_columns(payload, {S.SOURCE_ARRIVAL_TIME: arrival}))
 
 
 def fetch_expectations(s3, uri: str, destination: Path) -> Path:

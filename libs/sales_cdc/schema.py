@@ -140,10 +140,11 @@ class EntitySchema:
 
 # --- columns every source provides to the batch handler ------------------------------------------
 PAYLOAD = "payload"  # the Kinesis record data: the JSON of one DynamoDB stream record
+SOURCE_SHARD_ID = "source_shard_id"
 SOURCE_ARRIVAL_TIME = "source_arrival_time"  # dates a record without an event time
 SOURCE_FIELDS: tuple[Field, ...] = (
     Field(PAYLOAD, T.StringType(), description="Raw Kinesis record data (Pipe JSON)"),
-    Field("source_shard_id", T.StringType(), description="Kinesis shard id (file name for file sources)"),
+    Field(SOURCE_SHARD_ID, T.StringType(), description="Kinesis shard id (file name for file sources)"),
     Field("source_sequence_number", T.StringType(), description="Kinesis record sequence number"),
     Field("source_partition_key", T.StringType(), description="Kinesis partition key"),
     Field(SOURCE_ARRIVAL_TIME, T.TimestampType(),

@@ -10,6 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from .. import schema as S
+from . import source_columns
 
 
 def normalise_file_lines(lines: DataFrame) -> DataFrame:
@@ -18,12 +19,9 @@ def normalise_file_lines(lines: DataFrame) -> DataFrame:
     The file's modification time stands in for Kinesis's arrival time: a record without an event time (one
     that does not decode) is dated by it in raw, so reading the file again on another day gives the same date.
     """
-    stand_ins = {"source_shard_id": F.col("_metadata.file_name"),
-                 S.SOURCE_ARRIVAL_TIME: F.col("_metadata.file_modification_time")}
-    return lines.where(F.trim("value") != "").select(
-        F.col("value").alias(S.PAYLOAD),
-        *[stand_ins.get(f.name, F.lit(None)).cast(f.spark_type).alias(f.name) for f in S.SOURCE_FIELDS[1:]],
-    )
+    return lines.where(F.trim("value") != "").select(*source_columns(F.col("value"), {
+        S.SOURCE_SHARD_ID: F.col("_metadata.file_name"),
+        S.SOURCE_ARRIVAL_TIME: F.col("_metadata.file_modification_time")}))
 
 
 def file_stream(spark: SparkSession, path: str, max_files_per_trigger: int | None = None) -> DataFrame:

@@ -244,16 +244,14 @@ class BatchHandler:
         batch.decoded = decode_batch(batch_df, batch.materialized, self.entity)
         batch.events, batch.quarantine = split_decoded(batch.decoded.frame, batch.id, self.entity)
         batch.clock.lap("decode")
-        # the deduped state is read by GX, the collect and the lake: materialised here, so that the
-        # data-quality time is data quality only
         observed = Observation(f"dedupe_{uuid.uuid4().hex}")
         latest = ranked(batch.events, self.entity.keys, batch.decoded.valid, repeats=self.entity.history).observe(
             observed, F.count_if(CONFLICT).alias("conflicts"))
         if self.entity.history:  # every event is a version too: the ranking is read twice, so computed once
             latest = batch.materialized(latest.drop(S.PAYLOAD))  # (~1 KB an event, which neither reads)
             batch.superseded = to_superseded_versions(latest, batch.id, self.entity)  # read once, by the collect
-        batch.state = batch.materialized(to_state_rows(latest.where(f"{RANK} = 1 AND NOT {CONFLICT}"), batch.id,
-                                                       self.entity))
+        batch.state = self._state_computed_once(batch, to_state_rows(latest.where(f"{RANK} = 1 AND NOT {CONFLICT}"),
+                                                                     batch.id, self.entity))
         if observed.get["conflicts"]:  # rare: the records are found again, each quarantined once
             conflicts = ranked(batch.events, self.entity.keys).where(CONFLICT).dropDuplicates([S.PAYLOAD])
             rows = batch.materialized(to_quarantine_rows(conflicts, F.lit(CONFLICT_REASON), batch.id, S.DECODE_STAGE,
@@ -261,6 +259,16 @@ class BatchHandler:
             batch.conflicts = rows.count()
             batch.quarantine = batch.quarantine.unionByName(rows)
         batch.clock.lap("dedupe")
+
+    def _state_computed_once(self, batch: _Batch, state: DataFrame) -> DataFrame:
+        """The state rows, computed once: data quality, the collect and the lake all read them. A batch small
+        enough for data quality's pandas screen is collected as the sinks store it straight away (one Spark job,
+        where a checkpoint and then its collect were two), and what still needs a frame reads that Arrow table;
+        a larger one is checkpointed, for GX's Spark queries."""
+        if self.quality is None or not self.quality.screens(batch.decoded.valid):
+            return batch.materialized(state)
+        batch.state_rows = self.rules.stored_rows(state).toArrow()
+        return state.sparkSession.createDataFrame(batch.state_rows.select(state.columns), schema=state.schema)
 
     def _added_columns(self, batch: _Batch) -> bool:
         """With ``on_new_attribute: add_column``, attributes the contract lacks in the batch's state rows get
@@ -284,9 +292,9 @@ class BatchHandler:
         # GX's queries are aggregates: over one partition each is a single stage (no shuffle, no adaptive
         # re-planning), ~0.1 s less per query here; big batches keep a partition per DQ_ROWS_PER_PARTITION rows
         state = batch.state.coalesce(max(1, math.ceil(batch.decoded.valid / DQ_ROWS_PER_PARTITION)))
-        # a batch small enough for the pandas screen is collected as the sinks store it, once: its state columns
-        # are screened, and, when nothing is rejected, the whole is what the sinks get
-        stored = self.rules.stored_rows(state).toArrow() if self.quality.screens(batch.decoded.valid) else None
+        # a batch small enough for the pandas screen was collected as the sinks store it (``_state_computed_once``):
+        # its state columns are screened, and, when nothing is rejected, the whole is what the sinks get
+        stored = batch.state_rows
         outcome = batch.outcome = self.quality.check(
             state, batch.id, publish=False, collected=None if stored is None else stored.select(state.columns))
         batch.clock.lap("data_quality")

@@ -101,19 +101,22 @@ def test_a_clean_small_batch_is_cleared_without_a_spark_job(spark, dq):
 @pytest.mark.parametrize("soft_delete", [False, True], ids=["hard delete", "soft delete"])
 def test_the_sinks_get_the_same_rows_whether_the_screen_collected_the_batch_or_not(spark, pg_url, db_schema,
                                                                                      soft_delete):
-    """A screened batch is collected once, as the sinks store it (soft-delete columns included), and reused."""
+    """A screened batch is collected once, as the sinks store it (soft-delete columns included), and reused:
+    its state rows take one Spark job, the collect, with no checkpoint before it."""
     lines = [to_json_line(stream_record("INSERT", 1, key="a", new=full_order("a"), entity=ORDERS)),
              to_json_line(stream_record("INSERT", 2, key="b", new=full_order("b"), entity=ORDERS)),
              to_json_line(stream_record("REMOVE", 3, key="b", old=full_order("b"), entity=ORDERS))]
     batch = spark.createDataFrame([(x, "shard-0", str(i), None, None) for i, x in enumerate(lines)], S.SOURCE_SCHEMA)
-    stored = []
+    stored, jobs = [], []
     for screen_rows in (DqConfig.screen_rows, 0):
         schema = f"{db_schema}_{screen_rows}"
         warehouse = PostgresWarehouse(pg_url, MergeSql(Dialect.POSTGRES, db_schema=schema, soft_delete=soft_delete,
                                                        entity=ORDERS), "engines")
         warehouse.ensure_tables()
         quality = DataQuality(DqConfig(expectations_dir=EXPECTATIONS, screen_rows=screen_rows), ORDERS, "engines")
+        before = spark_jobs_started(spark)
         BatchHandler(warehouse=warehouse, quality=quality, options=HandlerOptions(job_name="engines"))(batch, 0)
+        jobs.append(spark_jobs_started(spark) - before)
         with psycopg.connect(pg_url) as conn:
             cursor = conn.execute(f'SELECT * FROM "{schema}".orders ORDER BY orderid')
             names = [c.name for c in cursor.description]
@@ -121,6 +124,7 @@ def test_the_sinks_get_the_same_rows_whether_the_screen_collected_the_batch_or_n
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         warehouse.close()
     assert stored[0] == stored[1] and len(stored[0]) == (2 if soft_delete else 1)
+    assert jobs[0] == 2, jobs  # the decode's checkpoint, then the state's collect (no lake here)
 
 
 def full_order(orderid: str) -> dict:

@@ -267,24 +267,21 @@ class GxRunner:
         results = self.pandas.run(df, rows, parameters, RunIdentifier(run_name=run_name, run_time=run_time))
         if not all(result.success for result in results.values()):
             return None
-        for key, result in results.items():  # a checkpoint stores its results; the screen's are stored here
-            self.context.validation_results_store.set(key, result)
         return self._runs(results, detailed=False)
 
     def _runs(self, run_results: dict, detailed: bool) -> list[SuiteRun]:
         runs = []
         for key, suite_result in run_results.items():
-            if not detailed and self._passing_without_counts(suite_result):
-                self.context.validation_results_store.set(key, suite_result)
+            if not detailed:
+                self._fill_passing_counts(suite_result)
             url, page = self._page(key) if self.docs is not None else (None, None)
             runs.append(SuiteRun(suite_result.suite_name, suite_result, url, key, page))
         self._hold(run_results)
         return runs
 
-    def _passing_without_counts(self, suite_result: ExpectationSuiteValidationResult) -> bool:
+    def _fill_passing_counts(self, suite_result: ExpectationSuiteValidationResult) -> None:
         """A BOOLEAN_ONLY run carries no observed values (its pages read "unknown"). A row rule that passed without
-        ``mostly`` had no unexpected row: that is said, so its page shows 0 % unexpected. True if any was filled."""
-        filled = False
+        ``mostly`` had no unexpected row: that is said, so its page shows 0 % unexpected."""
         for result in suite_result.results:
             rule = self._rules.get((result.expectation_config.meta or {}).get(RULE_META)) \
                 if result.expectation_config is not None else None
@@ -292,8 +289,6 @@ class GxRunner:
                     and "mostly" not in rule.kwargs:
                 result.result = {"unexpected_count": 0, "unexpected_percent": 0.0, "partial_unexpected_list": [],
                                  "missing_count": 0, "missing_percent": 0.0}
-                filled = True
-        return filled
 
     def publish(self, runs: list[SuiteRun]) -> None:
         """Render the runs' pages and the index (of the results ``validate`` holds) in one build, and upload
@@ -301,6 +296,11 @@ class GxRunner:
         time; they do not change while the job runs."""
         if self.docs is None:
             return
+        # The pages are built from the results store. A run's result is stored here, off the batch's critical
+        # path, not as it is made: storing serialises it (a fifth of a small batch's data quality, profiled).
+        # (A checkpoint already stored its own results; a BOOLEAN_ONLY one has since had its counts filled in.)
+        for run in runs:
+            self.context.validation_results_store.set(run.key, run.result)
         resources = [r.key for r in runs]
         if not self._suite_pages_built:
             resources += [ExpectationSuiteIdentifier(name=suite.name) for suite in self.context.suites.all()]
@@ -341,7 +341,8 @@ class GxRunner:
                 self._held.append(key)
         while len(self._held) > self._held_limit:
             dropped = self._held.popleft()
-            store.remove_key(dropped)
+            if store.has_key(dropped):  # a result never published (no docs site) was never stored
+                store.remove_key(dropped)
             self._forget(dropped)
 
     # --- the held results on the site, for the next job --------------------------------------------

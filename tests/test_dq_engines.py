@@ -98,6 +98,25 @@ def test_a_clean_small_batch_is_cleared_without_a_spark_job(spark, dq):
     assert dq.screens(DqConfig.screen_rows) and not dq.screens(DqConfig.screen_rows + 1)
 
 
+def test_a_screened_batch_is_materialised_only_when_it_goes_the_spark_way(spark, dq):
+    """The state a screened batch hands over is built from its collected rows; the Spark queries that follow a
+    failing screen read it materialised, so the rows are not shipped inside each query's tasks."""
+    materialised = []
+
+    def materialize(df):
+        materialised.append(df)
+        return df.localCheckpoint()
+
+    clean = frame(spark, [state_row(f"m{n}") for n in range(3)])
+    dq.check(clean, batch_id=20, collected=clean.toArrow())  # (after a failing batch, the next runs predicates first)
+    assert dq.check(clean, batch_id=21, collected=clean.toArrow(), materialize=materialize).outcome == "passed"
+    assert materialised == []
+    failing = frame(spark, [state_row("m-ok"), state_row("m-bad", product_name="Toaster")])
+    outcome = dq.check(failing, batch_id=22, collected=failing.toArrow(), materialize=materialize)
+    assert outcome.outcome == "quarantined" and outcome.quarantined_rows == 1
+    assert materialised == [failing]
+
+
 @pytest.mark.parametrize("soft_delete", [False, True], ids=["hard delete", "soft delete"])
 def test_the_sinks_get_the_same_rows_whether_the_screen_collected_the_batch_or_not(spark, pg_url, db_schema,
                                                                                      soft_delete):

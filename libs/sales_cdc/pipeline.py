@@ -90,7 +90,8 @@ class _Batch:
         # latest event per key as state rows: what data quality passed, after it; as stored, after the collect
         self.state: DataFrame | None = None
         self.outcome: DqOutcome | None = None
-        self.state_rows: pa.Table | None = None  # ``state`` and ``quarantine`` as stored, collected for the sinks
+        # ``state`` and ``quarantine`` as stored, collected for the sinks (a screened batch's state: at the dedupe)
+        self.state_rows: pa.Table | None = None
         self.quarantine_rows: pa.Table | None = None
         self.superseded: DataFrame | None = None  # with history: the versions the state rows do not carry
         self.superseded_rows: pa.Table | None = None  # ... collected
@@ -296,7 +297,8 @@ class BatchHandler:
         # its state columns are screened, and, when nothing is rejected, the whole is what the sinks get
         stored = batch.state_rows
         outcome = batch.outcome = self.quality.check(
-            state, batch.id, publish=False, collected=None if stored is None else stored.select(state.columns))
+            state, batch.id, publish=False, collected=None if stored is None else stored.select(state.columns),
+            materialize=batch.materialized)
         batch.clock.lap("data_quality")
         if outcome.halted:
             self.quality.publish(outcome)  # the halt's message and alert link to its pages

@@ -243,11 +243,13 @@ class DataQuality:
                          totals["rejected"])
 
     def check(self, state: DataFrame, batch_id: int, validated_at: datetime | None = None, *,
-              publish: bool = True, collected: pa.Table | None = None) -> DqOutcome:
+              publish: bool = True, collected: pa.Table | None = None,
+              materialize: Callable[[DataFrame], DataFrame] | None = None) -> DqOutcome:
         """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
         ``publish=False`` leaves the Data Docs pages to a later ``publish(outcome)`` (the batch handler renders
         them while the sinks write). ``collected``, the state as Arrow (a small batch), lets a clean batch be cleared
-        on GX's pandas engine (``gx_pandas``) instead of Spark's.
+        on GX's pandas engine (``gx_pandas``) instead of Spark's; ``state`` is then built from it and not yet
+        materialised, which ``materialize`` (a checkpoint) does if the batch goes the Spark way after all.
 
         Quarantine needs rows, which the row predicates of quarantine and warn rules find (one Spark job);
         halt rules are GX's alone (a halt writes nothing, so their rows are never needed, and the ``unique``
@@ -266,6 +268,8 @@ class DataQuality:
         flags, detailed = None, False
         runs = gx.first_pass(collected) if self._gx_first else None
         if runs is None or not _all_passed(runs):
+            if collected is not None and materialize is not None:  # the rows sit with the executors for GX's
+                state = gx.state = materialize(state)  # dozen queries, not inside each query's tasks
             flags = self._row_flags(state, row_rules, parameters) if row_rules else None
             if runs is None:  # predicates first: a rule they find failing asks for the detail up front
                 detailed = flags is not None and any(flags.counts.values())

@@ -195,7 +195,8 @@ class GxRunner:
                 self.sync = S3SiteSync(docs, local_dir, s3_client or boto3.client(
                     "s3", endpoint_url=docs.endpoint_url, region_name=docs.region))
         # persist=False: GX would persist every frame it validates and never unpersist it (one cached frame
-        # per batch for the life of the stream); the batch handler checkpoints the state and releases it
+        # per batch for the life of the stream); the batch handler checkpoints the state before GX's Spark
+        # queries read it, and releases it
         datasource = context.data_sources.add_sales_cdc_spark(f"{name}_spark", persist=False)
         batch_definition = datasource.add_dataframe_asset("micro_batch").add_batch_definition_whole_dataframe("batch")
         definitions = []

@@ -12,16 +12,18 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from sales_cdc import schema as S
-from sales_cdc.config import LakeConfig
+from sales_cdc.config import DqConfig, LakeConfig
 from sales_cdc.lake import Lake
 from sales_cdc.lake.parquet import silver_commits
 from sales_cdc.migration import Migration, Plan
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
+from sales_cdc.quality import DataQuality
+from sales_cdc.quality.suites import ENVELOPE_SUITE
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.sql_history import HistorySql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.records import stream_record
-from tests.helpers import ORDERS, source_rows
+from tests.helpers import ORDERS, copy_project, source_rows
 
 
 @dataclass(frozen=True)
@@ -90,15 +92,27 @@ class CrashingWarehouse:
         return self._warehouse.merge_batch(**kwargs)
 
 
+def envelope_quality(root: Path, entity: S.EntitySchema) -> DataQuality:
+    """Data quality with the shipped envelope suite and the contract's rules, which every generated record passes
+    (the orders suite's business rules would quarantine random values): a batch the pandas screen clears."""
+    project = copy_project(root)
+    for suite in (project / "expectations").glob("*.json"):
+        if suite.stem != ENVELOPE_SUITE:
+            suite.unlink()
+    return DataQuality(DqConfig(expectations_dir=str(project)), entity, "model")
+
+
 class Sinks:
-    def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str, entity: S.EntitySchema):
+    def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str, entity: S.EntitySchema,
+                 quality: DataQuality | None = None):
         self.spark, self.soft_delete, self.lake_format, self.entity = spark, soft_delete, lake_format, entity
         sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, soft_delete=soft_delete, entity=entity)
         self.warehouse = CrashingWarehouse(PostgresWarehouse(pg_url, sql, job_name="model"))
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
         self.lake = Lake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)
-        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, options=HandlerOptions(default_stream_id="model"))
+        self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, quality=quality,
+                                    options=HandlerOptions(default_stream_id="model"))
 
     def run(self, histories: list[History], replayed: set[int], reset: set[int] = frozenset()) -> None:
         """Every history's batches in turn (:meth:`run_batches`)."""

@@ -37,7 +37,7 @@ from sales_cdc import schema as S
 from sales_cdc import transforms
 from sales_cdc_local.records import to_json_line
 from tests.helpers import ORDERS, SORTED
-from tests.sinks import Event, History, Sinks, pg_connection
+from tests.sinks import Event, History, Sinks, envelope_quality, pg_connection
 
 HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
 MAX_BATCHES = 5
@@ -191,7 +191,10 @@ def check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, 
     schema = f"model_{entity.name}_{lake_format}_{'soft' if soft_delete else 'hard'}"
     with pg_connection(pg_url) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format, entity)
+    # the hard-delete runs validate each batch: their state rows are collected for the pandas screen as soon as
+    # they are known, and the sinks read that collect; the soft-delete runs keep the checkpointed state
+    quality = None if soft_delete else envelope_quality(tmp_path_factory.mktemp("dq"), entity)
+    sinks = Sinks(spark, pg_url, schema, tmp_path_factory.mktemp("lake"), soft_delete, lake_format, entity, quality)
     # the model's batches are small: the soft-delete runs are deduped as a large batch is (shuffled by key, and
     # raw's repeats looked for by hash), so that both ways are held against the model with either lake format
     large = mock.patch.object(transforms, "SINGLE_PARTITION_EVENTS", 0) if soft_delete else contextlib.nullcontext()
@@ -209,6 +212,7 @@ def check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, 
         assert len(sinks.raw_payloads()) == len(delivered), "raw holds every delivered record exactly once"
         assert sorted(sinks.raw_payloads()) == delivered
         assert sinks.quarantine_payloads() == [], "every generated record is valid"
+        assert quality is None or quality.screens(1), "every batch was cleared by the pandas screen"
     finally:
         sinks.warehouse.close()
 

@@ -196,6 +196,8 @@ def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_check
     assert query(pg_url, f"SELECT batch_id FROM {sql.ledger}") == [(0,)]
     lake = Lake(C.LakeConfig(str(tmp_path / "lake")), JOB, ORDERS)
     assert DeltaTable(lake.raw_uri).to_pyarrow_table().num_rows == 2  # batch 1's raw events are not there either
+    # ... though Spark's tasks wrote their files beside data quality, before the halt: no commit names them
+    assert list(Path(lake.raw_uri).rglob(f"part-{1:08d}-*.parquet"))
     assert sorted(DeltaTable(lake.silver_uri).to_pyarrow_table().column("orderid").to_pylist()) == ["o-1", "o-2"]
     assert (tmp_path / "checkpoint" / "commits" / "0").exists()
     assert not (tmp_path / "checkpoint" / "commits" / "1").exists()
@@ -212,6 +214,8 @@ def test_halt_leaves_warehouse_and_lake_unchanged_and_does_not_advance_the_check
     assert sorted(r[0] for r in query(pg_url, f"SELECT orderid FROM {sql.target}")) == ["o-1", "o-2", "o-3"]
     assert query(pg_url, f"SELECT record_key, reason FROM {sql.quarantine}") == [("o-4", "orders.quantity.be_between")]
     assert sorted(query(pg_url, f"SELECT batch_id FROM {sql.ledger}")) == [(0,), (1,)]
+    raw = DeltaTable(lake.raw_uri).to_pyarrow_table()
+    assert sorted(raw.column("orderid").to_pylist()) == ["o-1", "o-2", "o-3", "o-4"]  # each record once
 
 
 def test_dq_docs_command_prints_the_site(tmp_path, capsys):

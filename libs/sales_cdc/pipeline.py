@@ -30,7 +30,7 @@ from .decode import DecodedBatch, decode_batch, split_decoded
 from .errors import Interrupted, StopRequested
 from .evolution import with_fields
 from .faults import crash_point
-from .lake import Lake, LakeBatch, LakeResult, Rows
+from .lake import Lake, LakeBatch, LakeResult, Rows, StagedFiles
 from .merge_rules import MergeRules
 from .metrics import Metrics, NoMetrics
 from .migration import Migration
@@ -103,9 +103,16 @@ class _Batch:
 
 
 def _write_lake(lake: Lake, without_raw: LakeBatch, decoded: DecodedBatch, entity: S.EntitySchema) -> LakeResult:
-    """The lake's write of a batch, its raw rows made first (on the lake's thread)."""
+    """The lake's write of a batch, its raw rows made first unless raw's files were staged (on the lake's thread)."""
+    if without_raw.raw_staged is not None:
+        return lake.write_batch(without_raw)
     raw = to_raw_rows(decoded.frame, without_raw.id, entity, decoded.read)
     return lake.write_batch(replace(without_raw, raw=raw))
+
+
+def _stage_raw(lake: Lake, decoded: DecodedBatch, batch_id: int, entity: S.EntitySchema) -> StagedFiles:
+    """Raw's files, written by Spark's tasks (on a thread of their own): its raw rows made first."""
+    return lake.stage_raw(to_raw_rows(decoded.frame, batch_id, entity, decoded.read), batch_id)
 
 
 def _rejected_any(batch: _Batch) -> bool:
@@ -231,6 +238,7 @@ class BatchHandler:
             self._decode(batch, batch_df)
             if self._added_columns(batch):
                 return None
+            self._stage_raw(batch)
             self._validate(batch)
             self._collect(batch)
             self._write_sinks(batch)
@@ -245,6 +253,8 @@ class BatchHandler:
         batch.decoded = decode_batch(batch_df, batch.materialized, self.entity)
         batch.events, batch.quarantine = split_decoded(batch.decoded.frame, batch.id, self.entity)
         batch.clock.lap("decode")
+        if not self._may_add_columns(batch):  # else its decode may change (the files would go unused)
+            self._stage_raw(batch)
         observed = Observation(f"dedupe_{uuid.uuid4().hex}")
         latest = ranked(batch.events, self.entity.keys, batch.decoded.valid, repeats=self.entity.history).observe(
             observed, F.count_if(CONFLICT).alias("conflicts"))
@@ -271,10 +281,22 @@ class BatchHandler:
         batch.state_rows = self.rules.stored_rows(state).toArrow()
         return state.sparkSession.createDataFrame(batch.state_rows.select(state.columns), schema=state.schema)
 
+    def _stage_raw(self, batch: _Batch) -> None:
+        """A Delta raw layer's files are written by Spark's tasks from here on, on a thread, beside the dedupe and
+        data quality (the driver's work, mostly: a second core is put to use), and committed with the lake's
+        other layers (``_collect``); files of a batch that never commits are seen by no reader. Once per batch."""
+        if self.lake is None or not self.lake.stages_raw or "raw" in batch.starters:
+            return
+        batch.starters["raw"] = partial(_stage_raw, self.lake, batch.decoded, batch.id, self.entity)
+        batch.beside["raw"] = InBackground(batch.starters["raw"], "sales-cdc-raw")
+
+    def _may_add_columns(self, batch: _Batch) -> bool:
+        return self.entity.on_new_attribute == "add_column" and batch.decoded.unmapped > 0
+
     def _added_columns(self, batch: _Batch) -> bool:
         """With ``on_new_attribute: add_column``, attributes the contract lacks in the batch's state rows get
         columns (every sink migrated) before the batch is written: then True, and the batch is decoded again."""
-        if self.entity.on_new_attribute != "add_column" or not batch.decoded.unmapped:
+        if not self._may_add_columns(batch):
             return False
         fields = new_fields(batch.state, self.entity)
         if not fields:
@@ -330,9 +352,13 @@ class BatchHandler:
             # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
             # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
             # (its raw rows are made there too: for a large batch that is a Spark job, see ``each_record_once``)
+            # (raw's staged files, when there are any, are those of the work started last under its name: a
+            # retry that starts it again hands the lake the new one)
+            staged = (lambda: batch.beside["raw"].result()) if "raw" in batch.starters else None
             without_raw = LakeBatch(batch.id, batch.stream_id, None, Rows(batch.state, batch.state_rows),
                                     Rows(batch.quarantine, batch.quarantine_rows), self.entity.version,
-                                    None if batch.superseded is None else Rows(batch.superseded, batch.superseded_rows))
+                                    None if batch.superseded is None else Rows(batch.superseded, batch.superseded_rows),
+                                    staged)
             batch.starters["lake"] = partial(_write_lake, self.lake, without_raw, batch.decoded, self.entity)
 
     def _write_sinks(self, batch: _Batch) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 from deltalake import CommitProperties
+from pyspark.sql import DataFrame
 
 from .. import schema as S
 from ..config import REGION, LakeConfig
@@ -31,7 +32,7 @@ from ..merge_rules import MergeRules
 from .delta import DeltaAppend, DeltaSilver, DeltaTables
 from .delta_files import DeltaFilesAppend
 from .history import DeltaHistory, ParquetHistory
-from .layers import LakeBatch, LayerWriter, Rows, Written
+from .layers import LakeBatch, LayerWriter, Rows, StagedFiles, Written
 from .parquet import ParquetAppend, ParquetSilver, check_filesystem
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,17 @@ class Lake:
         """Start-up check: Spark can write the Parquet layers' location."""
         if self.config.parquet_layers:
             check_filesystem(spark, self.config.root)
+
+    @property
+    def stages_raw(self) -> bool:
+        """Whether raw's files can be written ahead of the batch's commit (:meth:`stage_raw`): a Delta raw layer,
+        whose files no reader sees before its commit."""
+        return isinstance(self.raw, DeltaFilesAppend)
+
+    def stage_raw(self, raw: DataFrame, batch_id: int) -> StagedFiles:
+        """Raw's files for the batch's ``raw`` rows, written by Spark's tasks and not committed: hand them to
+        :meth:`write_batch` as ``LakeBatch.raw_staged``, which commits them with the batch."""
+        return self.raw.stage(raw, batch_id)
 
     def write_batch(self, batch: LakeBatch) -> LakeResult:
         """Raw, then quarantine, then silver: each layer once, each skipping what it already holds."""

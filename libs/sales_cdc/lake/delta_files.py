@@ -33,7 +33,7 @@ from .. import schema as S
 from ..faults import crash_point
 from ..merge_rules import STORED_SNAPSHOT_SEQUENCE
 from .delta import DeltaTables
-from .layers import LakeBatch, Written
+from .layers import LakeBatch, StagedFiles, Written
 
 # one row per file a task wrote: what the commit's add action needs
 FILE_FIELDS = (("path", pa.string()), ("size", pa.int64()), ("partition", pa.string()),
@@ -173,19 +173,28 @@ class DeltaFilesAppend:
         self.identity, self.partition = identity, partition
         self.delta_tables = (uri,)
 
+    def stage(self, rows: DataFrame, batch_id: int) -> StagedFiles:
+        """Spark's tasks write ``rows`` (less those the layer holds) as the batch's files, not committed."""
+        return self._staged(rows, batch_id, self.tables.table(self.uri))
+
+    def _staged(self, rows: DataFrame, batch_id: int, table: DeltaTable | None) -> StagedFiles:
+        target = FileTarget(self.uri, self.tables.config.storage_options, self.partition, self.identity,
+                            f"part-{batch_id:08d}", committed_files(table))
+        files = rows.mapInArrow(target.write, to_spark_schema()).collect()
+        crash_point("raw-files-written")
+        return StagedFiles(to_arrow_schema(rows.schema), files)
+
     def write(self, batch: LakeBatch) -> Written:
+        # files staged ahead are waited for first: the table is then read by this thread only
+        staged = batch.raw_staged() if batch.raw_staged is not None else None
         added = 0
 
         def add(table: DeltaTable | None, commit: CommitProperties) -> None:
             nonlocal added
-            rows: DataFrame = self.frame_of(batch)
-            target = FileTarget(self.uri, self.tables.config.storage_options, self.partition, self.identity,
-                                f"part-{batch.id:08d}", committed_files(table))
-            files = rows.mapInArrow(target.write, to_spark_schema()).collect()
-            added = sum(f["num_records"] for f in files)
-            crash_point("raw-files-written")
-            if files:
-                self.commit(table, to_arrow_schema(rows.schema), files, commit)
+            files = staged if staged is not None else self._staged(self.frame_of(batch), batch.id, table)
+            added = sum(f["num_records"] for f in files.files)
+            if files.files:
+                self.commit(table, files.schema, files.files, commit)
 
         if not self.tables.once(self.uri, batch, add):
             return Written(0, (self.uri,))

@@ -7,6 +7,7 @@ whole :class:`LakeBatch` and reads the form it writes: delta-rs the Arrow rows, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +24,15 @@ class Rows:
 
 
 @dataclass(frozen=True)
+class StagedFiles:
+    """A layer's files for one batch, written by Spark's tasks and not committed yet: readers see none of them
+    until the layer's commit adds them (a batch that never commits leaves them to the maintenance's vacuum)."""
+
+    schema: pa.Schema  # of the rows in them
+    files: list  # one row per file: what the commit's add action needs (``lake.delta_files.FILE_FIELDS``)
+
+
+@dataclass(frozen=True)
 class LakeBatch:
     id: int
     stream_id: str
@@ -33,6 +43,9 @@ class LakeBatch:
     # with history: the versions the state rows do not carry, the events their latest supersedes in the batch
     # (``schema.version_fields``); the batch's versions are these and the state rows' (``MergeRules.as_versions``)
     superseded: Rows | None = None
+    # raw's files, when the batch handler had Spark's tasks write them ahead, beside the dedupe and data quality
+    # (``Lake.stage_raw``): waits for them (raises that work's error); None: the raw layer writes ``raw`` itself
+    raw_staged: Callable[[], StagedFiles] | None = None
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
+from sales_cdc.lake import Lake
 from sales_cdc.lake.delta import DeltaTables
 from sales_cdc.lake.delta_files import DeltaFilesAppend, FileTarget, committed_files
 from sales_cdc.lake.layers import LakeBatch
 from sales_cdc.merge_rules import STORED_SNAPSHOT_SEQUENCE
+from tests.helpers import ORDERS
 
 DAYS = (date(2026, 12, 4), date(2026, 12, 5))
 # a record: its payload (the identity is its hash), its sequence (a stream record's, the snapshot's, or none:
@@ -113,3 +115,18 @@ def test_a_new_column_is_added_to_the_table_before_the_files_that_carry_it(spark
     assert layer.write(LakeBatch(1, "s1", None, None, None)).rows == 1
     stored = DeltaTable(layer.uri).to_pyarrow_table()
     assert sorted(stored["sk"].to_pylist(), key=str) == [None, "x"]
+
+
+def test_files_staged_ahead_are_committed_with_their_batch_and_a_batch_raw_holds_stages_nothing(spark, tmp_path):
+    lake = Lake(LakeConfig(str(tmp_path)), "test", ORDERS)
+    records = {f"p{i}": (str(10**20 + i).zfill(S.SEQUENCE_WIDTH), DAYS[i % 2]) for i in range(10)}
+    staged = lake.stage_raw(lambda: spark.createDataFrame(rows_of(records)), 7, "s1")
+    assert sum(f["num_records"] for f in staged.files) == 10
+    assert not DeltaTable.is_deltatable(lake.raw_uri)  # written, not committed: no reader sees them
+    written = lake.raw.write(LakeBatch(7, "s1", None, None, None, raw_staged=lambda: staged))
+    assert written.rows == 10 and DeltaTable(lake.raw_uri).version() == 0
+    # the batch's replay (the warehouse lacked it): no Spark job, its raw rows are not even made
+    assert lake.stage_raw(lambda: pytest.fail("a batch raw holds was staged again"), 7, "s1") is None
+    replay = lake.raw.write(LakeBatch(7, "s1", None, None, None, raw_staged=lambda: None))
+    assert replay.skipped == (lake.raw_uri,) and DeltaTable(lake.raw_uri).version() == 0
+    assert lake.stage_raw(lambda: spark.createDataFrame(rows_of(records)), 8, "s1").files == []  # held by identity

@@ -13,7 +13,7 @@ from sales_cdc import schema as S
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.sql_history import HistorySql
-from sales_cdc.warehouse import PostgresWarehouse
+from sales_cdc.warehouse import PostgresWarehouse, postgres
 from sales_cdc.warehouse.base import RowsRefused
 from sales_cdc_local.records import stream_record, to_json_line
 from tests.helpers import ORDERS, insert, modify, remove, source_rows
@@ -155,6 +155,15 @@ def test_quarantine_rows_are_stored_with_reason_and_payload(wh):
 def test_empty_strings_and_nulls_survive_copy(wh):
     wh.batch(0, stream_record("INSERT", 1, key="o1", new={"orderid": "o1", "customer_name": "", "quantity": 1}, entity=ORDERS))
     assert wh.query(f"SELECT customer_name, customer_id, price FROM {wh.sql.target}") == [("", None, None)]
+
+
+def test_a_batch_is_copied_in_pieces_each_row_once(wh, monkeypatch):
+    monkeypatch.setattr(postgres, "COPY_ROWS", 2)  # five state rows: pieces of 2, 2 and 1
+    empty = {"orderid": "o0", "customer_name": "", "quantity": 1}
+    wh.batch(0, stream_record("INSERT", 1, key="o0", new=empty, entity=ORDERS),
+             *(insert(f"o{n}", n + 1, quantity=n) for n in range(1, 5)))
+    assert sorted(wh.query(f"SELECT orderid, customer_name, quantity FROM {wh.sql.target}")) == [
+        ("o0", "", 1), *((f"o{n}", None, n) for n in range(1, 5))]  # "" and NULL kept apart
 
 
 def test_unmapped_attributes_are_stored(wh):

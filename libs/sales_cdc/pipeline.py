@@ -110,9 +110,10 @@ def _write_lake(lake: Lake, without_raw: LakeBatch, decoded: DecodedBatch, entit
     return lake.write_batch(replace(without_raw, raw=raw))
 
 
-def _stage_raw(lake: Lake, decoded: DecodedBatch, batch_id: int, entity: S.EntitySchema) -> StagedFiles:
-    """Raw's files, written by Spark's tasks (on a thread of their own): its raw rows made first."""
-    return lake.stage_raw(to_raw_rows(decoded.frame, batch_id, entity, decoded.read), batch_id)
+def _raw_files(lake: Lake, decoded: DecodedBatch, batch: _Batch, entity: S.EntitySchema) -> StagedFiles | None:
+    """Raw's files, written by Spark's tasks (on a thread of their own) from the raw rows."""
+    return lake.stage_raw(partial(to_raw_rows, decoded.frame, batch.id, entity, decoded.read), batch.id,
+                          batch.stream_id)
 
 
 def _rejected_any(batch: _Batch) -> bool:
@@ -287,7 +288,7 @@ class BatchHandler:
         other layers (``_collect``); files of a batch that never commits are seen by no reader. Once per batch."""
         if self.lake is None or not self.lake.stages_raw or "raw" in batch.starters:
             return
-        batch.starters["raw"] = partial(_stage_raw, self.lake, batch.decoded, batch.id, self.entity)
+        batch.starters["raw"] = partial(_raw_files, self.lake, batch.decoded, batch, self.entity)
         batch.beside["raw"] = InBackground(batch.starters["raw"], "sales-cdc-raw")
 
     def _may_add_columns(self, batch: _Batch) -> bool:

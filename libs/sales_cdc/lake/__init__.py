@@ -18,6 +18,7 @@ Parquet raw and quarantine rewrite exactly that batch's own partition.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -133,10 +134,13 @@ class Lake:
         whose files no reader sees before its commit."""
         return isinstance(self.raw, DeltaFilesAppend)
 
-    def stage_raw(self, raw: DataFrame, batch_id: int) -> StagedFiles:
-        """Raw's files for the batch's ``raw`` rows, written by Spark's tasks and not committed: hand them to
-        :meth:`write_batch` as ``LakeBatch.raw_staged``, which commits them with the batch."""
-        return self.raw.stage(raw, batch_id)
+    def stage_raw(self, raw_of: Callable[[], DataFrame], batch_id: int, stream_id: str) -> StagedFiles | None:
+        """Raw's files for the batch's raw rows (``raw_of()``), written by Spark's tasks and not committed: hand
+        them to :meth:`write_batch` as ``LakeBatch.raw_staged``, which commits them with the batch. None, and no
+        Spark job, when raw holds the batch already (a replay after a crash between the lake and the warehouse)."""
+        if self.delta.holds(self.raw_uri, stream_id, batch_id):
+            return None
+        return self.raw.stage(raw_of(), batch_id)
 
     def write_batch(self, batch: LakeBatch) -> LakeResult:
         """Raw, then quarantine, then silver: each layer once, each skipping what it already holds."""

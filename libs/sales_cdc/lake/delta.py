@@ -54,13 +54,22 @@ class DeltaTables:
         """``write(table, commit)`` unless ``batch`` is already committed to ``uri`` (then False); the table
         is loaded once, for the check and the write."""
         table = self.table(uri)
-        app_id = f"{self.job_name}/{batch.stream_id}/{uri.rsplit('/', 2)[-2]}/{uri.rsplit('/', 1)[-1]}"
-        version = table.transaction_version(app_id) if table is not None else None
-        if version is not None and version >= batch.id:
+        if self._holds(table, uri, batch.stream_id, batch.id):
             return False
-        write(table, CommitProperties(app_transactions=[Transaction(app_id, batch.id)],
+        write(table, CommitProperties(app_transactions=[Transaction(self._app_id(uri, batch.stream_id), batch.id)],
                                       custom_metadata={CONTRACT_VERSION: batch.contract_version}))
         return True
+
+    def holds(self, uri: str, stream_id: str, batch_id: int) -> bool:
+        """Whether batch ``batch_id`` of ``stream_id`` is committed to ``uri`` (a replay its write will skip)."""
+        return self._holds(self.table(uri), uri, stream_id, batch_id)
+
+    def _holds(self, table: DeltaTable | None, uri: str, stream_id: str, batch_id: int) -> bool:
+        version = table.transaction_version(self._app_id(uri, stream_id)) if table is not None else None
+        return version is not None and version >= batch_id
+
+    def _app_id(self, uri: str, stream_id: str) -> str:
+        return f"{self.job_name}/{stream_id}/{uri.rsplit('/', 2)[-2]}/{uri.rsplit('/', 1)[-1]}"
 
     def append(self, uri: str, data: pa.Table, commit: CommitProperties) -> None:
         write_deltalake(uri, data, mode="append", schema_mode="merge",

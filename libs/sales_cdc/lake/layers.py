@@ -44,8 +44,9 @@ class LakeBatch:
     # (``schema.version_fields``); the batch's versions are these and the state rows' (``MergeRules.as_versions``)
     superseded: Rows | None = None
     # raw's files, when the batch handler had Spark's tasks write them ahead, beside the dedupe and data quality
-    # (``Lake.stage_raw``): waits for them (raises that work's error); None: the raw layer writes ``raw`` itself
-    raw_staged: Callable[[], StagedFiles] | None = None
+    # (``Lake.stage_raw``): waits for them (raises that work's error); None, or None returned: the raw layer
+    # writes ``raw`` itself, unless it holds the batch
+    raw_staged: Callable[[], StagedFiles | None] | None = None
 
 
 @dataclass(frozen=True)

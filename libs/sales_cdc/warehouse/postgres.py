@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import psycopg
@@ -36,14 +36,21 @@ class _RollBack(Exception):
     """Ends a probe's transaction."""
 
 
-def _csv_bytes(table: pa.Table) -> bytes:
-    # all_valid quoting keeps '' (quoted) apart from NULL (unquoted empty) for COPY ... CSV.
-    buffer = io.BytesIO()
-    # one chunk: pyarrow's CSV writer emitted NUL bytes for a table whose first chunk is empty (measured on
-    # pyarrow 26: a quarantine table concatenated from an empty and a non-empty one)
+COPY_ROWS = 65_536  # rows per piece of CSV sent to COPY: what the driver converts at a time, whatever the batch
+
+
+def _csv_pieces(table: pa.Table) -> Iterator[bytes]:
+    """``table`` as CSV, a few thousand rows at a time: a 1M-event batch's state is never a second time in memory
+    as one table or as one text. all_valid quoting keeps '' (quoted) apart from NULL (unquoted empty) for
+    COPY ... CSV."""
     options = pa_csv.WriteOptions(include_header=False, quoting_style="all_valid")
-    pa_csv.write_csv(table.combine_chunks(), buffer, options)
-    return buffer.getvalue()
+    for piece in table.to_batches(max_chunksize=COPY_ROWS):
+        # empty pieces are left out: pyarrow's CSV writer emitted NUL bytes for a table whose first chunk is
+        # empty (measured on pyarrow 26: a quarantine table concatenated from an empty and a non-empty one)
+        if piece.num_rows:
+            buffer = io.BytesIO()
+            pa_csv.write_csv(piece, buffer, options)
+            yield buffer.getvalue()
 
 
 class PostgresWarehouse:
@@ -128,7 +135,8 @@ class PostgresWarehouse:
         data = data.select(columns)
         copy_sql = f"COPY {table_sql} ({', '.join(quote(c) for c in columns)}) FROM STDIN (FORMAT csv)"
         with self.conn.cursor().copy(copy_sql) as copy:
-            copy.write(_csv_bytes(data))
+            for piece in _csv_pieces(data):
+                copy.write(piece)
 
     def _ledger_row(self, params: dict) -> tuple | None:
         return self.conn.execute(self.sql.ledger_counts(), params).fetchone()

@@ -352,7 +352,8 @@ class BatchHandler:
             # The lake is written on a thread while the warehouse stages and merges (PostgreSQL and
             # delta-rs work outside the GIL); the warehouse commits only once the lake has its batch,
             # so a batch in the ledger is in the lake too, and a replay of it can skip everything.
-            # (its raw rows are made there too: for a large batch that is a Spark job, see ``each_record_once``)
+            # (without staged raw files, its raw rows are made there too: for a large batch that is a Spark job,
+            # see ``each_record_once``)
             # (raw's staged files, when there are any, are those of the work started last under its name: a
             # retry that starts it again hands the lake the new one)
             staged = (lambda: batch.beside["raw"].result()) if "raw" in batch.starters else None

@@ -30,7 +30,7 @@ from .decode import DecodedBatch, decode_batch, split_decoded
 from .errors import Interrupted, StopRequested
 from .evolution import with_fields
 from .faults import crash_point
-from .lake import Lake, LakeBatch, LakeResult, Rows, StagedFiles
+from .lake import Lake, LakeBatch, LakeResult, Rows
 from .merge_rules import MergeRules
 from .metrics import Metrics, NoMetrics
 from .migration import Migration
@@ -108,12 +108,6 @@ def _write_lake(lake: Lake, without_raw: LakeBatch, decoded: DecodedBatch, entit
         return lake.write_batch(without_raw)
     raw = to_raw_rows(decoded.frame, without_raw.id, entity, decoded.read)
     return lake.write_batch(replace(without_raw, raw=raw))
-
-
-def _raw_files(lake: Lake, decoded: DecodedBatch, batch: _Batch, entity: S.EntitySchema) -> StagedFiles | None:
-    """Raw's files, written by Spark's tasks (on a thread of their own) from the raw rows."""
-    return lake.stage_raw(partial(to_raw_rows, decoded.frame, batch.id, entity, decoded.read), batch.id,
-                          batch.stream_id)
 
 
 def _rejected_any(batch: _Batch) -> bool:
@@ -288,7 +282,8 @@ class BatchHandler:
         other layers (``_collect``); files of a batch that never commits are seen by no reader. Once per batch."""
         if self.lake is None or not self.lake.stages_raw or "raw" in batch.starters:
             return
-        batch.starters["raw"] = partial(_raw_files, self.lake, batch.decoded, batch, self.entity)
+        raw_of = partial(to_raw_rows, batch.decoded.frame, batch.id, self.entity, batch.decoded.read)
+        batch.starters["raw"] = partial(self.lake.stage_raw, raw_of, batch.id, batch.stream_id)
         batch.beside["raw"] = InBackground(batch.starters["raw"], "sales-cdc-raw")
 
     def _may_add_columns(self, batch: _Batch) -> bool:

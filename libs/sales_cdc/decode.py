@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 from . import decode_values as V
 from . import schema as S
 from .merge_rules import STORED_SNAPSHOT_SEQUENCE
+from .runtime import built_once
 from .transforms import to_quarantine_rows
 
 
@@ -225,10 +226,23 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
     Only the rows flagged there are decoded again, with the messages, and materialised too. The two
     passes use the same expressions for values and conditions, so they agree on which rows have problems.
     """
-    flags = F.col(HAS_ERRORS) | F.col(HAS_WARNINGS)
     observed = Observation(f"decode_counts_{uuid.uuid4().hex}")
-    first = materialize(decode_flagged(df, entity).observe(
-        observed,
+    counted, clean_columns, flags = _first_pass_columns(entity)
+    first = materialize(decode_flagged(df, entity).observe(observed, *counted))
+    counts = observed.get
+    clean = first.select(*clean_columns)
+    if counts["flagged"]:
+        flagged = first.where(flags).select(*[f.name for f in S.SOURCE_FIELDS])
+        clean = clean.where(~flags).unionByName(materialize(decode_pipe_records(flagged, entity)))
+    return DecodedBatch(clean, counts["read"], counts["valid"] - counts["unknown"], counts["warned"],
+                        counts["unmapped"], counts["oldest_event"])
+
+
+@built_once
+def _first_pass_columns(entity: S.EntitySchema) -> tuple[tuple[Column, ...], tuple[Column, ...], Column]:
+    """:func:`decode_batch`'s counts of the first pass, its rows as clean events, and its problem flags."""
+    flags = F.col(HAS_ERRORS) | F.col(HAS_WARNINGS)
+    counted = (
         F.count(F.lit(1)).alias("read"),
         F.count_if(~F.col(HAS_ERRORS)).alias("valid"),
         F.count_if(~F.col(HAS_ERRORS) & F.col(HAS_WARNINGS)).alias("warned"),
@@ -237,15 +251,9 @@ def decode_batch(df: DataFrame, materialize: Callable[[DataFrame], DataFrame],
         F.count_if(~F.col(HAS_ERRORS) & _unknown_attributes(entity)).alias("unknown"),
         F.min(F.when(~F.col(HAS_ERRORS) & (F.col(S.CDC_SEQUENCE) != F.lit(STORED_SNAPSHOT_SEQUENCE)),
                      F.col(S.CDC_EVENT_TIME).cast("double"))).alias("oldest_event"),
-    ))
-    counts = observed.get
-    columns = [f.name for f in S.event_fields(entity)]
-    clean = first.select(*columns, V.no_messages().alias(S.CDC_ERRORS))
-    if counts["flagged"]:
-        flagged = first.where(flags).select(*[f.name for f in S.SOURCE_FIELDS])
-        clean = clean.where(~flags).unionByName(materialize(decode_pipe_records(flagged, entity)))
-    return DecodedBatch(clean, counts["read"], counts["valid"] - counts["unknown"], counts["warned"],
-                        counts["unmapped"], counts["oldest_event"])
+    )
+    clean = (*[F.col(f.name) for f in S.event_fields(entity)], V.no_messages().alias(S.CDC_ERRORS))
+    return counted, clean, flags
 
 
 @functools.lru_cache(maxsize=16)
@@ -378,11 +386,17 @@ def split_decoded(decoded: DataFrame, batch_id: int, entity: S.EntitySchema) -> 
     Materialise ``decoded`` first (the batch handler checkpoints it): Spark pushes these filters down
     through the decode's projections by inlining their expressions, which would parse each payload
     once per reference of the record (measured: 2x the decode time)."""
-    has_errors = F.size(S.CDC_ERRORS) > 0
-    rejected = has_errors | _unknown_attributes(entity)
+    rejected, reason = _rejection(entity)
     events = decoded.where(~rejected).drop(S.CDC_ERRORS)
+    quarantine = to_quarantine_rows(decoded.where(rejected), reason, batch_id, S.DECODE_STAGE, entity)
+    return events, quarantine
+
+
+@built_once
+def _rejection(entity: S.EntitySchema) -> tuple[Column, Column]:
+    """:func:`split_decoded`'s test of a rejected row, and its reason."""
+    has_errors = F.size(S.CDC_ERRORS) > 0
     reason = F.when(has_errors, F.array_join(S.CDC_ERRORS, "; ")).otherwise(F.concat(
         F.lit("attribute(s) "), F.array_join(F.json_object_keys(S.NEW_PREFIX + S.UNMAPPED), ", "),
         F.lit(" not in the contract (on_new_attribute: quarantine): name them in the contract to load them")))
-    quarantine = to_quarantine_rows(decoded.where(rejected), reason, batch_id, S.DECODE_STAGE, entity)
-    return events, quarantine
+    return has_errors | _unknown_attributes(entity), reason

@@ -50,6 +50,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from . import schema as S
+from .runtime import built_once
 
 REMOVE = "REMOVE"
 SNAPSHOT_SEQUENCE = "0"  # rule 6: a snapshot row's sequence, below every sequence number DynamoDB gives
@@ -97,12 +98,7 @@ class MergeRules:
     def stored_rows(self, state: DataFrame) -> DataFrame:
         """State rows (``schema.state_fields``) as every sink stores them: with soft deletes, a REMOVE is a
         row marked deleted at its event time (rule 4)."""
-        rows = state.select(*[f.name for f in S.state_fields(self.entity)])
-        if not self.soft_delete:
-            return rows
-        removed = F.col(S.CDC_OP) == F.lit(REMOVE)
-        return rows.withColumns({S.IS_DELETED: removed,
-                                 S.DELETED_AT: F.when(removed, F.col(S.CDC_EVENT_TIME)).cast(T.TimestampType())})
+        return state.select(*_stored_columns(self))
 
     # --- rule 7: a state row as a version (its start renamed, ``is_deleted``), in each engine ------------------
     def _version_sources(self) -> list[tuple[str, str | None]]:
@@ -112,8 +108,7 @@ class MergeRules:
                 for f in S.version_fields(self.entity)]
 
     def as_versions(self, state: DataFrame) -> DataFrame:
-        return state.select(*[(F.col(S.CDC_OP) == F.lit(REMOVE)).alias(name) if source is None
-                              else F.col(source).alias(name) for name, source in self._version_sources()])
+        return state.select(*_version_columns(self))
 
     def as_version_table(self, state: pa.Table) -> pa.Table:
         return pa.table({name: pc.equal(state[S.CDC_OP], REMOVE) if source is None else state[source]
@@ -143,3 +138,21 @@ class MergeRules:
         """Rule 1 as an ordering of the candidates for one key (incoming and ``stored`` rows): the first
         applies; on equal sequences the stored row (``stored`` true) comes first."""
         return [F.col(S.CDC_SEQUENCE).desc(), stored.desc()]
+
+
+@built_once
+def _stored_columns(rules: MergeRules) -> tuple[Column, ...]:
+    """:meth:`MergeRules.stored_rows`'s columns."""
+    columns = tuple(F.col(f.name) for f in S.state_fields(rules.entity))
+    if not rules.soft_delete:
+        return columns
+    removed = F.col(S.CDC_OP) == F.lit(REMOVE)
+    return (*columns, removed.alias(S.IS_DELETED),
+            F.when(removed, F.col(S.CDC_EVENT_TIME)).cast(T.TimestampType()).alias(S.DELETED_AT))
+
+
+@built_once
+def _version_columns(rules: MergeRules) -> tuple[Column, ...]:
+    """:meth:`MergeRules.as_versions`'s columns."""
+    return tuple((F.col(S.CDC_OP) == F.lit(REMOVE)).alias(name) if source is None else F.col(source).alias(name)
+                 for name, source in rules._version_sources())

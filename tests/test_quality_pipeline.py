@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import uuid
 from dataclasses import replace
@@ -109,7 +110,9 @@ def test_quarantine_batch_lands_good_rows_and_only_bad_rows_in_quarantine(spark,
     assert read_alerts(moto.client("sqs"), queue, wait_seconds=0) == []
     warehouse.close()
 
-    # the Data Docs site: index + one validation page per suite and run, and it renders in a browser
+    # the Data Docs site: index + one validation page per suite and run, and it renders in a browser; its pages
+    # are written after the commit, while a stream's next batch runs
+    handler.docs_written()
     docs = tmp_path / "docs"
     assert (docs / "index.html").exists()
     pages = sorted(p.relative_to(docs).parts[:3] for p in docs.glob("validations/*/*/*/*.html"))
@@ -227,3 +230,30 @@ def test_dq_docs_command_prints_the_site(tmp_path, capsys):
     assert main(["dq-docs", "--docs-location", "s3://docs-bucket/dq", "--website-url",
                  "http://docs-bucket.s3-website-us-east-1.amazonaws.com/dq"]) == 0
     assert "http://docs-bucket.s3-website-us-east-1.amazonaws.com/dq/index.html" in capsys.readouterr().out
+
+
+def test_pages_that_cannot_be_written_after_the_commit_leave_the_batch_committed_with_one_warning_line(
+        spark, pg_url, db_schema, tmp_path, caplog):
+    """A batch's Data Docs pages are written after its commit, beside the next batch: a site that refuses them
+    (here a folder that is a file) costs a warning line, not the batch, nor the next one."""
+    sql = MergeSql(Dialect.POSTGRES, db_schema=db_schema, entity=ORDERS)
+    warehouse = PostgresWarehouse(pg_url, sql, JOB)
+    warehouse.ensure_tables()
+    site = tmp_path / "site"
+    quality = DataQuality(C.DqConfig(expectations_dir=EXPECTATIONS, docs=C.DocsConfig(str(site))), ORDERS, JOB)
+    handler = BatchHandler(warehouse=warehouse, quality=quality,
+                           options=HandlerOptions(job_name=JOB, default_stream_id="s1", alert_quarantine_share=1.0))
+    shutil.rmtree(site, ignore_errors=True)
+    site.write_text("not a folder")
+    for batch_id, seq in enumerate([1, 2]):
+        lines = [insert(f"o-{seq}", seq)]
+        result = handler(spark.createDataFrame([(x, "shard-0", str(i), None, None) for i, x in enumerate(lines)],
+                                               S.SOURCE_SCHEMA), batch_id)
+        assert result.merge.upserted_rows == 1
+    handler.docs_written()
+    warehouse.close()
+    assert sorted(r[0] for r in query(pg_url, f"SELECT orderid FROM {sql.target}")) == ["o-1", "o-2"]
+    assert [r[0] for r in query(pg_url, f"SELECT batch_id FROM {sql.ledger} ORDER BY 1")] == [0, 1]
+    warnings = [r.getMessage() for r in caplog.records if "docs: could not write the pages" in r.getMessage()]
+    assert warnings and all("\n" not in w for w in warnings)
+    assert "docs: could not write the pages of batch 0" in warnings[0]

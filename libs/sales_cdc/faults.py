@@ -13,7 +13,7 @@ import signal
 ENV = "SALES_CDC_CRASH_AT"
 BATCH_POINTS = (
     "after-stage-load",  # the warehouse stage is loaded, its transaction open
-    "before-warehouse-commit",  # the merge is done, the transaction waits for the lake and docs
+    "before-warehouse-commit",  # the merge is done, the transaction waits for the lake
     "after-warehouse-commit",  # the ledger holds the batch, Spark's checkpoint does not yet
     "raw-files-written",  # the raw layer's files are written by Spark's tasks, not committed
     "between-lake-layers",  # raw is committed, silver is not

@@ -283,6 +283,7 @@ def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
     is ready, run the query (``run_query(handler)`` returns when the query ends), close the warehouse. A
     query that fails because of a batch raises what the batch raised (a data-quality halt, a stop, the
     batch's own error), not Spark's wrapping of it; a halt also when the query itself ended quietly."""
+    handler = None
     try:
         handler = batch_handler(migrate(spark, config, warehouse), warehouse)
         handler.check_ready(spark)
@@ -294,6 +295,8 @@ def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
             raise Interrupted(handler.summary) from None
         handler.raise_if_halted()
     finally:
+        if handler is not None:
+            handler.docs_written()
         warehouse.close()
     return handler.summary
 

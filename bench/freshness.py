@@ -16,7 +16,7 @@ from pyspark.sql import SparkSession
 
 from bench.cases import ORDERS, TABLE_NAME
 from sales_cdc import schema as S
-from sales_cdc.config import DEFAULT_EXPECTATIONS, DqConfig, LakeConfig
+from sales_cdc.config import DEFAULT_EXPECTATIONS, DocsConfig, DqConfig, LakeConfig
 from sales_cdc.sql import Dialect, MergeSql, quote
 from sales_cdc_local import generator as G
 
@@ -288,8 +288,8 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
               warmup: float = FRESHNESS_WARMUP_S) -> dict:
     """p50/p95 from the DynamoDB write (BatchWriteItem acknowledged) to the row being visible in the
     warehouse, with the whole local path running: moto DynamoDB + stream, the pipe emulator, Kinesis, the
-    streaming job (GX and a Delta lake on moto S3 included), PostgreSQL. Inserts only, so every key's first
-    appearance is its write. Writes run for ``warmup + seconds``; only those after the warm-up are measured
+    streaming job (GX with its Data Docs site, and a Delta lake on moto S3), PostgreSQL. Inserts only, so every
+    key's first appearance is its write. Writes run for ``warmup + seconds``; only those after the warm-up are measured
     (a stream runs for days: its first batches pay the JVM's and Spark's one-off costs)."""
     from sales_cdc.config import JobConfig, KinesisConfig, SinkConfig, StreamConfig, WarehouseConfig
     from sales_cdc.job import run_stream
@@ -303,7 +303,9 @@ def freshness(spark: SparkSession, pg_url: str, rate: float, seconds: float, wor
         started = time.monotonic()
         sinks = SinkConfig(WarehouseConfig(db_schema=db_schema),
                            LakeConfig("s3://fresh-lake/lake", moto_storage_options(source.s3.endpoint)))
-        config = JobConfig(ORDERS, "bench-freshness", sinks, DqConfig(expectations_dir=DEFAULT_EXPECTATIONS))
+        # with a Data Docs site, as a deployed job writes one
+        quality = DqConfig(expectations_dir=DEFAULT_EXPECTATIONS, docs=DocsConfig(str(workdir / "docs")))
+        config = JobConfig(ORDERS, "bench-freshness", sinks, quality)
         stream = StreamConfig(KinesisConfig(endpoint_url=source.kinesis.endpoint, max_records_per_shard=50_000),
                               workdir / "fresh-checkpoint", available_now=False, trigger_interval="1 second")
         deadline = time.monotonic() + warmup + seconds + 120

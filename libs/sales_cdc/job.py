@@ -295,9 +295,11 @@ def run_job(spark: SparkSession, config: JobConfig, warehouse: Warehouse,
             raise Interrupted(handler.summary) from None
         handler.raise_if_halted()
     finally:
-        if handler is not None:
-            handler.docs_written()
-        warehouse.close()
+        try:
+            if handler is not None:
+                handler.docs_written()
+        finally:
+            warehouse.close()
     return handler.summary
 
 

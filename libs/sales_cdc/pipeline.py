@@ -27,7 +27,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from . import schema as S
 from .alerts import Alert, LogAlerter, SnsAlerter
 from .decode import DecodedBatch, decode_batch, split_decoded
-from .errors import Interrupted, StopRequested, first_line
+from .errors import Interrupted, StopRequested
 from .evolution import with_fields
 from .faults import crash_point
 from .lake import Lake, LakeBatch, LakeResult, Rows
@@ -96,7 +96,7 @@ class _Batch:
         self.superseded: DataFrame | None = None  # with history: the versions the state rows do not carry
         self.superseded_rows: pa.Table | None = None  # ... collected
         self.starters: dict[str, Callable[[], object]] = {}  # work beside the warehouse merge
-        self.beside: dict[str, InBackground] = {}  # ... started (the docs, the lake)
+        self.beside: dict[str, InBackground] = {}  # ... started (raw's files, the lake)
         self.merge: MergeResult | None = None
         self.attempts = 0  # of the warehouse merge
         self.conflicts = 0  # valid events quarantined: another record has their key and sequence
@@ -312,8 +312,8 @@ class BatchHandler:
         return True
 
     def _validate(self, batch: _Batch) -> None:
-        """Data quality: halt (raises), or the rows it rejects join the quarantine; the Data Docs pages are
-        rendered on a thread while the batch goes on."""
+        """Data quality: halt (raises, its Data Docs pages written first), or the rows it rejects join the
+        quarantine; a batch that goes on has its pages written once it is committed (``_write_docs``)."""
         if self.quality is None or not batch.decoded.valid:
             return
         self.docs_written()  # GX's results store is the pages' source: one batch at a time uses it
@@ -366,7 +366,7 @@ class BatchHandler:
             batch.starters["lake"] = partial(_write_lake, self.lake, without_raw, batch.decoded, self.entity)
 
     def _write_sinks(self, batch: _Batch) -> None:
-        """The warehouse merge, committed once the work beside it (lake, docs) is done; retried while a sink
+        """The warehouse merge, committed once the work beside it (raw's files, the lake) is done; retried while a sink
         is unreachable; rows the warehouse refuses are quarantined and the rest merged."""
         history = batch.outcome.history(self.job_name, batch.stream_id) if batch.outcome is not None else None
         warehouse_clock = Stopwatch()
@@ -428,21 +428,19 @@ class BatchHandler:
         return result
 
     def _write_docs(self, batch: _Batch) -> None:
-        """The committed batch's Data Docs pages and summary page, on a thread while the next batch decodes (off
-        the critical path: ~0.15 s of a small batch, measured). Best effort: the ledger, the quarantine and the
-        results history hold the same facts, and a crash before the pages are written loses only them."""
-        if self.quality is None:
+        """The committed batch's Data Docs pages and summary page, on a thread while the next batch decodes: off
+        the critical path (rendering is pure Python, which held the interpreter the collect and the lake needed;
+        docs/benchmarks.md). Each is best effort: the ledger, the quarantine and the results history hold the same
+        facts, and a crash before the pages are written loses only them."""
+        if self.quality is None or self.quality.docs is None:
             return
         quality, outcome, quarantine_at = self.quality, batch.outcome, self._quarantine_at()
 
         def write() -> None:
-            try:
-                if outcome is not None:
-                    quality.publish(outcome)
-                quality.record_batch(batch.stream_id, batch.id, batch.decoded.read, merge=batch.merge, outcome=outcome,
-                                     quarantine_rows=batch.quarantine_rows, quarantine_at=quarantine_at)
-            except Exception as error:  # a full disk, S3 refusing: the next batch's pages and index are written again
-                log.warning("docs: could not write the pages of batch %s (%s)", batch.id, first_line(error))
+            if outcome is not None:
+                quality.publish(outcome)
+            quality.record_batch(batch.stream_id, batch.id, batch.decoded.read, merge=batch.merge, outcome=outcome,
+                                 quarantine_rows=batch.quarantine_rows, quarantine_at=quarantine_at)
         self.docs_written()
         self._docs = InBackground(write, "sales-cdc-docs")
 

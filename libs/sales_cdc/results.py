@@ -27,7 +27,7 @@ class BatchResult:
     dq_outcome: str = "not checked"  # passed, warned, quarantined, replayed (skipped); a halt raises instead
     dq_failed_rules: tuple[str, ...] = ()
     dq_warned_rules: tuple[str, ...] = ()  # of those, the warn rules: a batch with warnings, whatever its outcome
-    # per stage, for logs and benchmarks; "docs", "lake" and "warehouse" overlap (their wall time is "sinks"), and
+    # per stage, for logs and benchmarks; "lake" and "warehouse" overlap (their wall time is "sinks"), and
     # "raw" (a Delta raw layer's files, written from the decode on) runs beside the steps after the decode
     seconds: dict[str, float] = field(default_factory=dict)
     elapsed_seconds: float = 0.0  # the whole batch, wall time

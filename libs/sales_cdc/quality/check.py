@@ -246,8 +246,8 @@ class DataQuality:
               publish: bool = True, collected: pa.Table | None = None,
               materialize: Callable[[DataFrame], DataFrame] | None = None) -> DqOutcome:
         """Validate ``state``; materialise it first (the batch handler checkpoints it): GX runs several jobs on it.
-        ``publish=False`` leaves the Data Docs pages to a later ``publish(outcome)`` (the batch handler renders
-        them while the sinks write). ``collected``, the state as Arrow (a small batch), lets a clean batch be cleared
+        ``publish=False`` leaves the Data Docs pages to a later ``publish(outcome)`` (the batch handler's, once the
+        batch is committed). ``collected``, the state as Arrow (a small batch), lets a clean batch be cleared
         on GX's pandas engine (``gx_pandas``) instead of Spark's; ``state`` is then built from it and not yet
         materialised, which ``materialize`` (a checkpoint) does if the batch goes the Spark way after all.
 
@@ -309,8 +309,12 @@ class DataQuality:
         return outcomes
 
     def publish(self, outcome: DqOutcome) -> None:
-        """The batch's Data Docs pages and the site index (the pages ``outcome.docs_urls`` names)."""
-        self.gx.publish(outcome.suite_runs)
+        """The batch's Data Docs pages and the site index (the pages ``outcome.docs_urls`` names); best effort, as
+        :meth:`record_batch`: a site that refuses them (a full disk, S3) costs one warning line, not the batch."""
+        try:
+            self.gx.publish(outcome.suite_runs)
+        except Exception as error:  # the next batch's pages and index are written again
+            log.warning("docs: could not write the pages of batch %s (%s)", outcome.batch_id, first_line(error))
 
     def record_batch(self, stream_id: str, batch_id: int, events_read: int, *, merge=None,
                      outcome: DqOutcome | None = None, quarantine_rows: pa.Table | None = None,

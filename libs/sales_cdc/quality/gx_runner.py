@@ -14,6 +14,7 @@ after a restart the index still lists the batches before it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -174,6 +175,36 @@ class SuiteRun:
     page: Path | None  # that page's file in the local folder the site is built in
 
 
+class _PageErrors(logging.Filter):
+    """The errors GX's site builder logs, kept instead of logged: it logs a page it could not render or write at
+    ERROR, with its traceback, and goes on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.causes: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.ERROR:
+            return True
+        found = re.search(r"follows:\s*(.*?)\.\s+Traceback", record.getMessage(), re.S)
+        self.causes.append(found.group(1) if found else record.getMessage())
+        return False
+
+
+@contextlib.contextmanager
+def _page_errors():
+    """Raises the first page GX could not render or write as one error (the caller logs it on one line)."""
+    errors = _PageErrors()
+    builder = logging.getLogger("great_expectations.render.renderer.site_builder")
+    builder.addFilter(errors)
+    try:
+        yield
+    finally:
+        builder.removeFilter(errors)
+    if errors.causes:
+        raise OSError(f"{len(errors.causes)} page(s) not written, the first: {errors.causes[0]}")
+
+
 class GxRunner:
     def __init__(self, suites: list[Suite], docs: DocsSite | None, result_format: str = "SUMMARY",
                  name: str = "sales_cdc", s3_client=None, index_batches: int = 100):
@@ -305,7 +336,8 @@ class GxRunner:
         resources = [r.key for r in runs]
         if not self._suite_pages_built:
             resources += [ExpectationSuiteIdentifier(name=suite.name) for suite in self.context.suites.all()]
-        self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
+        with _page_errors():
+            self.context.build_data_docs(site_names=[SITE_NAME], resource_identifiers=resources, build_index=True)
         site_dir = self._site_dir
         written = [site_dir / "index.html", *[r.page for r in runs if r.page is not None]]
         if not self._suite_pages_built:

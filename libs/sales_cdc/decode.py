@@ -17,7 +17,6 @@ for it, clean or not (measured: 1.5x the decode time at 100k events).
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -174,13 +173,13 @@ def decode_pipe_records(df: DataFrame, entity: S.EntitySchema) -> DataFrame:
 
     Rows with a non-empty ``cdc_errors`` must be quarantined (see :func:`split_decoded`).
     """
-    return _apply(df, _projections(entity, id(df.sparkSession.sparkContext), detailed=True))
+    return _apply(df, _projections(entity, True))
 
 
 def decode_flagged(df: DataFrame, entity: S.EntitySchema) -> DataFrame:
     """The first pass of :func:`decode_batch`: the event columns and, instead of messages, the flags
     ``HAS_ERRORS`` and ``HAS_WARNINGS`` (``cdc_warnings`` is empty on every row)."""
-    return _apply(df, _projections(entity, id(df.sparkSession.sparkContext), detailed=False))
+    return _apply(df, _projections(entity, False))
 
 
 def _apply(df: DataFrame, projections: list[tuple[str, Any]]) -> DataFrame:
@@ -256,8 +255,8 @@ def _first_pass_columns(entity: S.EntitySchema) -> tuple[tuple[Column, ...], tup
     return counted, clean, flags
 
 
-@functools.lru_cache(maxsize=16)
-def _projections(entity: S.EntitySchema, _spark_context: int, detailed: bool) -> list[tuple[str, Any]]:
+@built_once
+def _projections(entity: S.EntitySchema, detailed: bool) -> list[tuple[str, Any]]:
     """The decode's projections, built once per entity, Spark context and kind (with messages, or with
     the problem flags only): they are a few thousand Column objects, and building them (one py4j call
     each) took 1.5 s, more than decoding 100k records."""

@@ -152,7 +152,7 @@ def to_raw_rows(decoded: DataFrame, batch_id: int, entity: S.EntitySchema, recor
     see :func:`each_record_once`, which runs a Spark job for a large batch."""
     errors = F.when(F.size(S.CDC_ERRORS) > 0, F.array_join(S.CDC_ERRORS, "; "))
     event_date = F.coalesce(F.to_date(S.CDC_EVENT_TIME), F.to_date(S.SOURCE_ARRIVAL_TIME), F.current_date())
-    columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: F.lit(batch_id).cast("long"), S.EVENT_DATE: event_date,
+    columns = {S.DECODE_ERRORS: errors, S.CDC_BATCH_ID: batch_column(batch_id), S.EVENT_DATE: event_date,
                S.RECORD_ID: record_id(), **{k: F.col(k).cast("string") for k in entity.keys}}
     rows = decoded.select(*[columns.get(f.name, F.col(f.name)).alias(f.name) for f in S.raw_fields(entity)])
     return each_record_once(rows, records)

@@ -8,7 +8,6 @@ import contextlib
 import itertools
 import json
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -66,35 +65,6 @@ def spark_jobs_started(spark: SparkSession) -> int:
     and unlike the status store's list not capped by how many jobs it retains)."""
     counter = spark.sparkContext._jsc.sc().dagScheduler().nextJobId()
     return counter if isinstance(counter, int) else counter.get()  # an AtomicInteger in older Sparks
-
-
-class ArrowPeak:
-    """The most Arrow memory the driver process holds above where it started, sampled every 10 ms while in the
-    block: what a batch collects to the driver (state, quarantine, the raw layer's rows). The process's RSS says
-    less: freed memory stays with the process, so a second batch of a size would show no growth."""
-
-    def __init__(self) -> None:
-        self.peak_bytes = 0
-        self._stop = threading.Event()
-        self._start = pa.total_allocated_bytes()
-        self._thread = threading.Thread(target=self._sample, name="bench-arrow-peak", daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, pa.total_allocated_bytes() - self._start)
-            self._stop.wait(0.01)
-
-    def __enter__(self) -> ArrowPeak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def mb(self) -> float:
-        return self.peak_bytes / 2**20
 
 
 def timed(fn) -> float:
@@ -248,6 +218,7 @@ class Bench:
         self.spark, self.pg_url, self.workdir = spark, pg_url, workdir
         self.quality = DataQuality(DqConfig(expectations_dir=DEFAULT_EXPECTATIONS,
                                             docs=DocsConfig(str(workdir / "docs"))), ORDERS, "bench")
+        self.last_lake: Lake | None = None  # the lake of the last ``pipeline`` run (the memory floor reads it)
         self.batch_ids = itertools.count()  # a new id per run, as a stream's batches have (a new constant in plans)
 
     def _warehouse(self, entity: S.EntitySchema = ORDERS) -> PostgresWarehouse:
@@ -261,19 +232,18 @@ class Bench:
         warehouse = self._warehouse(entity)
         sink = Lake(LakeConfig(str(self.workdir / f"lake-{uuid.uuid4().hex[:8]}")), "bench", entity) \
             if lake else None
+        self.last_lake = sink
         handler = BatchHandler(warehouse=warehouse, lake=sink, quality=self.quality if gx else None,
                                options=HandlerOptions(job_name="bench", alert_quarantine_share=1.0,
                                                       default_stream_id="bench"))
         jobs_before = spark_jobs_started(self.spark)
-        with ArrowPeak() as memory:
-            started = time.perf_counter()
-            result = handler(df, next(self.batch_ids))
-            total = time.perf_counter() - started
-            handler.docs_written()  # the pages are written after the commit, beside a stream's next batch
+        started = time.perf_counter()
+        result = handler(df, next(self.batch_ids))
+        total = time.perf_counter() - started
+        handler.docs_written()  # the pages are written after the commit, beside a stream's next batch
         jobs = spark_jobs_started(self.spark) - jobs_before
         warehouse.close()
-        return {"seconds": total, "stages": result.seconds, "events": result.events_read, "spark_jobs": jobs,
-                "driver_arrow_peak_mb": memory.mb}
+        return {"seconds": total, "stages": result.seconds, "events": result.events_read, "spark_jobs": jobs}
 
     def plan_reuse(self, df: DataFrame) -> dict:
         """What the job reuses from one batch to the next, as seconds for the first batch and a later one:

@@ -55,7 +55,8 @@ def write_report(results: dict, out: Path) -> None:
               f"Raw write of a {results['raw_write']['batch_events']}-event batch (each record once), "
               "and a plain append: " + _raw_text(results["raw_write"]),
               _fixed_text(results["fixed_cost"]),
-              _largest_text(results["largest"], results["sizes"]),
+              _largest_text(results["largest"]),
+              _memory_text(results["memory"]),
               _core_count_text(results["cores"]),
               *["Freshness (DynamoDB write -> visible in the warehouse, moto path, 1 s trigger): "
                 + _freshness_text(fresh) for fresh in results["freshness"]],
@@ -76,15 +77,25 @@ def _fixed_text(fixed: dict) -> str:
             f"{fixed.get('spark_jobs', '?')} Spark jobs; stages (s): {stages}.")
 
 
-def _largest_text(largest: dict, sizes: list[dict]) -> str:
+def _largest_text(largest: dict) -> str:
     if "error" in largest:
         return f"The largest batch, {largest['events']:,} events, failed: {largest['error']}"
-    memory = ", ".join(f"{r['events']:,} events {r['end_to_end'].get('driver_arrow_peak_mb', 0):.0f} MB"
-                       for r in sizes)
     return (f"The largest batch, {largest['events']:,} events: {largest['seconds']:.2f} s "
-            f"({largest['events_per_s']:,.0f} events/s), {largest.get('spark_jobs', '?')} Spark jobs. Arrow memory "
-            f"the driver holds at its peak: {memory}, {largest['events']:,} events "
-            f"{largest['driver_arrow_peak_mb']:.0f} MB.")
+            f"({largest['events_per_s']:,.0f} events/s), {largest.get('spark_jobs', '?')} Spark jobs.")
+
+
+def _memory_text(memory: list[dict]) -> str:
+    """The driver's peak memory per batch size (``bench.memory``), each size in a process of its own."""
+    def one(m: dict) -> str:
+        if "error" in m:
+            return f"{m['events']:,} events failed: {m['error']}"
+        return (f"{m['events']:,} events ({m['state_rows']:,} state rows) {m['driver_python_peak_mb']:.0f} MB "
+                f"(the JVM {m['jvm_peak_mb']:.0f} MB; delta-rs's MERGE of those state rows alone "
+                f"{m['delta_merge_alone_peak_mb']:.0f} MB)")
+    return ("Driver memory, one batch in a process of its own per size, data quality and the Delta lake on (how much "
+            "the driver's Python process grows at its peak, whoever allocates: Spark's collect, pandas, delta-rs, "
+            "the COPY; the Spark JVM, which in local mode also runs the executors, beside it): "
+            + "; ".join(one(m) for m in memory) + ".")
 
 
 def _core_count_text(cores: list[dict]) -> str:

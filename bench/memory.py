@@ -1,0 +1,106 @@
+"""The driver's memory for one batch size, in a process of its own: how much the driver's Python process grows at
+its peak while one batch goes through the whole pipeline (data quality and the Delta lake on), and beside it the
+floor that the local lake sets, delta-rs's MERGE of the same state rows alone.
+
+Measured as the peak resident set (Linux's ``VmHWM``, reset through ``/proc/<pid>/clear_refs`` just before the
+batch) above the resident set at that moment: everything the process holds counts, whoever allocated it (Spark's
+collected Arrow, pandas, delta-rs's Rust allocations, the CSV sent to COPY). A process of its own per size,
+because memory a batch frees stays with the process and would hide the next batch's growth. The Spark JVM's own
+peak is reported beside it; in local mode it holds the executors' work too, so it is context, not the target.
+
+``python -m bench.memory --events 100000 --warehouse-url URL`` prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from deltalake import DeltaTable, write_deltalake
+
+from bench.cases import REPO, Bench, payload_lines, source_frame
+from sales_cdc.job import build_spark
+
+WARM_UP_EVENTS = 1_000  # batches run first, so that one-off costs (JIT, GX's first run, imports) are not counted
+
+
+def _status_kb(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith(f"{field}:"))
+    return int(line.split()[1])
+
+
+class PeakRss:
+    """The most each process's resident set grows above where it was on entry (MB): its peak is reset on entry
+    (``clear_refs`` 5), so what the process held before does not count."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids, self.start, self.growth_mb = pids, {}, {}
+
+    def __enter__(self) -> PeakRss:
+        for name, pid in self.pids.items():
+            with open(f"/proc/{pid}/clear_refs", "w") as refs:
+                refs.write("5")
+            self.start[name] = _status_kb(pid, "VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.growth_mb = {name: (_status_kb(pid, "VmHWM") - self.start[name]) / 1024 for name, pid in self.pids.items()}
+
+
+def _merge_alone(bench: Bench, workdir: Path) -> tuple[int, float]:
+    """The floor: delta-rs's MERGE of the measured batch's state rows (read back from its silver, before the
+    measurement) into an empty Delta table, alone: the rows, and MB the process grows."""
+    source = DeltaTable(bench.last_lake.silver_uri).to_pyarrow_table()
+    target = str(workdir / f"floor-{uuid.uuid4().hex[:8]}")
+    write_deltalake(target, source.schema.empty_table())
+    keys = " AND ".join(f"t.{k} = s.{k}" for k in bench.last_lake.rules.keys)
+    with PeakRss({"python": os.getpid()}) as peak:
+        (DeltaTable(target).merge(source, predicate=keys, source_alias="s", target_alias="t")
+         .when_matched_update_all().when_not_matched_insert_all().execute())
+    return source.num_rows, peak.growth_mb["python"]
+
+
+def measure(events: int, pg_url: str) -> dict:
+    spark = build_spark("sales-cdc-bench-memory", shuffle_partitions=4)
+    workdir = Path(tempfile.mkdtemp(prefix="sales-cdc-bench-memory-"))
+    bench = Bench(spark, pg_url, workdir)
+    warm_up = source_frame(spark, payload_lines(WARM_UP_EVENTS, workdir, seed=1))
+    for _ in range(2):
+        bench.pipeline(warm_up, gx=True, lake=True)
+    df = source_frame(spark, payload_lines(events, workdir, seed=13))
+    pids = {"python": os.getpid(), "jvm": spark.sparkContext._jvm.ProcessHandle.current().pid()}
+    with PeakRss(pids) as peak:
+        result = bench.pipeline(df, gx=True, lake=True)
+    state_rows, merge_alone = _merge_alone(bench, workdir)
+    return {"events": events, "seconds": result["seconds"], "driver_python_peak_mb": peak.growth_mb["python"],
+            "jvm_peak_mb": peak.growth_mb["jvm"], "state_rows": state_rows, "delta_merge_alone_peak_mb": merge_alone}
+
+
+def in_a_process_of_its_own(events: int, pg_url: str) -> dict:
+    """:func:`measure` in a child process (its own Python and Spark JVM)."""
+    done = subprocess.run([sys.executable, "-m", "bench.memory", "--events", str(events), "--warehouse-url", pg_url],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"events": events, "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--warehouse-url", required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 4g pyspark-shell")
+    print(json.dumps(measure(args.events, args.warehouse_url), default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -226,19 +226,21 @@ class DeltaSilver:
         return rows.cast(pa.schema([like.field(k) for k in keys] + [(S.CDC_SEQUENCE, pa.string())]))
 
     def _newer_than(self, state: pa.Table, uri: str) -> pa.Table:
-        """Rule 1 against one stored table: ``state``'s rows whose key has no row at ``uri`` or an older one."""
+        """Rule 1 against one stored table: ``state``'s rows whose key has no row at ``uri`` or an older one. Only
+        the keys and sequences are joined, and ``state`` comes back as it is when no row is outranked (a stream's
+        usual batch): a 1M-event batch's state is not copied for it."""
         if state.num_rows == 0:
             return state
         stored = self._key_sequences(uri, state.schema)
         if stored is None or stored.num_rows == 0:
             return state
         keys = list(self.rules.keys)
-        joined = state.join(stored.rename_columns([*keys, "_stored_seq"]), keys=keys, join_type="left outer")
-        # Kleene logic: "no stored row (null) OR newer" must be true for a key without a stored row;
-        # plain or_ gives null there, and a null filter drops the row
-        keep = pc.or_kleene(pc.is_null(joined["_stored_seq"]),
-                            pc.greater(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))
-        return joined.filter(keep).select(state.column_names).cast(state.schema)
+        probe = state.select([*keys, S.CDC_SEQUENCE]).append_column(_ROW, _positions(state.num_rows))
+        joined = probe.join(stored.rename_columns([*keys, "_stored_seq"]), keys=keys, join_type="inner")
+        outranked = joined.filter(pc.less_equal(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))[_ROW]
+        if len(outranked) == 0:
+            return state
+        return state.filter(pc.invert(pc.is_in(probe[_ROW], value_set=outranked.combine_chunks())))
 
     def _merge_rows(self, silver: DeltaTable | None, state: pa.Table, commit: CommitProperties) -> None:
         rules = self.rules
@@ -255,14 +257,16 @@ class DeltaSilver:
         merge.execute()
 
     def _not_older_than_silver(self, state: pa.Table) -> pa.Table:
-        """``state`` without the REMOVE rows that a live silver row outranks: a late, older REMOVE deletes
-        nothing and leaves no tombstone. Read after the silver merge (so also on a replay that finds
-        silver committed): a REMOVE that applied has taken its key's row out of silver."""
-        removes = state.filter(pc.equal(state[S.CDC_OP], REMOVE))
-        if removes.num_rows == 0:
-            return state
+        """``state``'s tombstone columns and op, without the REMOVE rows that a live silver row outranks: a late,
+        older REMOVE deletes nothing and leaves no tombstone. Read after the silver merge (so also on a replay
+        that finds silver committed): a REMOVE that applied has taken its key's row out of silver."""
+        state = state.select(list(dict.fromkeys([*self.rules.tombstone_columns, S.CDC_OP])))  # no copy
+        is_remove = pc.equal(state[S.CDC_OP], REMOVE)
+        removes = state.filter(is_remove)
         fresh = self._newer_than(removes, self.uri)
-        return pa.concat_tables([state.filter(pc.not_equal(state[S.CDC_OP], REMOVE)), fresh])
+        if fresh.num_rows == removes.num_rows:
+            return state
+        return pa.concat_tables([state.filter(pc.invert(is_remove)), fresh])
 
     def _merge_tombstones(self, tombstones: DeltaTable | None, state: pa.Table, commit: CommitProperties) -> None:
         rules = self.rules
@@ -279,6 +283,14 @@ class DeltaSilver:
          .execute())
 
 
+_ROW = "_row"  # a row's position in the table it was read from
+
+
+def _positions(rows: int) -> pa.Array:
+    """0 .. rows-1 (pyarrow has no arange: the positions of a mask that is true everywhere)."""
+    return pc.indices_nonzero(pa.nulls(rows, pa.bool_()).fill_null(True))
+
+
 def _with_changes(rows: pa.Table, changed: pa.Table, keys: list[str]) -> pa.Table:
     """``rows`` with the values of ``changed`` (matched on ``keys``: the item's key and its sequence) set where
     ``changed`` has one, and its JSON."""
@@ -286,9 +298,9 @@ def _with_changes(rows: pa.Table, changed: pa.Table, keys: list[str]) -> pa.Tabl
         return rows
     values = [c for c in changed.column_names if c not in keys]
     renamed = changed.rename_columns([c if c in keys else f"_new_{c}" for c in changed.column_names])
-    joined = rows.append_column("_row", pa.array(range(rows.num_rows), pa.int64())).join(
+    joined = rows.append_column(_ROW, _positions(rows.num_rows)).join(
         renamed.append_column("_hit", pa.array([True] * changed.num_rows)), keys=keys,
-        join_type="left outer").sort_by("_row")
+        join_type="left outer").sort_by(_ROW)
     matched = pc.is_valid(joined["_hit"])
     columns = {}
     for name in rows.column_names:

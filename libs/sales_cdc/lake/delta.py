@@ -15,7 +15,7 @@ from queue import Full, Queue
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 
 from .. import column_types as CT
 from .. import schema as S
@@ -26,6 +26,10 @@ from .layers import LakeBatch, Written
 
 CONTRACT_VERSION = "sales_cdc.contract_version"  # commit metadata: the contract a commit was written with
 Write = Callable[[DeltaTable | None, CommitProperties], None]
+# rows per Parquet row group of the tables the job looks keys up in (silver, its tombstones): a lookup reads a row
+# group at a time, so this bounds what it holds, however large the table (delta-rs's default is ~1M rows)
+LOOKUP_ROW_GROUP_ROWS = 65_536
+LOOKUP_WRITER = WriterProperties(max_row_group_size=LOOKUP_ROW_GROUP_ROWS)
 
 
 class DeltaTables:
@@ -212,42 +216,44 @@ class DeltaSilver:
         with _fed_from_a_thread(target, converted) as reader:
             write_deltalake(self.uri, reader, mode="overwrite", schema_mode="overwrite",
                             storage_options=self.tables.config.storage_options,
-                            target_file_size=self.tables.config.target_file_size, commit_properties=commit)
+                            target_file_size=self.tables.config.target_file_size, writer_properties=LOOKUP_WRITER,
+                            commit_properties=commit)
 
-    def _key_sequences(self, uri: str, like: pa.Schema) -> pa.Table | None:
-        """Key + sequence of every row of the Delta table at ``uri``, the key typed as in ``like`` (None: no
-        table). Read whole and joined by the caller: pyarrow's dataset filter fails on delta-rs' string_view
-        statistics. Short columns; compaction keeps the tables' files few."""
+    def _outranked(self, probe: pa.Table, uri: str) -> pa.Array:
+        """The ``_ROW`` of each ``probe`` row (key, sequence, ``_ROW``) whose key has a row at ``uri`` with a sequence
+        not older. The stored keys and sequences are read a row group at a time and joined with the probe: what is
+        held is bounded by the probe and a row group, not by the table. (Not with the scan's own filter: it fails
+        on the string_view statistics delta-rs writes.)"""
         table = self.tables.table(uri)
-        if table is None:
-            return None
-        keys = self.rules.keys
-        rows = table.to_pyarrow_table(columns=[*keys, S.CDC_SEQUENCE])
-        return rows.cast(pa.schema([like.field(k) for k in keys] + [(S.CDC_SEQUENCE, pa.string())]))
+        none = pa.array([], _ROW_TYPE)
+        if table is None or probe.num_rows == 0:
+            return none
+        keys = list(self.rules.keys)
+        stored_like = pa.schema([probe.schema.field(k) for k in keys] + [("_stored_seq", pa.string())])
+        found = [none]
+        for stored in table.to_pyarrow_dataset().to_batches(columns=[*keys, S.CDC_SEQUENCE]):
+            stored = pa.Table.from_batches([stored]).rename_columns(stored_like.names).cast(stored_like)
+            joined = probe.join(stored, keys=keys, join_type="inner")
+            found.append(joined.filter(pc.less_equal(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))[_ROW]
+                         .combine_chunks())
+        return pa.concat_arrays(found)
 
     def _newer_than(self, state: pa.Table, uri: str) -> pa.Table:
-        """Rule 1 against one stored table: ``state``'s rows whose key has no row at ``uri`` or an older one. Only
-        the keys and sequences are joined, and ``state`` comes back as it is when no row is outranked (a stream's
-        usual batch): a 1M-event batch's state is not copied for it."""
-        if state.num_rows == 0:
-            return state
-        stored = self._key_sequences(uri, state.schema)
-        if stored is None or stored.num_rows == 0:
-            return state
-        keys = list(self.rules.keys)
-        probe = state.select([*keys, S.CDC_SEQUENCE]).append_column(_ROW, _positions(state.num_rows))
-        joined = probe.join(stored.rename_columns([*keys, "_stored_seq"]), keys=keys, join_type="inner")
-        outranked = joined.filter(pc.less_equal(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))[_ROW]
+        """Rule 1 against one stored table: ``state``'s rows whose key has no row at ``uri`` or an older one.
+        ``state`` comes back as it is when no row is outranked (a stream's usual batch): a 1M-event batch's state
+        is not copied for it."""
+        probe = state.select([*self.rules.keys, S.CDC_SEQUENCE]).append_column(_ROW, _positions(state.num_rows))
+        outranked = self._outranked(probe, uri)
         if len(outranked) == 0:
             return state
-        return state.filter(pc.invert(pc.is_in(probe[_ROW], value_set=outranked.combine_chunks())))
+        return state.filter(pc.invert(pc.is_in(probe[_ROW], value_set=outranked)))
 
     def _merge_rows(self, silver: DeltaTable | None, state: pa.Table, commit: CommitProperties) -> None:
         rules = self.rules
         newer, is_remove = rules.newer(), rules.is_remove()
         silver = self.tables.existing_or_created(self.uri, silver, state)
         merge = silver.merge(state, predicate=rules.same_item(), source_alias="s", target_alias="t",
-                             commit_properties=commit)
+                             writer_properties=LOOKUP_WRITER, commit_properties=commit)
         if not rules.keeps_tombstones:  # soft delete: a REMOVE is a row like any other, marked deleted
             merge = merge.when_matched_update_all(predicate=newer).when_not_matched_insert_all()
         else:
@@ -276,14 +282,14 @@ class DeltaSilver:
         source = source.append_column("_is_remove", pc.equal(state[S.CDC_OP], REMOVE))
         newer = rules.newer()
         (tombstones.merge(source, predicate=rules.same_item(), source_alias="s", target_alias="t",
-                          commit_properties=commit)
+                          writer_properties=LOOKUP_WRITER, commit_properties=commit)
          .when_matched_update({c: f"s.{c}" for c in columns}, predicate=f"{newer} AND s._is_remove")
          .when_matched_delete(predicate=f"{newer} AND NOT s._is_remove")  # re-inserted: no longer deleted
          .when_not_matched_insert({c: f"s.{c}" for c in columns}, predicate="s._is_remove")
          .execute())
 
 
-_ROW = "_row"  # a row's position in the table it was read from
+_ROW, _ROW_TYPE = "_row", pa.uint64()  # a row's position in the table it was read from (``_positions``)
 
 
 def _positions(rows: int) -> pa.Array:

@@ -4,10 +4,14 @@ per-record upsert, the merge into small and large tables)."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -65,6 +69,27 @@ def spark_jobs_started(spark: SparkSession) -> int:
     and unlike the status store's list not capped by how many jobs it retains)."""
     counter = spark.sparkContext._jsc.sc().dagScheduler().nextJobId()
     return counter if isinstance(counter, int) else counter.get()  # an AtomicInteger in older Sparks
+
+
+def in_a_child(module: str, events: int, pg_url: str, env: dict[str, str] | None = None) -> dict:
+    """``python -m <module> --events N --warehouse-url URL`` in a child process (its own Python and Spark JVM):
+    the JSON object it prints last (:func:`child_main`), or the error it ended with."""
+    done = subprocess.run([sys.executable, "-m", module, "--events", str(events), "--warehouse-url", pg_url],
+                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return {"events": events, "error": done.stderr.strip().splitlines()[-1:]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def child_main(argv: list[str] | None, description: str, measure: Callable[[int, str], dict]) -> int:
+    """A child's command line (:func:`in_a_child`): prints ``measure(events, warehouse_url)`` as one JSON object."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--events", type=int, required=True)
+    parser.add_argument("--warehouse-url", required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 4g pyspark-shell")
+    print(json.dumps(measure(args.events, args.warehouse_url), default=str))
+    return 0
 
 
 def timed(fn) -> float:

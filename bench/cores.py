@@ -7,16 +7,13 @@ after a warm-up, as every case of the bench. The master comes from ``SALES_CDC_S
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from functools import partial
 from pathlib import Path
 
-from bench.cases import REPO, Bench, payload_lines, source_frame, warm_together
+from bench.cases import Bench, child_main, in_a_child, payload_lines, source_frame, warm_together
 from sales_cdc.job import MASTER_ENV, build_spark
 
 
@@ -31,22 +28,11 @@ def measure(events: int, pg_url: str) -> dict:
 
 def in_a_spark_of_its_own(master: str, events: int, pg_url: str) -> dict:
     """:func:`measure` in a child process whose Spark runs ``master``."""
-    env = {**os.environ, MASTER_ENV: master}
-    done = subprocess.run([sys.executable, "-m", "bench.cores", "--events", str(events), "--warehouse-url", pg_url],
-                          cwd=REPO, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"master": master, "events": events, "error": done.stderr.strip().splitlines()[-1:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return {"master": master, **in_a_child("bench.cores", events, pg_url, env={**os.environ, MASTER_ENV: master})}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, required=True)
-    parser.add_argument("--warehouse-url", required=True)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 4g pyspark-shell")
-    print(json.dumps(measure(args.events, args.warehouse_url), default=str))
-    return 0
+    return child_main(argv, __doc__.splitlines()[0], measure)
 
 
 if __name__ == "__main__":

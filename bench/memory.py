@@ -13,14 +13,11 @@ peak is reported beside it; in local mode it holds the executors' work too, so i
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import ctypes.util
 import gc
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -28,7 +25,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable, write_deltalake
 
-from bench.cases import REPO, Bench, payload_lines, source_frame
+from bench.cases import Bench, child_main, in_a_child, payload_lines, source_frame
 from sales_cdc.job import build_spark
 
 WARM_UP_EVENTS = 1_000  # batches run first, so that one-off costs (JIT, GX's first run, imports) are not counted
@@ -101,21 +98,11 @@ def measure(events: int, pg_url: str) -> dict:
 
 def in_a_process_of_its_own(events: int, pg_url: str) -> dict:
     """:func:`measure` in a child process (its own Python and Spark JVM)."""
-    done = subprocess.run([sys.executable, "-m", "bench.memory", "--events", str(events), "--warehouse-url", pg_url],
-                          cwd=REPO, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        return {"events": events, "error": done.stderr.strip().splitlines()[-1:]}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return in_a_child("bench.memory", events, pg_url)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, required=True)
-    parser.add_argument("--warehouse-url", required=True)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 4g pyspark-shell")
-    print(json.dumps(measure(args.events, args.warehouse_url), default=str))
-    return 0
+    return child_main(argv, __doc__.splitlines()[0], measure)
 
 
 if __name__ == "__main__":

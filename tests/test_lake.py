@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 
+import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 
 from sales_cdc import schema as S
 from sales_cdc.config import LakeConfig
 from sales_cdc.lake import Lake, moto_storage_options
+from sales_cdc.lake.delta import DeltaSilver, DeltaTables
+from sales_cdc.merge_rules import MergeRules
 from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
@@ -178,3 +181,23 @@ def test_a_late_remove_older_than_the_live_row_leaves_no_tombstone(lake):
     assert lake.table(lake.lake.tombstones_uri).to_pyarrow_table().num_rows == 0
     lake.batch(1, remove("o1", 2))  # and a replay of it neither
     assert lake.table(lake.lake.tombstones_uri).to_pyarrow_table().num_rows == 0
+
+
+def test_rule_one_against_a_stored_table_reads_it_a_row_group_at_a_time(tmp_path):
+    """The sequence guard against a stored table (silver, its tombstones) keeps the batch's rows whose key has no
+    stored row or an older one, whichever row group of the table the key is in; a batch nothing outranks comes back
+    as it is (not copied)."""
+    def seq(n: int) -> str:
+        return str(n).zfill(S.SEQUENCE_WIDTH)
+
+    key, stored_uri = ORDERS.keys[0], str(tmp_path / "stored")
+    write_deltalake(stored_uri, pa.table({key: [f"o{i}" for i in range(10)], S.CDC_SEQUENCE: [seq(5)] * 10}),
+                    writer_properties=WriterProperties(max_row_group_size=2))  # five row groups
+    silver = DeltaSilver(DeltaTables(LakeConfig(str(tmp_path)), "test"), MergeRules(ORDERS), str(tmp_path / "s"))
+    batch = pa.table({key: ["o1", "o2", "o3", "o42", "o9"], S.CDC_SEQUENCE: [seq(n) for n in (3, 5, 7, 1, 4)],
+                      "quantity": [1, 2, 3, 4, 5]})
+    kept = silver._newer_than(batch, stored_uri)
+    assert kept.to_pylist() == [{key: "o3", S.CDC_SEQUENCE: seq(7), "quantity": 3},
+                                {key: "o42", S.CDC_SEQUENCE: seq(1), "quantity": 4}]
+    newer = batch.slice(2, 2)
+    assert silver._newer_than(newer, stored_uri) is newer

@@ -73,9 +73,9 @@ def _merge_alone(bench: Bench, workdir: Path) -> tuple[int, float]:
     source = DeltaTable(bench.last_lake.silver_uri).to_pyarrow_table()
     target = str(workdir / f"floor-{uuid.uuid4().hex[:8]}")
     write_deltalake(target, source.schema.empty_table())
-    keys = " AND ".join(f"t.{k} = s.{k}" for k in bench.last_lake.rules.keys)
     with PeakRss({"python": os.getpid()}) as peak:
-        (DeltaTable(target).merge(source, predicate=keys, source_alias="s", target_alias="t")
+        (DeltaTable(target).merge(source, predicate=bench.last_lake.rules.same_item(), source_alias="s",
+                                  target_alias="t")
          .when_matched_update_all().when_not_matched_insert_all().execute())
     return source.num_rows, peak.growth_mb["python"]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 from sales_cdc import schema as S
@@ -102,6 +103,9 @@ def envelope_quality(root: Path, entity: S.EntitySchema) -> DataQuality:
     return DataQuality(DqConfig(expectations_dir=str(project)), entity, "model")
 
 
+LOOKUP_ROW_GROUP_ROWS = 3
+
+
 class Sinks:
     def __init__(self, spark, pg_url, db_schema, root, soft_delete: bool, lake_format: str, entity: S.EntitySchema,
                  quality: DataQuality | None = None):
@@ -110,7 +114,10 @@ class Sinks:
         self.warehouse = CrashingWarehouse(PostgresWarehouse(pg_url, sql, job_name="model"))
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
-        self.lake = Lake(LakeConfig(str(root), **formats), "model", entity, soft_delete=soft_delete)
+        # row groups of a few rows: the model's small tables then span many, as a real silver does, and every lookup
+        # in them (``DeltaSilver._outranked``) is held against the model across row groups
+        config = LakeConfig(str(root), lookup_row_group_rows=LOOKUP_ROW_GROUP_ROWS, **formats)
+        self.lake = Lake(config, "model", entity, soft_delete=soft_delete)
         self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, quality=quality,
                                     options=HandlerOptions(default_stream_id="model"))
 
@@ -203,6 +210,11 @@ class Sinks:
             state = DeltaTable(self.lake.silver_uri).to_pyarrow_table().to_pylist()
             tombs = [] if self.soft_delete else DeltaTable(self.lake.tombstones_uri).to_pyarrow_table().to_pylist()
         return actual_rows(state, self.soft_delete, self.entity), tombstone_rows(tombs, self.entity)
+
+    def row_groups(self, *uris: str) -> int:
+        """How many Parquet row groups the Delta tables at ``uris`` are stored in."""
+        files = [f for uri in uris if DeltaTable.is_deltatable(uri) for f in DeltaTable(uri).file_uris()]
+        return sum(pq.ParquetFile(f).num_row_groups for f in files)
 
     def raw_payloads(self) -> list[str]:
         return self._lake_column(self.lake.raw_uri, S.PAYLOAD)

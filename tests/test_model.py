@@ -37,7 +37,7 @@ from sales_cdc import schema as S
 from sales_cdc import transforms
 from sales_cdc_local.records import to_json_line
 from tests.helpers import ORDERS, SORTED
-from tests.sinks import Event, History, Sinks, envelope_quality, pg_connection
+from tests.sinks import LOOKUP_ROW_GROUP_ROWS, Event, History, Sinks, envelope_quality, pg_connection
 
 HISTORIES = int(os.environ.get("SALES_CDC_MODEL_HISTORIES", "300"))
 MAX_BATCHES = 5
@@ -208,6 +208,9 @@ def check_every_sink(spark, pg_url, tmp_path_factory, soft_delete, lake_format, 
         silver, silver_tombstones = sinks.silver()
         check(f"{lake_format} silver", silver, state)
         check(f"{lake_format} silver tombstones", silver_tombstones, tombstones)
+        if lake_format == "delta" and len(state) + len(tombstones) > LOOKUP_ROW_GROUP_ROWS:
+            assert sinks.row_groups(sinks.lake.silver_uri, sinks.lake.tombstones_uri) > 1, \
+                "the lookups in silver were held against the model across row groups"
         delivered = sorted({to_json_line(e.record()) for h in histories for e in h.events})
         assert len(sinks.raw_payloads()) == len(delivered), "raw holds every delivered record exactly once"
         assert sorted(sinks.raw_payloads()) == delivered

@@ -87,5 +87,7 @@ def test_the_history_of_every_sink_equals_the_versions_of_the_events(spark, pg_u
                        if r[S.IS_CURRENT] and (soft_delete or not r[S.IS_DELETED])]
             check(f"{sink} history's current versions", dict.fromkeys(current, True), current_state)
             assert ends_are_next_starts(rows, entity) == [], sink
+        if lake_format == "delta":
+            assert sinks.row_groups(sinks.lake.history_uri) > 1, "the history's lookups span row groups"
     finally:
         sinks.warehouse.close()

@@ -25,6 +25,10 @@ class LakeConfig:
     root: str
     storage_options: dict[str, str] = field(default_factory=dict)
     target_file_size: int = 128 * 1024 * 1024
+    # rows per Parquet row group of the Delta tables the job looks keys up in (silver, its tombstones): a lookup
+    # reads a row group at a time, so this bounds what it holds however large the table (delta-rs's default is
+    # ~1M rows)
+    lookup_row_group_rows: int = 65_536
     # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake.parquet)
     raw_format: str = "delta"
     silver_format: str = "delta"
@@ -34,6 +38,8 @@ class LakeConfig:
         for layer in ("raw", "silver", "quarantine"):
             if getattr(self, f"{layer}_format") not in FORMATS:
                 raise ValueError(f"{layer}_format must be one of {FORMATS}")
+        if self.lookup_row_group_rows < 1:
+            raise ValueError("lookup_row_group_rows must be at least 1")
 
     @property
     def parquet_layers(self) -> list[str]:

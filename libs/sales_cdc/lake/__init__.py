@@ -30,7 +30,7 @@ from ..config import REGION, LakeConfig
 from ..evolution import ChangeKind
 from ..faults import crash_point
 from ..merge_rules import MergeRules
-from .delta import LOOKUP_WRITER, DeltaAppend, DeltaSilver, DeltaTables
+from .delta import DeltaAppend, DeltaSilver, DeltaTables
 from .delta_files import DeltaFilesAppend
 from .history import DeltaHistory, ParquetHistory
 from .layers import LakeBatch, LayerWriter, Rows, StagedFiles, Written
@@ -177,7 +177,7 @@ def maintain(lake: Lake, *, retention_hours: int = 168, vacuum: bool = True, spa
             continue
         before = len(table.file_uris())
         # (row groups kept small: silver and its tombstones are where the job looks keys up, a row group at a time)
-        table.optimize.compact(target_size=lake.config.target_file_size, writer_properties=LOOKUP_WRITER)
+        table.optimize.compact(target_size=lake.config.target_file_size, writer_properties=lake.delta.lookup_writer)
         removed = 0
         if vacuum:  # full: also the files of a batch that crashed before its commit (``lake.delta_files``)
             removed = len(table.vacuum(retention_hours=retention_hours, dry_run=False, full=True,

@@ -26,10 +26,6 @@ from .layers import LakeBatch, Written
 
 CONTRACT_VERSION = "sales_cdc.contract_version"  # commit metadata: the contract a commit was written with
 Write = Callable[[DeltaTable | None, CommitProperties], None]
-# rows per Parquet row group of the tables the job looks keys up in (silver, its tombstones): a lookup reads a row
-# group at a time, so this bounds what it holds, however large the table (delta-rs's default is ~1M rows)
-LOOKUP_ROW_GROUP_ROWS = 65_536
-LOOKUP_WRITER = WriterProperties(max_row_group_size=LOOKUP_ROW_GROUP_ROWS)
 
 
 class DeltaTables:
@@ -41,6 +37,9 @@ class DeltaTables:
         # uri -> the table as last read: loading a table reads its whole log since the last checkpoint
         # (up to 100 commits, a request each on S3) where bringing it up to date reads the new commits only
         self._tables: dict[str, DeltaTable] = {}
+        # how silver and its tombstones are written (MERGE, a migration's rewrite, compaction): row groups small
+        # enough to read one at a time (``DeltaSilver._outranked``)
+        self.lookup_writer = WriterProperties(max_row_group_size=config.lookup_row_group_rows)
 
     def table(self, uri: str) -> DeltaTable | None:
         """The Delta table at ``uri`` at its latest version, or None before its first commit (by this job or
@@ -78,7 +77,17 @@ class DeltaTables:
     def append(self, uri: str, data: pa.Table, commit: CommitProperties) -> None:
         write_deltalake(uri, data, mode="append", schema_mode="merge",
                         storage_options=self.config.storage_options, target_file_size=self.config.target_file_size,
-                        commit_properties=commit)
+                        writer_properties=self.lookup_writer, commit_properties=commit)
+
+    @staticmethod
+    def row_groups(table: DeltaTable, columns: list[str]) -> Iterator[pa.Table]:
+        """``columns`` of ``table``, a Parquet row group at a time: a lookup joins each with the batch's keys and
+        holds a row group or two, not the table. Read ahead by one only: the scan's default (16 batches per file, 4
+        files) would buffer up to 64 row groups while the lookup joins one. (Not with the scan's own filter: it
+        fails on the string_view statistics delta-rs writes.)"""
+        scan = table.to_pyarrow_dataset().to_batches(columns=columns, batch_readahead=1, fragment_readahead=1)
+        for batch in scan:
+            yield pa.Table.from_batches([batch])
 
     def existing_or_created(self, uri: str, table: DeltaTable | None, like: pa.Table) -> DeltaTable:
         """A MERGE needs a target: on the first batch, create the table empty with ``like``'s schema."""
@@ -216,14 +225,12 @@ class DeltaSilver:
         with _fed_from_a_thread(target, converted) as reader:
             write_deltalake(self.uri, reader, mode="overwrite", schema_mode="overwrite",
                             storage_options=self.tables.config.storage_options,
-                            target_file_size=self.tables.config.target_file_size, writer_properties=LOOKUP_WRITER,
-                            commit_properties=commit)
+                            target_file_size=self.tables.config.target_file_size,
+                            writer_properties=self.tables.lookup_writer, commit_properties=commit)
 
     def _outranked(self, probe: pa.Table, uri: str) -> pa.Array:
         """The ``_ROW`` of each ``probe`` row (key, sequence, ``_ROW``) whose key has a row at ``uri`` with a sequence
-        not older. The stored keys and sequences are read a row group at a time and joined with the probe: what is
-        held is bounded by the probe and a row group, not by the table. (Not with the scan's own filter: it fails
-        on the string_view statistics delta-rs writes.)"""
+        not older. The stored keys and sequences are read a row group at a time (``DeltaTables.row_groups``)."""
         table = self.tables.table(uri)
         none = pa.array([], _ROW_TYPE)
         if table is None or probe.num_rows == 0:
@@ -231,8 +238,8 @@ class DeltaSilver:
         keys = list(self.rules.keys)
         stored_like = pa.schema([probe.schema.field(k) for k in keys] + [("_stored_seq", pa.string())])
         found = [none]
-        for stored in table.to_pyarrow_dataset().to_batches(columns=[*keys, S.CDC_SEQUENCE]):
-            stored = pa.Table.from_batches([stored]).rename_columns(stored_like.names).cast(stored_like)
+        for stored in self.tables.row_groups(table, [*keys, S.CDC_SEQUENCE]):
+            stored = stored.rename_columns(stored_like.names).cast(stored_like)
             joined = probe.join(stored, keys=keys, join_type="inner")
             found.append(joined.filter(pc.less_equal(joined[S.CDC_SEQUENCE], joined["_stored_seq"]))[_ROW]
                          .combine_chunks())
@@ -253,7 +260,7 @@ class DeltaSilver:
         newer, is_remove = rules.newer(), rules.is_remove()
         silver = self.tables.existing_or_created(self.uri, silver, state)
         merge = silver.merge(state, predicate=rules.same_item(), source_alias="s", target_alias="t",
-                             writer_properties=LOOKUP_WRITER, commit_properties=commit)
+                             writer_properties=self.tables.lookup_writer, commit_properties=commit)
         if not rules.keeps_tombstones:  # soft delete: a REMOVE is a row like any other, marked deleted
             merge = merge.when_matched_update_all(predicate=newer).when_not_matched_insert_all()
         else:
@@ -282,7 +289,7 @@ class DeltaSilver:
         source = source.append_column("_is_remove", pc.equal(state[S.CDC_OP], REMOVE))
         newer = rules.newer()
         (tombstones.merge(source, predicate=rules.same_item(), source_alias="s", target_alias="t",
-                          writer_properties=LOOKUP_WRITER, commit_properties=commit)
+                          writer_properties=self.tables.lookup_writer, commit_properties=commit)
          .when_matched_update({c: f"s.{c}" for c in columns}, predicate=f"{newer} AND s._is_remove")
          .when_matched_delete(predicate=f"{newer} AND NOT s._is_remove")  # re-inserted: no longer deleted
          .when_not_matched_insert({c: f"s.{c}" for c in columns}, predicate="s._is_remove")

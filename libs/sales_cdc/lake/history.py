@@ -85,7 +85,7 @@ class DeltaHistory:
                 return
             same = " AND ".join(f"t.{c} = s.{c}" for c in self.version_key)
             (table.merge(pa.concat_tables([new, moved]), predicate=same, source_alias="s", target_alias="t",
-                         merge_schema=True, commit_properties=commit)
+                         merge_schema=True, writer_properties=self.tables.lookup_writer, commit_properties=commit)
              .when_matched_update({c: f"s.{c}" for c in END_COLUMNS})
              .when_not_matched_insert_all().execute())
 
@@ -96,11 +96,10 @@ class DeltaHistory:
     def _rows(self, table: DeltaTable | None, versions: pa.Table) -> tuple[pa.Table, pa.Table]:
         """The new versions whole, with their ends; and the held versions whose end they change (their key and
         new end only: the MERGE updates nothing else)."""
-        keys, version_key = list(self.rules.keys), self.version_key
+        version_key = self.version_key
         starts = [*version_key, S.VALID_FROM]
-        held = self._held(table, versions)
-        touched = held.join(versions.select(keys).group_by(keys).aggregate([]), keys, join_type="left semi")
-        new = versions.join(held.select(version_key), version_key, join_type="left anti")
+        touched = self._held(table, versions)
+        new = versions.join(touched.select(version_key), version_key, join_type="left anti")
         ends = version_ends(pa.concat_tables([touched.select(starts), new.select(starts)]), self.rules.keys) \
             .select([*version_key, *END_COLUMNS])
         was = touched.select(version_key).append_column("was", touched[S.VALID_TO_SEQUENCE])
@@ -115,12 +114,18 @@ class DeltaHistory:
                           for f in schema}).cast(schema))
 
     def _held(self, table: DeltaTable | None, versions: pa.Table) -> pa.Table:
-        """The versions the table holds: their key, start and end (none before the first commit)."""
-        columns = [*self.version_key, S.VALID_FROM]
+        """The versions the table holds of ``versions``' items: their key, start and end (none before the first
+        commit), read a row group at a time (``DeltaTables.row_groups``): the driver holds the batch's items'
+        versions, not the whole history's."""
+        keys, columns = list(self.rules.keys), [*self.version_key, S.VALID_FROM]
         schema = pa.schema([*versions.select(columns).schema,
                             pa.field(S.VALID_TO_SEQUENCE, versions.schema.field(S.VALID_FROM_SEQUENCE).type)])
-        return schema.empty_table() if table is None else \
-            table.to_pyarrow_table(columns=schema.names).cast(schema)
+        items = versions.select(keys).group_by(keys).aggregate([])
+        held = [schema.empty_table()]
+        if table is not None:
+            held += [part.cast(schema).join(items, keys, join_type="left semi")
+                     for part in self.tables.row_groups(table, schema.names)]
+        return pa.concat_tables(held)
 
 
 class ParquetHistory:

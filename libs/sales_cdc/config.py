@@ -25,9 +25,9 @@ class LakeConfig:
     root: str
     storage_options: dict[str, str] = field(default_factory=dict)
     target_file_size: int = 128 * 1024 * 1024
-    # rows per Parquet row group of the Delta tables the job looks keys up in (silver, its tombstones): a lookup
-    # reads a row group at a time, so this bounds what it holds however large the table (delta-rs's default is
-    # ~1M rows)
+    # rows per Parquet row group of the Delta tables the job writes from the driver (silver, its tombstones, the
+    # history, quarantine): a key lookup in them reads a row group at a time, so this bounds what it holds however
+    # large the table (delta-rs's default is ~1M rows)
     lookup_row_group_rows: int = 65_536
     # per layer: "delta" (delta-rs, transactional MERGE) or "parquet" (Spark's own writer, see lake.parquet)
     raw_format: str = "delta"

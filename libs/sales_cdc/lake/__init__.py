@@ -176,7 +176,8 @@ def maintain(lake: Lake, *, retention_hours: int = 168, vacuum: bool = True, spa
         if table is None:
             continue
         before = len(table.file_uris())
-        # (row groups kept small: silver and its tombstones are where the job looks keys up, a row group at a time)
+        # (row groups kept small: the job looks keys up in silver, its tombstones and the history a row group at a
+        # time)
         table.optimize.compact(target_size=lake.config.target_file_size, writer_properties=lake.delta.lookup_writer)
         removed = 0
         if vacuum:  # full: also the files of a batch that crashed before its commit (``lake.delta_files``)

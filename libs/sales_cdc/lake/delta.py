@@ -37,8 +37,8 @@ class DeltaTables:
         # uri -> the table as last read: loading a table reads its whole log since the last checkpoint
         # (up to 100 commits, a request each on S3) where bringing it up to date reads the new commits only
         self._tables: dict[str, DeltaTable] = {}
-        # how silver and its tombstones are written (MERGE, a migration's rewrite, compaction): row groups small
-        # enough to read one at a time (``DeltaSilver._outranked``)
+        # how the tables written from the driver are written (MERGE, append, a migration's rewrite, compaction): in
+        # row groups small enough for a lookup to read one at a time (``row_groups``)
         self.lookup_writer = WriterProperties(max_row_group_size=config.lookup_row_group_rows)
 
     def table(self, uri: str) -> DeltaTable | None:

@@ -63,7 +63,7 @@ fixtures: install ## regenerate tests/fixtures from tests/fixtures/build_cdc_fix
 docs-assets: install ## fetch the Data Docs pages' scripts, styles and fonts from npm (pinned, into the package)
 	$(PY) scripts/vendor_docs_assets.py
 
-bench: install ## benchmarks with baselines in one run -> bench/results/ (about 15 minutes)
+bench: install ## benchmarks with baselines in one run -> bench/results/ (about 20 minutes)
 	$(PY) -m bench.run $(BENCH_ARGS)
 
 wheel: install ## build dist/sales_cdc-*.whl (what the Glue job installs)

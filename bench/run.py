@@ -187,10 +187,12 @@ def _scale_checks(memory: list[dict], cores: list[dict]) -> list[dict]:
     core gives."""
     small, large = memory
     growth = large.get("driver_python_peak_mb", float("inf")) / max(small.get("driver_python_peak_mb", 0), 1e-9)
-    floor = large.get("delta_merge_alone_peak_mb", float("nan")) / max(small.get("delta_merge_alone_peak_mb", 0), 1e-9)
+    # the floor: the larger batch's silver MERGE alone, against the whole smaller batch (above 1.5, no driver that
+    # merges silver through delta-rs meets the target)
+    floor = large.get("delta_merge_alone_peak_mb", float("nan")) / max(small.get("driver_python_peak_mb", 0), 1e-9)
     one, two = (c.get("seconds", float("nan")) for c in cores)
     return [check(f"driver peak memory at {large['events']:,} events vs at {small['events']:,} (x; delta-rs's "
-                  f"MERGE of the same state rows alone: {floor:.1f})", growth, "<= 1.5", growth <= 1.5),
+                  f"MERGE of the larger batch's state rows alone: {floor:.2f})", growth, "<= 1.5", growth <= 1.5),
             check(f"{cores[1]['master']} vs {cores[0]['master']} at {cores[0]['events']:,} events (x)", one / two,
                   ">= 1.6", one / two >= 1.6)]
 

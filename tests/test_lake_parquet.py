@@ -4,6 +4,7 @@ the warehouse's sequence guard, deletes, and the same content as the Delta path.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -15,8 +16,8 @@ from sales_cdc.pipeline import BatchHandler, HandlerOptions
 from sales_cdc.sql import Dialect, MergeSql
 from sales_cdc.warehouse import PostgresWarehouse
 from sales_cdc_local.parser import DEFAULT_EXPECTED, DEFAULT_FIXTURES
-from sales_cdc_local.records import to_json_line
-from tests.helpers import ORDERS, insert, modify, remove, source_rows
+from sales_cdc_local.records import stream_record, to_json_line
+from tests.helpers import ORDERS, insert, modify, order, remove, source_rows
 
 pytestmark = pytest.mark.slow
 
@@ -65,6 +66,23 @@ def test_replaying_a_batch_changes_no_parquet_layer(parquet_lake):
     assert silver_commits(parquet_lake.spark, parquet_lake.lake.silver_uri) == commits
     quarantine = parquet_lake.spark.read.parquet(parquet_lake.lake.quarantine_uri).collect()
     assert [(q["stage"], q[BATCH_PARTITION]) for q in quarantine] == [("decode", "s1-0")]
+
+
+def test_records_raw_holds_under_another_stream_id_are_found_in_their_days_folders(parquet_lake):
+    """A reset checkpoint (or a backfill run again) delivers records the raw layer holds under another stream id:
+    each is looked up in its event date's folder, and only the new record is added."""
+    def on(day: int, orderid: str) -> dict:
+        return stream_record("INSERT", day, key=orderid, new=order(orderid), entity=ORDERS,
+                             event_time=datetime(2026, 11, day, tzinfo=UTC))
+
+    parquet_lake.batch(0, on(1, "o1"), on(2, "o2"))
+    after_reset = BatchHandler(warehouse=parquet_lake.warehouse, lake=parquet_lake.lake,
+                               options=HandlerOptions(default_stream_id="s2"))
+    after_reset(source_rows(parquet_lake.spark, on(1, "o1"), on(2, "o2"), on(3, "o3")), 0)
+
+    rows = parquet_lake.raw_rows()
+    assert len({r[S.CDC_EVENT_ID] for r in rows}) == len(rows) == 3
+    assert sorted(r[BATCH_PARTITION] for r in rows) == ["s1-0", "s1-0", "s2-0"]
 
 
 def test_out_of_order_events_and_deletes_follow_the_sequence_guard(parquet_lake):

@@ -140,16 +140,26 @@ class ParquetAppend:
         """``frame`` without the rows another batch's partitions hold (this batch's own are rewritten)."""
         spark = frame.sparkSession
         fs, root = _jvm_fs(spark, self.uri)
-        if not fs.exists(root):
+        folders = self._folders(frame, fs) if fs.exists(root) else []
+        if not folders:
             return frame
-        held = spark.read.option("mergeSchema", "true").parquet(self.uri)
+        held = spark.read.option("mergeSchema", "true").option("basePath", self.uri).parquet(*folders)
         if not set(self.identity) <= set(held.columns):  # written before records had an identity
             return frame
         held = held.where(F.col(BATCH_PARTITION) != label)
-        for column in self.partitions:
-            values = [r[0] for r in frame.select(column).distinct().collect()]
-            held = held.where(F.col(column).isin(values))
         return frame.join(held.select(*self.identity).distinct(), list(self.identity), "left_anti")
+
+    def _folders(self, frame: DataFrame, fs) -> list[str]:
+        """The layer's folders that hold ``frame``'s partitions (raw: its event dates), or the whole layer when it
+        has none: a batch lists and reads those, not every file the layer has gathered over the years."""
+        if not self.partitions:
+            return [self.uri]
+        jvm = frame.sparkSession.sparkContext._jvm
+        folder_of = jvm.org.apache.spark.sql.catalyst.catalog.ExternalCatalogUtils.getPartitionPathString
+        folders = [f"{self.uri}/" + "/".join(folder_of(column, None if value is None else str(value))
+                                             for column, value in zip(self.partitions, row, strict=True))
+                   for row in frame.select(*self.partitions).distinct().collect()]
+        return [folder for folder in folders if fs.exists(jvm.org.apache.hadoop.fs.Path(folder))]
 
 
 class ParquetSilver:

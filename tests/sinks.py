@@ -115,7 +115,8 @@ class Sinks:
         self.warehouse.ensure_tables()
         formats = {f"{layer}_format": lake_format for layer in ("raw", "silver", "quarantine")}
         # row groups of a few rows: the model's small tables then span many, as a real silver does, and every lookup
-        # in them (``DeltaSilver._outranked``) is held against the model across row groups
+        # in them (``DeltaTables.row_groups``: silver, its tombstones, the history) is held against the model across
+        # row groups
         config = LakeConfig(str(root), lookup_row_group_rows=LOOKUP_ROW_GROUP_ROWS, **formats)
         self.lake = Lake(config, "model", entity, soft_delete=soft_delete)
         self.handler = BatchHandler(warehouse=self.warehouse, lake=self.lake, quality=quality,

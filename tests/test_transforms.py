@@ -6,12 +6,13 @@ import os
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+import pyarrow as pa
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from sales_cdc import runtime, transforms
 from sales_cdc import schema as S
-from sales_cdc import transforms
 from sales_cdc.decode import decode_pipe_records
 from sales_cdc.sources.files import file_batch
 from sales_cdc.sources.snapshot import snapshot_record
@@ -125,3 +126,15 @@ def test_a_file_record_without_an_event_time_is_dated_by_its_file_whenever_it_is
     dates = {r[S.PAYLOAD]: r[S.EVENT_DATE] for r in raw.select(S.PAYLOAD, S.EVENT_DATE).collect()}
     assert dates["not json"] == date(2020, 1, 2)
     assert len(dates) == 2 and all(d != date(2020, 1, 2) for p, d in dates.items() if p != "not json")  # event time
+
+
+def test_rows_the_driver_holds_become_a_frame_whole_whatever_their_batches(spark):
+    """An Arrow table read a row group at a time and filtered has empty batches between its rows; PySpark 4.1's
+    ``createDataFrame`` drops the rows after an empty batch, ``runtime.frame_of`` keeps every row."""
+    schema = pa.schema([("orderid", pa.string()), ("quantity", pa.int64())])
+    batches = [pa.record_batch({"orderid": [f"o{i}-{j}" for j in range(n)], "quantity": list(range(n))}, schema=schema)
+               for i, n in enumerate([3, 0, 3, 0, 0, 2])]
+    rows = pa.Table.from_batches(batches, schema=schema)
+    expected = spark.createDataFrame(rows.combine_chunks())
+    assert_df_equality(runtime.frame_of(spark, rows), expected, ignore_row_order=True)
+    assert expected.count() == rows.num_rows == 8

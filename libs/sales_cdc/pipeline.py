@@ -37,7 +37,7 @@ from .migration import Migration
 from .new_attributes import new_fields
 from .quality import DataQuality, DataQualityHalt, DqOutcome, Severity
 from .results import BatchResult, RunSummary
-from .runtime import InBackground, Materialized, Stopwatch, retrying
+from .runtime import InBackground, Materialized, Stopwatch, frame_of, retrying
 from .transforms import (
     CONFLICT,
     CONFLICT_REASON,
@@ -282,7 +282,7 @@ class BatchHandler:
         if self.quality is None or not self.quality.screens(batch.decoded.valid):
             return batch.materialized(state)
         batch.state_rows = self.rules.stored_rows(state).toArrow()
-        return state.sparkSession.createDataFrame(batch.state_rows.select(state.columns), schema=state.schema)
+        return frame_of(state.sparkSession, batch.state_rows.select(state.columns), schema=state.schema)
 
     def _stage_raw(self, batch: _Batch) -> None:
         """A Delta raw layer's files are written by Spark's tasks from here on, on a thread, beside the dedupe and

@@ -1,6 +1,6 @@
 """What a batch needs while it runs: a stopwatch per stage, work on a thread beside the batch, the frames it
-reads several times, computed once, the columns every batch uses, built once, and its sink writes retried while
-a sink is unreachable."""
+reads several times, computed once, the columns every batch uses, built once, rows the driver holds made a frame
+again, and its sink writes retried while a sink is unreachable."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import pyarrow as pa
 from pyspark import InheritableThread, SparkContext, StorageLevel
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from .errors import TRANSIENT, SinkUnavailable, first_line
 
@@ -38,6 +40,14 @@ def retrying(what: str, attempt: Callable[[], T], patience: float) -> T:
             log.warning("%s failed (%s): retrying in %.0f s", what, first_line(exc), delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+def frame_of(spark: SparkSession, rows: pa.Table, schema: StructType | None = None) -> DataFrame:
+    """``rows`` as a Spark frame. Their empty record batches are left out first: PySpark 4.1 drops the rows that
+    follow an empty batch of an Arrow table (batches of 3, 0 and 3 rows become a frame of 3), and a table read a row
+    group at a time and filtered has such batches."""
+    batches = [batch for batch in rows.to_batches() if batch.num_rows]
+    return spark.createDataFrame(pa.Table.from_batches(batches, schema=rows.schema), schema=schema)
 
 
 def built_once(build: Callable[..., T]) -> Callable[..., T]:

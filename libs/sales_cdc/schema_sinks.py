@@ -24,6 +24,7 @@ from .lake import Lake
 from .lake.delta import CONTRACT_VERSION, DeltaSilver
 from .merge_rules import MergeRules
 from .promotion import Counts, any_moved, counts, helper_columns, promote
+from .runtime import frame_of
 from .sql_migrate import MigrationSql
 from .warehouse.base import Warehouse
 
@@ -52,7 +53,7 @@ def _promoted(spark: SparkSession, rows: pa.Table, fields: list[S.Field], keys: 
     (key, sequence, ``unmapped_attributes``)."""
     if not fields or rows.num_rows == 0:
         return None, Counts.none(fields)
-    promoted = promote(spark.createDataFrame(rows), fields).localCheckpoint()
+    promoted = promote(frame_of(spark, rows), fields).localCheckpoint()
     changed = promoted.where(any_moved(fields)).select(*keys, S.CDC_SEQUENCE, *[f.name for f in fields], S.UNMAPPED)
     return changed.toArrow(), counts(promoted, fields)
 

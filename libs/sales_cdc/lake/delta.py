@@ -80,11 +80,11 @@ class DeltaTables:
                         writer_properties=self.lookup_writer, commit_properties=commit)
 
     @staticmethod
-    def row_groups(table: DeltaTable, columns: list[str]) -> Iterator[pa.Table]:
-        """``columns`` of ``table``, a Parquet row group at a time: a lookup joins each with the batch's keys and
-        holds a row group or two, not the table. Read ahead by one only: the scan's default (16 batches per file, 4
-        files) would buffer up to 64 row groups while the lookup joins one. (Not with the scan's own filter: it
-        fails on the string_view statistics delta-rs writes.)"""
+    def row_groups(table: DeltaTable, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """``columns`` of ``table`` (all by default), a Parquet row group at a time: a lookup joins each with the
+        batch's keys and holds a row group or two, not the table. Read ahead by one only: the scan's default (16
+        batches per file, 4 files) would buffer up to 64 row groups while the lookup joins one. (Not with the scan's
+        own filter: it fails on the string_view statistics delta-rs writes.)"""
         scan = table.to_pyarrow_dataset().to_batches(columns=columns, batch_readahead=1, fragment_readahead=1)
         for batch in scan:
             yield pa.Table.from_batches([batch])
@@ -181,10 +181,11 @@ class DeltaSilver:
     def unmapped_rows(self) -> pa.Table:
         """Key, sequence and JSON of the rows that keep attributes in ``unmapped_attributes``, read batch by batch
         (what is held grows with those rows, not with the table)."""
-        columns = [*self.rules.keys, S.CDC_SEQUENCE, S.UNMAPPED]
-        dataset = self.tables.table(self.uri).to_pyarrow_dataset()
-        kept = [batch.filter(pc.is_valid(batch.column(S.UNMAPPED))) for batch in dataset.to_batches(columns=columns)]
-        return pa.Table.from_batches(kept, pa.schema([dataset.schema.field(c) for c in columns]))
+        table = self.tables.table(self.uri)
+        stored = table.to_pyarrow_dataset().schema
+        schema = pa.schema([stored.field(c) for c in (*self.rules.keys, S.CDC_SEQUENCE, S.UNMAPPED)])
+        kept = [part.filter(pc.is_valid(part[S.UNMAPPED])) for part in self.tables.row_groups(table, schema.names)]
+        return pa.concat_tables([schema.empty_table(), *kept])
 
     def migrate(self, target: pa.Schema, changed: pa.Table, widened: bool, metadata: dict[str, str]) -> None:
         """One commit that gives silver the ``target`` columns and the promoted values (``changed``: key, sequence,
@@ -216,8 +217,7 @@ class DeltaSilver:
         keys = [*self.rules.keys, S.CDC_SEQUENCE]
 
         def converted():
-            for batch in table.to_pyarrow_dataset().to_batches():
-                rows = pa.Table.from_batches([batch])
+            for rows in self.tables.row_groups(table):
                 rows = pa.table({f.name: rows[f.name].cast(f.type) if f.name in rows.column_names
                                  else pa.nulls(rows.num_rows, f.type) for f in target}, schema=target)
                 yield from _with_changes(rows, changed, keys).to_batches()
